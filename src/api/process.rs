@@ -1,0 +1,262 @@
+//! Process routes: list, info, create, action, logs (tail and live stream),
+//! env, dump, and the daemon's own stop.
+
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use super::errors::{refuse, Refusal};
+use super::{Ctx, BODY_LIMIT};
+use crate::model::{ActionRequest, CreateBody, Target};
+use crate::supervise::logs;
+
+type Resp = warp::reply::Response;
+
+fn with_ctx(ctx: Ctx) -> impl Filter<Extract = (Ctx,), Error = Infallible> + Clone {
+    warp::any().map(move || ctx.clone())
+}
+
+/// A JSON body within the size limit; bad JSON is a 400 naming the problem.
+fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone
+{
+    warp::body::content_length_limit(BODY_LIMIT)
+        .and(warp::body::bytes())
+        .and_then(|bytes: Bytes| async move {
+            serde_json::from_slice::<T>(&bytes).map_err(|e| {
+                let status = if e.is_data() {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                refuse(status, format!("invalid JSON body: {e}"))
+            })
+        })
+}
+
+fn reject_service(e: crate::service::ServiceError) -> Rejection {
+    warp::reject::custom(Refusal::from(e))
+}
+
+#[derive(Debug, Deserialize)]
+struct LinesQuery {
+    lines: Option<usize>,
+}
+
+pub fn routes(ctx: Ctx) -> BoxedFilter<(Resp,)> {
+    let list = warp::path!("daemon" / "list")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .map(|ctx: Ctx| warp::reply::json(&ctx.svc.list()).into_response());
+
+    let info = warp::path!("daemon" / "info" / String)
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .and_then(|id: String, ctx: Ctx| async move {
+            ctx.svc
+                .info(&Target::parse(&id))
+                .map(|i| warp::reply::json(&i).into_response())
+                .map_err(reject_service)
+        });
+
+    let create = warp::path!("daemon" / "create")
+        .and(warp::post())
+        .and(json_body::<CreateBody>())
+        .and(with_ctx(ctx.clone()))
+        .and_then(|body: CreateBody, ctx: Ctx| async move {
+            let many = matches!(body, CreateBody::Many(_));
+            let created = ctx.svc.create(body).await.map_err(reject_service)?;
+            let reply = if many {
+                warp::reply::json(&created)
+            } else {
+                match created.first() {
+                    Some(one) => warp::reply::json(one),
+                    None => warp::reply::json(&created),
+                }
+            };
+            Ok::<_, Rejection>(warp::reply::with_status(reply, StatusCode::CREATED).into_response())
+        });
+
+    let action = warp::path!("daemon" / "action")
+        .and(warp::post())
+        .and(json_body::<ActionRequest>())
+        .and(with_ctx(ctx.clone()))
+        .and_then(|req: ActionRequest, ctx: Ctx| async move {
+            ctx.svc
+                .action(req)
+                .await
+                .map(|r| warp::reply::json(&r).into_response())
+                .map_err(reject_service)
+        });
+
+    let logs = warp::path!("daemon" / "logs" / String)
+        .and(warp::get())
+        .and(warp::query::<LinesQuery>())
+        .and(with_ctx(ctx.clone()))
+        .and_then(|id: String, q: LinesQuery, ctx: Ctx| async move {
+            ctx.svc
+                .logs(&Target::parse(&id), q.lines.unwrap_or(15))
+                .map(|r| warp::reply::json(&r).into_response())
+                .map_err(reject_service)
+        });
+
+    let stream = warp::path!("daemon" / "logs" / String / "stream")
+        .and(warp::get())
+        .and(warp::query::<LinesQuery>())
+        .and(with_ctx(ctx.clone()))
+        .and_then(|id: String, q: LinesQuery, ctx: Ctx| async move {
+            let (_, out, err) = ctx
+                .svc
+                .log_paths(&Target::parse(&id))
+                .map_err(reject_service)?;
+            Ok::<_, Rejection>(log_stream(out, err, q.lines.unwrap_or(0)))
+        });
+
+    let env = warp::path!("daemon" / "env" / String)
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .and_then(|id: String, ctx: Ctx| async move {
+            ctx.svc
+                .env(&Target::parse(&id))
+                .map(|r| warp::reply::json(&r).into_response())
+                .map_err(reject_service)
+        });
+
+    let dump = warp::path!("daemon" / "dump")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .and_then(|ctx: Ctx| async move {
+            ctx.svc
+                .dump()
+                .map(|r| warp::reply::json(&r).into_response())
+                .map_err(reject_service)
+        });
+
+    let stop = warp::path!("daemon" / "stop")
+        .and(warp::post())
+        .and(with_ctx(ctx))
+        .map(|ctx: Ctx| {
+            let _ = ctx.shutdown.send(true);
+            warp::reply::json(&serde_json::json!({ "stopping": true, "pid": std::process::id() }))
+                .into_response()
+        });
+
+    list.or(info)
+        .unify()
+        .or(create)
+        .unify()
+        .or(action)
+        .unify()
+        .or(stream)
+        .unify()
+        .or(logs)
+        .unify()
+        .or(env)
+        .unify()
+        .or(dump)
+        .unify()
+        .or(stop)
+        .unify()
+        .boxed()
+}
+
+/// Server-sent events: the last `lines` lines of each log, then every new
+/// line as it is written (inotify on the logs folder, no polling). Events
+/// are named `out` or `err`.
+fn log_stream(out: PathBuf, err: PathBuf, lines: usize) -> Resp {
+    let (tx, rx) = mpsc::channel::<warp::sse::Event>(256);
+    tokio::spawn(async move {
+        if let Err(e) = follow(&out, &err, lines, &tx).await {
+            let _ = tx
+                .send(
+                    warp::sse::Event::default()
+                        .event("error")
+                        .data(e.to_string()),
+                )
+                .await;
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|ev| (Ok::<_, Infallible>(ev), rx))
+    });
+    warp::sse::reply(warp::sse::keep_alive().stream(stream)).into_response()
+}
+
+struct Followed<'a> {
+    path: &'a Path,
+    kind: &'static str,
+    offset: u64,
+    partial: Vec<u8>,
+}
+
+async fn follow(
+    out: &Path,
+    err: &Path,
+    lines: usize,
+    tx: &mpsc::Sender<warp::sse::Event>,
+) -> std::io::Result<()> {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let dir = out.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir)?;
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+    inotify.add_watch(dir, AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE)?;
+    let mut files = [out, err].map(|p| Followed {
+        path: p,
+        kind: if p == out { "out" } else { "err" },
+        offset: std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
+        partial: Vec::new(),
+    });
+    if lines > 0 {
+        for f in &files {
+            for line in logs::tail_lines(f.path, lines)? {
+                if tx
+                    .send(warp::sse::Event::default().event(f.kind).data(line))
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    let afd = crate::supervise::inotify_fd(inotify)?;
+    loop {
+        let mut guard = tokio::select! {
+            g = afd.readable() => g?,
+            _ = tx.closed() => return Ok(()),
+        };
+        match guard.get_inner().0.read_events() {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EAGAIN) => {
+                guard.clear_ready();
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        for f in files.iter_mut() {
+            let (bytes, next) = logs::read_from(f.path, f.offset).unwrap_or((Vec::new(), f.offset));
+            if next < f.offset {
+                f.partial.clear();
+            }
+            f.offset = next;
+            f.partial.extend_from_slice(&bytes);
+            while let Some(pos) = f.partial.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = f.partial.drain(..=pos).collect();
+                let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                if tx
+                    .send(warp::sse::Event::default().event(f.kind).data(text))
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! `opm daemon …` and the daemon's start from the CLI: any command that
+//! needs the daemon starts it when its socket does not answer, detached in
+//! its own session with its output in `daemon.log`.
+
+use std::io::{BufRead, Seek};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+
+use super::format::{self, print_json};
+use super::{CliError, Format, Remote};
+use crate::client::{Client, Endpoint};
+use crate::config::{Config, Home, Role};
+use crate::daemon::DaemonOptions;
+use crate::model::Health;
+
+/// How long the CLI waits for a daemon it started to open its socket.
+pub const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `daemon stop` waits for the daemon to exit.
+pub const DAEMON_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The refusal every remote operation gets on an agent.
+pub const AGENT_REFUSAL: &str =
+    "Agent role cannot perform remote operations. Only local process management is allowed.";
+
+#[derive(Debug, Subcommand)]
+pub enum DaemonCommand {
+    /// Start the daemon if it is not running (adopting or restarting the stored processes)
+    Restore(RestoreArgs),
+    /// Stop the daemon; managed processes keep running and are adopted by the next daemon
+    Stop,
+    /// Report the daemon's role, pid, version, processes and API
+    Health(HealthArgs),
+    /// Run the daemon in the foreground (what `restore` starts in the background)
+    #[command(hide = true)]
+    Run(RestoreArgs),
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct RestoreArgs {
+    /// Serve the HTTP API over TCP (config: [daemon.web] api)
+    #[arg(long)]
+    pub api: bool,
+    /// Serve the web UI (implies the API)
+    #[arg(long)]
+    pub webui: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    #[arg(long, value_enum, default_value_t = Format::Default)]
+    pub format: Format,
+}
+
+pub fn run_foreground(args: RestoreArgs) -> Result<(), CliError> {
+    let home = Home::from_env()?;
+    // The daemon needs no terminal and holds no folder busy.
+    let _ = std::env::set_current_dir("/");
+    crate::daemon::run(
+        home,
+        DaemonOptions {
+            api: args.api,
+            webui: args.webui,
+        },
+    )
+    .map_err(|e| CliError::Daemon(e.to_string()))
+}
+
+fn socket_answers(home: &Home) -> bool {
+    std::os::unix::net::UnixStream::connect(home.socket()).is_ok()
+}
+
+/// The last lines of `daemon.log`, to say why a daemon did not start.
+fn log_tail(home: &Home, since: u64) -> String {
+    let Ok(mut f) = std::fs::File::open(home.daemon_log()) else {
+        return String::new();
+    };
+    let _ = f.seek(std::io::SeekFrom::Start(since));
+    let lines: Vec<String> = std::io::BufReader::new(f)
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    lines
+        .iter()
+        .rev()
+        .take(5)
+        .rev()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Starts the daemon in the background and waits until its socket answers.
+fn spawn_daemon(home: &Home, opts: &RestoreArgs) -> Result<(), CliError> {
+    home.ensure()?;
+    let log_path = home.daemon_log();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| CliError::Io(format!("cannot open {}: {e}", log_path.display())))?;
+    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
+    let err_log = log.try_clone().map_err(|e| CliError::Io(e.to_string()))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::Io(format!("cannot find the opm binary: {e}")))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["daemon", "run"]);
+    if opts.api {
+        cmd.arg("--api");
+    }
+    if opts.webui {
+        cmd.arg("--webui");
+    }
+    cmd.env("OPM_HOME", &home.root)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err_log);
+    // SAFETY: setsid is async-signal-safe and touches no memory of ours; the
+    // daemon gets its own session so the terminal's signals never reach it.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| CliError::Daemon(format!("cannot start the daemon: {e}")))?;
+    let deadline = Instant::now() + DAEMON_START_TIMEOUT;
+    loop {
+        if socket_answers(home) {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            // Another CLI may have started a daemon at the same moment: ours
+            // then fails on the database lock while the other one serves.
+            if wait_for_socket(home, Duration::from_secs(2)) {
+                return Ok(());
+            }
+            let tail = log_tail(home, log_start);
+            return Err(CliError::Daemon(format!(
+                "the daemon did not start ({status}){}",
+                if tail.is_empty() {
+                    String::new()
+                } else {
+                    format!(":\n{tail}")
+                }
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(CliError::Daemon(format!(
+                "the daemon (pid {}) did not open {} within {:?}; see {}",
+                child.id(),
+                home.socket().display(),
+                DAEMON_START_TIMEOUT,
+                log_path.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn wait_for_socket(home: &Home, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if socket_answers(home) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// A client for the local daemon, started first when it is not running.
+pub fn local(opts: &RestoreArgs) -> Result<(Client, Home, bool), CliError> {
+    let home = Home::from_env()?;
+    let started = if socket_answers(&home) {
+        false
+    } else {
+        // A broken config.toml is reported here, before any daemon starts.
+        Config::load_or_create(&home)?;
+        spawn_daemon(&home, opts)?;
+        true
+    };
+    Ok((Client::new(Endpoint::Unix(home.socket())), home, started))
+}
+
+/// The client a process command uses: the local daemon, or `--server`.
+pub fn target(remote: &Remote) -> Result<Client, CliError> {
+    let Some(server) = &remote.server else {
+        return Ok(local(&RestoreArgs::default())?.0);
+    };
+    let home = Home::from_env()?;
+    let config = Config::load_or_create(&home)?;
+    if config.role == Role::Agent {
+        return Err(CliError::Usage(AGENT_REFUSAL.to_string()));
+    }
+    let endpoint = match config.servers.get(server) {
+        Some(entry) => Endpoint::parse_url(&entry.url, Some(entry.token.clone()))?,
+        None if server.starts_with("http://") || server.starts_with("https://") => {
+            Endpoint::parse_url(server, std::env::var("OPM_TOKEN").ok())?
+        }
+        None => {
+            return Err(CliError::Usage(format!(
+                "unknown server {server:?}: add [servers.{server}] with url and token to {}, or give a URL",
+                home.config().display()
+            )))
+        }
+    };
+    Ok(Client::new(endpoint))
+}
+
+pub async fn dispatch(cmd: DaemonCommand) -> Result<(), CliError> {
+    match cmd {
+        DaemonCommand::Restore(args) => restore(args).await,
+        DaemonCommand::Stop => stop().await.map(|_| ()),
+        DaemonCommand::Health(args) => health(args).await,
+        DaemonCommand::Run(_) => unreachable!("run is handled before the runtime starts"),
+    }
+}
+
+async fn restore(args: RestoreArgs) -> Result<(), CliError> {
+    let (client, _, started) = local(&args)?;
+    let h: Health = client.get("/health").await?;
+    if started {
+        println!(
+            "✔ daemon started (pid {}, role {}, {} processes)",
+            h.pid, h.role, h.processes
+        );
+    } else {
+        println!(
+            "✔ daemon already running (pid {}, role {}, {} processes)",
+            h.pid, h.role, h.processes
+        );
+        if (args.api || args.webui) && h.api.is_none() {
+            println!("  the API is off in this daemon: `opm daemon stop` then `opm daemon restore --api` to turn it on");
+        }
+    }
+    match (&h.api, &h.api_error) {
+        (Some(addr), _) => println!("  API: http://{addr}"),
+        (None, Some(err)) => println!("  API: not serving: {err}"),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Asks the daemon to stop and waits for its pid to go. Returns whether a
+/// daemon was running.
+pub async fn stop() -> Result<bool, CliError> {
+    let home = Home::from_env()?;
+    if !socket_answers(&home) {
+        println!("daemon is not running");
+        return Ok(false);
+    }
+    let client = Client::new(Endpoint::Unix(home.socket()));
+    let h: Health = client.get("/health").await?;
+    let _: serde_json::Value = client.post("/daemon/stop", &serde_json::json!({})).await?;
+    let deadline = Instant::now() + DAEMON_STOP_TIMEOUT;
+    let pid = nix::unistd::Pid::from_raw(h.pid as i32);
+    while nix::sys::signal::kill(pid, None).is_ok() {
+        if Instant::now() > deadline {
+            return Err(CliError::Daemon(format!(
+                "the daemon (pid {}) did not exit within {:?}",
+                h.pid, DAEMON_STOP_TIMEOUT
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!(
+        "✔ daemon stopped (pid {}); {} processes keep running",
+        h.pid, h.online
+    );
+    Ok(true)
+}
+
+async fn health(args: HealthArgs) -> Result<(), CliError> {
+    let (client, _, _) = local(&RestoreArgs::default())?;
+    let h: Health = client.get("/health").await?;
+    if args.format == Format::Json {
+        return print_json(&h);
+    }
+    println!("role:        {}", h.role);
+    println!("pid:         {}", h.pid);
+    println!("version:     {}", h.version);
+    println!("uptime:      {}", format::duration(h.uptime_ms));
+    println!(
+        "processes:   {} ({} online, {} stopped, {} errored)",
+        h.processes, h.online, h.stopped, h.errored
+    );
+    println!("memory:      {}", format::bytes(h.memory));
+    match (&h.api, &h.api_error) {
+        (Some(a), _) => println!("api:         http://{a}"),
+        (None, Some(e)) => println!("api:         not serving: {e}"),
+        (None, None) => println!("api:         off"),
+    }
+    println!("home:        {}", h.home);
+    println!("schema:      v{}", h.schema_version);
+    Ok(())
+}
+
+/// `opm kill`: stop every process, then the daemon.
+pub async fn kill() -> Result<(), CliError> {
+    let home = Home::from_env()?;
+    if !socket_answers(&home) {
+        println!("daemon is not running");
+        return Ok(());
+    }
+    let client = Client::new(Endpoint::Unix(home.socket()));
+    let r: crate::model::ActionResponse = client
+        .post(
+            "/daemon/action",
+            &crate::model::ActionRequest {
+                id: crate::model::Target::Name("all".into()),
+                action: crate::model::ActionKind::Stop,
+            },
+        )
+        .await?;
+    println!("✔ stopped {} processes", r.processes.len());
+    stop().await.map(|_| ())
+}

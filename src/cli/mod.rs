@@ -1,0 +1,135 @@
+//! The command line: clap definitions and dispatch. One file per command
+//! group (`process`, `daemon`); printing lives here, errors become a message
+//! on stderr and an exit code in one place (`CliError`).
+
+pub mod daemon;
+pub mod format;
+pub mod process;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::client::ClientError;
+use crate::config::ConfigError;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "opm",
+    version,
+    about = "A fast, crash-safe process manager",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    #[default]
+    Default,
+    Json,
+}
+
+/// Where a process command is carried out.
+#[derive(Debug, Clone, Args, Default)]
+pub struct Remote {
+    /// Carry out the command on another opm: a [servers.NAME] entry of config.toml, or a URL
+    #[arg(long, value_name = "S", global = false)]
+    pub server: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a command line, a script, or every process of a .toml file
+    Start(process::StartArgs),
+    /// Stop processes (ids, names or `all`)
+    Stop(process::TargetArgs),
+    /// Restart processes: stop, then start again
+    Restart(process::TargetArgs),
+    /// Same as restart for a single-instance process
+    Reload(process::TargetArgs),
+    /// Stop and forget processes
+    #[command(visible_aliases = ["rm", "delete", "del"])]
+    Remove(process::TargetArgs),
+    /// List processes
+    #[command(visible_alias = "ls")]
+    List(process::ListArgs),
+    /// Everything about one process
+    #[command(visible_alias = "show")]
+    Info(process::InfoArgs),
+    /// Print the last lines of a process's output, and follow it
+    Logs(process::LogsArgs),
+    /// Empty the log files of processes (all when none is named)
+    Flush(process::FlushArgs),
+    /// The environment opm gives a process
+    Env(process::EnvArgs),
+    /// Write the process list to dump.toml (restored by `opm restore`)
+    Save(process::SaveArgs),
+    /// Start the daemon and bring back the processes of dump.toml
+    #[command(visible_alias = "resurrect")]
+    Restore,
+    /// Stop every process, then the daemon
+    Kill,
+    /// Manage the daemon
+    #[command(subcommand)]
+    Daemon(daemon::DaemonCommand),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Daemon(String),
+    #[error("{0}")]
+    Io(String),
+    /// Some of several targets failed; their messages were printed already.
+    #[error("{0} of the targets failed")]
+    Partial(usize),
+}
+
+/// Runs one command; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    let result = match cli.command {
+        Command::Daemon(daemon::DaemonCommand::Run(args)) => daemon::run_foreground(args),
+        other => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(dispatch(other)),
+            Err(e) => Err(CliError::Io(format!("cannot start the async runtime: {e}"))),
+        },
+    };
+    match result {
+        Ok(()) => 0,
+        Err(CliError::Partial(_)) => 1,
+        Err(e) => {
+            eprintln!("✘ {e}");
+            1
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<(), CliError> {
+    use crate::model::ActionKind;
+    match command {
+        Command::Start(a) => process::start(a).await,
+        Command::Stop(a) => process::act(a, ActionKind::Stop).await,
+        Command::Restart(a) => process::act(a, ActionKind::Restart).await,
+        Command::Reload(a) => process::act(a, ActionKind::Reload).await,
+        Command::Remove(a) => process::act(a, ActionKind::Remove).await,
+        Command::List(a) => process::list(a).await,
+        Command::Info(a) => process::info(a).await,
+        Command::Logs(a) => process::logs(a).await,
+        Command::Flush(a) => process::flush(a).await,
+        Command::Env(a) => process::env(a).await,
+        Command::Save(a) => process::save(a).await,
+        Command::Restore => process::restore().await,
+        Command::Kill => daemon::kill().await,
+        Command::Daemon(d) => daemon::dispatch(d).await,
+    }
+}

@@ -1,0 +1,656 @@
+//! Process commands: start, stop, restart, reload, remove, list, info, logs,
+//! flush, env, save, restore. Each builds a request, sends it to the daemon
+//! (or `--server`), and prints the answer.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use http_body_util::BodyExt;
+use serde::{Deserialize, Serialize};
+
+use super::daemon::{local, target, RestoreArgs};
+use super::format::{self, parse_bytes, parse_duration_ms, print_json, table};
+use super::{CliError, Format, Remote};
+use crate::client::Client;
+use crate::config::{write_atomic, Home};
+use crate::model::{
+    ActionKind, ActionRequest, ActionResponse, CreateBody, CreateRequest, Dump, EnvResponse,
+    LogsResponse, ProcessInfo, ProcessView, Status, Target,
+};
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// A command line ("node app.js"), a script (app.js, worker.py) or a .toml file of processes
+    pub script: String,
+    /// Name of the process (default: from the script)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Working directory (default: the current one)
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// Environment variable K=V (repeatable)
+    #[arg(long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Restart when the process group's memory passes this size (e.g. 100M)
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<String>,
+    /// Do not restart the process when it exits
+    #[arg(long)]
+    pub no_autorestart: bool,
+    /// Consecutive quick restarts before the process is marked errored (default 15)
+    #[arg(long, value_name = "N")]
+    pub max_restarts: Option<u32>,
+    /// Delay before the second quick restart, doubling after (default 100ms)
+    #[arg(long, value_name = "DURATION")]
+    pub restart_delay: Option<String>,
+    /// Uptime after which an exit no longer counts as a crash loop (default 10s)
+    #[arg(long, value_name = "DURATION")]
+    pub min_uptime: Option<String>,
+    /// Time between SIGTERM and SIGKILL on stop (default 3s)
+    #[arg(long, value_name = "DURATION")]
+    pub kill_timeout: Option<String>,
+    #[command(flatten)]
+    pub remote: Remote,
+    #[arg(long, value_enum, default_value_t = Format::Default)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Process ids, names, or `all`
+    #[arg(required = true, value_name = "ID|NAME|all")]
+    pub targets: Vec<String>,
+    #[command(flatten)]
+    pub remote: Remote,
+    #[arg(long, value_enum, default_value_t = Format::Default)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[arg(long, value_enum, default_value_t = Format::Default)]
+    pub format: Format,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    #[arg(value_name = "ID|NAME")]
+    pub target: String,
+    #[arg(long, value_enum, default_value_t = Format::Default)]
+    pub format: Format,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[arg(value_name = "ID|NAME")]
+    pub target: String,
+    /// How many of the last lines of each log to print
+    #[arg(long, default_value_t = 15)]
+    pub lines: usize,
+    /// Keep printing new lines as they are written
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+#[derive(Debug, Args)]
+pub struct FlushArgs {
+    /// Process ids or names (default: all)
+    #[arg(value_name = "ID|NAME")]
+    pub targets: Vec<String>,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    #[arg(value_name = "ID|NAME")]
+    pub target: String,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Overwrite a saved list even with an empty one
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// One `[[process]]` of a .toml process file, and of `dump.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileProcess {
+    pub script: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autorestart: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_restarts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_delay: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_uptime: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<String>,
+    /// `stopped` to create it without starting it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessFile {
+    #[serde(default)]
+    pub process: Vec<FileProcess>,
+}
+
+impl FileProcess {
+    fn to_request(&self, base: &Path, at: &str) -> Result<CreateRequest, CliError> {
+        let bad = |e: String| CliError::Usage(format!("{at}: {e}"));
+        let ms = |v: &Option<String>| v.as_deref().map(parse_duration_ms).transpose().map_err(bad);
+        let cwd = match &self.cwd {
+            Some(c) => absolute(base, Path::new(c)),
+            None => base.to_path_buf(),
+        };
+        let stopped = match self.desired.as_deref() {
+            None | Some("running") => None,
+            Some("stopped") => Some(true),
+            Some(other) => {
+                return Err(bad(format!(
+                    "desired = {other:?} must be \"running\" or \"stopped\""
+                )))
+            }
+        };
+        Ok(CreateRequest {
+            script: self.script.clone(),
+            name: self.name.clone(),
+            path: Some(cwd.display().to_string()),
+            env: (!self.env.is_empty()).then(|| self.env.clone()),
+            autorestart: self.autorestart,
+            max_restarts: self.max_restarts,
+            restart_delay_ms: ms(&self.restart_delay)?,
+            min_uptime_ms: ms(&self.min_uptime)?,
+            kill_timeout_ms: ms(&self.kill_timeout)?,
+            max_memory: self
+                .max_memory
+                .as_deref()
+                .map(parse_bytes)
+                .transpose()
+                .map_err(bad)?,
+            stopped,
+        })
+    }
+}
+
+fn absolute(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn current_dir() -> Result<PathBuf, CliError> {
+    std::env::current_dir()
+        .map_err(|e| CliError::Io(format!("cannot read the current directory: {e}")))
+}
+
+fn read_process_file(path: &Path) -> Result<Vec<CreateRequest>, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::Io(format!("cannot read {}: {e}", path.display())))?;
+    let file: ProcessFile = toml::from_str(&text).map_err(|e| {
+        CliError::Usage(format!(
+            "{} is not a valid process file: {}",
+            path.display(),
+            e.to_string().trim_end()
+        ))
+    })?;
+    if file.process.is_empty() {
+        return Err(CliError::Usage(format!(
+            "{} has no [[process]] entries",
+            path.display()
+        )));
+    }
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base = absolute(&current_dir()?, &base);
+    file.process
+        .iter()
+        .enumerate()
+        .map(|(i, p)| p.to_request(&base, &format!("{} process {}", path.display(), i + 1)))
+        .collect()
+}
+
+pub async fn start(a: StartArgs) -> Result<(), CliError> {
+    let is_file = a.script.ends_with(".toml") && Path::new(&a.script).is_file();
+    let body = if is_file {
+        if a.name.is_some() || a.cwd.is_some() || !a.env.is_empty() {
+            return Err(CliError::Usage(
+                "--name, --cwd and --env apply to one process: set them in the file".into(),
+            ));
+        }
+        CreateBody::Many(read_process_file(Path::new(&a.script))?)
+    } else {
+        let mut env = BTreeMap::new();
+        for kv in &a.env {
+            let (k, v) = kv
+                .split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| CliError::Usage(format!("--env {kv:?} must look like KEY=value")))?;
+            env.insert(k.to_string(), v.to_string());
+        }
+        let ms = |v: &Option<String>| {
+            v.as_deref()
+                .map(parse_duration_ms)
+                .transpose()
+                .map_err(CliError::Usage)
+        };
+        let cwd = match &a.cwd {
+            Some(c) if a.remote.server.is_none() => absolute(&current_dir()?, c),
+            Some(c) => c.clone(),
+            None if a.remote.server.is_none() => current_dir()?,
+            None => PathBuf::new(),
+        };
+        CreateBody::One(Box::new(CreateRequest {
+            script: a.script.clone(),
+            name: a.name.clone(),
+            path: (!cwd.as_os_str().is_empty()).then(|| cwd.display().to_string()),
+            env: (!env.is_empty()).then_some(env),
+            autorestart: a.no_autorestart.then_some(false),
+            max_restarts: a.max_restarts,
+            restart_delay_ms: ms(&a.restart_delay)?,
+            min_uptime_ms: ms(&a.min_uptime)?,
+            kill_timeout_ms: ms(&a.kill_timeout)?,
+            max_memory: a
+                .max_memory
+                .as_deref()
+                .map(parse_bytes)
+                .transpose()
+                .map_err(CliError::Usage)?,
+            stopped: None,
+        }))
+    };
+    if let CreateBody::One(r) = &body {
+        if r.script.trim().is_empty() {
+            return Err(CliError::Usage(
+                "the command is empty: give a command line or a script".into(),
+            ));
+        }
+    }
+    let client = target(&a.remote)?;
+    let many = matches!(body, CreateBody::Many(_));
+    let created: Vec<ProcessView> = if many {
+        client.post("/daemon/create", &body).await?
+    } else {
+        vec![client.post("/daemon/create", &body).await?]
+    };
+    if a.format == Format::Json {
+        return print_json(&created);
+    }
+    for v in &created {
+        match v.status {
+            Status::Online => println!(
+                "✔ started {} (id {}, pid {})",
+                v.name,
+                v.id,
+                v.pid.unwrap_or(0)
+            ),
+            s => println!("✔ created {} (id {}), now {}", v.name, v.id, s.as_str()),
+        }
+    }
+    println!("{}", table(&created));
+    Ok(())
+}
+
+pub async fn act(a: TargetArgs, action: ActionKind) -> Result<(), CliError> {
+    let client = target(&a.remote)?;
+    let mut shown: Vec<ProcessView> = Vec::new();
+    let mut removed = Vec::new();
+    let mut failed = 0;
+    for t in &a.targets {
+        let req = ActionRequest {
+            id: Target::parse(t),
+            action,
+        };
+        match client
+            .post::<_, ActionResponse>("/daemon/action", &req)
+            .await
+        {
+            Ok(r) => {
+                for v in r.processes {
+                    if !shown.iter().any(|s| s.id == v.id) {
+                        shown.push(v);
+                    }
+                }
+                removed.extend(r.removed);
+            }
+            Err(e) => {
+                eprintln!("✘ {t}: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if a.format == Format::Json {
+        print_json(
+            &serde_json::json!({ "action": action, "processes": shown, "removed": removed }),
+        )?;
+    } else {
+        for id in &removed {
+            println!("✔ removed process {id}");
+        }
+        for v in &shown {
+            let done = match action {
+                ActionKind::Stop => v.status == Status::Stopped,
+                ActionKind::Remove => false,
+                _ => v.status == Status::Online,
+            };
+            let mark = if done { "✔" } else { "…" };
+            println!(
+                "{mark} {} {} (id {}): {}",
+                action.as_str(),
+                v.name,
+                v.id,
+                v.status.as_str()
+            );
+        }
+        if !shown.is_empty() {
+            println!("{}", table(&shown));
+        }
+    }
+    if failed > 0 {
+        Err(CliError::Partial(failed))
+    } else {
+        Ok(())
+    }
+}
+
+pub async fn list(a: ListArgs) -> Result<(), CliError> {
+    let client = target(&a.remote)?;
+    let views: Vec<ProcessView> = client.get("/daemon/list").await?;
+    if a.format == Format::Json {
+        return print_json(&views);
+    }
+    println!("{}", table(&views));
+    Ok(())
+}
+
+pub async fn info(a: InfoArgs) -> Result<(), CliError> {
+    let client = target(&a.remote)?;
+    let i: ProcessInfo = client.get(&format!("/daemon/info/{}", a.target)).await?;
+    if a.format == Format::Json {
+        return print_json(&i);
+    }
+    let v = &i.view;
+    let row = |k: &str, val: String| println!("{k:<16}{val}");
+    row("name", v.name.clone());
+    row("id", v.id.to_string());
+    row("status", v.status.as_str().to_string());
+    row("desired", v.desired.clone());
+    row("pid", v.pid.map_or("-".into(), |p| p.to_string()));
+    row("command", v.command.clone());
+    row("cwd", v.cwd.clone());
+    row(
+        "uptime",
+        if v.status == Status::Online {
+            format::duration(v.uptime_ms)
+        } else {
+            "-".into()
+        },
+    );
+    row("restarts", v.restarts.to_string());
+    row("cpu", format!("{:.1}%", v.cpu));
+    row("memory", format::bytes(v.memory));
+    row("autorestart", v.autorestart.to_string());
+    row(
+        "restart policy",
+        format!(
+            "max {} quick restarts, delay {} ms doubling, stable after {} ms",
+            i.max_restarts, i.restart_delay_ms, i.min_uptime_ms
+        ),
+    );
+    row("kill timeout", format!("{} ms", i.kill_timeout_ms));
+    row("max memory", i.max_memory.map_or("-".into(), format::bytes));
+    row(
+        "env",
+        if i.env_keys.is_empty() {
+            "-".into()
+        } else {
+            i.env_keys.join(", ")
+        },
+    );
+    row("created", format::timestamp(i.created_ms));
+    if let Some(e) = &i.last_exit {
+        row(
+            "last exit",
+            format!("{} at {}", e.description, format::timestamp(e.at_ms)),
+        );
+    }
+    if let Some(r) = &i.errored_reason {
+        row("errored", r.clone());
+    }
+    if let Some(at) = i.restart_at_ms {
+        row("next restart", format::timestamp(at));
+    }
+    row("out log", i.out_log.clone());
+    row("err log", i.err_log.clone());
+    if !i.events.is_empty() {
+        println!("recent events:");
+        for e in &i.events {
+            println!(
+                "  {}  {:<12} {}",
+                format::timestamp(e.at_ms),
+                e.kind,
+                e.detail
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn logs(a: LogsArgs) -> Result<(), CliError> {
+    let client = target(&a.remote)?;
+    if a.follow {
+        return follow(&client, &a.target, a.lines).await;
+    }
+    let r: LogsResponse = client
+        .get(&format!("/daemon/logs/{}?lines={}", a.target, a.lines))
+        .await?;
+    println!("==> {} (stdout) <==", r.out_log);
+    for l in &r.out {
+        println!("{l}");
+    }
+    println!("==> {} (stderr) <==", r.err_log);
+    for l in &r.err {
+        println!("{l}");
+    }
+    Ok(())
+}
+
+/// Prints the stream's events as `out | line` / `err | line` until it ends.
+async fn follow(client: &Client, target_name: &str, lines: usize) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut body = client
+        .stream(&format!("/daemon/logs/{target_name}/stream?lines={lines}"))
+        .await?;
+    let mut buf = String::new();
+    let mut event = String::from("message");
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| CliError::Io(format!("the log stream broke: {e}")))?;
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        buf.push_str(&String::from_utf8_lossy(data));
+        while let Some(pos) = buf.find('\n') {
+            let line: String = buf.drain(..=pos).collect();
+            let line = line.trim_end_matches('\n');
+            if let Some(e) = line.strip_prefix("event:") {
+                event = e.trim().to_string();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                let d = d.strip_prefix(' ').unwrap_or(d);
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{event} | {d}");
+                let _ = out.flush();
+            } else if line.is_empty() {
+                event = String::from("message");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn flush(a: FlushArgs) -> Result<(), CliError> {
+    let targets = if a.targets.is_empty() {
+        vec!["all".to_string()]
+    } else {
+        a.targets
+    };
+    let client = target(&a.remote)?;
+    for t in &targets {
+        let r: ActionResponse = client
+            .post(
+                "/daemon/action",
+                &ActionRequest {
+                    id: Target::parse(t),
+                    action: ActionKind::Flush,
+                },
+            )
+            .await?;
+        for v in r.processes {
+            println!("✔ emptied the logs of {} (id {})", v.name, v.id);
+        }
+    }
+    Ok(())
+}
+
+pub async fn env(a: EnvArgs) -> Result<(), CliError> {
+    let client = target(&a.remote)?;
+    let r: EnvResponse = client.get(&format!("/daemon/env/{}", a.target)).await?;
+    for (k, v) in &r.env {
+        println!("{k}={v}");
+    }
+    Ok(())
+}
+
+fn dump_to_file(d: &Dump) -> ProcessFile {
+    ProcessFile {
+        process: d
+            .processes
+            .iter()
+            .map(|p| FileProcess {
+                script: p.script.clone(),
+                name: Some(p.name.clone()),
+                cwd: Some(p.path.clone()),
+                env: p.env.clone(),
+                autorestart: Some(p.autorestart),
+                max_restarts: Some(p.max_restarts),
+                restart_delay: Some(format!("{}ms", p.restart_delay_ms)),
+                min_uptime: Some(format!("{}ms", p.min_uptime_ms)),
+                kill_timeout: Some(format!("{}ms", p.kill_timeout_ms)),
+                max_memory: p.max_memory.map(|m| m.to_string()),
+                desired: Some(p.desired.clone()),
+            })
+            .collect(),
+    }
+}
+
+pub async fn save(a: SaveArgs) -> Result<(), CliError> {
+    let (client, home, _) = local(&RestoreArgs::default())?;
+    let dump: Dump = client.get("/daemon/dump").await?;
+    let path = home.dump();
+    if dump.processes.is_empty() && !a.force {
+        let existing = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| toml::from_str::<ProcessFile>(&t).ok())
+            .map_or(0, |f| f.process.len());
+        if existing > 0 {
+            return Err(CliError::Usage(format!(
+                "no processes to save; {} holds {existing} and was kept (use --force to overwrite it with an empty list)",
+                path.display()
+            )));
+        }
+    }
+    let text =
+        toml::to_string_pretty(&dump_to_file(&dump)).map_err(|e| CliError::Io(e.to_string()))?;
+    let text =
+        format!("# Written by `opm save`; `opm restore` brings these processes back.\n{text}");
+    write_atomic(&path, text.as_bytes())
+        .map_err(|e| CliError::Io(format!("cannot write {}: {e}", path.display())))?;
+    println!(
+        "✔ saved {} processes to {}",
+        dump.processes.len(),
+        path.display()
+    );
+    Ok(())
+}
+
+pub async fn restore() -> Result<(), CliError> {
+    let (client, home, started) = local(&RestoreArgs::default())?;
+    if started {
+        println!("✔ daemon started");
+    }
+    let path = home.dump();
+    let saved = match std::fs::read_to_string(&path) {
+        Ok(_) => read_process_file(&path)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(CliError::Io(format!("cannot read {}: {e}", path.display()))),
+    };
+    let current: Vec<ProcessView> = client.get("/daemon/list").await?;
+    let mut create = Vec::new();
+    let mut started_again = 0;
+    for req in saved {
+        let existing = req
+            .name
+            .as_ref()
+            .and_then(|n| current.iter().find(|v| &v.name == n));
+        match existing {
+            Some(v) => {
+                let wants_running = req.stopped != Some(true);
+                if wants_running && matches!(v.status, Status::Stopped | Status::Errored) {
+                    let _: ActionResponse = client
+                        .post(
+                            "/daemon/action",
+                            &ActionRequest {
+                                id: Target::Id(v.id),
+                                action: ActionKind::Start,
+                            },
+                        )
+                        .await?;
+                    started_again += 1;
+                }
+            }
+            None => create.push(req),
+        }
+    }
+    let created = create.len();
+    if !create.is_empty() {
+        let _: Vec<ProcessView> = client
+            .post("/daemon/create", &CreateBody::Many(create))
+            .await?;
+    }
+    let views: Vec<ProcessView> = client.get("/daemon/list").await?;
+    println!(
+        "✔ restored: {created} created from {}, {started_again} started again, {} processes in all",
+        path.display(),
+        views.len()
+    );
+    println!("{}", table(&views));
+    Ok(())
+}
+
+/// Where `opm save` writes, for messages.
+pub fn dump_path(home: &Home) -> PathBuf {
+    home.dump()
+}

@@ -1,0 +1,270 @@
+//! The HTTP client of the CLI (and, later, of a server calling its agents):
+//! hyper over the daemon's unix socket, or over TCP to another opm with its
+//! token. One connection per client; JSON in and out; API errors come back
+//! as `ClientError::Api` with the daemon's own message.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::model::ApiError;
+
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    Tcp {
+        host: String,
+        port: u16,
+        prefix: String,
+        token: Option<String>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, #[source] std::io::Error),
+    #[error("{0}")]
+    Http(String),
+    /// The daemon answered with an error.
+    #[error("{message}")]
+    Api { status: StatusCode, message: String },
+    #[error("unexpected answer from the daemon: {0}")]
+    Decode(String),
+    #[error("{0}")]
+    BadUrl(String),
+}
+
+impl Endpoint {
+    /// `http://host[:port][/prefix]`.
+    pub fn parse_url(url: &str, token: Option<String>) -> Result<Endpoint, ClientError> {
+        let rest = url.strip_prefix("http://").ok_or_else(|| {
+            ClientError::BadUrl(format!("{url:?} is not an http:// URL (for https, put a proxy in front and use it through http on localhost)"))
+        })?;
+        let (authority, prefix) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/').to_string()),
+            None => (rest, String::new()),
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
+                let port = p
+                    .parse::<u16>()
+                    .map_err(|_| ClientError::BadUrl(format!("bad port in {url:?}")))?;
+                (
+                    h.trim_start_matches('[').trim_end_matches(']').to_string(),
+                    port,
+                )
+            }
+            _ => (authority.to_string(), 80),
+        };
+        if host.is_empty() {
+            return Err(ClientError::BadUrl(format!("no host in {url:?}")));
+        }
+        Ok(Endpoint::Tcp {
+            host,
+            port,
+            prefix,
+            token: token.filter(|t| !t.is_empty()),
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Endpoint::Unix(p) => p.display().to_string(),
+            Endpoint::Tcp {
+                host, port, prefix, ..
+            } => format!("http://{host}:{port}{prefix}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub endpoint: Endpoint,
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+impl Client {
+    pub fn new(endpoint: Endpoint) -> Client {
+        Client { endpoint }
+    }
+
+    async fn connect(&self) -> Result<Sender, ClientError> {
+        let describe = self.endpoint.describe();
+        let (sender, conn_task) = match &self.endpoint {
+            Endpoint::Unix(path) => {
+                let stream = UnixStream::connect(path)
+                    .await
+                    .map_err(|e| ClientError::Connect(describe.clone(), e))?;
+                let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| ClientError::Http(e.to_string()))?;
+                (
+                    s,
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    }),
+                )
+            }
+            Endpoint::Tcp { host, port, .. } => {
+                let stream = TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .map_err(|e| ClientError::Connect(describe.clone(), e))?;
+                let _ = stream.set_nodelay(true);
+                let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| ClientError::Http(e.to_string()))?;
+                (
+                    s,
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    }),
+                )
+            }
+        };
+        drop(conn_task);
+        Ok(sender)
+    }
+
+    fn build(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Request<Full<Bytes>>, ClientError> {
+        let (host, uri) = match &self.endpoint {
+            Endpoint::Unix(_) => ("localhost".to_string(), path.to_string()),
+            Endpoint::Tcp {
+                host, port, prefix, ..
+            } => (format!("{host}:{port}"), format!("{prefix}{path}")),
+        };
+        // One request per connection: nothing lingers to delay a graceful shutdown.
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", host)
+            .header("connection", "close");
+        if let Endpoint::Tcp { token: Some(t), .. } = &self.endpoint {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                Full::new(Bytes::from(b))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        req.body(body).map_err(|e| ClientError::Http(e.to_string()))
+    }
+
+    /// Sends a request and returns the status and the whole body.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let mut sender = self.connect().await?;
+        let req = self.build(method, path, body)?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
+        let (status, bytes) = self.request(method, path, body).await?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ApiError>(&bytes)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| format!("{status}: {}", String::from_utf8_lossy(&bytes)));
+            return Err(ClientError::Api { status, message });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.json(Method::GET, path, None).await
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Decode(e.to_string()))?;
+        self.json(Method::POST, path, Some(bytes)).await
+    }
+
+    /// Opens a streaming GET (server-sent events) and returns its body.
+    pub async fn stream(&self, path: &str) -> Result<hyper::body::Incoming, ClientError> {
+        let mut sender = self.connect().await?;
+        let req = self.build(Method::GET, path, None)?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            let message = serde_json::from_slice::<ApiError>(&bytes)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| status.to_string());
+            return Err(ClientError::Api { status, message });
+        }
+        Ok(resp.into_body())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_into_host_port_and_prefix() {
+        let Endpoint::Tcp {
+            host,
+            port,
+            prefix,
+            token,
+        } = Endpoint::parse_url("http://127.0.0.1:9876/opm/", Some("t".into())).expect("url")
+        else {
+            panic!("tcp")
+        };
+        assert_eq!(
+            (host.as_str(), port, prefix.as_str(), token.as_deref()),
+            ("127.0.0.1", 9876, "/opm", Some("t"))
+        );
+        assert!(matches!(
+            Endpoint::parse_url("http://example", None),
+            Ok(Endpoint::Tcp { port: 80, .. })
+        ));
+        assert!(Endpoint::parse_url("https://x", None).is_err());
+        assert!(Endpoint::parse_url("http://x:notaport", None).is_err());
+    }
+}

@@ -1,0 +1,396 @@
+//! `$OPM_HOME` and `config.toml`: where opm keeps its files, the user's
+//! settings with their defaults, validation that reports every problem at
+//! once, and in-place edits that keep the user's comments (toml_edit).
+//! Touches only files under the home directory.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The files of one opm home.
+#[derive(Debug, Clone)]
+pub struct Home {
+    pub root: PathBuf,
+}
+
+impl Home {
+    /// `$OPM_HOME`, else `~/.opm`.
+    pub fn from_env() -> Result<Home, ConfigError> {
+        if let Some(dir) = std::env::var_os("OPM_HOME").filter(|d| !d.is_empty()) {
+            return Ok(Home {
+                root: PathBuf::from(dir),
+            });
+        }
+        let home = std::env::var_os("HOME")
+            .filter(|d| !d.is_empty())
+            .ok_or(ConfigError::NoHome)?;
+        Ok(Home {
+            root: PathBuf::from(home).join(".opm"),
+        })
+    }
+
+    pub fn new(root: impl Into<PathBuf>) -> Home {
+        Home { root: root.into() }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+    pub fn db(&self) -> PathBuf {
+        self.root.join("db")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.root.join("opm.sock")
+    }
+    pub fn pid_file(&self) -> PathBuf {
+        self.root.join("daemon.pid")
+    }
+    pub fn daemon_log(&self) -> PathBuf {
+        self.root.join("daemon.log")
+    }
+    pub fn agent_log(&self) -> PathBuf {
+        self.root.join("agent.log")
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+    pub fn dump(&self) -> PathBuf {
+        self.root.join("dump.toml")
+    }
+    pub fn out_log(&self, name: &str, id: u64) -> PathBuf {
+        self.logs().join(format!("{name}-{id}.out.log"))
+    }
+    pub fn err_log(&self, name: &str, id: u64) -> PathBuf {
+        self.logs().join(format!("{name}-{id}.err.log"))
+    }
+
+    /// Creates the home (mode 0700) and its `logs/` folder.
+    pub fn ensure(&self) -> Result<(), ConfigError> {
+        use std::os::unix::fs::DirBuilderExt;
+        for dir in [self.root.clone(), self.logs()] {
+            if !dir.is_dir() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&dir)
+                    .map_err(|e| ConfigError::Io(dir.clone(), e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Standalone,
+    Server,
+    Agent,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Standalone => "standalone",
+            Role::Server => "server",
+            Role::Agent => "agent",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The whole of `config.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub role: Role,
+    #[serde(default)]
+    pub daemon: DaemonSection,
+    /// Other opm daemons the CLI can drive with `--server NAME`.
+    #[serde(default)]
+    pub servers: BTreeMap<String, ServerEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSection {
+    #[serde(default)]
+    pub web: WebSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSection {
+    #[serde(default)]
+    pub ui: bool,
+    #[serde(default)]
+    pub api: bool,
+    #[serde(default = "default_address")]
+    pub address: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub secure: SecureSection,
+}
+
+impl Default for WebSection {
+    fn default() -> Self {
+        WebSection {
+            ui: false,
+            api: false,
+            address: default_address(),
+            port: default_port(),
+            secure: SecureSection::default(),
+        }
+    }
+}
+
+fn default_address() -> String {
+    "127.0.0.1".to_string()
+}
+fn default_port() -> u16 {
+    9876
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SecureSection {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub token: String,
+}
+
+// The token never reaches a log line through `{:?}`.
+impl fmt::Debug for SecureSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecureSection")
+            .field("enabled", &self.enabled)
+            .field(
+                "token",
+                &if self.token.is_empty() {
+                    ""
+                } else {
+                    "<hidden>"
+                },
+            )
+            .finish()
+    }
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerEntry {
+    pub url: String,
+    #[serde(default)]
+    pub token: String,
+}
+
+impl fmt::Debug for ServerEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerEntry")
+            .field("url", &self.url)
+            .field("token", &"<hidden>")
+            .finish()
+    }
+}
+
+/// What a fresh home gets: the defaults, with comments that say what they do.
+pub const DEFAULT_CONFIG: &str = r#"# opm configuration. See the README for every key.
+# role: "standalone" (default), "server" or "agent"
+role = "standalone"
+
+[daemon.web]
+ui = false            # serve the web UI at / of the API address
+api = false           # serve the HTTP API over TCP
+address = "127.0.0.1"
+port = 9876           # an agent's default API port is 9877
+
+[daemon.web.secure]
+enabled = false       # require a token on every TCP route but GET /health
+token = ""
+"#;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("neither OPM_HOME nor HOME is set: cannot tell where opm keeps its files")]
+    NoHome,
+    #[error("{0}: {1}")]
+    Io(PathBuf, #[source] std::io::Error),
+    #[error("{path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path} is not valid:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+impl Config {
+    /// Reads `config.toml`, writing the defaults first when it does not exist.
+    pub fn load_or_create(home: &Home) -> Result<Config, ConfigError> {
+        let path = home.config();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Config::parse(&text, &path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                home.ensure()?;
+                write_atomic(&path, DEFAULT_CONFIG.as_bytes())
+                    .map_err(|e| ConfigError::Io(path.clone(), e))?;
+                Config::parse(DEFAULT_CONFIG, &path)
+            }
+            Err(e) => Err(ConfigError::Io(path, e)),
+        }
+    }
+
+    /// Parses and validates; the error names the line and every problem.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            })
+        }
+    }
+
+    /// Every problem at once, so a user fixes the file in one go.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let web = &self.daemon.web;
+        if web.address.parse::<IpAddr>().is_err() {
+            problems.push(format!(
+                "daemon.web.address = {:?} is not an IP address (e.g. \"127.0.0.1\" or \"0.0.0.0\")",
+                web.address
+            ));
+        }
+        if web.port == 0 {
+            problems.push("daemon.web.port must be between 1 and 65535".to_string());
+        }
+        if web.secure.enabled && web.secure.token.trim().is_empty() {
+            problems.push(
+                "daemon.web.secure.enabled = true needs a non-empty daemon.web.secure.token"
+                    .to_string(),
+            );
+        }
+        for (name, server) in &self.servers {
+            if !(server.url.starts_with("http://") || server.url.starts_with("https://")) {
+                problems.push(format!(
+                    "servers.{name}.url = {:?} must start with http://",
+                    server.url
+                ));
+            }
+        }
+        problems
+    }
+
+    /// `address:port` of the TCP API.
+    pub fn api_address(&self) -> String {
+        format!("{}:{}", self.daemon.web.address, self.daemon.web.port)
+    }
+}
+
+/// Writes a file so that a crash leaves either the old or the new content:
+/// a temporary file in the same folder, fsync, rename, fsync of the folder.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("config.toml"))
+    }
+
+    #[test]
+    fn the_default_file_parses_to_the_defaults() {
+        let c = parse(DEFAULT_CONFIG).expect("defaults parse");
+        assert_eq!(c.role, Role::Standalone);
+        assert_eq!(c.daemon.web.port, 9876);
+        assert_eq!(c.daemon.web.address, "127.0.0.1");
+        assert!(!c.daemon.web.api && !c.daemon.web.ui && !c.daemon.web.secure.enabled);
+    }
+
+    #[test]
+    fn an_empty_file_means_all_defaults() {
+        let c = parse("").expect("empty parses");
+        assert_eq!(c.daemon.web.port, 9876);
+    }
+
+    #[test]
+    fn the_documented_server_config_parses() {
+        let c = parse(
+            "role = \"server\"\n[daemon.web]\napi = true\nui = true\naddress = \"0.0.0.0\"\nport = 9876\n[daemon.web.secure]\nenabled = true\ntoken = \"t\"\n",
+        )
+        .expect("server config");
+        assert_eq!(c.role, Role::Server);
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_line() {
+        let e = parse("role = \"server\"\n[daemon.web\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_role_is_refused() {
+        let e = parse("role = \"master\"").unwrap_err().to_string();
+        assert!(e.contains("master"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let e = parse(
+            "[daemon.web]\naddress = \"nowhere\"\nport = 0\n[daemon.web.secure]\nenabled = true\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not an IP address"), "{e}");
+        assert!(e.contains("port must be"), "{e}");
+        assert!(e.contains("non-empty"), "{e}");
+    }
+
+    #[test]
+    fn a_token_never_shows_in_debug_output() {
+        let s = SecureSection {
+            enabled: true,
+            token: "s3cret".into(),
+        };
+        assert!(!format!("{s:?}").contains("s3cret"));
+    }
+}

@@ -1,0 +1,32 @@
+//! opm: a process manager in one binary — CLI, daemon, HTTP API and web UI.
+//!
+//! The daemon keeps every process definition in a sled store (`store`), and
+//! a reconciler (`reconcile`) drives real processes (`supervise`) toward the
+//! desired state stored there. The API (`api`, warp) serves the same routes
+//! on a unix socket for the CLI (`cli`, `client`) and, when enabled, on TCP.
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod model;
+pub mod reconcile;
+pub mod service;
+pub mod spec;
+pub mod store;
+pub mod supervise;
+
+/// Writes one timestamped line to the daemon's log (its stderr, which the
+/// CLI points at `daemon.log` when it starts the daemon).
+pub fn daemon_log(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let now = spec::now_ms();
+    let secs = now / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "{h:02}:{m:02}:{s:02}.{:03} {args}",
+        now % 1000
+    );
+}

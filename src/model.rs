@@ -1,0 +1,276 @@
+//! The types that cross the wire: API request and response bodies and the
+//! `opm list --format json` objects. Shared by the daemon, the CLI and (later)
+//! a server talking to its agents. No I/O here; only shapes and validation of
+//! shapes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What a process is doing, as users see it (`list`, `info`, the API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Online,
+    Stopped,
+    Errored,
+    Starting,
+    Stopping,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Online => "online",
+            Status::Stopped => "stopped",
+            Status::Errored => "errored",
+            Status::Starting => "starting",
+            Status::Stopping => "stopping",
+        }
+    }
+}
+
+/// One row of `opm list --format json` and `GET /daemon/list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessView {
+    pub id: u64,
+    pub name: String,
+    pub pid: Option<u32>,
+    pub status: Status,
+    pub restarts: u32,
+    pub uptime_ms: u64,
+    /// Percent of one core, over the last sampling interval.
+    pub cpu: f32,
+    /// Resident memory of the whole process group, in bytes.
+    pub memory: u64,
+    pub command: String,
+    pub cwd: String,
+    pub autorestart: bool,
+    /// `running` or `stopped`: what the user asked for.
+    pub desired: String,
+}
+
+/// How a process last ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitView {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub at_ms: u64,
+    /// A sentence: "exit code 1", "killed by signal 9 (SIGKILL)", "gone while the daemon was down".
+    pub description: String,
+}
+
+/// One entry of the events log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventView {
+    pub at_ms: u64,
+    pub id: u64,
+    pub name: String,
+    pub kind: String,
+    pub detail: String,
+}
+
+/// `opm info` and `GET /daemon/info/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    #[serde(flatten)]
+    pub view: ProcessView,
+    pub created_ms: u64,
+    pub max_restarts: u32,
+    pub restart_delay_ms: u64,
+    pub min_uptime_ms: u64,
+    pub kill_timeout_ms: u64,
+    pub max_memory: Option<u64>,
+    pub env_keys: Vec<String>,
+    pub out_log: String,
+    pub err_log: String,
+    pub last_exit: Option<ExitView>,
+    /// Why the process is `errored`, when it is.
+    pub errored_reason: Option<String>,
+    /// When the next automatic restart is due (backoff), if one is pending.
+    pub restart_at_ms: Option<u64>,
+    pub events: Vec<EventView>,
+}
+
+/// `POST /daemon/create`. `script` is a command line (`node app.js`) or a path.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    pub script: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Working directory; the daemon's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autorestart: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_restarts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_delay_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_uptime_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<u64>,
+    /// Create it stopped (used by `restore` of a saved list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<bool>,
+}
+
+/// The body of `POST /daemon/create`: one process or several in one
+/// transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CreateBody {
+    One(Box<CreateRequest>),
+    Many(Vec<CreateRequest>),
+}
+
+/// What `POST /daemon/action` can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    Start,
+    Stop,
+    Restart,
+    Reload,
+    Remove,
+    Flush,
+}
+
+impl ActionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Start => "start",
+            ActionKind::Stop => "stop",
+            ActionKind::Restart => "restart",
+            ActionKind::Reload => "reload",
+            ActionKind::Remove => "remove",
+            ActionKind::Flush => "flush",
+        }
+    }
+}
+
+/// A process named by id (`3`, `"3"`) or name (`"api"`), or `"all"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Target {
+    Id(u64),
+    Name(String),
+}
+
+impl Target {
+    /// Reads what a user typed: digits are an id, anything else a name.
+    pub fn parse(s: &str) -> Target {
+        match s.parse::<u64>() {
+            Ok(id) => Target::Id(id),
+            Err(_) => Target::Name(s.to_string()),
+        }
+    }
+
+    pub fn is_all(&self) -> bool {
+        matches!(self, Target::Name(n) if n == "all")
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Id(id) => write!(f, "{id}"),
+            Target::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// `POST /daemon/action`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRequest {
+    pub id: Target,
+    pub action: ActionKind,
+}
+
+/// The answer to an action: the processes it touched, as they are after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionResponse {
+    pub action: ActionKind,
+    pub processes: Vec<ProcessView>,
+    /// Ids that were removed (for `remove`).
+    #[serde(default)]
+    pub removed: Vec<u64>,
+}
+
+/// `GET /daemon/logs/{id}?lines=N`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsResponse {
+    pub id: u64,
+    pub name: String,
+    pub out_log: String,
+    pub err_log: String,
+    pub out: Vec<String>,
+    pub err: Vec<String>,
+}
+
+/// `GET /daemon/env/{id}`: the environment opm adds to the inherited one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvResponse {
+    pub id: u64,
+    pub name: String,
+    pub env: BTreeMap<String, String>,
+}
+
+/// `GET /health` and `opm daemon health --format json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub role: String,
+    pub pid: u32,
+    pub version: String,
+    /// Number of managed processes.
+    pub processes: usize,
+    pub online: usize,
+    pub stopped: usize,
+    pub errored: usize,
+    /// `address:port` of the TCP API, or null when it is off.
+    pub api: Option<String>,
+    /// Why the TCP API is not serving although it was asked for.
+    pub api_error: Option<String>,
+    pub uptime_ms: u64,
+    pub home: String,
+    pub schema_version: u32,
+    pub memory: u64,
+}
+
+/// Every error body of the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
+
+/// One process as `opm save` writes it and `opm restore` reads it back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedProcess {
+    pub name: String,
+    pub script: String,
+    pub path: String,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub autorestart: bool,
+    pub max_restarts: u32,
+    pub restart_delay_ms: u64,
+    pub min_uptime_ms: u64,
+    pub kill_timeout_ms: u64,
+    #[serde(default)]
+    pub max_memory: Option<u64>,
+    /// `running` or `stopped`.
+    pub desired: String,
+}
+
+/// `GET /daemon/dump`: every process definition, for `opm save`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dump {
+    pub processes: Vec<SavedProcess>,
+}

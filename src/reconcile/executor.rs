@@ -1,0 +1,527 @@
+//! The executor: the one task that performs the plan's actions (fork, signal,
+//! mark, forget), watches each running group leader through a pidfd, and
+//! feeds what it saw back through the pure transitions of `plan`. It owns the
+//! `runtime` records: every change is written to the store and flushed once
+//! per pass, and a spawn's intent is flushed before the fork so that a daemon
+//! killed at any instant never starts a process twice.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::sync::{mpsc, watch};
+
+use super::plan::{self, Action};
+use super::{Entry, Handle, Msg, Shared};
+use crate::config::Home;
+use crate::spec::{now_ms, Event, Observed, Phase, Spec};
+use crate::store::Store;
+use crate::supervise::{pidfd, proc, spawn};
+
+/// How often processes with a memory limit are measured.
+pub const MEMORY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The environment variable that marks a child with the nonce of its spawn.
+pub const SPAWN_MARKER: &str = "OPM_SPAWN";
+
+/// Log a line to the daemon's log (stderr, which is `daemon.log`).
+macro_rules! dlog {
+    ($($arg:tt)*) => { crate::daemon_log(format_args!($($arg)*)) };
+}
+
+struct Slot {
+    spec: Spec,
+    obs: Observed,
+    next_check_ms: Option<u64>,
+}
+
+pub struct Executor {
+    store: Arc<Store>,
+    home: Home,
+    shared: Arc<Shared>,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    tx: mpsc::UnboundedSender<Msg>,
+    boot_id: String,
+    slots: HashMap<u64, Slot>,
+    sampler: proc::Sampler,
+    next_memory_check_ms: u64,
+}
+
+static NONCE: AtomicU64 = AtomicU64::new(0);
+
+/// A value no earlier spawn of any daemon used: time, pid and a counter.
+fn fresh_nonce() -> u64 {
+    let n = NONCE.fetch_add(1, Ordering::Relaxed);
+    (now_ms() << 20) ^ ((std::process::id() as u64) << 8) ^ n
+}
+
+impl Executor {
+    /// Builds the executor and the handle others use to reach it.
+    pub fn new(store: Arc<Store>, home: Home) -> (Executor, Handle) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::new());
+        let handle = Handle {
+            tx: tx.clone(),
+            shared: shared.clone(),
+        };
+        let exec = Executor {
+            store,
+            home,
+            shared,
+            rx,
+            tx,
+            boot_id: proc::boot_id(),
+            slots: HashMap::new(),
+            sampler: proc::Sampler::new(),
+            next_memory_check_ms: 0,
+        };
+        (exec, handle)
+    }
+
+    /// Adopts what survived the previous daemon and makes the first pass, so
+    /// the published state is whole before anyone reads it. Call inside the
+    /// runtime (pidfds register with its reactor).
+    pub fn start(&mut self) {
+        let ids = match self.restore() {
+            Ok(ids) => ids,
+            Err(e) => {
+                dlog!("cannot read the stored processes: {e}");
+                Vec::new()
+            }
+        };
+        self.pass(ids.into_iter().collect());
+    }
+
+    /// Serves wake-ups, exits and deadlines until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let mut dirty = BTreeSet::new();
+            let next = self.next_deadline_ms();
+            let sleep = async {
+                match next {
+                    Some(at) => {
+                        let wait = at.saturating_sub(now_ms());
+                        tokio::time::sleep(Duration::from_millis(wait)).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                msg = self.rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    self.absorb(msg, &mut dirty);
+                    while let Ok(msg) = self.rx.try_recv() {
+                        self.absorb(msg, &mut dirty);
+                    }
+                }
+                _ = sleep => {}
+                _ = shutdown.changed() => break,
+            }
+            let now = now_ms();
+            dirty.extend(
+                self.slots
+                    .iter()
+                    .filter(|(_, s)| s.next_check_ms.is_some_and(|t| t <= now))
+                    .map(|(id, _)| *id),
+            );
+            if self.next_memory_check_ms <= now {
+                self.check_memory(now, &mut dirty);
+            }
+            self.pass(dirty);
+        }
+        if let Err(e) = self.store.flush() {
+            dlog!("flush at shutdown failed: {e}");
+        }
+    }
+
+    fn next_deadline_ms(&self) -> Option<u64> {
+        let checks = self.slots.values().filter_map(|s| s.next_check_ms).min();
+        let memory = self
+            .slots
+            .values()
+            .any(|s| s.spec.max_memory.is_some() && s.obs.pid().is_some())
+            .then_some(self.next_memory_check_ms);
+        match (checks, memory) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Loads every stored process and adopts the runs that are still alive.
+    fn restore(&mut self) -> Result<Vec<u64>, crate::store::StoreError> {
+        let now = now_ms();
+        let mut ids = Vec::new();
+        for spec in self.store.specs()? {
+            let id = spec.id;
+            let mut obs = self.store.runtime(id)?.unwrap_or_default();
+            let same_boot = obs.boot_id == self.boot_id;
+            match obs.phase.clone() {
+                Phase::Spawning { nonce, at_ms } => {
+                    if let Some(pid) = proc::find_by_env(SPAWN_MARKER, &nonce.to_string()) {
+                        if let Some(start_time) = proc::start_time(pid) {
+                            obs = plan::on_spawned(
+                                &spec,
+                                &obs,
+                                pid,
+                                start_time,
+                                &self.boot_id,
+                                at_ms,
+                            );
+                            self.watch(id, pid);
+                            self.event(
+                                &spec,
+                                "adopted",
+                                format!("pid {pid}, found by its spawn marker"),
+                            );
+                        }
+                    }
+                }
+                Phase::Running {
+                    pid, start_time, ..
+                }
+                | Phase::Stopping {
+                    pid,
+                    start_time,
+                    leader_gone: false,
+                    ..
+                } => {
+                    let alive = same_boot && proc::start_time(pid) == Some(start_time);
+                    obs = plan::on_restore(&spec, &obs, alive, now);
+                    if alive {
+                        self.watch(id, pid);
+                        self.event(&spec, "adopted", format!("pid {pid}"));
+                    } else {
+                        self.event(
+                            &spec,
+                            "lost",
+                            format!("pid {pid} ended while the daemon was down"),
+                        );
+                    }
+                }
+                Phase::Stopping {
+                    pid,
+                    leader_gone: true,
+                    ..
+                } => {
+                    let alive = same_boot && proc::group_alive(pid);
+                    obs = plan::on_restore(&spec, &obs, alive, now);
+                }
+                _ => {}
+            }
+            self.store.put_runtime(id, &obs)?;
+            self.slots.insert(
+                id,
+                Slot {
+                    spec,
+                    obs,
+                    next_check_ms: None,
+                },
+            );
+            ids.push(id);
+        }
+        self.store.flush()?;
+        Ok(ids)
+    }
+
+    fn absorb(&mut self, msg: Msg, dirty: &mut BTreeSet<u64>) {
+        match msg {
+            Msg::Wake(ids) => dirty.extend(ids),
+            Msg::Exited { id, pid, status } => {
+                let now = now_ms();
+                let Some(slot) = self.slots.get_mut(&id) else {
+                    return;
+                };
+                let (code, signal) = status.map_or((None, None), |s| (s.code, s.signal));
+                let mut group_alive = proc::group_alive(pid);
+                if group_alive
+                    && matches!(slot.obs.phase, Phase::Running { pid: p, .. } if p == pid)
+                {
+                    // The leader crashed; what it left in its group would keep
+                    // ports and files busy for the next run.
+                    let _ = spawn::signal_group(pid, Signal::SIGKILL);
+                    group_alive = false;
+                }
+                let before = slot.obs.clone();
+                slot.obs =
+                    plan::on_exit(&slot.spec, &slot.obs, pid, code, signal, group_alive, now);
+                if slot.obs != before {
+                    let detail = slot
+                        .obs
+                        .last_exit
+                        .as_ref()
+                        .map(|e| format!("pid {pid}: {}", e.describe()))
+                        .unwrap_or_default();
+                    let spec = slot.spec.clone();
+                    self.event(&spec, "exited", detail);
+                    dirty.insert(id);
+                }
+            }
+        }
+    }
+
+    /// Sets `restart_pending` on every run whose group is over its memory limit.
+    fn check_memory(&mut self, now: u64, dirty: &mut BTreeSet<u64>) {
+        self.next_memory_check_ms = now + MEMORY_CHECK_INTERVAL.as_millis() as u64;
+        let limited: Vec<(u64, u32, u64)> = self
+            .slots
+            .iter()
+            .filter_map(|(id, s)| match (s.spec.max_memory, &s.obs.phase) {
+                (Some(limit), Phase::Running { pid, .. }) if s.obs.restart_pending.is_none() => {
+                    Some((*id, *pid, limit))
+                }
+                _ => None,
+            })
+            .collect();
+        if limited.is_empty() {
+            return;
+        }
+        let pgids: Vec<u32> = limited.iter().map(|(_, pid, _)| *pid).collect();
+        let usage = self.sampler.sample_groups(&pgids);
+        for (id, pid, limit) in limited {
+            let Some(u) = usage.get(&pid) else { continue };
+            if u.memory_bytes > limit {
+                let reason = format!("memory {} bytes over the limit of {limit}", u.memory_bytes);
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    slot.obs.restart_pending = Some(reason.clone());
+                    let spec = slot.spec.clone();
+                    self.event(&spec, "memory_limit", reason);
+                    dirty.insert(id);
+                }
+            }
+        }
+    }
+
+    /// One reconcile pass over `dirty`: plan and act for each id, fork the
+    /// spawns after their intents are durable, persist and publish.
+    fn pass(&mut self, dirty: BTreeSet<u64>) {
+        if dirty.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        let mut spawns = Vec::new();
+        let mut updates = Vec::new();
+        for &id in &dirty {
+            match self.step(id, now, &mut spawns) {
+                Ok(()) => {}
+                Err(e) => dlog!("process {id}: {e}"),
+            }
+        }
+        if !spawns.is_empty() {
+            for &id in &spawns {
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    slot.obs.phase = Phase::Spawning {
+                        nonce: fresh_nonce(),
+                        at_ms: now,
+                    };
+                    if let Err(e) = self.store.put_runtime(id, &slot.obs) {
+                        dlog!("process {id}: cannot record the spawn: {e}");
+                    }
+                }
+            }
+            // The intent must be durable before any fork: see the module doc.
+            if let Err(e) = self.store.flush() {
+                dlog!("cannot flush spawn intents, not starting anything: {e}");
+                spawns.clear();
+            }
+            for id in spawns {
+                self.spawn(id);
+            }
+        }
+        for &id in &dirty {
+            match self.slots.get(&id) {
+                Some(slot) => {
+                    if let Err(e) = self.store.put_runtime(id, &slot.obs) {
+                        dlog!("process {id}: cannot record its state: {e}");
+                    }
+                    updates.push((
+                        id,
+                        Some(Entry {
+                            spec: slot.spec.clone(),
+                            obs: slot.obs.clone(),
+                        }),
+                    ));
+                }
+                None => updates.push((id, None)),
+            }
+        }
+        if let Err(e) = self.store.flush() {
+            dlog!("flush failed: {e}");
+        }
+        self.shared.publish(updates);
+    }
+
+    /// Plans and performs the non-spawn actions for one id until it settles.
+    fn step(
+        &mut self,
+        id: u64,
+        now: u64,
+        spawns: &mut Vec<u64>,
+    ) -> Result<(), crate::store::StoreError> {
+        let Some(spec) = self.store.get(id)? else {
+            self.slots.remove(&id);
+            return Ok(());
+        };
+        let slot = self.slots.entry(id).or_insert_with(|| Slot {
+            spec: spec.clone(),
+            obs: Observed::new(),
+            next_check_ms: None,
+        });
+        slot.spec = spec;
+        // Each round moves the phase forward; a handful always suffices
+        // (e.g. Exited → Stopped → Forget).
+        for _ in 0..6 {
+            let Some(slot) = self.slots.get_mut(&id) else {
+                return Ok(());
+            };
+            let p = plan::plan(&slot.spec, &slot.obs, now);
+            slot.next_check_ms = p.next_check_ms;
+            let Some(action) = p.actions.into_iter().next() else {
+                return Ok(());
+            };
+            match action {
+                Action::Spawn => {
+                    spawns.push(id);
+                    return Ok(());
+                }
+                Action::Forget => {
+                    let spec = slot.spec.clone();
+                    self.store.remove(id)?;
+                    self.slots.remove(&id);
+                    self.event(&spec, "removed", String::new());
+                    return Ok(());
+                }
+                Action::Terminate { pgid } | Action::Kill { pgid } => {
+                    let sig = if matches!(action, Action::Kill { .. }) {
+                        Signal::SIGKILL
+                    } else {
+                        Signal::SIGTERM
+                    };
+                    if let Err(e) = spawn::signal_group(pgid, sig) {
+                        dlog!("process {id}: cannot send {sig} to group {pgid}: {e}");
+                    }
+                    slot.obs = plan::on_action(&slot.spec, &slot.obs, &action, now);
+                    let spec = slot.spec.clone();
+                    self.event(
+                        &spec,
+                        if sig == Signal::SIGKILL {
+                            "killed"
+                        } else {
+                            "stopping"
+                        },
+                        format!("{sig} to process group {pgid}"),
+                    );
+                }
+                Action::MarkStopped | Action::MarkErrored { .. } => {
+                    slot.obs = plan::on_action(&slot.spec, &slot.obs, &action, now);
+                    let spec = slot.spec.clone();
+                    match action {
+                        Action::MarkErrored { reason } => self.event(&spec, "errored", reason),
+                        _ => self.event(&spec, "stopped", String::new()),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn(&mut self, id: u64) {
+        let now = now_ms();
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        let spec = slot.spec.clone();
+        let nonce = match slot.obs.phase {
+            Phase::Spawning { nonce, .. } => nonce,
+            _ => return,
+        };
+        let result = spawn_run(&self.home, &spec, nonce);
+        let was_started = slot.obs.starts > 0;
+        match result {
+            Ok(child) => {
+                slot.obs = plan::on_spawned(
+                    &spec,
+                    &slot.obs,
+                    child.pid,
+                    child.start_time,
+                    &self.boot_id,
+                    now,
+                );
+                slot.next_check_ms = None;
+                self.watch(id, child.pid);
+                let kind = if was_started { "restarted" } else { "started" };
+                self.event(&spec, kind, format!("pid {}", child.pid));
+            }
+            Err(e) => {
+                slot.obs = plan::on_spawn_failed(&spec, &slot.obs, &e.to_string(), now);
+                // Look again at once: the plan decides between a retry after
+                // backoff and `errored`.
+                slot.next_check_ms = Some(now);
+                self.event(&spec, "spawn_failed", e.to_string());
+            }
+        }
+    }
+
+    /// Watches `pid` through a pidfd and reports its exit.
+    fn watch(&self, id: u64, pid: u32) {
+        let tx = self.tx.clone();
+        match pidfd::open(pid) {
+            Ok(fd) => {
+                tokio::spawn(async move {
+                    let _ = fd.exited().await;
+                    let status = pidfd::reap(pid);
+                    let _ = tx.send(Msg::Exited { id, pid, status });
+                });
+            }
+            Err(e) => {
+                dlog!("process {id}: cannot watch pid {pid} ({e}); taking it as ended");
+                let status = pidfd::reap(pid);
+                let _ = tx.send(Msg::Exited { id, pid, status });
+            }
+        }
+    }
+
+    fn event(&self, spec: &Spec, kind: &str, detail: String) {
+        let event = Event {
+            at_ms: now_ms(),
+            id: spec.id,
+            name: spec.name.clone(),
+            kind: kind.to_string(),
+            detail,
+        };
+        dlog!(
+            "{} {} [{}]: {}",
+            event.kind,
+            event.name,
+            event.id,
+            event.detail
+        );
+        if let Err(e) = self.store.push_event(&event) {
+            dlog!("cannot record an event: {e}");
+        }
+        let _ = self.shared.events.send(event);
+    }
+}
+
+/// Forks one run of `spec`, marked with `nonce`.
+fn spawn_run(home: &Home, spec: &Spec, nonce: u64) -> std::io::Result<spawn::Spawned> {
+    let (program, args) = spawn::split_command(&spec.command)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
+    let mut env = spec.env.clone();
+    env.push(("OPM_ID".into(), spec.id.to_string()));
+    env.push(("OPM_NAME".into(), spec.name.clone()));
+    env.push((SPAWN_MARKER.into(), nonce.to_string()));
+    let cwd = PathBuf::from(&spec.cwd);
+    let out_log = home.out_log(&spec.name, spec.id);
+    let err_log = home.err_log(&spec.name, spec.id);
+    spawn::spawn(&spawn::SpawnSpec {
+        program: &program,
+        args: &args,
+        cwd: &cwd,
+        env: &env,
+        out_log: &out_log,
+        err_log: &err_log,
+    })
+}

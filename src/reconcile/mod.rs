@@ -1,0 +1,118 @@
+//! The reconciler: drives real processes toward the desired state in the
+//! store. `plan` decides (pure), `executor` acts (one task, so one pass per
+//! process at a time and wake-ups for the same id merge), and `Handle` is how
+//! the rest of the daemon wakes it and watches what it published.
+
+pub mod executor;
+pub mod plan;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::spec::{Event, Observed, Spec};
+use crate::supervise::pidfd::ExitStatus;
+
+/// What the reconciler last published for one process.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub spec: Spec,
+    pub obs: Observed,
+}
+
+/// Messages into the executor.
+#[derive(Debug)]
+pub enum Msg {
+    /// The store changed for these ids: look at them again.
+    Wake(Vec<u64>),
+    /// A watched group leader ended (status `None` when it was not our child).
+    Exited {
+        id: u64,
+        pid: u32,
+        status: Option<ExitStatus>,
+    },
+}
+
+/// State shared between the executor (the only writer) and readers.
+///
+/// The lock is a std `RwLock`, never held across an `.await`; a poisoned lock
+/// means a panic while publishing, after which the published map is still a
+/// whole map (entries are replaced, not edited), so readers take it as is.
+pub struct Shared {
+    procs: RwLock<BTreeMap<u64, Entry>>,
+    changed: watch::Sender<u64>,
+    pub events: broadcast::Sender<Event>,
+}
+
+impl Shared {
+    pub fn new() -> Shared {
+        Shared {
+            procs: RwLock::new(BTreeMap::new()),
+            changed: watch::channel(0).0,
+            events: broadcast::channel(1024).0,
+        }
+    }
+
+    pub fn read(&self) -> RwLockReadGuard<'_, BTreeMap<u64, Entry>> {
+        self.procs.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish(&self, updates: Vec<(u64, Option<Entry>)>) {
+        if updates.is_empty() {
+            return;
+        }
+        {
+            let mut procs = self.procs.write().unwrap_or_else(|p| p.into_inner());
+            for (id, entry) in updates {
+                match entry {
+                    Some(e) => procs.insert(id, e),
+                    None => procs.remove(&id),
+                };
+            }
+        }
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared::new()
+    }
+}
+
+/// How the API and the daemon talk to the reconciler.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::UnboundedSender<Msg>,
+    pub shared: Arc<Shared>,
+}
+
+impl Handle {
+    pub fn wake(&self, ids: Vec<u64>) {
+        if !ids.is_empty() {
+            // The executor only stops at shutdown; a wake then has nothing to do.
+            let _ = self.tx.send(Msg::Wake(ids));
+        }
+    }
+
+    /// Waits until `done` holds for the published state, or `timeout` passes.
+    /// Returns whether it held.
+    pub async fn wait_for<F>(&self, timeout: Duration, mut done: F) -> bool
+    where
+        F: FnMut(&BTreeMap<u64, Entry>) -> bool,
+    {
+        let mut rx = self.shared.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if done(&self.shared.read()) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) | Err(_) => return done(&self.shared.read()),
+            }
+        }
+    }
+}

@@ -1,0 +1,767 @@
+//! The reconciler's decisions, as pure functions of (spec, observed, now).
+//!
+//! `plan` says what to do next and when to look again; the `on_*` functions
+//! say how a fact (a spawn, an exit, a signal sent, a restore) changes what is
+//! observed. Nothing here touches a process, a file or a clock: the executor
+//! performs the actions and feeds the facts back. Every transition has a test
+//! below that reads like a sentence.
+
+use crate::spec::{Desired, Exit, Observed, Phase, RestartPolicy, Spec};
+
+/// The longest wait between two automatic restarts.
+pub const BACKOFF_CAP_MS: u64 = 15_000;
+
+/// Something the executor must do for one process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Record the intent, then fork and exec the command.
+    Spawn,
+    /// SIGTERM to the process group; SIGKILL follows at the deadline.
+    Terminate { pgid: u32 },
+    /// SIGKILL to the process group.
+    Kill { pgid: u32 },
+    /// Nothing runs and nothing will until the user asks.
+    MarkStopped,
+    /// Too many unstable restarts: give up until the user asks.
+    MarkErrored { reason: String },
+    /// Delete the process from the store.
+    Forget,
+}
+
+/// What to do now, and when to look again if nothing else happens.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub next_check_ms: Option<u64>,
+}
+
+impl Plan {
+    fn act(action: Action) -> Plan {
+        Plan {
+            actions: vec![action],
+            next_check_ms: None,
+        }
+    }
+    fn wait_until(at_ms: u64) -> Plan {
+        Plan {
+            actions: Vec::new(),
+            next_check_ms: Some(at_ms),
+        }
+    }
+    fn idle() -> Plan {
+        Plan::default()
+    }
+}
+
+/// The delay before the restart that follows the `unstable`-th consecutive
+/// unstable exit: none for the first, then `restart_delay` doubling up to
+/// the cap.
+pub fn backoff_ms(policy: &RestartPolicy, unstable: u32) -> u64 {
+    if unstable <= 1 {
+        return 0;
+    }
+    let doublings = (unstable - 2).min(32);
+    policy
+        .restart_delay_ms
+        .saturating_mul(1u64 << doublings)
+        .min(BACKOFF_CAP_MS.max(policy.restart_delay_ms))
+}
+
+/// When the pending automatic restart is due, if one is.
+pub fn restart_due_ms(spec: &Spec, obs: &Observed) -> Option<u64> {
+    match obs.phase {
+        Phase::Exited { at_ms }
+            if spec.desired == Desired::Running
+                && spec.restart.autorestart
+                && obs.unstable <= spec.restart.max_restarts =>
+        {
+            Some(at_ms + backoff_ms(&spec.restart, obs.unstable))
+        }
+        _ => None,
+    }
+}
+
+/// Decides the next step for one process.
+pub fn plan(spec: &Spec, obs: &Observed, now_ms: u64) -> Plan {
+    // A start or restart the user asked for that no run has served yet.
+    let requested = obs.generation < spec.generation;
+    match (&obs.phase, spec.desired) {
+        (Phase::Running { pid, .. }, Desired::Running) => {
+            if requested || obs.restart_pending.is_some() {
+                Plan::act(Action::Terminate { pgid: *pid })
+            } else {
+                Plan::idle()
+            }
+        }
+        (Phase::Running { pid, .. }, Desired::Stopped | Desired::Removed) => {
+            Plan::act(Action::Terminate { pgid: *pid })
+        }
+        (
+            Phase::Stopping {
+                pid,
+                deadline_ms,
+                killed,
+                ..
+            },
+            _,
+        ) => {
+            if *killed {
+                Plan::idle()
+            } else if now_ms >= *deadline_ms {
+                Plan::act(Action::Kill { pgid: *pid })
+            } else {
+                Plan::wait_until(*deadline_ms)
+            }
+        }
+        (Phase::Idle | Phase::Spawning { .. }, Desired::Running) => Plan::act(Action::Spawn),
+        (Phase::Exited { .. }, Desired::Running) => {
+            if requested {
+                return Plan::act(Action::Spawn);
+            }
+            if !spec.restart.autorestart {
+                return Plan::act(Action::MarkStopped);
+            }
+            if obs.unstable > spec.restart.max_restarts {
+                return Plan::act(Action::MarkErrored {
+                    reason: errored_reason(spec, obs),
+                });
+            }
+            match restart_due_ms(spec, obs) {
+                Some(due) if due > now_ms => Plan::wait_until(due),
+                _ => Plan::act(Action::Spawn),
+            }
+        }
+        (Phase::Stopped { .. } | Phase::Errored { .. }, Desired::Running) => {
+            if requested || obs.restart_pending.is_some() {
+                Plan::act(Action::Spawn)
+            } else {
+                Plan::idle()
+            }
+        }
+        (Phase::Exited { .. } | Phase::Spawning { .. }, Desired::Stopped) => {
+            Plan::act(Action::MarkStopped)
+        }
+        (Phase::Idle | Phase::Stopped { .. } | Phase::Errored { .. }, Desired::Stopped) => {
+            Plan::idle()
+        }
+        (
+            Phase::Idle
+            | Phase::Spawning { .. }
+            | Phase::Exited { .. }
+            | Phase::Stopped { .. }
+            | Phase::Errored { .. },
+            Desired::Removed,
+        ) => Plan::act(Action::Forget),
+    }
+}
+
+fn errored_reason(spec: &Spec, obs: &Observed) -> String {
+    let last = match (&obs.last_error, &obs.last_exit) {
+        (Some(err), _) => err.clone(),
+        (None, Some(exit)) => exit.describe(),
+        (None, None) => "unknown".to_string(),
+    };
+    format!(
+        "exited {} times in a row within {} ms of starting (limit {} restarts); last: {last}",
+        obs.unstable, spec.restart.min_uptime_ms, spec.restart.max_restarts
+    )
+}
+
+/// A run was started: it is online, belongs to the spec's generation, and a
+/// start the user asked for clears the crash-loop count.
+pub fn on_spawned(
+    spec: &Spec,
+    obs: &Observed,
+    pid: u32,
+    start_time: u64,
+    boot_id: &str,
+    now_ms: u64,
+) -> Observed {
+    let mut next = obs.clone();
+    if obs.generation < spec.generation {
+        next.unstable = 0;
+    }
+    next.phase = Phase::Running {
+        pid,
+        start_time,
+        since_ms: now_ms,
+    };
+    next.generation = spec.generation;
+    next.starts = obs.starts.saturating_add(1);
+    next.boot_id = boot_id.to_string();
+    next.last_error = None;
+    next.restart_pending = None;
+    next
+}
+
+/// Fork or exec failed before the program ran: it counts as an unstable exit.
+pub fn on_spawn_failed(spec: &Spec, obs: &Observed, error: &str, now_ms: u64) -> Observed {
+    let mut next = obs.clone();
+    if obs.generation < spec.generation {
+        next.unstable = 0;
+    }
+    next.generation = spec.generation;
+    next.unstable = next.unstable.saturating_add(1);
+    next.phase = Phase::Exited { at_ms: now_ms };
+    next.last_error = Some(format!("cannot start: {error}"));
+    next
+}
+
+/// The group leader `pid` ended with `code`/`signal` (both `None` when the
+/// status is unknown). `group_alive` says whether other members of its group
+/// remain. Stale reports (another pid) change nothing.
+pub fn on_exit(
+    spec: &Spec,
+    obs: &Observed,
+    pid: u32,
+    code: Option<i32>,
+    signal: Option<i32>,
+    group_alive: bool,
+    now_ms: u64,
+) -> Observed {
+    let mut next = obs.clone();
+    match obs.phase {
+        Phase::Running {
+            pid: p, since_ms, ..
+        } if p == pid => {
+            let uptime_ms = now_ms.saturating_sub(since_ms);
+            next.unstable = if uptime_ms >= spec.restart.min_uptime_ms {
+                1
+            } else {
+                obs.unstable.saturating_add(1)
+            };
+            next.last_exit = Some(Exit {
+                code,
+                signal,
+                at_ms: now_ms,
+                uptime_ms,
+            });
+            next.last_error = None;
+            next.phase = Phase::Exited { at_ms: now_ms };
+        }
+        Phase::Stopping {
+            pid: p,
+            since_ms,
+            deadline_ms,
+            killed,
+            start_time,
+            ..
+        } if p == pid => {
+            next.last_exit = Some(Exit {
+                code,
+                signal,
+                at_ms: now_ms,
+                uptime_ms: now_ms.saturating_sub(since_ms),
+            });
+            next.phase = if group_alive && !killed {
+                Phase::Stopping {
+                    pid,
+                    start_time,
+                    since_ms,
+                    deadline_ms,
+                    killed,
+                    leader_gone: true,
+                }
+            } else {
+                Phase::Stopped { at_ms: now_ms }
+            };
+        }
+        _ => {}
+    }
+    next
+}
+
+/// The effect of a performed action on what is observed (spawns are
+/// `on_spawned`/`on_spawn_failed`; `Forget` removes the record).
+pub fn on_action(spec: &Spec, obs: &Observed, action: &Action, now_ms: u64) -> Observed {
+    let mut next = obs.clone();
+    match action {
+        Action::Terminate { .. } => {
+            if let Phase::Running {
+                pid,
+                start_time,
+                since_ms,
+            } = obs.phase
+            {
+                next.phase = Phase::Stopping {
+                    pid,
+                    start_time,
+                    since_ms,
+                    deadline_ms: now_ms + spec.kill_timeout_ms,
+                    killed: false,
+                    leader_gone: false,
+                };
+            }
+        }
+        Action::Kill { .. } => {
+            if let Phase::Stopping {
+                leader_gone,
+                ref mut killed,
+                ..
+            } = next.phase
+            {
+                *killed = true;
+                if leader_gone {
+                    next.phase = Phase::Stopped { at_ms: now_ms };
+                }
+            }
+        }
+        Action::MarkStopped => next.phase = Phase::Stopped { at_ms: now_ms },
+        Action::MarkErrored { reason } => {
+            next.phase = Phase::Errored {
+                at_ms: now_ms,
+                reason: reason.clone(),
+            }
+        }
+        Action::Spawn | Action::Forget => {}
+    }
+    next
+}
+
+/// After a daemon restart: a recorded run whose pid is still alive with the
+/// same start time in the same boot is adopted as it is; one that is gone
+/// ended while nobody watched. `alive` is that check's answer.
+pub fn on_restore(spec: &Spec, obs: &Observed, alive: bool, now_ms: u64) -> Observed {
+    match obs.phase {
+        Phase::Running { pid, .. } | Phase::Stopping { pid, .. } if !alive => {
+            on_exit(spec, obs, pid, None, None, false, now_ms)
+        }
+        _ => obs.clone(),
+    }
+}
+
+/// The status users see for a process.
+pub fn status(spec: &Spec, obs: &Observed) -> crate::model::Status {
+    use crate::model::Status;
+    match obs.phase {
+        Phase::Running { .. } => Status::Online,
+        Phase::Stopping { .. } => Status::Stopping,
+        Phase::Spawning { .. } => Status::Starting,
+        Phase::Errored { .. } => Status::Errored,
+        Phase::Stopped { .. } => Status::Stopped,
+        Phase::Idle => match spec.desired {
+            Desired::Running => Status::Starting,
+            _ => Status::Stopped,
+        },
+        Phase::Exited { .. } => {
+            if spec.desired == Desired::Running
+                && (spec.restart.autorestart || obs.generation < spec.generation)
+            {
+                Status::Starting
+            } else {
+                Status::Stopped
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_000_000;
+
+    fn spec() -> Spec {
+        Spec {
+            id: 1,
+            name: "api".into(),
+            command: "node app.js".into(),
+            cwd: "/".into(),
+            env: Vec::new(),
+            restart: RestartPolicy {
+                autorestart: true,
+                max_restarts: 3,
+                restart_delay_ms: 100,
+                min_uptime_ms: 1_000,
+            },
+            kill_timeout_ms: 2_000,
+            max_memory: None,
+            desired: Desired::Running,
+            generation: 1,
+            created_ms: T0,
+        }
+    }
+
+    fn running(pid: u32, since_ms: u64) -> Observed {
+        Observed {
+            phase: Phase::Running {
+                pid,
+                start_time: 77,
+                since_ms,
+            },
+            starts: 1,
+            generation: 1,
+            ..Observed::new()
+        }
+    }
+
+    fn stopping(pid: u32, deadline_ms: u64) -> Observed {
+        Observed {
+            phase: Phase::Stopping {
+                pid,
+                start_time: 77,
+                since_ms: T0,
+                deadline_ms,
+                killed: false,
+                leader_gone: false,
+            },
+            starts: 1,
+            generation: 1,
+            ..Observed::new()
+        }
+    }
+
+    #[test]
+    fn a_new_process_that_should_run_is_spawned() {
+        assert_eq!(
+            plan(&spec(), &Observed::new(), T0).actions,
+            vec![Action::Spawn]
+        );
+    }
+
+    #[test]
+    fn a_new_process_created_stopped_stays_idle() {
+        let s = Spec {
+            desired: Desired::Stopped,
+            ..spec()
+        };
+        assert_eq!(plan(&s, &Observed::new(), T0), Plan::idle());
+    }
+
+    #[test]
+    fn a_spawned_process_is_online_and_needs_nothing() {
+        let obs = on_spawned(&spec(), &Observed::new(), 42, 77, "boot", T0);
+        assert_eq!(
+            obs.phase,
+            Phase::Running {
+                pid: 42,
+                start_time: 77,
+                since_ms: T0
+            }
+        );
+        assert_eq!(obs.restarts(), 0);
+        assert_eq!(status(&spec(), &obs), crate::model::Status::Online);
+        assert_eq!(plan(&spec(), &obs, T0 + 5), Plan::idle());
+    }
+
+    #[test]
+    fn the_first_crash_is_restarted_immediately() {
+        let obs = on_exit(&spec(), &running(42, T0), 42, Some(1), None, false, T0 + 50);
+        assert_eq!(obs.unstable, 1);
+        assert_eq!(obs.last_exit.as_ref().map(|e| e.code), Some(Some(1)));
+        assert_eq!(plan(&spec(), &obs, T0 + 50).actions, vec![Action::Spawn]);
+    }
+
+    #[test]
+    fn consecutive_crashes_wait_longer_each_time() {
+        let s = spec();
+        let mut obs = running(42, T0);
+        obs.unstable = 1;
+        let obs = on_exit(&s, &obs, 42, Some(1), None, false, T0 + 10);
+        assert_eq!(obs.unstable, 2);
+        assert_eq!(plan(&s, &obs, T0 + 10), Plan::wait_until(T0 + 110));
+        assert_eq!(plan(&s, &obs, T0 + 110).actions, vec![Action::Spawn]);
+        let mut third = running(43, T0 + 200);
+        third.unstable = 2;
+        let third = on_exit(&s, &third, 43, Some(1), None, false, T0 + 210);
+        assert_eq!(plan(&s, &third, T0 + 210), Plan::wait_until(T0 + 410));
+    }
+
+    #[test]
+    fn the_backoff_doubles_and_stops_at_the_cap() {
+        let p = RestartPolicy {
+            restart_delay_ms: 100,
+            ..RestartPolicy::default()
+        };
+        let delays: Vec<u64> = (1..=12).map(|n| backoff_ms(&p, n)).collect();
+        assert_eq!(&delays[..6], &[0, 100, 200, 400, 800, 1600]);
+        assert_eq!(delays[11], BACKOFF_CAP_MS);
+        assert_eq!(backoff_ms(&p, u32::MAX), BACKOFF_CAP_MS);
+    }
+
+    #[test]
+    fn an_exit_after_a_stable_uptime_starts_the_count_again() {
+        let mut obs = running(42, T0);
+        obs.unstable = 3;
+        let obs = on_exit(&spec(), &obs, 42, Some(0), None, false, T0 + 5_000);
+        assert_eq!(obs.unstable, 1);
+        assert_eq!(plan(&spec(), &obs, T0 + 5_000).actions, vec![Action::Spawn]);
+    }
+
+    #[test]
+    fn too_many_unstable_restarts_mark_the_process_errored() {
+        let mut obs = running(42, T0);
+        obs.unstable = 3;
+        let obs = on_exit(&spec(), &obs, 42, Some(2), None, false, T0 + 10);
+        assert_eq!(obs.unstable, 4);
+        let p = plan(&spec(), &obs, T0 + 10_000);
+        let [Action::MarkErrored { reason }] = p.actions.as_slice() else {
+            panic!("expected errored, got {p:?}");
+        };
+        assert!(reason.contains("exit code 2"), "{reason}");
+        let errored = on_action(&spec(), &obs, &p.actions[0], T0 + 10_000);
+        assert_eq!(status(&spec(), &errored), crate::model::Status::Errored);
+        assert_eq!(plan(&spec(), &errored, T0 + 20_000), Plan::idle());
+    }
+
+    #[test]
+    fn an_errored_process_starts_again_when_the_user_asks() {
+        let obs = Observed {
+            phase: Phase::Errored {
+                at_ms: T0,
+                reason: "x".into(),
+            },
+            unstable: 4,
+            generation: 1,
+            ..Observed::new()
+        };
+        let s = Spec {
+            generation: 2,
+            ..spec()
+        };
+        assert_eq!(plan(&s, &obs, T0).actions, vec![Action::Spawn]);
+        let obs = on_spawned(&s, &obs, 50, 1, "b", T0);
+        assert_eq!(obs.unstable, 0);
+        assert_eq!(obs.generation, 2);
+    }
+
+    #[test]
+    fn without_autorestart_an_exit_leaves_the_process_stopped() {
+        let s = Spec {
+            restart: RestartPolicy {
+                autorestart: false,
+                ..spec().restart
+            },
+            ..spec()
+        };
+        let obs = on_exit(&s, &running(42, T0), 42, Some(0), None, false, T0 + 10);
+        assert_eq!(plan(&s, &obs, T0 + 10).actions, vec![Action::MarkStopped]);
+        let stopped = on_action(&s, &obs, &Action::MarkStopped, T0 + 10);
+        assert_eq!(plan(&s, &stopped, T0 + 20), Plan::idle());
+    }
+
+    #[test]
+    fn a_spawn_failure_counts_as_an_unstable_exit() {
+        let obs = on_spawn_failed(&spec(), &Observed::new(), "No such file", T0);
+        assert_eq!(obs.unstable, 1);
+        assert_eq!(obs.phase, Phase::Exited { at_ms: T0 });
+        assert!(obs
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("No such file"));
+        assert_eq!(plan(&spec(), &obs, T0).actions, vec![Action::Spawn]);
+    }
+
+    #[test]
+    fn stopping_a_running_process_sends_sigterm_with_a_deadline() {
+        let s = Spec {
+            desired: Desired::Stopped,
+            ..spec()
+        };
+        let obs = running(42, T0);
+        let p = plan(&s, &obs, T0 + 10);
+        assert_eq!(p.actions, vec![Action::Terminate { pgid: 42 }]);
+        let obs = on_action(&s, &obs, &p.actions[0], T0 + 10);
+        assert!(
+            matches!(obs.phase, Phase::Stopping { deadline_ms, .. } if deadline_ms == T0 + 2_010)
+        );
+        assert_eq!(status(&s, &obs), crate::model::Status::Stopping);
+        assert_eq!(plan(&s, &obs, T0 + 20), Plan::wait_until(T0 + 2_010));
+    }
+
+    #[test]
+    fn a_process_that_exits_on_sigterm_is_stopped() {
+        let s = Spec {
+            desired: Desired::Stopped,
+            ..spec()
+        };
+        let obs = on_exit(
+            &s,
+            &stopping(42, T0 + 2_000),
+            42,
+            None,
+            Some(15),
+            false,
+            T0 + 30,
+        );
+        assert_eq!(obs.phase, Phase::Stopped { at_ms: T0 + 30 });
+        assert_eq!(obs.unstable, 0, "a requested stop is not a crash");
+        assert_eq!(plan(&s, &obs, T0 + 40), Plan::idle());
+    }
+
+    #[test]
+    fn a_process_that_ignores_sigterm_is_killed_at_the_deadline() {
+        let s = Spec {
+            desired: Desired::Stopped,
+            ..spec()
+        };
+        let obs = stopping(42, T0 + 2_000);
+        assert_eq!(
+            plan(&s, &obs, T0 + 2_000).actions,
+            vec![Action::Kill { pgid: 42 }]
+        );
+        let killed = on_action(&s, &obs, &Action::Kill { pgid: 42 }, T0 + 2_000);
+        assert_eq!(plan(&s, &killed, T0 + 2_001), Plan::idle());
+        let gone = on_exit(&s, &killed, 42, None, Some(9), false, T0 + 2_002);
+        assert_eq!(gone.phase, Phase::Stopped { at_ms: T0 + 2_002 });
+    }
+
+    #[test]
+    fn group_members_left_behind_by_the_leader_are_killed_at_the_deadline() {
+        let s = Spec {
+            desired: Desired::Stopped,
+            ..spec()
+        };
+        let obs = on_exit(
+            &s,
+            &stopping(42, T0 + 2_000),
+            42,
+            Some(0),
+            None,
+            true,
+            T0 + 10,
+        );
+        assert!(matches!(
+            obs.phase,
+            Phase::Stopping {
+                leader_gone: true,
+                ..
+            }
+        ));
+        assert_eq!(obs.pid(), None);
+        assert_eq!(
+            plan(&s, &obs, T0 + 2_000).actions,
+            vec![Action::Kill { pgid: 42 }]
+        );
+        let after = on_action(&s, &obs, &Action::Kill { pgid: 42 }, T0 + 2_000);
+        assert_eq!(after.phase, Phase::Stopped { at_ms: T0 + 2_000 });
+    }
+
+    #[test]
+    fn a_restart_stops_the_old_run_then_starts_a_new_one() {
+        let s = Spec {
+            generation: 2,
+            ..spec()
+        };
+        let obs = running(42, T0);
+        let p = plan(&s, &obs, T0);
+        assert_eq!(p.actions, vec![Action::Terminate { pgid: 42 }]);
+        let obs = on_action(&s, &obs, &p.actions[0], T0);
+        let obs = on_exit(&s, &obs, 42, None, Some(15), false, T0 + 5);
+        assert_eq!(plan(&s, &obs, T0 + 5).actions, vec![Action::Spawn]);
+        let obs = on_spawned(&s, &obs, 43, 88, "b", T0 + 6);
+        assert_eq!(obs.restarts(), 1);
+        assert_eq!(plan(&s, &obs, T0 + 7), Plan::idle());
+    }
+
+    #[test]
+    fn a_restart_during_backoff_starts_at_once() {
+        let mut obs = running(42, T0);
+        obs.unstable = 2;
+        let obs = on_exit(&spec(), &obs, 42, Some(1), None, false, T0 + 10);
+        let s = Spec {
+            generation: 2,
+            ..spec()
+        };
+        assert_eq!(plan(&s, &obs, T0 + 11).actions, vec![Action::Spawn]);
+    }
+
+    #[test]
+    fn a_memory_restart_terminates_then_starts_again() {
+        let mut obs = running(42, T0);
+        obs.restart_pending = Some("memory".into());
+        let p = plan(&spec(), &obs, T0);
+        assert_eq!(p.actions, vec![Action::Terminate { pgid: 42 }]);
+        let obs = on_action(&spec(), &obs, &p.actions[0], T0);
+        let obs = on_exit(&spec(), &obs, 42, None, Some(15), false, T0 + 3);
+        assert_eq!(plan(&spec(), &obs, T0 + 3).actions, vec![Action::Spawn]);
+        let obs = on_spawned(&spec(), &obs, 43, 1, "b", T0 + 4);
+        assert_eq!(obs.restart_pending, None);
+    }
+
+    #[test]
+    fn a_stale_exit_report_changes_nothing() {
+        let obs = running(42, T0);
+        assert_eq!(on_exit(&spec(), &obs, 41, Some(1), None, false, T0), obs);
+    }
+
+    #[test]
+    fn a_removed_process_is_stopped_then_forgotten() {
+        let s = Spec {
+            desired: Desired::Removed,
+            ..spec()
+        };
+        assert_eq!(
+            plan(&s, &running(42, T0), T0).actions,
+            vec![Action::Terminate { pgid: 42 }]
+        );
+        let stopped = Observed {
+            phase: Phase::Stopped { at_ms: T0 },
+            ..Observed::new()
+        };
+        assert_eq!(plan(&s, &stopped, T0).actions, vec![Action::Forget]);
+    }
+
+    #[test]
+    fn stopping_during_backoff_just_marks_it_stopped() {
+        let s = Spec {
+            desired: Desired::Stopped,
+            ..spec()
+        };
+        let obs = Observed {
+            phase: Phase::Exited { at_ms: T0 },
+            unstable: 3,
+            ..Observed::new()
+        };
+        assert_eq!(plan(&s, &obs, T0).actions, vec![Action::MarkStopped]);
+    }
+
+    #[test]
+    fn a_live_process_is_adopted_as_it_is_after_a_restore() {
+        let obs = running(42, T0);
+        assert_eq!(on_restore(&spec(), &obs, true, T0 + 60_000), obs);
+        assert_eq!(plan(&spec(), &obs, T0 + 60_000), Plan::idle());
+    }
+
+    #[test]
+    fn a_process_gone_while_the_daemon_was_down_is_started_again() {
+        let obs = on_restore(&spec(), &running(42, T0), false, T0 + 60_000);
+        assert_eq!(obs.phase, Phase::Exited { at_ms: T0 + 60_000 });
+        assert!(obs
+            .last_exit
+            .as_ref()
+            .is_some_and(|e| e.code.is_none() && e.signal.is_none()));
+        assert_eq!(
+            plan(&spec(), &obs, T0 + 60_000).actions,
+            vec![Action::Spawn]
+        );
+    }
+
+    #[test]
+    fn an_interrupted_spawn_is_started_again_when_its_child_is_not_found() {
+        let obs = Observed {
+            phase: Phase::Spawning {
+                nonce: 9,
+                at_ms: T0,
+            },
+            ..Observed::new()
+        };
+        assert_eq!(plan(&spec(), &obs, T0).actions, vec![Action::Spawn]);
+    }
+
+    #[test]
+    fn a_stop_that_was_under_way_finishes_after_a_restore() {
+        let s = Spec {
+            desired: Desired::Stopped,
+            ..spec()
+        };
+        let obs = on_restore(&s, &stopping(42, T0 + 100), false, T0 + 500);
+        assert_eq!(obs.phase, Phase::Stopped { at_ms: T0 + 500 });
+        let alive = on_restore(&s, &stopping(42, T0 + 100), true, T0 + 500);
+        assert_eq!(
+            plan(&s, &alive, T0 + 500).actions,
+            vec![Action::Kill { pgid: 42 }]
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! The stored records of one process: its definition (`Spec`, the desired
+//! state the user asked for) and what was observed of it (`Observed`, the
+//! runtime facts the reconciler keeps). Data only: the store encodes them,
+//! the reconciler decides on them, the API turns them into views.
+
+use serde::{Deserialize, Serialize};
+
+/// What the user wants of a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Desired {
+    Running,
+    Stopped,
+    /// Stop it, then forget it.
+    Removed,
+}
+
+impl Desired {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Desired::Running => "running",
+            Desired::Stopped => "stopped",
+            Desired::Removed => "removed",
+        }
+    }
+}
+
+/// When and how often a process that exits is started again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    pub autorestart: bool,
+    /// Consecutive unstable restarts allowed before the process is `errored`.
+    pub max_restarts: u32,
+    /// Delay before the second consecutive restart; doubles each time after.
+    pub restart_delay_ms: u64,
+    /// An exit after this much uptime is not a crash loop: the count starts again.
+    pub min_uptime_ms: u64,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            autorestart: true,
+            max_restarts: 15,
+            restart_delay_ms: 100,
+            min_uptime_ms: 10_000,
+        }
+    }
+}
+
+/// The time between SIGTERM and SIGKILL when a process is stopped.
+pub const DEFAULT_KILL_TIMEOUT_MS: u64 = 3_000;
+
+/// A process definition: everything `opm start` said, plus the desired state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spec {
+    pub id: u64,
+    pub name: String,
+    pub command: String,
+    pub cwd: String,
+    pub env: Vec<(String, String)>,
+    pub restart: RestartPolicy,
+    pub kill_timeout_ms: u64,
+    /// Restart when the process group's resident memory passes this many bytes.
+    pub max_memory: Option<u64>,
+    pub desired: Desired,
+    /// Bumped by every user start/restart: a run older than this is replaced.
+    pub generation: u64,
+    pub created_ms: u64,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub at_ms: u64,
+    pub uptime_ms: u64,
+}
+
+impl Exit {
+    pub fn describe(&self) -> String {
+        match (self.code, self.signal) {
+            (Some(code), _) => format!("exit code {code}"),
+            (None, Some(sig)) => format!("killed by signal {sig} ({})", signal_name(sig)),
+            (None, None) => "ended while the daemon was not watching (status unknown)".into(),
+        }
+    }
+}
+
+pub fn signal_name(sig: i32) -> &'static str {
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str())
+        .unwrap_or("unknown signal")
+}
+
+/// Where a process is in its life, with the facts each phase needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Never started.
+    Idle,
+    /// About to fork: recorded (and flushed) first, so that a daemon killed
+    /// between fork and recording the pid can find the child by its nonce.
+    Spawning {
+        nonce: u64,
+        at_ms: u64,
+    },
+    Running {
+        pid: u32,
+        start_time: u64,
+        since_ms: u64,
+    },
+    /// SIGTERM sent at `since_ms`; SIGKILL due at `deadline_ms`.
+    Stopping {
+        pid: u32,
+        start_time: u64,
+        since_ms: u64,
+        deadline_ms: u64,
+        killed: bool,
+        /// The group leader has exited; other members of its group may remain.
+        leader_gone: bool,
+    },
+    /// Ended on its own; the restart decision is pending.
+    Exited {
+        at_ms: u64,
+    },
+    Stopped {
+        at_ms: u64,
+    },
+    Errored {
+        at_ms: u64,
+        reason: String,
+    },
+}
+
+/// What the reconciler knows of a process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observed {
+    pub phase: Phase,
+    /// How many times a run was started; `restarts` shown to users is one less.
+    pub starts: u32,
+    /// Consecutive exits that came before `min_uptime`.
+    pub unstable: u32,
+    /// The spec generation of the current (or last) run.
+    pub generation: u64,
+    pub last_exit: Option<Exit>,
+    /// The boot the recorded pid belongs to: after a reboot it means nothing.
+    pub boot_id: String,
+    /// Why the last start failed before the program ran (e.g. no such file).
+    pub last_error: Option<String>,
+    /// A restart the daemon decided on (e.g. memory limit); served at the next spawn.
+    pub restart_pending: Option<String>,
+}
+
+impl Observed {
+    pub fn new() -> Observed {
+        Observed {
+            phase: Phase::Idle,
+            starts: 0,
+            unstable: 0,
+            generation: 0,
+            last_exit: None,
+            boot_id: String::new(),
+            last_error: None,
+            restart_pending: None,
+        }
+    }
+
+    /// The pid of the live run, if there is one.
+    pub fn pid(&self) -> Option<u32> {
+        match self.phase {
+            Phase::Running { pid, .. } => Some(pid),
+            Phase::Stopping {
+                pid,
+                leader_gone: false,
+                ..
+            } => Some(pid),
+            _ => None,
+        }
+    }
+
+    /// The process group a live or stopping run owns.
+    pub fn group(&self) -> Option<u32> {
+        match self.phase {
+            Phase::Running { pid, .. } | Phase::Stopping { pid, .. } => Some(pid),
+            _ => None,
+        }
+    }
+}
+
+impl Observed {
+    /// Restarts as users count them: every start after the first.
+    pub fn restarts(&self) -> u32 {
+        self.starts.saturating_sub(1)
+    }
+}
+
+impl Default for Observed {
+    fn default() -> Self {
+        Observed::new()
+    }
+}
+
+/// One entry of the bounded events log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub at_ms: u64,
+    pub id: u64,
+    pub name: String,
+    pub kind: String,
+    pub detail: String,
+}
+
+/// Milliseconds since the Unix epoch: the clock of every stored time.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

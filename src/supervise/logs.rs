@@ -1,0 +1,225 @@
+//! The per-process log files that children append to: reading the last lines
+//! (backwards, in blocks, without reading the whole file), following a file
+//! from a byte offset, and truncating (flushing) a log in place. Children
+//! hold their log open with `O_APPEND`, so after a truncate they simply
+//! continue writing at offset 0.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// Size of the blocks `tail_lines` reads backwards.
+const BLOCK: u64 = 64 * 1024;
+
+/// Opens `path` for reading; `Ok(None)` if it does not exist.
+fn open_existing(path: &Path) -> io::Result<Option<File>> {
+    match File::open(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The last `n` lines of the file, without their newlines, oldest first.
+///
+/// Reads backwards from the end in 64 KiB blocks until `n` line breaks have
+/// been seen, so the cost depends on the size of the tail, not the file. A
+/// missing file gives an empty list; a trailing newline does not produce an
+/// empty last line; invalid UTF-8 is replaced.
+pub fn tail_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
+    // A concurrent truncate can shorten the file under us; start over then.
+    let mut attempts = 0;
+    loop {
+        match tail_lines_once(path, n) {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && attempts < 3 => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
+fn tail_lines_once(path: &Path, n: usize) -> io::Result<Vec<String>> {
+    let Some(file) = open_existing(path)? else {
+        return Ok(Vec::new());
+    };
+    let len = file.metadata()?.len();
+    if n == 0 || len == 0 {
+        return Ok(Vec::new());
+    }
+    let mut last = [0u8; 1];
+    file.read_exact_at(&mut last, len - 1)?;
+    let end = if last[0] == b'\n' { len - 1 } else { len };
+
+    // Blocks from the end backwards; together they cover file[pos..end].
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    let mut newlines = 0usize;
+    let mut pos = end;
+    while pos > 0 && newlines < n {
+        let size = BLOCK.min(pos);
+        pos -= size;
+        let mut block = vec![0u8; usize::try_from(size).map_err(io::Error::other)?];
+        file.read_exact_at(&mut block, pos)?;
+        newlines += block.iter().filter(|b| **b == b'\n').count();
+        blocks.push(block);
+    }
+    let data: Vec<u8> = blocks.into_iter().rev().flatten().collect();
+    // data holds newlines+1 segments; when pos > 0 the first one may be a
+    // partial line, but then newlines >= n and it is not among the last n.
+    let segments: Vec<&[u8]> = data.split(|b| *b == b'\n').collect();
+    let skip = segments.len().saturating_sub(n);
+    Ok(segments[skip..]
+        .iter()
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect())
+}
+
+/// Truncates the file to length 0 if it exists; a missing file is fine.
+pub fn truncate(path: &Path) -> io::Result<()> {
+    match OpenOptions::new().write(true).open(path) {
+        Ok(f) => f.set_len(0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The bytes from `offset` to the current end of the file and the offset
+/// just after them (to pass to the next call). If the file is now shorter
+/// than `offset` it was truncated, and reading restarts at 0. A missing file
+/// gives no bytes and offset 0.
+pub fn read_from(path: &Path, offset: u64) -> io::Result<(Vec<u8>, u64)> {
+    let Some(mut file) = open_existing(path)? else {
+        return Ok((Vec::new(), 0));
+    };
+    let len = file.metadata()?.len();
+    let start = if len < offset { 0 } else { offset };
+    file.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::new();
+    file.read_to_end(&mut buf)?;
+    let read = u64::try_from(buf.len()).map_err(io::Error::other)?;
+    Ok((buf, start + read))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::io::Write;
+
+    fn lines(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn tail_missing_and_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("missing.log");
+        assert!(tail_lines(&p, 10).expect("tail").is_empty());
+        fs::write(&p, "").expect("write");
+        assert!(tail_lines(&p, 10).expect("tail").is_empty());
+        fs::write(&p, "a\nb\n").expect("write");
+        assert!(tail_lines(&p, 0).expect("tail").is_empty());
+    }
+
+    #[test]
+    fn tail_small_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("x.log");
+        fs::write(&p, "a\nb\nc\n").expect("write");
+        assert_eq!(tail_lines(&p, 2).expect("tail"), lines(&["b", "c"]));
+        assert_eq!(tail_lines(&p, 10).expect("tail"), lines(&["a", "b", "c"]));
+        fs::write(&p, "a\nb\nc").expect("write");
+        assert_eq!(tail_lines(&p, 2).expect("tail"), lines(&["b", "c"]));
+        fs::write(&p, "a\n\nb\n\n").expect("write");
+        assert_eq!(tail_lines(&p, 3).expect("tail"), lines(&["", "b", ""]));
+        fs::write(&p, "\n").expect("write");
+        assert_eq!(tail_lines(&p, 3).expect("tail"), lines(&[""]));
+        fs::write(&p, b"ok\n\xff\xfebad\n").expect("write");
+        assert_eq!(
+            tail_lines(&p, 1).expect("tail"),
+            lines(&["\u{fffd}\u{fffd}bad"])
+        );
+    }
+
+    #[test]
+    fn tail_across_block_boundaries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("big.log");
+        let mut text = String::new();
+        for i in 0..200_000 {
+            text.push_str(&format!("line {i}\n"));
+        }
+        assert!(text.len() > 20 * BLOCK as usize);
+        fs::write(&p, &text).expect("write");
+
+        let want = |from: usize, to: usize| -> Vec<String> {
+            (from..to).map(|i| format!("line {i}")).collect()
+        };
+        assert_eq!(tail_lines(&p, 1).expect("tail"), want(199_999, 200_000));
+        assert_eq!(tail_lines(&p, 10).expect("tail"), want(199_990, 200_000));
+        // ~240 KiB of tail: spans several blocks.
+        assert_eq!(
+            tail_lines(&p, 20_000).expect("tail"),
+            want(180_000, 200_000)
+        );
+        assert_eq!(tail_lines(&p, 300_000).expect("tail"), want(0, 200_000));
+    }
+
+    #[test]
+    fn tail_line_ending_exactly_at_block_boundary() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("edge.log");
+        // The first block read is file[end-BLOCK..end] with end = len-1.
+        // Make it exactly `long + "\nlast"`, so it starts right after a
+        // newline.
+        let long = "x".repeat(BLOCK as usize - 5);
+        let mut text = format!("first\nsecond\n{long}\nlast\n");
+        fs::write(&p, &text).expect("write");
+        assert_eq!(
+            tail_lines(&p, 2).expect("tail"),
+            vec![long.clone(), "last".to_string()]
+        );
+        assert_eq!(
+            tail_lines(&p, 3).expect("tail"),
+            vec!["second".to_string(), long.clone(), "last".to_string()]
+        );
+        // A single line longer than several blocks.
+        text = format!("head\n{}\n", "y".repeat(3 * BLOCK as usize + 17));
+        fs::write(&p, &text).expect("write");
+        let got = tail_lines(&p, 1).expect("tail");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].len(), 3 * BLOCK as usize + 17);
+        assert_eq!(tail_lines(&p, 2).expect("tail")[0], "head");
+    }
+
+    #[test]
+    fn truncate_and_read_from() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("f.log");
+        truncate(&p).expect("missing is fine");
+        assert!(!p.exists(), "truncate does not create");
+        assert_eq!(read_from(&p, 5).expect("read"), (Vec::new(), 0));
+
+        // An O_APPEND writer, like a child's stdout.
+        let mut w = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .expect("open");
+        w.write_all(b"hello\n").expect("write");
+        let (bytes, off) = read_from(&p, 0).expect("read");
+        assert_eq!((bytes.as_slice(), off), (&b"hello\n"[..], 6));
+        w.write_all(b"world\n").expect("write");
+        let (bytes, off) = read_from(&p, off).expect("read");
+        assert_eq!((bytes.as_slice(), off), (&b"world\n"[..], 12));
+        let (bytes, off) = read_from(&p, off).expect("read");
+        assert_eq!((bytes.len(), off), (0, 12));
+
+        truncate(&p).expect("truncate");
+        assert_eq!(fs::metadata(&p).expect("meta").len(), 0);
+        w.write_all(b"again\n").expect("write");
+        assert_eq!(fs::read(&p).expect("read"), b"again\n");
+        // Offset beyond the (truncated) end restarts from 0.
+        let (bytes, off) = read_from(&p, off).expect("read");
+        assert_eq!((bytes.as_slice(), off), (&b"again\n"[..], 6));
+    }
+}

@@ -1,0 +1,372 @@
+//! Starting and signalling children. `spawn` launches a program as the
+//! leader of a fresh session and process group with stdout/stderr appended
+//! to log files and returns its pid and start time without keeping a handle
+//! to wait on (the caller reaps through `pidfd`). `signal_group` signals a
+//! whole process group, and `split_command` turns a command line into a
+//! program and arguments, falling back to `/bin/sh -c` when it needs a shell.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+
+use super::proc;
+
+/// What to run and where its output goes.
+#[derive(Debug, Clone, Copy)]
+pub struct SpawnSpec<'a> {
+    pub program: &'a str,
+    pub args: &'a [String],
+    pub cwd: &'a Path,
+    /// Added to the inherited environment; these win over inherited values.
+    pub env: &'a [(String, String)],
+    pub out_log: &'a Path,
+    pub err_log: &'a Path,
+}
+
+/// A started child: its pid (which is also its pgid and session id) and its
+/// start time in clock ticks after boot, which together identify it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spawned {
+    pub pid: u32,
+    pub start_time: u64,
+}
+
+/// Opens a log file for appending, creating it (mode 0o640) and its parent
+/// directory if missing.
+fn open_log(path: &Path) -> io::Result<File> {
+    if let Some(parent) = path.parent() {
+        if !parent.as_os_str().is_empty() {
+            fs::create_dir_all(parent)?;
+        }
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+}
+
+/// Spawns `spec.program` as its own session and process-group leader.
+///
+/// stdin is `/dev/null`, stdout and stderr are appended to the log files.
+/// The child is not waited for here: the `std::process::Child` is dropped
+/// (std neither kills nor reaps on drop) and the caller must reap the pid,
+/// e.g. with [`super::pidfd::PidFd`] and [`super::pidfd::reap`].
+pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
+    let out = open_log(spec.out_log)?;
+    let err = open_log(spec.err_log)?;
+    let mut cmd = Command::new(spec.program);
+    cmd.args(spec.args)
+        .current_dir(spec.cwd)
+        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err));
+    // SAFETY: the hook runs in the forked child before exec, where only
+    // async-signal-safe operations are allowed. It makes a single setsid(2)
+    // system call and, on failure, builds an io::Error from the raw errno,
+    // which does not allocate. Nothing is locked or allocated.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+            Ok(())
+        });
+    }
+    // std's spawn returns only after exec succeeded (or reports its error),
+    // so by now the child runs the new program in its own session.
+    let child = cmd.spawn()?;
+    let pid = child.id();
+    drop(child);
+    // Read /proc directly rather than proc::start_time: a child that already
+    // exited is a zombie until reaped, and its start time is still valid.
+    let start_time = proc::stat(pid)
+        .map(|st| st.start_time)
+        .ok_or_else(|| io::Error::other(format!("spawned pid {pid} has no /proc entry")))?;
+    Ok(Spawned { pid, start_time })
+}
+
+/// Sends `sig` to every process in group `pgid`. `Ok(false)` if there is no
+/// such group (`ESRCH`), `Ok(true)` when sent. pgids 0 and 1 and values
+/// beyond `i32::MAX` are refused with `InvalidInput` (they would signal our
+/// own group, init's group, or be read as "every process").
+pub fn signal_group(pgid: u32, sig: Signal) -> io::Result<bool> {
+    let pg = proc::group_pid(pgid).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to signal process group {pgid}"),
+        )
+    })?;
+    match killpg(pg, sig) {
+        Ok(()) => Ok(true),
+        Err(Errno::ESRCH) => Ok(false),
+        Err(e) => Err(io::Error::from_raw_os_error(e as i32)),
+    }
+}
+
+/// Characters that make a command need a shell.
+const SHELL_META: &[char] = &[
+    '|', '&', ';', '<', '>', '(', ')', '$', '`', '\\', '"', '\'', '*', '?', '[', ']', '#', '~',
+    '%', '{', '}', '\n',
+];
+
+/// Splits a command line into program and arguments.
+///
+/// Without shell metacharacters the command is split on ASCII whitespace.
+/// With any of ``|&;<>()$`\"'*?[]#~%{}``, a newline, or an `=` in the first
+/// word (a leading `VAR=value` assignment), it becomes
+/// `("/bin/sh", ["-c", cmd])`. A blank command gives `None`.
+pub fn split_command(cmd: &str) -> Option<(String, Vec<String>)> {
+    let mut words = cmd.split_ascii_whitespace();
+    let first = words.next()?;
+    if cmd.contains(SHELL_META) || first.contains('=') {
+        return Some((
+            "/bin/sh".to_string(),
+            vec!["-c".to_string(), cmd.to_string()],
+        ));
+    }
+    Some((first.to_string(), words.map(str::to_string).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervise::pidfd::{reap, ExitStatus, PidFd};
+    use nix::sys::wait::waitpid;
+    use nix::unistd::Pid;
+    use std::time::Duration;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn sh(cmd: &str) -> Option<(String, Vec<String>)> {
+        Some(("/bin/sh".to_string(), strings(&["-c", cmd])))
+    }
+
+    #[test]
+    fn split_plain_commands() {
+        assert_eq!(
+            split_command("node app.js --port=3000"),
+            Some(("node".to_string(), strings(&["app.js", "--port=3000"])))
+        );
+        assert_eq!(
+            split_command("python3\t-m  http.server \r\n"),
+            sh("python3\t-m  http.server \r\n")
+        );
+        assert_eq!(
+            split_command("  python3\t-m  http.server  "),
+            Some(("python3".to_string(), strings(&["-m", "http.server"])))
+        );
+        assert_eq!(split_command("sleep"), Some(("sleep".to_string(), vec![])));
+        assert_eq!(
+            split_command("./run.sh a-b c_d e.f g/h @x +y ,z"),
+            Some((
+                "./run.sh".to_string(),
+                strings(&["a-b", "c_d", "e.f", "g/h", "@x", "+y", ",z"])
+            ))
+        );
+    }
+
+    #[test]
+    fn split_blank_is_none() {
+        assert_eq!(split_command(""), None);
+        assert_eq!(split_command("   \t "), None);
+    }
+
+    #[test]
+    fn split_shell_commands() {
+        for cmd in [
+            "a | b",
+            "a && b",
+            "a; b",
+            "a > out",
+            "a < in",
+            "(a)",
+            "echo $HOME",
+            "echo `date`",
+            "echo a\\ b",
+            "echo \"a b\"",
+            "echo 'a b'",
+            "ls *.rs",
+            "ls ?.rs",
+            "ls [ab]",
+            "a # comment",
+            "ls ~",
+            "kill %1",
+            "echo {a,b}",
+            "a\nb",
+            "PORT=3000 node app.js",
+            "a=b",
+        ] {
+            assert_eq!(split_command(cmd), sh(cmd), "{cmd:?}");
+        }
+    }
+
+    /// Kills the child's group and reaps it when dropped.
+    struct Guard(u32);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = signal_group(self.0, Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(self.0 as i32), None);
+        }
+    }
+
+    #[tokio::test]
+    async fn spawn_writes_logs_and_exits_zero() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("logs/new/out.log");
+        let err = dir.path().join("logs/new/err.log");
+        let args = strings(&["-c", "echo hi; echo err >&2; echo \"$OPM_T\"; pwd"]);
+        let env = vec![("OPM_T".to_string(), "set-by-spec".to_string())];
+        let spec = SpawnSpec {
+            program: "/bin/sh",
+            args: &args,
+            cwd: dir.path(),
+            env: &env,
+            out_log: &out,
+            err_log: &err,
+        };
+        let child = spawn(&spec).expect("spawn");
+        let guard = Guard(child.pid);
+        assert!(child.start_time > 0);
+        let fd = PidFd::open(child.pid).expect("pidfd");
+        tokio::time::timeout(Duration::from_secs(10), fd.exited())
+            .await
+            .expect("exits in time")
+            .expect("pidfd wait");
+        assert_eq!(
+            reap(child.pid),
+            Some(ExitStatus {
+                code: Some(0),
+                signal: None
+            })
+        );
+        std::mem::forget(guard);
+        let cwd = fs::canonicalize(dir.path()).expect("canonical");
+        assert_eq!(
+            fs::read_to_string(&out).expect("out log"),
+            format!("hi\nset-by-spec\n{}\n", cwd.display())
+        );
+        assert_eq!(fs::read_to_string(&err).expect("err log"), "err\n");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&out).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode & !0o640, 0, "mode {mode:o}");
+
+        // A second run appends to the same files.
+        let child = spawn(&spec).expect("spawn again");
+        let fd = PidFd::open(child.pid).expect("pidfd");
+        let _guard = Guard(child.pid);
+        tokio::time::timeout(Duration::from_secs(10), fd.exited())
+            .await
+            .expect("exits in time")
+            .expect("pidfd wait");
+        assert_eq!(fs::read_to_string(&err).expect("err log"), "err\nerr\n");
+    }
+
+    #[test]
+    fn spawn_failure_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = SpawnSpec {
+            program: "/nonexistent/program",
+            args: &[],
+            cwd: dir.path(),
+            env: &[],
+            out_log: &dir.path().join("o"),
+            err_log: &dir.path().join("e"),
+        };
+        assert!(spawn(&spec).is_err());
+    }
+
+    fn sleeper(dir: &Path) -> Spawned {
+        let args = strings(&["30"]);
+        let out = dir.join("out.log");
+        let err = dir.join("err.log");
+        spawn(&SpawnSpec {
+            program: "/bin/sleep",
+            args: &args,
+            cwd: dir,
+            env: &[],
+            out_log: &out,
+            err_log: &err,
+        })
+        .expect("spawn sleep")
+    }
+
+    #[test]
+    fn child_is_its_own_group_and_session() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = sleeper(dir.path());
+        let _guard = Guard(child.pid);
+        let st = proc::stat(child.pid).expect("stat");
+        assert_eq!(st.pgrp, child.pid);
+        assert_eq!(st.session, child.pid);
+        assert_eq!(st.ppid, std::process::id());
+        assert_eq!(st.start_time, child.start_time);
+        assert_eq!(proc::start_time(child.pid), Some(child.start_time));
+    }
+
+    #[test]
+    fn signal_group_terminates_sleeper() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = sleeper(dir.path());
+        let guard = Guard(child.pid);
+        assert!(proc::group_alive(child.pid));
+        assert!(signal_group(child.pid, Signal::SIGTERM).expect("killpg"));
+        let status = waitpid(Pid::from_raw(child.pid as i32), None).expect("waitpid");
+        std::mem::forget(guard);
+        assert_eq!(
+            status,
+            nix::sys::wait::WaitStatus::Signaled(
+                Pid::from_raw(child.pid as i32),
+                Signal::SIGTERM,
+                false
+            )
+        );
+        assert!(!proc::group_alive(child.pid));
+        assert!(!signal_group(child.pid, Signal::SIGTERM).expect("killpg"));
+    }
+
+    #[test]
+    fn reap_reports_signal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = sleeper(dir.path());
+        let guard = Guard(child.pid);
+        assert_eq!(reap(child.pid), None, "still running");
+        assert!(signal_group(child.pid, Signal::SIGTERM).expect("killpg"));
+        let mut status = None;
+        for _ in 0..500 {
+            status = reap(child.pid);
+            if status.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if status.is_some() {
+            std::mem::forget(guard);
+        }
+        assert_eq!(
+            status,
+            Some(ExitStatus {
+                code: None,
+                signal: Some(15)
+            })
+        );
+        // Reaped: the zombie is gone and a second reap finds no child.
+        assert_eq!(proc::start_time(child.pid), None);
+        assert_eq!(reap(child.pid), None);
+    }
+
+    #[test]
+    fn signal_group_refuses_dangerous_pgids() {
+        for pgid in [0, 1, u32::MAX, i32::MAX as u32 + 1] {
+            let e = signal_group(pgid, Signal::SIGTERM).expect_err("refused");
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        }
+    }
+}
