@@ -274,3 +274,24 @@ pub struct SavedProcess {
 pub struct Dump {
     pub processes: Vec<SavedProcess>,
 }
+
+/// The daemon's own figures in `GET /daemon/metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonMetrics {
+    pub pid: u32,
+    pub uptime_ms: u64,
+    /// Percent of one core, averaged since the daemon started.
+    pub cpu_avg: f32,
+    /// Resident memory in bytes.
+    pub memory: u64,
+    pub processes: usize,
+    pub online: usize,
+    pub restarts: u64,
+}
+
+/// `GET /daemon/metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub daemon: DaemonMetrics,
+    pub processes: Vec<ProcessView>,
+}

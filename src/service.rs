@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, Home};
 use crate::model::{
-    ActionKind, ActionRequest, ActionResponse, CreateBody, CreateRequest, Dump, EnvResponse,
-    EventView, ExitView, Health, LogsResponse, ProcessInfo, ProcessView, SavedProcess, Status,
-    Target,
+    ActionKind, ActionRequest, ActionResponse, CreateBody, CreateRequest, DaemonMetrics, Dump,
+    EnvResponse, EventView, ExitView, Health, LogsResponse, Metrics, ProcessInfo, ProcessView,
+    SavedProcess, Status, Target,
 };
 use crate::reconcile::plan::{restart_due_ms, status};
 use crate::reconcile::{Entry, Handle};
@@ -529,6 +529,35 @@ impl Service {
             })
             .collect();
         Ok(Dump { processes })
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        let processes = self.list();
+        let pid = std::process::id();
+        let stat = proc::stat(pid);
+        let uptime_ms = self.started.elapsed().as_millis() as u64;
+        let cpu_avg = match &stat {
+            Some(s) if uptime_ms > 0 => {
+                let cpu_ms = (s.utime + s.stime) * 1000 / proc::clock_ticks().max(1);
+                ((cpu_ms as f64 / uptime_ms as f64) * 1000.0).round() as f32 / 10.0
+            }
+            _ => 0.0,
+        };
+        Metrics {
+            daemon: DaemonMetrics {
+                pid,
+                uptime_ms,
+                cpu_avg,
+                memory: stat.map_or(0, |s| s.rss_pages * proc::page_size()),
+                processes: processes.len(),
+                online: processes
+                    .iter()
+                    .filter(|p| p.status == Status::Online)
+                    .count(),
+                restarts: processes.iter().map(|p| u64::from(p.restarts)).sum(),
+            },
+            processes,
+        }
     }
 
     pub fn health(&self) -> Health {

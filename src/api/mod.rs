@@ -3,6 +3,8 @@
 
 pub mod auth;
 pub mod errors;
+pub mod metrics;
+pub mod openapi;
 pub mod process;
 
 use std::sync::Arc;
@@ -32,7 +34,16 @@ pub fn routes(ctx: Ctx, token: Option<Arc<String>>) -> BoxedFilter<(warp::reply:
             .and(warp::get())
             .map(move || warp::reply::json(&ctx.svc.health()).into_response())
     };
-    let guarded = auth::require(token).and(process::routes(ctx));
+    let openapi = warp::path!("openapi.json")
+        .and(warp::get())
+        .map(|| warp::reply::json(&openapi::document()).into_response());
+    let guarded = auth::require(token).and(
+        process::routes(ctx.clone())
+            .or(metrics::routes(ctx))
+            .unify()
+            .or(openapi)
+            .unify(),
+    );
     health
         .or(guarded)
         .unify()

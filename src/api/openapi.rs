@@ -1,0 +1,203 @@
+//! `GET /openapi.json`: an OpenAPI 3.0 description of every route, request
+//! and response. A test (`tests/it/api_openapi.rs`) checks that every path
+//! here is routed and every `warp::path!` in `src/api/` is here.
+
+use serde_json::{json, Value};
+
+fn ok(schema: Value) -> Value {
+    json!({ "description": "OK", "content": { "application/json": { "schema": schema } } })
+}
+
+fn r(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn errors() -> Value {
+    let e = json!({ "content": { "application/json": { "schema": r("ApiError") } } });
+    let with = |d: &str| {
+        let mut v = e.clone();
+        v["description"] = json!(d);
+        v
+    };
+    json!({
+        "400": with("Bad request (malformed JSON, invalid value)"),
+        "401": with("Missing or wrong token"),
+        "404": with("Unknown process, agent or route"),
+        "409": with("Conflict (duplicate name)"),
+        "413": with("Body over 1 MiB"),
+        "422": with("JSON of the wrong shape (unknown field, wrong type)")
+    })
+}
+
+fn op(summary: &str, responses: Value) -> Value {
+    let mut all = errors();
+    if let (Some(all), Some(extra)) = (all.as_object_mut(), responses.as_object()) {
+        for (k, v) in extra {
+            all.insert(k.clone(), v.clone());
+        }
+    }
+    json!({ "summary": summary, "responses": all, "security": [{ "token": [] }, { "bearer": [] }] })
+}
+
+fn with_body(mut operation: Value, schema: Value) -> Value {
+    operation["requestBody"] =
+        json!({ "required": true, "content": { "application/json": { "schema": schema } } });
+    operation
+}
+
+fn id_param(what: &str) -> Value {
+    json!([{ "name": "id", "in": "path", "required": true, "description": what, "schema": { "type": "string" } }])
+}
+
+fn with_params(mut operation: Value, params: Value) -> Value {
+    operation["parameters"] = params;
+    operation
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let process_id = "Process id or name";
+    let lines = json!({ "name": "lines", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 0 } });
+    let mut paths = serde_json::Map::new();
+    paths.insert(
+        "/health".into(),
+        json!({ "get": {
+            "summary": "Daemon health (no token needed)",
+            "responses": { "200": ok(r("Health")) }
+        }}),
+    );
+    paths.insert(
+        "/openapi.json".into(),
+        json!({ "get": op("This document", json!({ "200": ok(json!({ "type": "object" })) })) }),
+    );
+    paths.insert("/daemon/list".into(), json!({ "get": op("All processes", json!({ "200": ok(json!({ "type": "array", "items": r("ProcessView") })) })) }));
+    paths.insert("/daemon/info/{id}".into(), json!({ "get": with_params(op("One process in detail", json!({ "200": ok(r("ProcessInfo")) })), id_param(process_id)) }));
+    paths.insert("/daemon/create".into(), json!({ "post": with_body(
+        op("Create and start one process, or several in one transaction", json!({ "201": {
+            "description": "Created; the object (or array) of the created processes",
+            "content": { "application/json": { "schema": { "oneOf": [r("ProcessView"), { "type": "array", "items": r("ProcessView") }] } } }
+        }})),
+        json!({ "oneOf": [r("CreateRequest"), { "type": "array", "items": r("CreateRequest") }] })
+    )}));
+    paths.insert("/daemon/action".into(), json!({ "post": with_body(op("Start, stop, restart, reload, remove or flush processes", json!({ "200": ok(r("ActionResponse")) })), r("ActionRequest")) }));
+    paths.insert("/daemon/logs/{id}".into(), json!({ "get": with_params(op("The last lines of a process's stdout and stderr", json!({ "200": ok(r("LogsResponse")) })), json!([id_param(process_id)[0].clone(), lines.clone()])) }));
+    paths.insert("/daemon/logs/{id}/stream".into(), json!({ "get": with_params(op("Live log lines as server-sent events named `out` and `err`", json!({ "200": {
+        "description": "An event stream", "content": { "text/event-stream": { "schema": { "type": "string" } } }
+    }})), json!([id_param(process_id)[0].clone(), lines])) }));
+    paths.insert("/daemon/env/{id}".into(), json!({ "get": with_params(op("The environment opm gives a process", json!({ "200": ok(r("EnvResponse")) })), id_param(process_id)) }));
+    paths.insert("/daemon/dump".into(), json!({ "get": op("Every process definition (for `opm save`)", json!({ "200": ok(r("Dump")) })) }));
+    paths.insert("/daemon/stop".into(), json!({ "post": op("Stop the daemon; processes keep running", json!({ "200": ok(json!({ "type": "object", "properties": { "stopping": { "type": "boolean" }, "pid": { "type": "integer" } } })) })) }));
+    paths.insert("/daemon/metrics".into(), json!({ "get": op("Daemon and per-process CPU, memory, restarts, uptime", json!({ "200": ok(r("Metrics")) })) }));
+    paths.insert("/daemon/prometheus".into(), json!({ "get": op("Metrics in the Prometheus text format", json!({ "200": {
+        "description": "Prometheus exposition format 0.0.4", "content": { "text/plain": { "schema": { "type": "string" } } }
+    }})) }));
+
+    let status = json!({ "type": "string", "enum": ["online", "stopped", "errored", "starting", "stopping"] });
+    let process_view = json!({
+        "type": "object",
+        "required": ["id", "name", "pid", "status", "restarts", "uptime_ms", "cpu", "memory"],
+        "properties": {
+            "id": { "type": "integer" }, "name": { "type": "string" },
+            "pid": { "type": "integer", "nullable": true }, "status": status,
+            "restarts": { "type": "integer" }, "uptime_ms": { "type": "integer" },
+            "cpu": { "type": "number" }, "memory": { "type": "integer" },
+            "command": { "type": "string" }, "cwd": { "type": "string" },
+            "autorestart": { "type": "boolean" }, "desired": { "type": "string" }
+        }
+    });
+    let mut process_info = process_view.clone();
+    if let Some(props) = process_info["properties"].as_object_mut() {
+        for (k, v) in [
+            ("created_ms", json!({ "type": "integer" })),
+            ("max_restarts", json!({ "type": "integer" })),
+            ("restart_delay_ms", json!({ "type": "integer" })),
+            ("min_uptime_ms", json!({ "type": "integer" })),
+            ("kill_timeout_ms", json!({ "type": "integer" })),
+            ("max_memory", json!({ "type": "integer", "nullable": true })),
+            (
+                "env_keys",
+                json!({ "type": "array", "items": { "type": "string" } }),
+            ),
+            ("out_log", json!({ "type": "string" })),
+            ("err_log", json!({ "type": "string" })),
+            (
+                "last_exit",
+                json!({ "type": "object", "nullable": true, "properties": {
+                "code": { "type": "integer", "nullable": true }, "signal": { "type": "integer", "nullable": true },
+                "at_ms": { "type": "integer" }, "description": { "type": "string" } } }),
+            ),
+            (
+                "errored_reason",
+                json!({ "type": "string", "nullable": true }),
+            ),
+            (
+                "restart_at_ms",
+                json!({ "type": "integer", "nullable": true }),
+            ),
+            (
+                "events",
+                json!({ "type": "array", "items": { "type": "object", "properties": {
+                "at_ms": { "type": "integer" }, "id": { "type": "integer" }, "name": { "type": "string" },
+                "kind": { "type": "string" }, "detail": { "type": "string" } } } }),
+            ),
+        ] {
+            props.insert(k.into(), v);
+        }
+    }
+    let target = json!({ "oneOf": [{ "type": "integer" }, { "type": "string", "description": "a name, digits for an id, or \"all\"" }] });
+    json!({
+        "openapi": "3.0.3",
+        "info": { "title": "opm", "version": env!("CARGO_PKG_VERSION"), "description": "The opm daemon's API. Over TCP with security enabled, every route but GET /health needs the token." },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "token": { "type": "apiKey", "in": "header", "name": "token" },
+                "bearer": { "type": "http", "scheme": "bearer" }
+            },
+            "schemas": {
+                "ApiError": { "type": "object", "required": ["error"], "properties": { "error": { "type": "string" } } },
+                "ProcessView": process_view,
+                "ProcessInfo": process_info,
+                "CreateRequest": { "type": "object", "required": ["script"], "additionalProperties": false, "properties": {
+                    "script": { "type": "string", "description": "a command line or a script path" },
+                    "name": { "type": "string" }, "path": { "type": "string", "description": "working directory (absolute)" },
+                    "env": { "type": "object", "additionalProperties": { "type": "string" } },
+                    "autorestart": { "type": "boolean" }, "max_restarts": { "type": "integer", "minimum": 0 },
+                    "restart_delay_ms": { "type": "integer", "minimum": 0 }, "min_uptime_ms": { "type": "integer", "minimum": 0 },
+                    "kill_timeout_ms": { "type": "integer", "minimum": 0 }, "max_memory": { "type": "integer", "minimum": 1 },
+                    "stopped": { "type": "boolean" }
+                }},
+                "ActionRequest": { "type": "object", "required": ["id", "action"], "additionalProperties": false, "properties": {
+                    "id": target, "action": { "type": "string", "enum": ["start", "stop", "restart", "reload", "remove", "flush"] }
+                }},
+                "ActionResponse": { "type": "object", "properties": {
+                    "action": { "type": "string" }, "processes": { "type": "array", "items": r("ProcessView") },
+                    "removed": { "type": "array", "items": { "type": "integer" } }
+                }},
+                "LogsResponse": { "type": "object", "properties": {
+                    "id": { "type": "integer" }, "name": { "type": "string" }, "out_log": { "type": "string" }, "err_log": { "type": "string" },
+                    "out": { "type": "array", "items": { "type": "string" } }, "err": { "type": "array", "items": { "type": "string" } }
+                }},
+                "EnvResponse": { "type": "object", "properties": {
+                    "id": { "type": "integer" }, "name": { "type": "string" }, "env": { "type": "object", "additionalProperties": { "type": "string" } }
+                }},
+                "Dump": { "type": "object", "properties": { "processes": { "type": "array", "items": { "type": "object" } } } },
+                "Health": { "type": "object", "required": ["role", "pid", "version", "processes", "api"], "properties": {
+                    "role": { "type": "string", "enum": ["standalone", "server", "agent"] }, "pid": { "type": "integer" },
+                    "version": { "type": "string" }, "processes": { "type": "integer" }, "online": { "type": "integer" },
+                    "stopped": { "type": "integer" }, "errored": { "type": "integer" },
+                    "api": { "type": "string", "nullable": true }, "api_error": { "type": "string", "nullable": true },
+                    "uptime_ms": { "type": "integer" }, "home": { "type": "string" }, "schema_version": { "type": "integer" },
+                    "memory": { "type": "integer" }
+                }},
+                "Metrics": { "type": "object", "properties": {
+                    "daemon": { "type": "object", "properties": {
+                        "pid": { "type": "integer" }, "uptime_ms": { "type": "integer" }, "cpu_avg": { "type": "number" },
+                        "memory": { "type": "integer" }, "processes": { "type": "integer" }, "online": { "type": "integer" },
+                        "restarts": { "type": "integer" } } },
+                    "processes": { "type": "array", "items": r("ProcessView") }
+                }}
+            }
+        }
+    })
+}
