@@ -1,1 +1,7 @@
+//! opm's integration tests: one binary, one module per user-visible
+//! capability, all driving the real `opm` binary against a temporary home
+//! (`common::TestHome`), except where the store is examined in-process.
 
+mod common;
+
+mod fixture;
