@@ -5,3 +5,4 @@
 mod common;
 
 mod fixture;
+mod process_lifecycle;
