@@ -87,13 +87,60 @@ impl Endpoint {
 #[derive(Debug, Clone)]
 pub struct Client {
     pub endpoint: Endpoint,
+    headers: Vec<(String, String)>,
+    /// Send process requests to this agent through the server's routes.
+    agent: Option<String>,
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 impl Client {
     pub fn new(endpoint: Endpoint) -> Client {
-        Client { endpoint }
+        Client {
+            endpoint,
+            headers: Vec::new(),
+            agent: None,
+        }
+    }
+
+    /// The same client, acting on `agent`'s processes through a server.
+    pub fn via_agent(mut self, agent: &str) -> Client {
+        self.agent = Some(agent.to_string());
+        self
+    }
+
+    /// A process route as the server serves it for an agent.
+    fn route(&self, path: &str) -> Result<String, ClientError> {
+        let Some(agent) = &self.agent else {
+            return Ok(path.to_string());
+        };
+        let base = format!("/daemon/agents/{agent}");
+        let (p, query) = match path.split_once('?') {
+            Some((p, q)) => (p, format!("?{q}")),
+            None => (path, String::new()),
+        };
+        let mapped = match p {
+            "/daemon/list" => format!("{base}/processes"),
+            "/daemon/create" => format!("{base}/create"),
+            "/daemon/action" => format!("{base}/action"),
+            _ => match (
+                p.strip_prefix("/daemon/logs/"),
+                p.strip_prefix("/daemon/info/"),
+            ) {
+                (Some(id), _) if !id.contains('/') => format!("{base}/logs/{id}"),
+                (_, Some(id)) => format!("{base}/info/{id}"),
+                _ => return Err(ClientError::BadUrl(format!(
+                    "this command is not available for an agent through the server (agent {agent})"
+                ))),
+            },
+        };
+        Ok(format!("{mapped}{query}"))
+    }
+
+    /// The same client, sending one more header on every request.
+    pub fn with_header(mut self, name: &str, value: &str) -> Client {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
     }
 
     async fn connect(&self) -> Result<Sender, ClientError> {
@@ -139,6 +186,8 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Request<Full<Bytes>>, ClientError> {
+        let path = self.route(path)?;
+        let path = path.as_str();
         let (host, uri) = match &self.endpoint {
             Endpoint::Unix(_) => ("localhost".to_string(), path.to_string()),
             Endpoint::Tcp {
@@ -151,6 +200,9 @@ impl Client {
             .uri(uri)
             .header("host", host)
             .header("connection", "close");
+        for (k, v) in &self.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
         if let Endpoint::Tcp { token: Some(t), .. } = &self.endpoint {
             req = req.header("authorization", format!("Bearer {t}"));
         }
@@ -214,6 +266,10 @@ impl Client {
     ) -> Result<T, ClientError> {
         let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Decode(e.to_string()))?;
         self.json(Method::POST, path, Some(bytes)).await
+    }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.json(Method::DELETE, path, None).await
     }
 
     /// Opens a streaming GET (server-sent events) and returns its body.

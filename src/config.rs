@@ -119,7 +119,69 @@ pub struct Config {
     /// Other opm daemons the CLI can drive with `--server NAME`.
     #[serde(default)]
     pub servers: BTreeMap<String, ServerEntry>,
+    /// Settings of the server role.
+    #[serde(default)]
+    pub server: ServerSection,
 }
+
+/// How a server paces and judges its agents' heartbeats.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// The interval the server asks agents to heartbeat at (it grows with
+    /// the number of agents, see `max_heartbeats_per_second`).
+    #[serde(default = "default_heartbeat_interval_ms")]
+    pub heartbeat_interval_ms: u64,
+    /// How long past its interval an agent may stay silent before it is offline.
+    #[serde(default = "default_heartbeat_interval_ms")]
+    pub heartbeat_grace_ms: u64,
+    /// The heartbeat rate the server is willing to handle in all.
+    #[serde(default = "default_max_heartbeats")]
+    pub max_heartbeats_per_second: u64,
+    /// A token that lets agents register and heartbeat, and nothing else.
+    /// When empty, agents register with the API token.
+    #[serde(default)]
+    pub join_token: String,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            heartbeat_interval_ms: default_heartbeat_interval_ms(),
+            heartbeat_grace_ms: default_heartbeat_interval_ms(),
+            max_heartbeats_per_second: default_max_heartbeats(),
+            join_token: String::new(),
+        }
+    }
+}
+
+impl fmt::Debug for ServerSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerSection")
+            .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
+            .field("heartbeat_grace_ms", &self.heartbeat_grace_ms)
+            .field("max_heartbeats_per_second", &self.max_heartbeats_per_second)
+            .field(
+                "join_token",
+                &if self.join_token.is_empty() {
+                    ""
+                } else {
+                    "<hidden>"
+                },
+            )
+            .finish()
+    }
+}
+
+fn default_heartbeat_interval_ms() -> u64 {
+    5_000
+}
+fn default_max_heartbeats() -> u64 {
+    200
+}
+
+/// An agent's API port when the config does not choose another.
+pub const AGENT_DEFAULT_PORT: u16 = 9877;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -288,6 +350,17 @@ impl Config {
                     .to_string(),
             );
         }
+        if self.server.heartbeat_interval_ms < 100 || self.server.heartbeat_interval_ms > 3_600_000
+        {
+            problems
+                .push("server.heartbeat_interval_ms must be between 100 and 3600000".to_string());
+        }
+        if self.server.heartbeat_grace_ms > 3_600_000 {
+            problems.push("server.heartbeat_grace_ms must be at most 3600000".to_string());
+        }
+        if self.server.max_heartbeats_per_second == 0 {
+            problems.push("server.max_heartbeats_per_second must be at least 1".to_string());
+        }
         for (name, server) in &self.servers {
             if !(server.url.starts_with("http://") || server.url.starts_with("https://")) {
                 problems.push(format!(
@@ -303,6 +376,27 @@ impl Config {
     pub fn api_address(&self) -> String {
         format!("{}:{}", self.daemon.web.address, self.daemon.web.port)
     }
+}
+
+/// Sets `role` in `config.toml`, keeping the user's comments, order and
+/// other keys as they are.
+pub fn set_role(home: &Home, role: Role) -> Result<(), ConfigError> {
+    let path = home.config();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => DEFAULT_CONFIG.to_string(),
+        Err(e) => return Err(ConfigError::Io(path, e)),
+    };
+    let mut doc: toml_edit::DocumentMut =
+        text.parse()
+            .map_err(|e: toml_edit::TomlError| ConfigError::Parse {
+                path: path.clone(),
+                message: e.to_string().trim_end().to_string(),
+            })?;
+    doc["role"] = toml_edit::value(role.as_str());
+    let new_text = doc.to_string();
+    Config::parse(&new_text, &path)?;
+    write_atomic(&path, new_text.as_bytes()).map_err(|e| ConfigError::Io(path, e))
 }
 
 /// Writes a file so that a crash leaves either the old or the new content:
@@ -383,6 +477,24 @@ mod tests {
         assert!(e.contains("not an IP address"), "{e}");
         assert!(e.contains("port must be"), "{e}");
         assert!(e.contains("non-empty"), "{e}");
+    }
+
+    #[test]
+    fn setting_the_role_keeps_comments_and_other_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = Home::new(dir.path());
+        let original =
+            "# my comment\nrole = \"standalone\" # inline\n\n[daemon.web]\nport = 1234 # mine\n";
+        std::fs::write(home.config(), original).expect("write");
+        set_role(&home, Role::Agent).expect("set role");
+        let text = std::fs::read_to_string(home.config()).expect("read");
+        assert!(text.contains("# my comment"), "{text}");
+        assert!(text.contains("port = 1234 # mine"), "{text}");
+        assert!(text.contains("role = \"agent\""), "{text}");
+        assert_eq!(
+            Config::load_or_create(&home).expect("load").role,
+            Role::Agent
+        );
     }
 
     #[test]

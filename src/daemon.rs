@@ -3,16 +3,16 @@
 //! signals, and shut down leaving managed processes running. Runs in the
 //! foreground; the CLI detaches it (`opm daemon run` in its own session).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::UnixListener;
 use tokio::sync::watch;
 
-use crate::api::{self, Ctx};
-use crate::config::{write_atomic, Config, ConfigError, Home};
+use crate::api::{self, Ctx, TcpSlot, Tokens};
+use crate::config::{write_atomic, Config, ConfigError, Home, Role};
 use crate::reconcile::executor::Executor;
-use crate::service::{ApiState, Service};
+use crate::role::server::Registry;
+use crate::service::Service;
 use crate::store::{Store, StoreError};
 
 /// Options from `opm daemon restore [--api] [--webui]`.
@@ -64,16 +64,29 @@ async fn serve(
     // Adopt before the socket exists: no client ever sees a half-restored list.
     exec.start();
     let exec_task = tokio::spawn(exec.run(shutdown_rx.clone()));
-    let api_wanted = config.daemon.web.api || opts.api || opts.webui;
+    let registry = if config.role == Role::Server {
+        let r = Arc::new(Registry::load(
+            store.clone(),
+            config.server.clone(),
+            handle.shared.events.clone(),
+        )?);
+        tokio::spawn(r.clone().run_liveness(shutdown_rx.clone()));
+        tokio::spawn(r.clone().run_write_back(shutdown_rx.clone()));
+        Some(r)
+    } else {
+        None
+    };
     let svc = Arc::new(Service::new(
         store.clone(),
         handle,
         home.clone(),
         config.clone(),
+        registry.clone(),
     ));
     let ctx = Ctx {
         svc: svc.clone(),
         shutdown: shutdown_tx.clone(),
+        tcp: Arc::new(TcpSlot::default()),
     };
 
     let socket = home.socket();
@@ -84,47 +97,35 @@ async fn serve(
     nix::sys::stat::umask(old_mask);
     let unix = bound.map_err(|e| DaemonError::Io(socket.display().to_string(), e))?;
     let unix_server = tokio::spawn(
-        warp::serve(api::routes(ctx.clone(), None))
+        warp::serve(api::routes(ctx.clone(), Tokens::default(), true))
             .incoming(unix)
             .graceful(wait_true(shutdown_rx.clone()))
             .run(),
     );
 
-    let mut tcp_server = None;
-    if api_wanted {
-        let address = config.api_address();
-        let bound = match address.parse::<SocketAddr>() {
-            Ok(addr) => TcpListener::bind(addr).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match bound {
-            Ok(listener) => {
-                let local = listener
-                    .local_addr()
-                    .map(|a| a.to_string())
-                    .unwrap_or(address);
-                crate::daemon_log(format_args!("API listening on http://{local}"));
-                *svc.api.lock().unwrap_or_else(|p| p.into_inner()) = ApiState {
-                    address: Some(local),
-                    error: None,
-                };
-                let secure = &config.daemon.web.secure;
-                let token = secure.enabled.then(|| Arc::new(secure.token.clone()));
-                tcp_server = Some(tokio::spawn(
-                    warp::serve(api::routes(ctx.clone(), token))
-                        .incoming(listener)
-                        .graceful(wait_true(shutdown_rx.clone()))
-                        .run(),
-                ));
-            }
-            Err(e) => {
-                let message = format!("cannot listen on {address}: {e}");
-                crate::daemon_log(format_args!("API not started: {message}"));
-                *svc.api.lock().unwrap_or_else(|p| p.into_inner()) = ApiState {
-                    address: None,
-                    error: Some(message),
-                };
-            }
+    let linked_agent = config.role == Role::Agent && crate::role::resume_agent(&ctx).await;
+    if config.role == Role::Agent && !linked_agent {
+        crate::daemon_log(format_args!(
+            "role = agent but not connected to a server: run `opm agent connect <url>`"
+        ));
+    }
+    if !linked_agent {
+        let api_wanted = config.daemon.web.api || opts.api || opts.webui;
+        if registry.is_some() && !api_wanted {
+            crate::daemon_log(format_args!(
+                "role = server needs the API: serving it on {}",
+                config.api_address()
+            ));
+        }
+        if api_wanted || registry.is_some() {
+            let tokens = api::agents::tokens_for(&ctx);
+            // A failure is recorded for `daemon health` and the log.
+            let _ = ctx.tcp.start(&ctx, &config.api_address(), tokens).await;
+        }
+        if registry.is_some() && !config.daemon.web.secure.enabled {
+            crate::daemon_log(format_args!(
+                "role = server without a token: agents cannot register until [daemon.web.secure] enabled = true and a token are set"
+            ));
         }
     }
     crate::daemon_log(format_args!(
@@ -158,11 +159,11 @@ async fn serve(
     }
     let _ = shutdown_tx.send(true);
     let _ = exec_task.await;
+    if let Some(r) = &registry {
+        let _ = r.write_back();
+    }
     // Connections in flight get a moment to finish; then the socket goes.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), unix_server).await;
-    if let Some(t) = tcp_server {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), t).await;
-    }
     let _ = std::fs::remove_file(&socket);
     store.flush()?;
     crate::daemon_log(format_args!("daemon stopped"));

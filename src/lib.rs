@@ -12,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod model;
 pub mod reconcile;
+pub mod role;
 pub mod service;
 pub mod spec;
 pub mod store;

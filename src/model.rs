@@ -242,6 +242,16 @@ pub struct Health {
     pub home: String,
     pub schema_version: u32,
     pub memory: u64,
+    /// On a server: agents online and offline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents_online: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents_offline: Option<usize>,
+    /// On an agent: its server and whether the last heartbeat got through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected: Option<bool>,
 }
 
 /// Every error body of the API.
@@ -294,4 +304,102 @@ pub struct DaemonMetrics {
 pub struct Metrics {
     pub daemon: DaemonMetrics,
     pub processes: Vec<ProcessView>,
+}
+
+/// `POST /daemon/agents/register`: an agent introducing itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// The id the agent had before (kept across reconnects and server restarts).
+    pub id: String,
+    pub name: String,
+    pub hostname: String,
+    /// Where the server reaches the agent's API, e.g. `http://10.0.0.5:9877`.
+    pub endpoint: String,
+    pub version: String,
+    /// The agent's API token: the server sends it on every call to the agent.
+    pub token: String,
+    #[serde(default)]
+    pub processes: Vec<ProcessView>,
+}
+
+/// The server's answer to a registration or a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatAnswer {
+    pub id: String,
+    /// When the agent should beat next, in ms from now (Nomad-style: grows
+    /// with the number of agents, with jitter).
+    pub heartbeat_interval_ms: u64,
+}
+
+/// `POST /daemon/agents/{id}/heartbeat`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    #[serde(default)]
+    pub processes: Vec<ProcessView>,
+}
+
+/// How many of an agent's processes are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessCounts {
+    pub total: usize,
+    pub online: usize,
+    pub stopped: usize,
+    pub errored: usize,
+}
+
+impl ProcessCounts {
+    pub fn of(views: &[ProcessView]) -> ProcessCounts {
+        let n = |s: Status| views.iter().filter(|v| v.status == s).count();
+        ProcessCounts {
+            total: views.len(),
+            online: n(Status::Online),
+            stopped: n(Status::Stopped),
+            errored: n(Status::Errored),
+        }
+    }
+}
+
+/// One row of `GET /daemon/agents/list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentView {
+    pub id: String,
+    pub name: String,
+    pub hostname: String,
+    pub endpoint: String,
+    pub version: String,
+    /// `online` or `offline`.
+    pub status: String,
+    pub last_seen_ms: u64,
+    pub registered_ms: u64,
+    pub processes: ProcessCounts,
+}
+
+/// `GET /daemon/agent/status` on an agent: the truth about its link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub role: String,
+    /// Absent when this opm is not connected to a server.
+    pub server: Option<String>,
+    pub agent_id: Option<String>,
+    pub name: Option<String>,
+    pub endpoint: Option<String>,
+    /// Whether the last exchange with the server succeeded.
+    pub connected: bool,
+    pub last_heartbeat_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub heartbeat_interval_ms: Option<u64>,
+    pub connected_since_ms: Option<u64>,
+}
+
+/// `POST /daemon/agent/connect` (local socket only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectRequest {
+    pub server: String,
+    pub token: String,
+    pub name: Option<String>,
+    /// `host:port` the agent's API listens on and the server reaches it at.
+    pub api_address: Option<String>,
 }

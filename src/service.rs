@@ -9,14 +9,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, Home};
+use std::sync::RwLock;
+
+use crate::config::{Config, Home, Role};
 use crate::model::{
-    ActionKind, ActionRequest, ActionResponse, CreateBody, CreateRequest, DaemonMetrics, Dump,
-    EnvResponse, EventView, ExitView, Health, LogsResponse, Metrics, ProcessInfo, ProcessView,
-    SavedProcess, Status, Target,
+    ActionKind, ActionRequest, ActionResponse, AgentStatus, CreateBody, CreateRequest,
+    DaemonMetrics, Dump, EnvResponse, EventView, ExitView, Health, LogsResponse, Metrics,
+    ProcessInfo, ProcessView, SavedProcess, Status, Target,
 };
 use crate::reconcile::plan::{restart_due_ms, status};
 use crate::reconcile::{Entry, Handle};
+use crate::role::agent::AgentRuntime;
+use crate::role::server::Registry;
 use crate::spec::{now_ms, Desired, Phase, RestartPolicy, Spec, DEFAULT_KILL_TIMEOUT_MS};
 use crate::store::{NewSpec, Store, StoreError};
 use crate::supervise::{logs, proc};
@@ -61,6 +65,12 @@ pub struct Service {
     pub home: Home,
     pub config: Config,
     pub api: Mutex<ApiState>,
+    /// The role in force; an agent's connect and disconnect change it.
+    role: RwLock<Role>,
+    /// The agent registry, on a server.
+    pub registry: Option<Arc<Registry>>,
+    /// The link to a server, on a connected agent.
+    pub agent: Mutex<Option<AgentRuntime>>,
     started: Instant,
     usage: Mutex<UsageCache>,
 }
@@ -71,12 +81,21 @@ const INTERPRETERS: &[&str] = &[
 ];
 
 impl Service {
-    pub fn new(store: Arc<Store>, rec: Handle, home: Home, config: Config) -> Service {
+    pub fn new(
+        store: Arc<Store>,
+        rec: Handle,
+        home: Home,
+        config: Config,
+        registry: Option<Arc<Registry>>,
+    ) -> Service {
         Service {
             store,
             rec,
             home,
+            role: RwLock::new(config.role),
             config,
+            registry,
+            agent: Mutex::new(None),
             api: Mutex::new(ApiState::default()),
             started: Instant::now(),
             usage: Mutex::new(UsageCache {
@@ -560,6 +579,34 @@ impl Service {
         }
     }
 
+    pub fn role(&self) -> Role {
+        *self.role.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_role(&self, role: Role) {
+        *self.role.write().unwrap_or_else(|p| p.into_inner()) = role;
+    }
+
+    /// The truth about this daemon's link to a server.
+    pub fn agent_status(&self) -> AgentStatus {
+        let role = self.role();
+        match &*self.agent.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(rt) => rt.status(role.as_str()),
+            None => AgentStatus {
+                role: role.as_str().to_string(),
+                server: None,
+                agent_id: None,
+                name: None,
+                endpoint: None,
+                connected: false,
+                last_heartbeat_ms: None,
+                last_error: None,
+                heartbeat_interval_ms: None,
+                connected_since_ms: None,
+            },
+        }
+    }
+
     pub fn health(&self) -> Health {
         let views = {
             let procs = self.rec.shared.read();
@@ -571,8 +618,20 @@ impl Service {
         let count = |s: Status| views.iter().filter(|v| **v == s).count();
         let api = self.api.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let pid = std::process::id();
+        let (agents_online, agents_offline) = match &self.registry {
+            Some(r) => {
+                let (on, off) = r.counts();
+                (Some(on), Some(off))
+            }
+            None => (None, None),
+        };
+        let link = self.agent_status();
         Health {
-            role: self.config.role.as_str().to_string(),
+            agents_online,
+            agents_offline,
+            server: link.server.clone(),
+            connected: link.server.as_ref().map(|_| link.connected),
+            role: self.role().as_str().to_string(),
             pid,
             version: env!("CARGO_PKG_VERSION").to_string(),
             processes: views.len(),

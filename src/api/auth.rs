@@ -20,25 +20,61 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// Passes when no token is required or the request carries the right one.
-pub fn require(token: Option<Arc<String>>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+/// The tokens a listener accepts. Both `None` on the unix socket.
+#[derive(Clone, Default)]
+pub struct Tokens {
+    /// Full access.
+    pub admin: Option<Arc<String>>,
+    /// Agents' registration and heartbeats only.
+    pub join: Option<Arc<String>>,
+}
+
+/// What a request may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Admin,
+    /// Carries the join token: may register, heartbeat and leave.
+    Join,
+}
+
+/// Reads the token (header `token`, or `Authorization: Bearer`) and gives
+/// the request its scope; a wrong or missing token is a 401.
+pub fn scope(tokens: Tokens) -> impl Filter<Extract = (Scope,), Error = Rejection> + Clone {
     warp::header::optional::<String>("token")
         .and(warp::header::optional::<String>("authorization"))
         .and_then(move |header: Option<String>, bearer: Option<String>| {
-            let token = token.clone();
+            let tokens = tokens.clone();
             async move {
-                let Some(expected) = token else { return Ok(()) };
                 let given = header.or_else(|| {
                     bearer.and_then(|b| b.strip_prefix("Bearer ").map(|t| t.trim().to_string()))
                 });
-                match given {
-                    Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => Ok(()),
-                    Some(_) => Err(refuse(StatusCode::UNAUTHORIZED, "wrong token")),
-                    None => Err(refuse(
+                let matches = |t: &Option<Arc<String>>, g: &str| {
+                    t.as_ref().is_some_and(|t| constant_time_eq(g.as_bytes(), t.as_bytes()))
+                };
+                match (&given, &tokens.admin) {
+                    (_, None) => Ok(Scope::Admin),
+                    (Some(g), _) if matches(&tokens.admin, g) => Ok(Scope::Admin),
+                    (Some(g), _) if matches(&tokens.join, g) => Ok(Scope::Join),
+                    (Some(_), _) => Err(refuse(StatusCode::UNAUTHORIZED, "wrong token")),
+                    (None, _) => Err(refuse(
                         StatusCode::UNAUTHORIZED,
                         "a token is required: send the header 'token: T' or 'Authorization: Bearer T'",
                     )),
                 }
+            }
+        })
+}
+
+/// Lets only full-access requests through.
+pub fn admin(tokens: Tokens) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    scope(tokens)
+        .and_then(|s: Scope| async move {
+            match s {
+                Scope::Admin => Ok(()),
+                Scope::Join => Err(refuse(
+                    StatusCode::FORBIDDEN,
+                    "the join token only lets agents register and heartbeat",
+                )),
             }
         })
         .untuple_one()

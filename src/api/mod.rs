@@ -1,19 +1,22 @@
 //! The HTTP API: warp filters per area, served on the unix socket for the CLI
 //! and, when enabled, on TCP. It knows the service's methods, not sled.
 
+pub mod agents;
 pub mod auth;
 pub mod errors;
 pub mod metrics;
 pub mod openapi;
 pub mod process;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use warp::filters::BoxedFilter;
 use warp::{Filter, Reply};
 
-use crate::service::Service;
+use crate::service::{ApiState, Service};
+pub use auth::Tokens;
 
 /// The largest request body accepted.
 pub const BODY_LIMIT: u64 = 1024 * 1024;
@@ -24,10 +27,13 @@ pub struct Ctx {
     pub svc: Arc<Service>,
     /// Set to true to stop the daemon (`POST /daemon/stop`).
     pub shutdown: watch::Sender<bool>,
+    /// The TCP listener, which the role system may start and stop.
+    pub tcp: Arc<TcpSlot>,
 }
 
-/// Every route. `token` is `Some` on a TCP listener with security enabled.
-pub fn routes(ctx: Ctx, token: Option<Arc<String>>) -> BoxedFilter<(warp::reply::Response,)> {
+/// Every route. `local` adds the routes only the unix socket serves (the
+/// agent's own connect, disconnect and status).
+pub fn routes(ctx: Ctx, tokens: Tokens, local: bool) -> BoxedFilter<(warp::reply::Response,)> {
     let health = {
         let ctx = ctx.clone();
         warp::path!("health")
@@ -37,17 +43,94 @@ pub fn routes(ctx: Ctx, token: Option<Arc<String>>) -> BoxedFilter<(warp::reply:
     let openapi = warp::path!("openapi.json")
         .and(warp::get())
         .map(|| warp::reply::json(&openapi::document()).into_response());
-    let guarded = auth::require(token).and(
+    let agent_facing = agents::agent_facing(ctx.clone(), tokens.clone());
+    let admin = auth::admin(tokens).and(
         process::routes(ctx.clone())
-            .or(metrics::routes(ctx))
+            .or(metrics::routes(ctx.clone()))
+            .unify()
+            .or(agents::admin_routes(ctx.clone()))
             .unify()
             .or(openapi)
             .unify(),
     );
-    health
-        .or(guarded)
-        .unify()
-        .recover(errors::recover)
-        .unify()
-        .boxed()
+    let mut all = health.or(agent_facing).unify().or(admin).unify().boxed();
+    if local {
+        all = all.or(agents::local_routes(ctx)).unify().boxed();
+    }
+    all.recover(errors::recover).unify().boxed()
+}
+
+/// A running TCP listener.
+struct TcpHandle {
+    stop: watch::Sender<bool>,
+}
+
+/// The daemon's one TCP listener, which can be (re)started at run time: an
+/// agent's connect starts it with the agent token, a disconnect stops it.
+#[derive(Default)]
+pub struct TcpSlot {
+    current: Mutex<Option<TcpHandle>>,
+}
+
+impl TcpSlot {
+    /// Listens on `address` with `tokens`, replacing any listener. Records the
+    /// outcome in the service's API state, and returns the bound address.
+    pub async fn start(&self, ctx: &Ctx, address: &str, tokens: Tokens) -> Result<String, String> {
+        self.stop();
+        let bound = match address.parse::<std::net::SocketAddr>() {
+            Ok(addr) => TcpListener::bind(addr).await.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("{address:?} is not an address:port ({e})")),
+        };
+        let set_state = |s: ApiState| *ctx.svc.api.lock().unwrap_or_else(|p| p.into_inner()) = s;
+        match bound {
+            Ok(listener) => {
+                let local = listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|_| address.to_string());
+                let (stop, stop_rx) = watch::channel(false);
+                let mut daemon_stop = ctx.shutdown.subscribe();
+                let mut own_stop = stop_rx;
+                tokio::spawn(
+                    warp::serve(routes(ctx.clone(), tokens, false))
+                        .incoming(listener)
+                        .graceful(async move {
+                            tokio::select! {
+                                _ = daemon_stop.wait_for(|v| *v) => {}
+                                _ = own_stop.wait_for(|v| *v) => {}
+                            }
+                        })
+                        .run(),
+                );
+                crate::daemon_log(format_args!("API listening on http://{local}"));
+                set_state(ApiState {
+                    address: Some(local.clone()),
+                    error: None,
+                });
+                *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(TcpHandle { stop });
+                Ok(local)
+            }
+            Err(e) => {
+                let message = format!("cannot listen on {address}: {e}");
+                crate::daemon_log(format_args!("API not started: {message}"));
+                set_state(ApiState {
+                    address: None,
+                    error: Some(message.clone()),
+                });
+                Err(message)
+            }
+        }
+    }
+
+    /// Stops the listener, if one runs.
+    pub fn stop(&self) {
+        if let Some(h) = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = h.stop.send(true);
+        }
+    }
 }

@@ -202,6 +202,10 @@ pub fn target(remote: &Remote) -> Result<Client, CliError> {
         None if server.starts_with("http://") || server.starts_with("https://") => {
             Endpoint::parse_url(server, std::env::var("OPM_TOKEN").ok())?
         }
+        // On a server, any other name is one of its agents.
+        None if config.role == Role::Server => {
+            return Ok(local(&RestoreArgs::default())?.0.via_agent(server));
+        }
         None => {
             return Err(CliError::Usage(format!(
                 "unknown server {server:?}: add [servers.{server}] with url and token to {}, or give a URL",

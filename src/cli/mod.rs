@@ -2,6 +2,7 @@
 //! group (`process`, `daemon`); printing lives here, errors become a message
 //! on stderr and an exit code in one place (`CliError`).
 
+pub mod agent;
 pub mod daemon;
 pub mod format;
 pub mod process;
@@ -73,6 +74,9 @@ pub enum Command {
     /// Manage the daemon
     #[command(subcommand)]
     Daemon(daemon::DaemonCommand),
+    /// Connect to a server as an agent, or list a server's agents
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,5 +135,6 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
         Command::Restore => process::restore().await,
         Command::Kill => daemon::kill().await,
         Command::Daemon(d) => daemon::dispatch(d).await,
+        Command::Agent(a) => agent::dispatch(a).await,
     }
 }

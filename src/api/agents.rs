@@ -1,0 +1,312 @@
+//! Role routes. On a server: agents register, heartbeat and leave
+//! (`agent_facing`, the join token suffices), and administrators list agents
+//! and control their processes (`admin_routes`), which the server carries
+//! out by calling the agent's API with the agent's token. On the unix socket
+//! only: this daemon's own link as an agent (`local_routes`).
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use hyper::Method;
+use serde::Deserialize;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use super::auth::{scope, Scope, Tokens};
+use super::errors::{json_error, refuse};
+use super::{Ctx, BODY_LIMIT};
+use crate::config::Role;
+use crate::model::{ConnectRequest, HeartbeatRequest, RegisterRequest};
+use crate::role::server::{call_agent, AgentRecord, Registry, RegistryError};
+
+type Resp = warp::reply::Response;
+
+fn with_ctx(ctx: Ctx) -> impl Filter<Extract = (Ctx,), Error = Infallible> + Clone {
+    warp::any().map(move || ctx.clone())
+}
+
+fn json_body<T: serde::de::DeserializeOwned + Send>(
+) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    warp::body::content_length_limit(BODY_LIMIT)
+        .and(warp::body::bytes())
+        .and_then(|b: Bytes| async move {
+            serde_json::from_slice::<T>(&b).map_err(|e| {
+                let status = if e.is_data() {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                refuse(status, format!("invalid JSON body: {e}"))
+            })
+        })
+}
+
+/// The registry, or the refusal that says why this daemon has none.
+fn registry(ctx: &Ctx) -> Result<std::sync::Arc<Registry>, Rejection> {
+    if let Some(r) = &ctx.svc.registry {
+        return Ok(r.clone());
+    }
+    Err(match ctx.svc.role() {
+        Role::Agent => refuse(
+            StatusCode::FORBIDDEN,
+            "this opm is an agent: it manages only its own processes; agents are managed on the server",
+        ),
+        _ => refuse(
+            StatusCode::FORBIDDEN,
+            "this opm is not a server (role = standalone): set role = \"server\" in config.toml and restart the daemon",
+        ),
+    })
+}
+
+fn registry_error(e: RegistryError) -> Rejection {
+    let status = match &e {
+        RegistryError::Invalid(_) => StatusCode::BAD_REQUEST,
+        RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
+        RegistryError::WrongAgentToken(_) => StatusCode::UNAUTHORIZED,
+        RegistryError::NameTaken(_) => StatusCode::CONFLICT,
+        RegistryError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    refuse(status, e.to_string())
+}
+
+/// Register, heartbeat, leave: what an agent does with the join token.
+pub fn agent_facing(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
+    let register = warp::path!("daemon" / "agents" / "register")
+        .and(warp::post())
+        .and(scope(tokens.clone()))
+        .and(json_body::<RegisterRequest>())
+        .and(with_ctx(ctx.clone()))
+        .and_then(|_scope: Scope, req: RegisterRequest, ctx: Ctx| async move {
+            let reg = registry(&ctx)?;
+            if !ctx.svc.config.daemon.web.secure.enabled {
+                return Err(refuse(
+                    StatusCode::FORBIDDEN,
+                    "this server accepts agents only with a token: set [daemon.web.secure] enabled = true and a token",
+                ));
+            }
+            let answer = reg.register(req).map_err(registry_error)?;
+            Ok::<_, Rejection>(warp::reply::json(&answer).into_response())
+        });
+    let heartbeat = warp::path!("daemon" / "agents" / String / "heartbeat")
+        .and(warp::post())
+        .and(scope(tokens.clone()))
+        .and(warp::header::optional::<String>("agent-token"))
+        .and(json_body::<HeartbeatRequest>())
+        .and(with_ctx(ctx.clone()))
+        .and_then(
+            |id: String,
+             _scope: Scope,
+             agent_token: Option<String>,
+             req: HeartbeatRequest,
+             ctx: Ctx| async move {
+                let reg = registry(&ctx)?;
+                let token = agent_token.ok_or_else(|| {
+                    refuse(
+                        StatusCode::UNAUTHORIZED,
+                        "a heartbeat needs the agent-token header",
+                    )
+                })?;
+                let answer = reg
+                    .heartbeat(&id, &token, req.processes)
+                    .map_err(registry_error)?;
+                Ok::<_, Rejection>(warp::reply::json(&answer).into_response())
+            },
+        );
+    let remove = warp::path!("daemon" / "agents" / String)
+        .and(warp::delete())
+        .and(scope(tokens))
+        .and(warp::header::optional::<String>("agent-token"))
+        .and(with_ctx(ctx))
+        .and_then(
+            |id: String, scope: Scope, agent_token: Option<String>, ctx: Ctx| async move {
+                let reg = registry(&ctx)?;
+                let check = match (scope, &agent_token) {
+                    (Scope::Admin, None) => None,
+                    (_, Some(t)) => Some(t.as_str()),
+                    (Scope::Join, None) => {
+                        return Err(refuse(
+                            StatusCode::UNAUTHORIZED,
+                            "leaving needs the agent-token header",
+                        ));
+                    }
+                };
+                let rec = reg.deregister(&id, check).map_err(registry_error)?;
+                Ok::<_, Rejection>(
+                    warp::reply::json(&serde_json::json!({ "removed": rec.id, "name": rec.name }))
+                        .into_response(),
+                )
+            },
+        );
+    register.or(heartbeat).unify().or(remove).unify().boxed()
+}
+
+#[derive(Debug, Deserialize)]
+struct LinesQuery {
+    lines: Option<usize>,
+}
+
+/// Passes the agent's answer on: same status, same JSON body.
+async fn forward(
+    rec: AgentRecord,
+    method: Method,
+    path: String,
+    body: Option<Vec<u8>>,
+) -> Result<Resp, Rejection> {
+    match call_agent(&rec, method, &path, body).await {
+        Ok((status, bytes)) => {
+            let mut resp = warp::reply::Response::new(bytes.into());
+            *resp.status_mut() = status;
+            resp.headers_mut().insert(
+                "content-type",
+                warp::http::HeaderValue::from_static("application/json"),
+            );
+            Ok(resp)
+        }
+        Err(e) => Ok(json_error(
+            StatusCode::BAD_GATEWAY,
+            format!("agent {} ({}) did not answer: {e}", rec.name, rec.endpoint),
+        )),
+    }
+}
+
+fn agent(ctx: &Ctx, id: &str) -> Result<AgentRecord, Rejection> {
+    registry(ctx)?.get(id).ok_or_else(|| {
+        refuse(
+            StatusCode::NOT_FOUND,
+            format!("no agent with id or name {id:?}"),
+        )
+    })
+}
+
+/// Listing agents and acting on their processes: administrators only.
+pub fn admin_routes(ctx: Ctx) -> BoxedFilter<(Resp,)> {
+    let list = warp::path!("daemon" / "agents" / "list")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .and_then(|ctx: Ctx| async move {
+            let reg = registry(&ctx)?;
+            Ok::<_, Rejection>(warp::reply::json(&reg.list()).into_response())
+        });
+    let processes = warp::path!("daemon" / "agents" / String / "processes")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .and_then(|id: String, ctx: Ctx| async move {
+            forward(agent(&ctx, &id)?, Method::GET, "/daemon/list".into(), None).await
+        });
+    let create = warp::path!("daemon" / "agents" / String / "create")
+        .and(warp::post())
+        .and(warp::body::content_length_limit(BODY_LIMIT))
+        .and(warp::body::bytes())
+        .and(with_ctx(ctx.clone()))
+        .and_then(|id: String, body: Bytes, ctx: Ctx| async move {
+            forward(
+                agent(&ctx, &id)?,
+                Method::POST,
+                "/daemon/create".into(),
+                Some(body.to_vec()),
+            )
+            .await
+        });
+    let action = warp::path!("daemon" / "agents" / String / "action")
+        .and(warp::post())
+        .and(warp::body::content_length_limit(BODY_LIMIT))
+        .and(warp::body::bytes())
+        .and(with_ctx(ctx.clone()))
+        .and_then(|id: String, body: Bytes, ctx: Ctx| async move {
+            forward(
+                agent(&ctx, &id)?,
+                Method::POST,
+                "/daemon/action".into(),
+                Some(body.to_vec()),
+            )
+            .await
+        });
+    let logs = warp::path!("daemon" / "agents" / String / "logs" / String)
+        .and(warp::get())
+        .and(warp::query::<LinesQuery>())
+        .and(with_ctx(ctx.clone()))
+        .and_then(
+            |id: String, pid: String, q: LinesQuery, ctx: Ctx| async move {
+                let path = format!(
+                    "/daemon/logs/{}?lines={}",
+                    encode_segment(&pid),
+                    q.lines.unwrap_or(15)
+                );
+                forward(agent(&ctx, &id)?, Method::GET, path, None).await
+            },
+        );
+    let info = warp::path!("daemon" / "agents" / String / "info" / String)
+        .and(warp::get())
+        .and(with_ctx(ctx))
+        .and_then(|id: String, pid: String, ctx: Ctx| async move {
+            forward(
+                agent(&ctx, &id)?,
+                Method::GET,
+                format!("/daemon/info/{}", encode_segment(&pid)),
+                None,
+            )
+            .await
+        });
+    list.or(processes)
+        .unify()
+        .or(create)
+        .unify()
+        .or(action)
+        .unify()
+        .or(logs)
+        .unify()
+        .or(info)
+        .unify()
+        .boxed()
+}
+
+/// Keeps a path segment a single segment.
+fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// This daemon's own link to a server: unix socket only.
+pub fn local_routes(ctx: Ctx) -> BoxedFilter<(Resp,)> {
+    let status = warp::path!("daemon" / "agent" / "status")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .map(|ctx: Ctx| warp::reply::json(&ctx.svc.agent_status()).into_response());
+    let connect = warp::path!("daemon" / "agent" / "connect")
+        .and(warp::post())
+        .and(json_body::<ConnectRequest>())
+        .and(with_ctx(ctx.clone()))
+        .and_then(|req: ConnectRequest, ctx: Ctx| async move {
+            match crate::role::connect(&ctx, req).await {
+                Ok(status) => Ok::<_, Rejection>(warp::reply::json(&status).into_response()),
+                Err((status, message)) => Err(refuse(status, message)),
+            }
+        });
+    let disconnect = warp::path!("daemon" / "agent" / "disconnect")
+        .and(warp::post())
+        .and(with_ctx(ctx))
+        .and_then(|ctx: Ctx| async move {
+            match crate::role::disconnect(&ctx).await {
+                Ok(v) => Ok::<_, Rejection>(warp::reply::json(&v).into_response()),
+                Err((status, message)) => Err(refuse(status, message)),
+            }
+        });
+    status.or(connect).unify().or(disconnect).unify().boxed()
+}
+
+/// The tokens of the TCP listener for this daemon's configuration.
+pub fn tokens_for(ctx: &Ctx) -> Tokens {
+    let secure = &ctx.svc.config.daemon.web.secure;
+    let join = &ctx.svc.config.server.join_token;
+    Tokens {
+        admin: secure
+            .enabled
+            .then(|| std::sync::Arc::new(secure.token.clone())),
+        join: (!join.is_empty()).then(|| std::sync::Arc::new(join.clone())),
+    }
+}

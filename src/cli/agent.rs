@@ -1,0 +1,196 @@
+//! `opm agent connect|status|disconnect|list`: this daemon's link to a
+//! server, and, on a server, the agents it knows.
+
+use clap::{Args, Subcommand};
+use comfy_table::{presets, Table};
+
+use super::daemon::{local, RestoreArgs};
+use super::format::{self, print_json};
+use super::{CliError, Format};
+use crate::client::ClientError;
+use crate::model::{AgentStatus, AgentView, ConnectRequest, Health};
+use crate::spec::now_ms;
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Connect this opm to a server as an agent
+    Connect(ConnectArgs),
+    /// Show this agent's connection to its server
+    Status(FormatArgs),
+    /// Leave the server and become standalone; processes keep running
+    Disconnect,
+    /// On a server: the agents it knows
+    List(FormatArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// The server's URL, e.g. http://192.168.1.100:9876
+    pub url: String,
+    /// This agent's name (default: the host name)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The server's token (or OPM_SERVER_TOKEN)
+    #[arg(long)]
+    pub token: Option<String>,
+    /// host:port this agent's API listens on and the server reaches it at (default 127.0.0.1:9877)
+    #[arg(long, value_name = "A")]
+    pub api_address: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FormatArgs {
+    #[arg(long, value_enum, default_value_t = Format::Default)]
+    pub format: Format,
+}
+
+pub async fn dispatch(cmd: AgentCommand) -> Result<(), CliError> {
+    match cmd {
+        AgentCommand::Connect(a) => connect(a).await,
+        AgentCommand::Status(a) => status(a).await,
+        AgentCommand::Disconnect => disconnect().await,
+        AgentCommand::List(a) => list(a).await,
+    }
+}
+
+async fn connect(a: ConnectArgs) -> Result<(), CliError> {
+    let token = a
+        .token
+        .or_else(|| std::env::var("OPM_SERVER_TOKEN").ok())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            CliError::Usage(
+                "a token is required: --token T (the server's token) or OPM_SERVER_TOKEN".into(),
+            )
+        })?;
+    let (client, _, _) = local(&RestoreArgs::default())?;
+    let req = ConnectRequest {
+        server: a.url,
+        token,
+        name: a.name,
+        api_address: a.api_address,
+    };
+    let s: AgentStatus = client.post("/daemon/agent/connect", &req).await?;
+    println!(
+        "✔ connected to {} as {} (id {})",
+        s.server.as_deref().unwrap_or("?"),
+        s.name.as_deref().unwrap_or("?"),
+        s.agent_id.as_deref().unwrap_or("?")
+    );
+    if let Some(e) = &s.endpoint {
+        println!("  agent API: {e}");
+    }
+    if let Some(i) = s.heartbeat_interval_ms {
+        println!("  heartbeat every {} ms", i);
+    }
+    Ok(())
+}
+
+async fn status(a: FormatArgs) -> Result<(), CliError> {
+    let (client, _, _) = local(&RestoreArgs::default())?;
+    let s: AgentStatus = client.get("/daemon/agent/status").await?;
+    if a.format == Format::Json {
+        return print_json(&s);
+    }
+    let Some(server) = &s.server else {
+        println!("role:       {}", s.role);
+        println!("not connected to a server (connect with `opm agent connect <url> --token T`)");
+        return Ok(());
+    };
+    println!("role:       {}", s.role);
+    println!("server:     {server}");
+    println!(
+        "agent:      {} (id {})",
+        s.name.as_deref().unwrap_or("?"),
+        s.agent_id.as_deref().unwrap_or("?")
+    );
+    println!("api:        {}", s.endpoint.as_deref().unwrap_or("-"));
+    println!(
+        "state:      {}",
+        if s.connected {
+            "connected"
+        } else {
+            "not connected"
+        }
+    );
+    match s.last_heartbeat_ms {
+        Some(t) => println!(
+            "last beat:  {} ({} ago)",
+            format::timestamp(t),
+            format::duration(now_ms().saturating_sub(t))
+        ),
+        None => println!("last beat:  never"),
+    }
+    if let Some(i) = s.heartbeat_interval_ms {
+        println!("interval:   {i} ms");
+    }
+    if let Some(e) = &s.last_error {
+        println!("last error: {e}");
+    }
+    Ok(())
+}
+
+async fn disconnect() -> Result<(), CliError> {
+    let (client, _, _) = local(&RestoreArgs::default())?;
+    let v: serde_json::Value = client
+        .post("/daemon/agent/disconnect", &serde_json::json!({}))
+        .await?;
+    println!("✔ disconnected: {}", v["note"].as_str().unwrap_or(""));
+    println!("  role is now standalone; the daemon and its processes keep running");
+    Ok(())
+}
+
+async fn list(a: FormatArgs) -> Result<(), CliError> {
+    let (client, _, _) = local(&RestoreArgs::default())?;
+    let agents: Vec<AgentView> = match client.get("/daemon/agents/list").await {
+        Ok(v) => v,
+        Err(ClientError::Api { status, .. }) if status == hyper::StatusCode::FORBIDDEN => {
+            let h: Health = client.get("/health").await?;
+            match h.server {
+                Some(server) => println!(
+                    "this opm is an agent of {server}: the server lists its agents (`opm agent list` there, or GET {server}/daemon/agents/list)"
+                ),
+                None => println!(
+                    "this opm is not a server (role = {}): run `opm agent list` on the server, or GET http://SERVER:9876/daemon/agents/list",
+                    h.role
+                ),
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if a.format == Format::Json {
+        return print_json(&agents);
+    }
+    let mut t = Table::new();
+    t.load_preset(presets::UTF8_FULL_CONDENSED);
+    t.set_header([
+        "name",
+        "id",
+        "hostname",
+        "endpoint",
+        "status",
+        "last seen",
+        "processes",
+    ]);
+    let now = now_ms();
+    for ag in &agents {
+        t.add_row(vec![
+            ag.name.clone(),
+            ag.id.clone(),
+            ag.hostname.clone(),
+            ag.endpoint.clone(),
+            ag.status.clone(),
+            format!(
+                "{} ago",
+                format::duration(now.saturating_sub(ag.last_seen_ms))
+            ),
+            format!(
+                "{} ({} online, {} stopped, {} errored)",
+                ag.processes.total, ag.processes.online, ag.processes.stopped, ag.processes.errored
+            ),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}

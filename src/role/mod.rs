@@ -1,0 +1,292 @@
+//! The role system: `standalone` (no server-agent relationship), `server`
+//! (keeps a registry of agents, judges their liveness, and controls their
+//! processes through their APIs) and `agent` (registers with a server,
+//! heartbeats, and exposes its API to it). `server.rs` and `agent.rs` hold
+//! each side; this file holds what both use.
+
+pub mod agent;
+pub mod server;
+
+use std::io::Read;
+
+/// `n` random bytes from the kernel, as lowercase hex.
+pub fn random_hex(n: usize) -> std::io::Result<String> {
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A cheap random number for jitter (not for secrets).
+pub fn jitter_seed() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    let mut x = STATE.load(Ordering::Relaxed);
+    if x == 0 {
+        x = crate::spec::now_ms() ^ ((std::process::id() as u64) << 32) | 1;
+    }
+    // xorshift64
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    STATE.store(x, Ordering::Relaxed);
+    x
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+use std::sync::{Arc, Mutex};
+
+use hyper::StatusCode;
+use tokio::sync::watch;
+
+use crate::api::{Ctx, Tokens};
+use crate::config::{set_role, Role, AGENT_DEFAULT_PORT};
+use crate::model::{AgentStatus, ConnectRequest};
+use agent::{AgentLink, AgentRuntime, LinkError, LinkState};
+
+type Refusal = (StatusCode, String);
+
+/// Starts the heartbeat loop of `link` and records it in the service.
+pub fn start_agent(ctx: &Ctx, link: AgentLink, registered: Option<u64>) {
+    let state = Arc::new(Mutex::new(LinkState {
+        connected: registered.is_some(),
+        last_ok_ms: registered.map(|_| crate::spec::now_ms()),
+        last_error: None,
+        interval_ms: registered,
+    }));
+    let (stop, stop_rx) = watch::channel(false);
+    let svc = ctx.svc.clone();
+    let summary = move || svc.list();
+    let log = ctx.svc.home.agent_log();
+    tokio::spawn(agent::run(
+        link.clone(),
+        state.clone(),
+        summary,
+        log,
+        stop_rx,
+        registered,
+    ));
+    let old = ctx
+        .svc
+        .agent
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .replace(AgentRuntime { link, state, stop });
+    if let Some(old) = old {
+        let _ = old.stop.send(true);
+    }
+}
+
+/// The tokens of an agent's API: its own token, full access.
+fn agent_tokens(link: &AgentLink) -> Tokens {
+    Tokens {
+        admin: Some(Arc::new(link.token.clone())),
+        join: None,
+    }
+}
+
+/// Starts the agent's API and heartbeats at daemon start, when linked.
+pub async fn resume_agent(ctx: &Ctx) -> bool {
+    let link = match agent::load_link(&ctx.svc.store) {
+        Ok(Some(link)) => link,
+        Ok(None) => return false,
+        Err(e) => {
+            crate::daemon_log(format_args!("cannot read the agent link: {e}"));
+            return false;
+        }
+    };
+    if let Err(e) = ctx.tcp.start(ctx, &link.bind, agent_tokens(&link)).await {
+        agent::agent_log(
+            &ctx.svc.home.agent_log(),
+            &format!("agent API not serving: {e}"),
+        );
+    }
+    agent::agent_log(
+        &ctx.svc.home.agent_log(),
+        &format!("daemon started: resuming the link to {}", link.server),
+    );
+    start_agent(ctx, link, None);
+    true
+}
+
+/// `opm agent connect`: see DESIGN.md, Roles.
+pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refusal> {
+    let svc = &ctx.svc;
+    let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+    if svc.role() == Role::Server {
+        return Err((StatusCode::CONFLICT, "this opm is a server (role = \"server\"): agents connect to it, it does not connect to another".into()));
+    }
+    let server = req.server.trim_end_matches('/').to_string();
+    crate::client::Endpoint::parse_url(&server, None).map_err(|e| bad(e.to_string()))?;
+    if req.token.trim().is_empty() {
+        return Err(bad(
+            "a token is required: registration needs the server's token (--token)".into(),
+        ));
+    }
+    let previous = agent::load_link(&svc.store)
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let host = hostname();
+    let name = match req
+        .name
+        .clone()
+        .or_else(|| previous.as_ref().map(|l| l.name.clone()))
+    {
+        Some(n) => n,
+        None => crate::service::derive_name(&host),
+    };
+    crate::service::validate_name(&name).map_err(|e| bad(e.to_string()))?;
+    let web = &svc.config.daemon.web;
+    let default_port = if web.port == 9876 {
+        AGENT_DEFAULT_PORT
+    } else {
+        web.port
+    };
+    let bind = match &req.api_address {
+        Some(a) => a
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string(),
+        None => previous
+            .as_ref()
+            .map_or(format!("{}:{default_port}", web.address), |l| {
+                l.bind.clone()
+            }),
+    };
+    let addr: std::net::SocketAddr = bind.parse().map_err(|_| {
+        bad(format!(
+            "--api-address {bind:?} must be host:port with an IP address, e.g. 10.0.0.5:9877"
+        ))
+    })?;
+    let endpoint = if addr.ip().is_unspecified() {
+        format!("http://{host}:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    };
+    let (id, token) = match &previous {
+        Some(l) => (l.id.clone(), l.token.clone()),
+        None => {
+            let random = |n| {
+                random_hex(n).map_err(|e| {
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("no randomness: {e}"),
+                    )
+                })
+            };
+            (random(8)?, random(24)?)
+        }
+    };
+    let link = AgentLink {
+        server: server.clone(),
+        server_token: req.token.clone(),
+        id,
+        name,
+        hostname: host,
+        bind: bind.clone(),
+        endpoint,
+        token,
+        connected_ms: crate::spec::now_ms(),
+    };
+    if let Some(old) = svc.agent.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        let _ = old.stop.send(true);
+    }
+    ctx.tcp
+        .start(ctx, &bind, agent_tokens(&link))
+        .await
+        .map_err(|e| {
+            (
+                StatusCode::CONFLICT,
+                format!("the agent API cannot start: {e}"),
+            )
+        })?;
+    let answer = match agent::register(&link, svc.list()).await {
+        Ok(a) => a,
+        Err(e) => {
+            restore_api(ctx).await;
+            let status = match e {
+                LinkError::Refused(_) => StatusCode::UNAUTHORIZED,
+                LinkError::Other(s, _) if s.is_client_error() => s,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            return Err((status, format!("registration failed: {e}")));
+        }
+    };
+    agent::save_link(&svc.store, &link)
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    set_role(&svc.home, Role::Agent)
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    svc.set_role(Role::Agent);
+    agent::agent_log(
+        &svc.home.agent_log(),
+        &format!(
+            "connected to {server} as {} ({}), API at {}",
+            link.name, link.id, link.endpoint
+        ),
+    );
+    start_agent(ctx, link, Some(answer.heartbeat_interval_ms));
+    Ok(svc.agent_status())
+}
+
+/// The TCP API as the configuration alone would have it.
+async fn restore_api(ctx: &Ctx) {
+    ctx.tcp.stop();
+    let wanted = ctx.svc.config.daemon.web.api || ctx.svc.registry.is_some();
+    if wanted {
+        let tokens = crate::api::agents::tokens_for(ctx);
+        let _ = ctx
+            .tcp
+            .start(ctx, &ctx.svc.config.api_address(), tokens)
+            .await;
+    } else {
+        *ctx.svc.api.lock().unwrap_or_else(|p| p.into_inner()) =
+            crate::service::ApiState::default();
+    }
+}
+
+/// `opm agent disconnect`: leave the server, become standalone, keep running.
+pub async fn disconnect(ctx: &Ctx) -> Result<serde_json::Value, Refusal> {
+    let svc = &ctx.svc;
+    let runtime = svc.agent.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let link = match runtime {
+        Some(rt) => {
+            let _ = rt.stop.send(true);
+            Some(rt.link)
+        }
+        None => agent::load_link(&svc.store)
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
+    };
+    let Some(link) = link else {
+        return Err((
+            StatusCode::CONFLICT,
+            "this opm is not connected to a server".into(),
+        ));
+    };
+    let deregistered = agent::deregister(&link).await;
+    agent::remove_link(&svc.store)
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    set_role(&svc.home, Role::Standalone)
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    svc.set_role(Role::Standalone);
+    restore_api(ctx).await;
+    let note = match &deregistered {
+        Ok(()) => format!("deregistered from {}", link.server),
+        Err(e) => format!(
+            "could not deregister from {} ({e}); the server will see this agent go offline",
+            link.server
+        ),
+    };
+    agent::agent_log(&svc.home.agent_log(), &format!("disconnected: {note}"));
+    Ok(serde_json::json!({
+        "disconnected": true,
+        "server": link.server,
+        "deregistered": deregistered.is_ok(),
+        "note": note,
+        "role": "standalone",
+    }))
+}
