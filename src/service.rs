@@ -65,6 +65,8 @@ pub struct Service {
     pub home: Home,
     pub config: Config,
     pub api: Mutex<ApiState>,
+    /// Whether the web UI is served (`ui = true` or `--webui`).
+    pub ui: bool,
     /// The role in force; an agent's connect and disconnect change it.
     role: RwLock<Role>,
     /// The agent registry, on a server.
@@ -93,6 +95,7 @@ impl Service {
             rec,
             home,
             role: RwLock::new(config.role),
+            ui: false,
             config,
             registry,
             agent: Mutex::new(None),

@@ -299,6 +299,13 @@ async fn health(args: HealthArgs) -> Result<(), CliError> {
         (None, Some(e)) => println!("api:         not serving: {e}"),
         (None, None) => println!("api:         off"),
     }
+    if let (Some(on), Some(off)) = (h.agents_online, h.agents_offline) {
+        println!("agents:      {on} online, {off} offline");
+    }
+    if let Some(server) = &h.server {
+        let state = if h.connected == Some(true) { "connected" } else { "not connected" };
+        println!("server:      {server} ({state}; `opm agent status` for details)");
+    }
     println!("home:        {}", h.home);
     println!("schema:      v{}", h.schema_version);
     Ok(())
