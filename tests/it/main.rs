@@ -6,3 +6,5 @@ mod common;
 
 mod fixture;
 mod process_lifecycle;
+mod restart_policy;
+mod stop_kill;
