@@ -129,9 +129,11 @@ impl Client {
             ) {
                 (Some(id), _) if !id.contains('/') => format!("{base}/logs/{id}"),
                 (_, Some(id)) => format!("{base}/info/{id}"),
-                _ => return Err(ClientError::BadUrl(format!(
+                _ => {
+                    return Err(ClientError::BadUrl(format!(
                     "this command is not available for an agent through the server (agent {agent})"
-                ))),
+                )))
+                }
             },
         };
         Ok(format!("{mapped}{query}"))

@@ -76,13 +76,15 @@ async fn serve(
     } else {
         None
     };
-    let svc = Arc::new(Service::new(
+    let mut svc = Service::new(
         store.clone(),
         handle,
         home.clone(),
         config.clone(),
         registry.clone(),
-    ));
+    );
+    svc.ui = config.daemon.web.ui || opts.webui;
+    let svc = Arc::new(svc);
     let ctx = Ctx {
         svc: svc.clone(),
         shutdown: shutdown_tx.clone(),
@@ -110,7 +112,7 @@ async fn serve(
         ));
     }
     if !linked_agent {
-        let api_wanted = config.daemon.web.api || opts.api || opts.webui;
+        let api_wanted = config.daemon.web.api || opts.api || svc.ui;
         if registry.is_some() && !api_wanted {
             crate::daemon_log(format_args!(
                 "role = server needs the API: serving it on {}",

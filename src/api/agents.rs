@@ -13,7 +13,7 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
-use super::auth::{scope, Scope, Tokens};
+use super::auth::{admin, scope, Scope, Tokens};
 use super::errors::{json_error, refuse};
 use super::{Ctx, BODY_LIMIT};
 use crate::config::Role;
@@ -180,8 +180,9 @@ fn agent(ctx: &Ctx, id: &str) -> Result<AgentRecord, Rejection> {
 }
 
 /// Listing agents and acting on their processes: administrators only.
-pub fn admin_routes(ctx: Ctx) -> BoxedFilter<(Resp,)> {
+pub fn admin_routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
     let list = warp::path!("daemon" / "agents" / "list")
+        .and(admin(tokens.clone()))
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
         .and_then(|ctx: Ctx| async move {
@@ -189,12 +190,14 @@ pub fn admin_routes(ctx: Ctx) -> BoxedFilter<(Resp,)> {
             Ok::<_, Rejection>(warp::reply::json(&reg.list()).into_response())
         });
     let processes = warp::path!("daemon" / "agents" / String / "processes")
+        .and(admin(tokens.clone()))
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
         .and_then(|id: String, ctx: Ctx| async move {
             forward(agent(&ctx, &id)?, Method::GET, "/daemon/list".into(), None).await
         });
     let create = warp::path!("daemon" / "agents" / String / "create")
+        .and(admin(tokens.clone()))
         .and(warp::post())
         .and(warp::body::content_length_limit(BODY_LIMIT))
         .and(warp::body::bytes())
@@ -209,6 +212,7 @@ pub fn admin_routes(ctx: Ctx) -> BoxedFilter<(Resp,)> {
             .await
         });
     let action = warp::path!("daemon" / "agents" / String / "action")
+        .and(admin(tokens.clone()))
         .and(warp::post())
         .and(warp::body::content_length_limit(BODY_LIMIT))
         .and(warp::body::bytes())
@@ -223,6 +227,7 @@ pub fn admin_routes(ctx: Ctx) -> BoxedFilter<(Resp,)> {
             .await
         });
     let logs = warp::path!("daemon" / "agents" / String / "logs" / String)
+        .and(admin(tokens.clone()))
         .and(warp::get())
         .and(warp::query::<LinesQuery>())
         .and(with_ctx(ctx.clone()))
@@ -237,6 +242,7 @@ pub fn admin_routes(ctx: Ctx) -> BoxedFilter<(Resp,)> {
             },
         );
     let info = warp::path!("daemon" / "agents" / String / "info" / String)
+        .and(admin(tokens.clone()))
         .and(warp::get())
         .and(with_ctx(ctx))
         .and_then(|id: String, pid: String, ctx: Ctx| async move {

@@ -7,17 +7,20 @@ use std::fmt::Write;
 use warp::filters::BoxedFilter;
 use warp::{Filter, Reply};
 
+use super::auth::{admin, Tokens};
 use super::Ctx;
 use crate::model::{Metrics, Status};
 
-pub fn routes(ctx: Ctx) -> BoxedFilter<(warp::reply::Response,)> {
+pub fn routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(warp::reply::Response,)> {
     let json = {
         let ctx = ctx.clone();
         warp::path!("daemon" / "metrics")
+            .and(admin(tokens.clone()))
             .and(warp::get())
             .map(move || warp::reply::json(&ctx.svc.metrics()).into_response())
     };
     let prometheus = warp::path!("daemon" / "prometheus")
+        .and(admin(tokens.clone()))
         .and(warp::get())
         .map(move || {
             warp::reply::with_header(

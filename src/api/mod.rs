@@ -7,6 +7,7 @@ pub mod errors;
 pub mod metrics;
 pub mod openapi;
 pub mod process;
+pub mod ui;
 
 use std::sync::{Arc, Mutex};
 
@@ -41,19 +42,25 @@ pub fn routes(ctx: Ctx, tokens: Tokens, local: bool) -> BoxedFilter<(warp::reply
             .map(move || warp::reply::json(&ctx.svc.health()).into_response())
     };
     let openapi = warp::path!("openapi.json")
+        .and(auth::admin(tokens.clone()))
         .and(warp::get())
         .map(|| warp::reply::json(&openapi::document()).into_response());
     let agent_facing = agents::agent_facing(ctx.clone(), tokens.clone());
-    let admin = auth::admin(tokens).and(
-        process::routes(ctx.clone())
-            .or(metrics::routes(ctx.clone()))
-            .unify()
-            .or(agents::admin_routes(ctx.clone()))
-            .unify()
-            .or(openapi)
-            .unify(),
-    );
-    let mut all = health.or(agent_facing).unify().or(admin).unify().boxed();
+    // Each route checks the token after its path matched, so a refusal is
+    // always the answer of the route the request was meant for.
+    let admin = process::routes(ctx.clone(), tokens.clone())
+        .or(metrics::routes(ctx.clone(), tokens.clone()))
+        .unify()
+        .or(agents::admin_routes(ctx.clone(), tokens))
+        .unify()
+        .or(openapi)
+        .unify();
+    let mut open = health.boxed();
+    if ctx.svc.ui {
+        // The page asks for the token itself; the data routes it calls stay protected.
+        open = open.or(ui::routes()).unify().boxed();
+    }
+    let mut all = open.or(agent_facing).unify().or(admin).unify().boxed();
     if local {
         all = all.or(agents::local_routes(ctx)).unify().boxed();
     }

@@ -12,6 +12,7 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
+use super::auth::{admin, Tokens};
 use super::errors::{refuse, Refusal};
 use super::{Ctx, BODY_LIMIT};
 use crate::model::{ActionRequest, CreateBody, Target};
@@ -49,13 +50,15 @@ struct LinesQuery {
     lines: Option<usize>,
 }
 
-pub fn routes(ctx: Ctx) -> BoxedFilter<(Resp,)> {
+pub fn routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
     let list = warp::path!("daemon" / "list")
+        .and(admin(tokens.clone()))
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
         .map(|ctx: Ctx| warp::reply::json(&ctx.svc.list()).into_response());
 
     let info = warp::path!("daemon" / "info" / String)
+        .and(admin(tokens.clone()))
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
         .and_then(|id: String, ctx: Ctx| async move {
@@ -66,6 +69,7 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Resp,)> {
         });
 
     let create = warp::path!("daemon" / "create")
+        .and(admin(tokens.clone()))
         .and(warp::post())
         .and(json_body::<CreateBody>())
         .and(with_ctx(ctx.clone()))
@@ -84,6 +88,7 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Resp,)> {
         });
 
     let action = warp::path!("daemon" / "action")
+        .and(admin(tokens.clone()))
         .and(warp::post())
         .and(json_body::<ActionRequest>())
         .and(with_ctx(ctx.clone()))
@@ -96,6 +101,7 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Resp,)> {
         });
 
     let logs = warp::path!("daemon" / "logs" / String)
+        .and(admin(tokens.clone()))
         .and(warp::get())
         .and(warp::query::<LinesQuery>())
         .and(with_ctx(ctx.clone()))
@@ -107,6 +113,7 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Resp,)> {
         });
 
     let stream = warp::path!("daemon" / "logs" / String / "stream")
+        .and(admin(tokens.clone()))
         .and(warp::get())
         .and(warp::query::<LinesQuery>())
         .and(with_ctx(ctx.clone()))
@@ -119,6 +126,7 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Resp,)> {
         });
 
     let env = warp::path!("daemon" / "env" / String)
+        .and(admin(tokens.clone()))
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
         .and_then(|id: String, ctx: Ctx| async move {
@@ -129,6 +137,7 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Resp,)> {
         });
 
     let dump = warp::path!("daemon" / "dump")
+        .and(admin(tokens.clone()))
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
         .and_then(|ctx: Ctx| async move {
@@ -139,6 +148,7 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Resp,)> {
         });
 
     let stop = warp::path!("daemon" / "stop")
+        .and(admin(tokens.clone()))
         .and(warp::post())
         .and(with_ctx(ctx))
         .map(|ctx: Ctx| {

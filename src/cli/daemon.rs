@@ -303,7 +303,11 @@ async fn health(args: HealthArgs) -> Result<(), CliError> {
         println!("agents:      {on} online, {off} offline");
     }
     if let Some(server) = &h.server {
-        let state = if h.connected == Some(true) { "connected" } else { "not connected" };
+        let state = if h.connected == Some(true) {
+            "connected"
+        } else {
+            "not connected"
+        };
         println!("server:      {server} ({state}; `opm agent status` for details)");
     }
     println!("home:        {}", h.home);

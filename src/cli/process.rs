@@ -236,6 +236,25 @@ fn read_process_file(path: &Path) -> Result<Vec<CreateRequest>, CliError> {
 
 pub async fn start(a: StartArgs) -> Result<(), CliError> {
     let is_file = a.script.ends_with(".toml") && Path::new(&a.script).is_file();
+    // `opm start NAME|ID` of a process that exists starts it, as PM2 users expect.
+    let single_word = !a.script.trim().is_empty() && !a.script.trim().contains(char::is_whitespace);
+    if single_word && !is_file && !Path::new(&a.script).exists() {
+        let client = target(&a.remote)?;
+        let known = client
+            .get::<ProcessInfo>(&format!("/daemon/info/{}", a.script.trim()))
+            .await;
+        if known.is_ok() {
+            return act(
+                TargetArgs {
+                    targets: vec![a.script.trim().to_string()],
+                    remote: a.remote,
+                    format: a.format,
+                },
+                ActionKind::Start,
+            )
+            .await;
+        }
+    }
     let body = if is_file {
         if a.name.is_some() || a.cwd.is_some() || !a.env.is_empty() {
             return Err(CliError::Usage(

@@ -8,3 +8,5 @@ mod fixture;
 mod process_lifecycle;
 mod restart_policy;
 mod stop_kill;
+mod roles;
+mod roles_netns;

@@ -1,0 +1,597 @@
+//! The role system with real separate daemons on 127.0.0.1: one server and
+//! three agents, each with its own `OPM_HOME` and ports. Registration and
+//! heartbeats, the server's control of agent processes, liveness across
+//! kills and restarts, disconnect, and the token checks.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::common::{alive, wait_until, TestHome};
+
+const TOKEN: &str = "server-token-for-tests-0123456789";
+const JOIN: &str = "join-token-for-tests-0123456789";
+const INTERVAL_MS: u64 = 400;
+const AGENT_REFUSAL: &str =
+    "✘ Agent role cannot perform remote operations. Only local process management is allowed.";
+
+/// A port on 127.0.0.1 that nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One HTTP/1.1 request; returns the status and the body.
+pub fn http(
+    method: &str,
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let body = body.unwrap_or("");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\ncontent-length: {}\r\ncontent-type: application/json\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).expect("send");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+struct Server {
+    home: TestHome,
+    port: u16,
+}
+
+fn server(join_token: Option<&str>) -> Server {
+    let home = TestHome::new();
+    let port = free_port();
+    let join = join_token.map_or(String::new(), |j| format!("join_token = \"{j}\"\n"));
+    std::fs::write(
+        home.join("config.toml"),
+        format!(
+            "role = \"server\"\n[daemon.web]\napi = true\naddress = \"127.0.0.1\"\nport = {port}\n\
+             [daemon.web.secure]\nenabled = true\ntoken = \"{TOKEN}\"\n\
+             [server]\nheartbeat_interval_ms = {INTERVAL_MS}\nheartbeat_grace_ms = {INTERVAL_MS}\n{join}"
+        ),
+    )
+    .expect("write the server's config");
+    home.opm(&["daemon", "restore"]).ok();
+    Server { home, port }
+}
+
+impl Server {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn agents(&self) -> Vec<serde_json::Value> {
+        let out = self.home.opm(&["agent", "list", "--format", "json"]).ok();
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("agent list is not JSON ({e}): {out}"))
+    }
+
+    fn agent(&self, name: &str) -> Option<serde_json::Value> {
+        self.agents().into_iter().find(|a| a["name"] == name)
+    }
+
+    fn status_of(&self, name: &str) -> Option<String> {
+        self.agent(name)
+            .and_then(|a| a["status"].as_str().map(String::from))
+    }
+}
+
+struct Agent {
+    home: TestHome,
+    name: String,
+    api_port: u16,
+}
+
+fn agent(server: &Server, name: &str, token: &str) -> Agent {
+    let home = TestHome::new();
+    let api_port = free_port();
+    home.opm(&[
+        "agent",
+        "connect",
+        &server.url(),
+        "--name",
+        name,
+        "--token",
+        token,
+        "--api-address",
+        &format!("127.0.0.1:{api_port}"),
+    ])
+    .ok();
+    Agent {
+        home,
+        name: name.to_string(),
+        api_port,
+    }
+}
+
+fn pid_of(home: &TestHome, name: &str) -> i64 {
+    home.process(name)["pid"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{name} has no pid"))
+}
+
+fn list_via(server: &Server, agent: &str) -> Vec<serde_json::Value> {
+    let out = server
+        .home
+        .opm(&["list", "--server", agent, "--format", "json"])
+        .ok();
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+#[test]
+fn a_server_sees_and_controls_the_processes_of_three_agents() {
+    let srv = server(None);
+    let agents: Vec<Agent> = (1..=3)
+        .map(|i| agent(&srv, &format!("web-{i}"), TOKEN))
+        .collect();
+    for (i, a) in agents.iter().enumerate() {
+        a.home.start("sleep 1000", &format!("job-{}", i + 1), &[]);
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "three agents online with one process each",
+        || {
+            let list = srv.agents();
+            list.len() == 3
+                && list.iter().all(|a| {
+                    a["status"] == "online"
+                        && a["processes"]["total"] == 1
+                        && a["processes"]["online"] == 1
+                })
+        },
+    );
+    let listed = srv.agents();
+    for a in &agents {
+        let row = listed
+            .iter()
+            .find(|r| r["name"] == a.name.as_str())
+            .expect("listed");
+        assert_eq!(row["endpoint"], format!("http://127.0.0.1:{}", a.api_port));
+        assert!(row["hostname"].as_str().is_some_and(|h| !h.is_empty()));
+        assert!(row.get("token").is_none(), "tokens are never listed: {row}");
+    }
+    let out = srv.home.opm(&["agent", "list"]).ok();
+    assert!(
+        out.stdout.contains("web-2") && out.stdout.contains("online"),
+        "{out}"
+    );
+
+    // The server reads one agent's processes, and only that agent's.
+    let via = list_via(&srv, "web-2");
+    assert_eq!(via.len(), 1, "{via:?}");
+    assert_eq!(via[0]["name"], "job-2");
+    assert_eq!(
+        via[0]["pid"].as_i64(),
+        Some(pid_of(&agents[1].home, "job-2"))
+    );
+
+    // Stop, start and restart on a chosen agent.
+    let a1 = &agents[0];
+    let before = pid_of(&a1.home, "job-1");
+    srv.home.opm(&["stop", "job-1", "--server", "web-1"]).ok();
+    assert_eq!(a1.home.process("job-1")["status"], "stopped");
+    assert!(!alive(before as i32), "the stopped process is gone");
+    assert_eq!(
+        agents[1].home.process("job-2")["status"],
+        "online",
+        "other agents are untouched"
+    );
+    srv.home.opm(&["start", "job-1", "--server", "web-1"]).ok();
+    assert_eq!(a1.home.process("job-1")["status"], "online");
+    let started = pid_of(&a1.home, "job-1");
+    srv.home
+        .opm(&["restart", "job-1", "--server", "web-1"])
+        .ok();
+    let restarted = a1.home.process("job-1");
+    assert_eq!(restarted["status"], "online");
+    assert_ne!(
+        restarted["pid"].as_i64(),
+        Some(started),
+        "a restart gives a new pid"
+    );
+    assert_eq!(restarted["restarts"], 2);
+
+    // Create a process on an agent and read its logs through the server.
+    srv.home
+        .opm(&[
+            "start",
+            "sh -c 'echo hello-from-web-3; sleep 1000'",
+            "--name",
+            "echo",
+            "--server",
+            "web-3",
+        ])
+        .ok();
+    assert_eq!(agents[2].home.process("echo")["status"], "online");
+    wait_until(
+        Duration::from_secs(5),
+        "the agent's output through the server",
+        || {
+            srv.home
+                .opm(&["logs", "echo", "--server", "web-3", "--lines", "5"])
+                .stdout
+                .contains("hello-from-web-3")
+        },
+    );
+    let info = srv
+        .home
+        .opm(&["info", "echo", "--server", "web-3", "--format", "json"])
+        .ok();
+    assert!(info.stdout.contains("\"name\": \"echo\""), "{info}");
+    // Remove through the server.
+    srv.home.opm(&["remove", "echo", "--server", "web-3"]).ok();
+    assert!(agents[2].home.list().iter().all(|p| p["name"] != "echo"));
+
+    // The same routes answer over HTTP with the server's token.
+    let (status, body) = http(
+        "GET",
+        srv.port,
+        "/daemon/agents/web-1/processes",
+        &[("token", TOKEN)],
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("job-1"), "{body}");
+    let (status, _) = http(
+        "GET",
+        srv.port,
+        "/daemon/agents/nobody/processes",
+        &[("token", TOKEN)],
+        None,
+    );
+    assert_eq!(status, 404);
+
+    // An agent's own view: connected, and `--server` is refused with the exact message.
+    let st = a1.home.opm(&["agent", "status"]).ok();
+    assert!(
+        st.stdout.contains("connected") && !st.stdout.contains("not connected"),
+        "{st}"
+    );
+    assert!(st.stdout.contains(&srv.url()), "{st}");
+    for args in [
+        vec!["list", "--server", "web-2"],
+        vec!["stop", "job-2", "--server", "http://127.0.0.1:1"],
+        vec!["start", "sleep 1", "--server", "anything"],
+    ] {
+        let out = a1.home.opm(&args).failed();
+        assert_eq!(out.stderr.trim(), AGENT_REFUSAL, "{out}");
+    }
+    let health: serde_json::Value = serde_json::from_str(
+        &a1.home
+            .opm(&["daemon", "health", "--format", "json"])
+            .ok()
+            .stdout,
+    )
+    .expect("json");
+    assert_eq!(health["role"], "agent");
+    assert_eq!(health["connected"], true);
+    let health: serde_json::Value = serde_json::from_str(
+        &srv.home
+            .opm(&["daemon", "health", "--format", "json"])
+            .ok()
+            .stdout,
+    )
+    .expect("json");
+    assert_eq!(health["role"], "server");
+    assert_eq!(health["agents_online"], 3);
+}
+
+#[test]
+fn an_agent_killed_goes_offline_within_three_intervals_and_comes_back_after_restore() {
+    let srv = server(None);
+    let a = agent(&srv, "edge", TOKEN);
+    a.home.start("sleep 1000", "worker", &[]);
+    wait_until(Duration::from_secs(5), "the agent online", || {
+        srv.status_of("edge").as_deref() == Some("online")
+    });
+    let st: serde_json::Value = serde_json::from_str(
+        &a.home
+            .opm(&["agent", "status", "--format", "json"])
+            .ok()
+            .stdout,
+    )
+    .expect("json");
+    let interval = st["heartbeat_interval_ms"]
+        .as_u64()
+        .expect("the server gave an interval");
+    let worker = pid_of(&a.home, "worker");
+
+    a.home.kill_daemon();
+    let killed_at = Instant::now();
+    wait_until(Duration::from_secs(10), "the killed agent offline", || {
+        srv.status_of("edge").as_deref() == Some("offline")
+    });
+    let took = killed_at.elapsed();
+    // Each poll of the server costs a CLI run; allow that on top.
+    assert!(
+        took <= Duration::from_millis(3 * interval + 300),
+        "offline after {took:?}, more than 3 intervals of {interval} ms"
+    );
+    assert!(
+        alive(worker as i32),
+        "the agent's process keeps running without its daemon"
+    );
+
+    a.home.opm(&["daemon", "restore"]).ok();
+    wait_until(Duration::from_secs(10), "the agent online again", || {
+        srv.status_of("edge").as_deref() == Some("online")
+    });
+    assert_eq!(
+        pid_of(&a.home, "worker"),
+        worker,
+        "the process was adopted, not restarted"
+    );
+}
+
+#[test]
+fn a_restarted_server_keeps_its_registry_and_agents_keep_their_processes() {
+    let srv = server(None);
+    let agents: Vec<Agent> = (1..=2)
+        .map(|i| agent(&srv, &format!("node-{i}"), TOKEN))
+        .collect();
+    let pids: Vec<i64> = agents
+        .iter()
+        .map(|a| {
+            a.home.start("sleep 1000", "svc", &[])["pid"]
+                .as_i64()
+                .expect("pid")
+        })
+        .collect();
+    wait_until(Duration::from_secs(5), "both online", || {
+        srv.agents()
+            .iter()
+            .filter(|a| a["status"] == "online")
+            .count()
+            == 2
+    });
+
+    srv.home.kill_daemon();
+    srv.home.opm(&["daemon", "restore"]).ok();
+    // Straight after the restart, before any heartbeat could have re-registered them.
+    let listed = srv.agents();
+    assert_eq!(
+        listed.len(),
+        2,
+        "the registry survived the server's death: {listed:?}"
+    );
+    assert!(
+        listed.iter().all(|a| a["status"] == "online"),
+        "a restart does not flap the fleet: {listed:?}"
+    );
+    // Heartbeats go on against the restarted server, and nobody's process stopped.
+    wait_until(
+        Duration::from_secs(5),
+        "heartbeats after the restart",
+        || {
+            let t0 = srv
+                .agents()
+                .iter()
+                .map(|a| a["last_seen_ms"].as_u64().unwrap_or(0))
+                .min()
+                .unwrap_or(0);
+            t0 > 0 && srv.agents().iter().all(|a| a["status"] == "online")
+        },
+    );
+    for (a, pid) in agents.iter().zip(&pids) {
+        assert_eq!(
+            pid_of(&a.home, "svc"),
+            *pid,
+            "the agent's process kept its pid"
+        );
+        assert!(alive(*pid as i32));
+    }
+    let via = list_via(&srv, "node-2");
+    assert_eq!(via[0]["pid"].as_i64(), Some(pids[1]));
+}
+
+#[test]
+fn a_server_whose_database_was_wiped_gets_every_agent_back() {
+    let srv = server(None);
+    let agents: Vec<Agent> = (1..=3)
+        .map(|i| agent(&srv, &format!("box-{i}"), TOKEN))
+        .collect();
+    wait_until(Duration::from_secs(5), "three online", || {
+        srv.agents().len() == 3
+    });
+    srv.home.kill_daemon();
+    std::fs::remove_dir_all(srv.home.join("db")).expect("wipe the server's database");
+    srv.home.opm(&["daemon", "restore"]).ok();
+    wait_until(
+        Duration::from_secs(10),
+        "every agent registered again by itself",
+        || {
+            let l = srv.agents();
+            l.len() == 3 && l.iter().all(|a| a["status"] == "online")
+        },
+    );
+    let names: Vec<String> = srv
+        .agents()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(names, ["box-1", "box-2", "box-3"]);
+    drop(agents);
+}
+
+#[test]
+fn disconnect_restores_standalone_and_keeps_the_processes_running() {
+    let srv = server(None);
+    let a = agent(&srv, "leaver", TOKEN);
+    let pid = a.home.start("sleep 1000", "keep", &[])["pid"]
+        .as_i64()
+        .expect("pid");
+    wait_until(Duration::from_secs(5), "online", || {
+        srv.status_of("leaver").as_deref() == Some("online")
+    });
+    let daemon = a.home.daemon_pid().expect("daemon pid");
+
+    let out = a.home.opm(&["agent", "disconnect"]).ok();
+    assert!(out.stdout.contains("deregistered"), "{out}");
+    assert!(
+        srv.agent("leaver").is_none(),
+        "the server forgot the agent at once"
+    );
+    let config = std::fs::read_to_string(a.home.join("config.toml")).expect("config");
+    assert!(config.contains("role = \"standalone\""), "{config}");
+    assert!(
+        config.contains("# role: \"standalone\" (default)"),
+        "comments are kept: {config}"
+    );
+    assert_eq!(a.home.daemon_pid(), Some(daemon), "the daemon kept running");
+    assert_eq!(pid_of(&a.home, "keep"), pid);
+    assert!(alive(pid as i32));
+    let st = a.home.opm(&["agent", "status"]).ok();
+    assert!(st.stdout.contains("not connected"), "{st}");
+    // The agent API is closed: nothing answers on its port any more.
+    assert!(
+        TcpStream::connect(("127.0.0.1", a.api_port)).is_err(),
+        "the agent API still listens"
+    );
+    // Standalone again, `--server` is no longer refused as an agent's.
+    let out = a.home.opm(&["list", "--server", "nowhere"]).failed();
+    assert!(!out.stderr.contains("Agent role"), "{out}");
+    // And it survives a daemon restart as standalone.
+    a.home.kill_daemon();
+    a.home.opm(&["daemon", "restore"]).ok();
+    let health: serde_json::Value = serde_json::from_str(
+        &a.home
+            .opm(&["daemon", "health", "--format", "json"])
+            .ok()
+            .stdout,
+    )
+    .expect("json");
+    assert_eq!(health["role"], "standalone");
+    assert_eq!(pid_of(&a.home, "keep"), pid);
+}
+
+#[test]
+fn wrong_tokens_are_refused_at_registration_and_on_calls_to_agents() {
+    let srv = server(Some(JOIN));
+    let home = TestHome::new();
+    let out = home
+        .opm(&[
+            "agent",
+            "connect",
+            &srv.url(),
+            "--name",
+            "intruder",
+            "--token",
+            "not-the-token",
+            "--api-address",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .failed();
+    assert!(out.stderr.contains("refused"), "{out}");
+    assert!(srv.agents().is_empty());
+    let health: serde_json::Value = serde_json::from_str(
+        &home
+            .opm(&["daemon", "health", "--format", "json"])
+            .ok()
+            .stdout,
+    )
+    .expect("json");
+    assert_eq!(
+        health["role"], "standalone",
+        "a refused connect changes nothing"
+    );
+
+    // Agents join with the join token, which cannot control anything.
+    let a = agent(&srv, "a", JOIN);
+    let b = agent(&srv, "b", JOIN);
+    b.home.start("sleep 1000", "secret-job", &[]);
+    wait_until(Duration::from_secs(5), "both online", || {
+        srv.agents().len() == 2
+    });
+    for (method, path, body) in [
+        ("GET", "/daemon/agents/list", None),
+        ("GET", "/daemon/agents/b/processes", None),
+        (
+            "POST",
+            "/daemon/agents/b/action",
+            Some(r#"{"id":"secret-job","action":"stop"}"#),
+        ),
+        ("GET", "/daemon/list", None),
+    ] {
+        let (status, text) = http(method, srv.port, path, &[("token", JOIN)], body);
+        assert_eq!(status, 403, "{method} {path} with the join token: {text}");
+    }
+    assert_eq!(b.home.process("secret-job")["status"], "online");
+    // One agent cannot beat or leave in another's name.
+    let b_id = srv.agent("b").expect("b")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let (status, _) = http(
+        "POST",
+        srv.port,
+        &format!("/daemon/agents/{b_id}/heartbeat"),
+        &[("token", JOIN), ("agent-token", "guessed-agent-token-0000")],
+        Some(r#"{"processes":[]}"#),
+    );
+    assert_eq!(status, 401);
+    let (status, _) = http(
+        "DELETE",
+        srv.port,
+        &format!("/daemon/agents/{b_id}"),
+        &[("token", JOIN)],
+        None,
+    );
+    assert_eq!(status, 401);
+    assert!(srv.agent("b").is_some());
+
+    // An agent's API answers only to its own token: not to none, a wrong one, or the server's.
+    for headers in [
+        vec![],
+        vec![("token", "wrong")],
+        vec![("token", TOKEN)],
+        vec![("token", JOIN)],
+    ] {
+        let (status, _) = http("GET", a.api_port, "/daemon/list", &headers, None);
+        assert_eq!(status, 401, "agent API with {headers:?}");
+    }
+    // The agent refuses the agent-management routes even with its... no token it
+    // could show; the server's own call path works (the server holds the agent's token).
+    assert_eq!(list_via(&srv, "b")[0]["name"], "secret-job");
+    drop(a);
+}

@@ -1,0 +1,863 @@
+// The opm web UI: one ES module, no build step, nothing from another host.
+// It talks to the daemon's own API (same origin) with the token kept in
+// sessionStorage, sent as `Authorization: Bearer T`, never in a URL or a cookie.
+
+const TOKEN_KEY = 'opm.token';
+const POLL_MS = 2000;
+const LOG_LINES = 200;
+const MAX_LOG_LINES = 2000;
+
+// ---------- small helpers ----------
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const enc = encodeURIComponent;
+
+/** Builds an element: h('td', {class: 'num'}, 'text', child...). */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === 'class') el.className = v;
+    else if (k === 'text') el.textContent = v;
+    else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k === 'dataset') Object.assign(el.dataset, v);
+    else el.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of children.flat()) {
+    if (c !== undefined && c !== null && c !== false) el.append(c);
+  }
+  return el;
+}
+
+/** Sets text only when it changed, so nothing repaints for nothing. */
+function setText(el, text) {
+  const t = String(text);
+  if (el.textContent !== t) el.textContent = t;
+}
+
+const ICONS = {
+  start: 'M5 3.5v9l8-4.5z',
+  stop: 'M4 4h8v8H4z',
+  restart: 'M13 8a5 5 0 1 1-1.5-3.6M13 2.5v3h-3',
+  remove: 'M3.5 4.5h9M6.5 4.5V3h3v1.5M5 4.5l.6 8.5h4.8l.6-8.5',
+  plus: 'M8 3v10M3 8h10',
+};
+
+function icon(name) {
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', '0 0 16 16');
+  svg.setAttribute('aria-hidden', 'true');
+  svg.classList.add('icon', `i-${name}`);
+  const path = document.createElementNS(ns, 'path');
+  path.setAttribute('d', ICONS[name]);
+  svg.append(path);
+  return svg;
+}
+
+function fmtBytes(n) {
+  if (!n) return '0 B';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${n >= 100 || i === 0 ? Math.round(n) : n.toFixed(1)} ${units[i]}`;
+}
+
+function fmtDuration(ms) {
+  const s = Math.floor(ms / 1000);
+  if (s < 60) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m ${String(s % 60).padStart(2, '0')}s`;
+  const hrs = Math.floor(m / 60);
+  if (hrs < 24) return `${hrs}h ${String(m % 60).padStart(2, '0')}m`;
+  return `${Math.floor(hrs / 24)}d ${String(hrs % 24).padStart(2, '0')}h`;
+}
+
+function fmtAgo(atMs) {
+  if (!atMs) return 'never';
+  const d = Date.now() - atMs;
+  return d < 1500 ? 'just now' : `${fmtDuration(Math.max(0, d))} ago`;
+}
+
+function fmtTime(ms) {
+  return ms ? new Date(ms).toLocaleString() : '—';
+}
+
+const dash = (v) => (v === null || v === undefined || v === '' ? '—' : v);
+
+// ---------- the API ----------
+
+class AuthError extends Error {}
+class ApiError extends Error {
+  constructor(message, status) { super(message); this.status = status; }
+}
+
+const session = {
+  get token() { return sessionStorage.getItem(TOKEN_KEY) || ''; },
+  set token(t) { t ? sessionStorage.setItem(TOKEN_KEY, t) : sessionStorage.removeItem(TOKEN_KEY); },
+};
+
+function headers(extra = {}) {
+  const t = session.token;
+  return t ? { ...extra, Authorization: `Bearer ${t}` } : extra;
+}
+
+async function api(path, { method = 'GET', body, signal, token } = {}) {
+  const hdrs = body === undefined ? {} : { 'Content-Type': 'application/json' };
+  const opts = { method, signal, cache: 'no-store', credentials: 'omit' };
+  opts.headers = token === undefined ? headers(hdrs) : { ...hdrs, Authorization: `Bearer ${token}` };
+  if (body !== undefined) opts.body = JSON.stringify(body);
+  let res;
+  try {
+    res = await fetch(path, opts);
+  } catch (e) {
+    if (e.name === 'AbortError') throw e;
+    if (e instanceof TypeError && /header/i.test(e.message)) {
+      throw new AuthError('That token has characters a header cannot carry.');
+    }
+    throw new ApiError('The daemon does not answer.', 0);
+  }
+  const text = await res.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = null; }
+  if (res.status === 401) throw new AuthError((data && data.error) || 'unauthorized');
+  if (!res.ok) throw new ApiError((data && data.error) || `${res.status} ${res.statusText}`, res.status);
+  return data;
+}
+
+/** Where a list of processes lives: this daemon, or an agent through the server. */
+function scopeOf(agent) {
+  if (!agent) {
+    return {
+      agent: null,
+      link: (id) => `#/p/${enc(id)}`,
+      list: () => api('/daemon/list'),
+      info: (id) => api(`/daemon/info/${enc(id)}`),
+      action: (id, action) => api('/daemon/action', { method: 'POST', body: { id, action } }),
+      create: (body) => api('/daemon/create', { method: 'POST', body }),
+      logs: (id, n) => api(`/daemon/logs/${enc(id)}?lines=${n}`),
+      stream: (id, n) => `/daemon/logs/${enc(id)}/stream?lines=${n}`,
+    };
+  }
+  const base = `/daemon/agents/${enc(agent)}`;
+  return {
+    agent,
+    link: (id) => `#/agents/${enc(agent)}/p/${enc(id)}`,
+    list: () => api(`${base}/processes`),
+    info: (id) => api(`${base}/info/${enc(id)}`),
+    action: (id, action) => api(`${base}/action`, { method: 'POST', body: { id, action } }),
+    create: (body) => api(`${base}/create`, { method: 'POST', body }),
+    logs: (id, n) => api(`${base}/logs/${enc(id)}?lines=${n}`),
+    stream: null,
+  };
+}
+
+// ---------- toasts ----------
+
+function toast(message, kind = 'info') {
+  const t = h('div', { class: `toast ${kind}`, role: kind === 'error' ? 'alert' : undefined }, message);
+  $('#toasts').append(t);
+  setTimeout(() => t.classList.add('going'), kind === 'error' ? 6000 : 3000);
+  setTimeout(() => t.remove(), kind === 'error' ? 6400 : 3400);
+}
+
+// ---------- the app shell ----------
+
+const app = {
+  health: null,
+  view: null,
+  healthTimer: 0,
+};
+
+function setHealth(hl) {
+  app.health = hl;
+  const box = $('#health');
+  const chips = [
+    h('span', { class: `chip role role-${hl.role}`, title: 'Role of this daemon' }, hl.role),
+    h('span', { class: 'chip', title: `opm ${hl.version}, pid ${hl.pid}` }, `v${hl.version}`),
+    h('span', { class: 'chip num', title: 'Daemon uptime' }, `up ${fmtDuration(hl.uptime_ms)}`),
+    h('span', { class: 'chip num', title: 'Processes online / all' }, `${hl.online}/${hl.processes} online`),
+  ];
+  if (hl.agents_online !== undefined && hl.agents_online !== null) {
+    const total = hl.agents_online + (hl.agents_offline || 0);
+    chips.push(h('span', { class: 'chip num', title: 'Agents online / all' }, `${hl.agents_online}/${total} agents`));
+  }
+  if (hl.server) {
+    chips.push(h('span', { class: `chip ${hl.connected ? 'ok' : 'bad'}`, title: `Server ${hl.server}` },
+      hl.connected ? 'linked' : 'link down'));
+  }
+  const key = chips.map((c) => c.textContent).join('|');
+  if (box.dataset.key !== key) {
+    box.dataset.key = key;
+    box.replaceChildren(...chips);
+  }
+  box.dataset.role = hl.role;
+  const agentsLink = $('[data-nav="agents"]');
+  agentsLink.hidden = hl.role !== 'server';
+}
+
+async function pollHealth() {
+  clearTimeout(app.healthTimer);
+  try {
+    setHealth(await api('/health'));
+  } catch (e) {
+    if (!(e instanceof AuthError)) $('#health').replaceChildren(h('span', { class: 'chip bad' }, 'daemon unreachable'));
+  }
+  app.healthTimer = setTimeout(pollHealth, POLL_MS);
+}
+
+function markNav(name) {
+  for (const a of document.querySelectorAll('[data-nav]')) {
+    a.classList.toggle('active', a.dataset.nav === name);
+    if (a.dataset.nav === name) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+}
+
+/** Mounts the view for the current hash, unmounting the previous one. */
+function route() {
+  if (app.view) app.view.unmount();
+  const parts = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
+  const main = $('#main');
+  main.replaceChildren();
+  let view;
+  if (parts[0] === 'agents' && parts.length === 1) view = agentsView();
+  else if (parts[0] === 'agents' && parts.length === 2) view = agentView(parts[1]);
+  else if (parts[0] === 'agents' && parts[2] === 'p' && parts.length === 4) view = processView(scopeOf(parts[1]), parts[3]);
+  else if (parts[0] === 'p' && parts.length === 2) view = processView(scopeOf(null), parts[1]);
+  else view = processesView();
+  app.view = view;
+  markNav(parts[0] === 'agents' ? 'agents' : 'processes');
+  view.mount(main);
+  window.scrollTo(0, 0);
+}
+
+/** Any 401 while using the page: back to the login screen. */
+function onAuthLost(message) {
+  if (app.view) { app.view.unmount(); app.view = null; }
+  showLogin(session.token ? 'The token is no longer accepted. Enter it again.' : message);
+  session.token = '';
+}
+
+/** A repeating refresh that stops when the view goes, and never overlaps itself. */
+function poller(fn) {
+  let timer = 0;
+  let stopped = false;
+  const tick = async () => {
+    if (stopped) return;
+    try {
+      await fn();
+    } catch (e) {
+      if (e instanceof AuthError) { stopped = true; onAuthLost(e.message); return; }
+      if (e.name === 'AbortError') return;
+    }
+    if (!stopped) timer = setTimeout(tick, POLL_MS);
+  };
+  return {
+    start() { tick(); },
+    now() { clearTimeout(timer); tick(); },
+    stop() { stopped = true; clearTimeout(timer); },
+  };
+}
+
+// ---------- login ----------
+
+function showLogin(message) {
+  $('#top').hidden = true;
+  clearTimeout(app.healthTimer);
+  const input = h('input', {
+    id: 'token', name: 'token', type: 'password', autocomplete: 'off', spellcheck: 'false',
+    required: true, placeholder: 'daemon.web.secure.token', 'aria-describedby': 'login-error',
+  });
+  const err = h('p', { id: 'login-error', class: 'form-error', role: 'alert' }, message || '');
+  const button = h('button', { type: 'submit', class: 'primary' }, 'Sign in');
+  const form = h('form', { class: 'login card', id: 'login', autocomplete: 'off' },
+    h('div', { class: 'login-brand' }, h('span', { class: 'logo', 'aria-hidden': 'true' }), 'opm'),
+    h('h1', {}, 'Sign in'),
+    h('p', { class: 'muted' }, 'This daemon requires its API token. It is kept in this browser tab only.'),
+    h('label', { for: 'token' }, 'Token'),
+    input, err, button);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const token = input.value.trim();
+    if (!token) return;
+    button.disabled = true;
+    err.textContent = '';
+    try {
+      await api('/daemon/list', { token });
+      session.token = token;
+      start();
+    } catch (e) {
+      err.textContent = e instanceof AuthError
+        ? (e.message === 'wrong token' ? 'Wrong token: the daemon refused it.' : e.message)
+        : e.message;
+      input.select();
+    } finally {
+      button.disabled = false;
+    }
+  });
+  $('#main').replaceChildren(h('div', { class: 'login-wrap' }, form));
+  input.focus();
+}
+
+async function start() {
+  try {
+    await api('/daemon/list');
+  } catch (e) {
+    if (e instanceof AuthError) {
+      const had = session.token;
+      session.token = '';
+      showLogin(had ? 'The saved token is no longer accepted.' : '');
+      return;
+    }
+    // Unreachable daemon: show the shell anyway; the views say what fails.
+  }
+  $('#top').hidden = false;
+  $('#logout').hidden = !session.token;
+  pollHealth();
+  route();
+}
+
+// ---------- process table (shared by this daemon and each agent) ----------
+
+const STATUS_CLASS = { online: 'ok', stopped: 'off', errored: 'bad', starting: 'warn', stopping: 'warn' };
+
+function badge(status, extra = '') {
+  return h('span', { class: `badge ${STATUS_CLASS[status] || 'off'} ${extra}`, dataset: { status } }, status);
+}
+
+function setBadge(el, status) {
+  if (el.dataset.status === status) return;
+  el.dataset.status = status;
+  el.className = `badge ${STATUS_CLASS[status] || 'off'}`;
+  el.textContent = status;
+}
+
+function actionButton(action, label, onClick) {
+  return h('button', {
+    type: 'button', class: `act act-${action}`, dataset: { action }, title: label, 'aria-label': label, onclick: onClick,
+  }, icon(action), h('span', { class: 'label' }, label));
+}
+
+/**
+ * Runs an action on a process; `remove` asks for a second click first.
+ * Returns true when the action was carried out.
+ */
+async function runAction(scope, p, action, button, after) {
+  if (action === 'remove' && button && !button.classList.contains('confirm')) {
+    button.classList.add('confirm');
+    setText(button.querySelector('.label'), 'Sure?');
+    setTimeout(() => {
+      button.classList.remove('confirm');
+      setText(button.querySelector('.label'), 'Remove');
+    }, 3000);
+    return false;
+  }
+  const row = button && button.closest('tr, .actions');
+  if (row) row.dataset.busy = 'true';
+  let ok = false;
+  try {
+    await scope.action(p.id, action);
+    ok = true;
+    toast(`${action === 'remove' ? 'Removed' : `${action[0].toUpperCase()}${action.slice(1)}`} ${p.name}`);
+  } catch (e) {
+    if (e instanceof AuthError) { onAuthLost(e.message); return false; }
+    toast(`${action} ${p.name}: ${e.message}`, 'error');
+  } finally {
+    if (row) delete row.dataset.busy;
+  }
+  if (after) after(action, ok);
+  return ok;
+}
+
+/** Start or stop, whichever the process needs, then restart and remove. */
+function actionsFor(scope, p, refresh) {
+  const wrap = h('div', { class: 'actions' });
+  const run = (action) => (ev) => runAction(scope, wrap.proc, action, ev.currentTarget, refresh);
+  wrap.proc = p;
+  wrap.toggleStart = actionButton('start', 'Start', run('start'));
+  wrap.toggleStop = actionButton('stop', 'Stop', run('stop'));
+  wrap.append(wrap.toggleStart, wrap.toggleStop,
+    actionButton('restart', 'Restart', run('restart')),
+    actionButton('remove', 'Remove', run('remove')));
+  updateActions(wrap, p);
+  return wrap;
+}
+
+function updateActions(wrap, p) {
+  wrap.proc = p;
+  const running = p.desired === 'running';
+  wrap.toggleStart.hidden = running;
+  wrap.toggleStop.hidden = !running;
+}
+
+function processTable(scope, refresh) {
+  const cols = [
+    ['c-status', 'Status'], ['c-id num', 'ID'], ['c-name', 'Name'], ['c-pid num', 'PID'],
+    ['c-cpu num', 'CPU'], ['c-mem num', 'Memory'], ['c-restarts num', 'Restarts'],
+    ['c-uptime num', 'Uptime'], ['c-actions', ''],
+  ];
+  const tbody = h('tbody');
+  const table = h('table', { class: 'procs' },
+    h('thead', {}, h('tr', {}, cols.map(([c, t]) => h('th', { class: c, scope: 'col' }, t)))),
+    tbody);
+  const rows = new Map();
+
+  function makeRow(p) {
+    const cells = {
+      status: badge(p.status),
+      id: h('td', { class: 'c-id num' }),
+      name: h('a', { href: scope.link(p.id) }),
+      cmd: h('div', { class: 'cmd' }),
+      pid: h('td', { class: 'c-pid num', 'data-label': 'PID' }),
+      cpu: h('td', { class: 'c-cpu num', 'data-label': 'CPU' }),
+      mem: h('td', { class: 'c-mem num', 'data-label': 'Mem' }),
+      restarts: h('td', { class: 'c-restarts num', 'data-label': '↻' }),
+      uptime: h('td', { class: 'c-uptime num', 'data-label': 'Up' }),
+      actions: actionsFor(scope, p, refresh),
+    };
+    const tr = h('tr', { class: 'proc' },
+      h('td', { class: 'c-status' }, cells.status), cells.id,
+      h('td', { class: 'c-name' }, cells.name, cells.cmd),
+      cells.pid, cells.cpu, cells.mem, cells.restarts, cells.uptime,
+      h('td', { class: 'c-actions' }, cells.actions));
+    tr.cells_ = cells;
+    return tr;
+  }
+
+  function updateRow(tr, p) {
+    const c = tr.cells_;
+    tr.dataset.id = p.id;
+    tr.dataset.name = p.name;
+    tr.dataset.status = p.status;
+    setBadge(c.status, p.status);
+    setText(c.id, p.id);
+    setText(c.name, p.name);
+    c.name.setAttribute('href', scope.link(p.id));
+    setText(c.cmd, p.command);
+    c.cmd.title = p.cwd ? `${p.command}\nin ${p.cwd}` : p.command;
+    setText(c.pid, dash(p.pid));
+    setText(c.cpu, p.pid ? `${p.cpu.toFixed(1)}%` : '—');
+    setText(c.mem, p.pid ? fmtBytes(p.memory) : '—');
+    setText(c.restarts, p.restarts);
+    setText(c.uptime, p.status === 'online' ? fmtDuration(p.uptime_ms) : '—');
+    updateActions(c.actions, p);
+  }
+
+  function update(list) {
+    const sorted = [...list].sort((a, b) => a.id - b.id);
+    const seen = new Set();
+    sorted.forEach((p, i) => {
+      seen.add(p.id);
+      let tr = rows.get(p.id);
+      if (!tr) { tr = makeRow(p); rows.set(p.id, tr); }
+      updateRow(tr, p);
+      if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null);
+    });
+    for (const [id, tr] of rows) {
+      if (!seen.has(id)) { tr.remove(); rows.delete(id); }
+    }
+  }
+
+  return { el: table, update };
+}
+
+/** The "New process" form: command, optional name and working directory. */
+function newProcessForm(scope, onCreated) {
+  const name = h('input', { id: 'new-name', name: 'name', placeholder: 'api', autocomplete: 'off', spellcheck: 'false' });
+  const cmd = h('input', { id: 'new-command', name: 'command', required: true, placeholder: 'node server.js', autocomplete: 'off', spellcheck: 'false' });
+  const cwd = h('input', { id: 'new-cwd', name: 'cwd', placeholder: scope.agent ? "the agent daemon's folder" : "the daemon's folder", autocomplete: 'off', spellcheck: 'false' });
+  const err = h('p', { class: 'form-error', role: 'alert' });
+  const submit = h('button', { type: 'submit', class: 'primary', id: 'new-submit' }, icon('start'), 'Start');
+  const form = h('form', { class: 'new-form', id: 'new-form', hidden: true },
+    h('div', { class: 'field f-name' }, h('label', { for: 'new-name' }, 'Name ', h('span', { class: 'muted' }, '(optional)')), name),
+    h('div', { class: 'field f-cmd' }, h('label', { for: 'new-command' }, 'Command'), cmd),
+    h('div', { class: 'field f-cwd' }, h('label', { for: 'new-cwd' }, 'Working directory ', h('span', { class: 'muted' }, '(optional)')), cwd),
+    h('div', { class: 'field f-go' }, submit),
+    err);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const body = { script: cmd.value.trim() };
+    if (!body.script) return;
+    if (name.value.trim()) body.name = name.value.trim();
+    if (cwd.value.trim()) body.path = cwd.value.trim();
+    submit.disabled = true;
+    err.textContent = '';
+    try {
+      const created = await scope.create(body);
+      toast(`Started ${created && created.name ? created.name : body.script}`);
+      form.reset();
+      onCreated();
+    } catch (e) {
+      if (e instanceof AuthError) { onAuthLost(e.message); return; }
+      err.textContent = e.message;
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  const toggle = h('button', { type: 'button', class: 'secondary', id: 'new-toggle', 'aria-expanded': 'false', 'aria-controls': 'new-form' },
+    icon('plus'), 'New process');
+  toggle.addEventListener('click', () => {
+    form.hidden = !form.hidden;
+    toggle.setAttribute('aria-expanded', String(!form.hidden));
+    if (!form.hidden) cmd.focus();
+  });
+  return { form, toggle };
+}
+
+function summary(list) {
+  const n = (s) => list.filter((p) => p.status === s).length;
+  const parts = [`${list.length} ${list.length === 1 ? 'process' : 'processes'}`, `${n('online')} online`];
+  if (n('errored')) parts.push(`${n('errored')} errored`);
+  return parts.join(' · ');
+}
+
+/** A card with the process table of `scope`, its form, and its refresh. */
+function processesCard(scope, title, headExtra) {
+  const count = h('span', { class: 'muted count' });
+  const error = h('p', { class: 'banner error', hidden: true, role: 'alert' });
+  const empty = h('p', { class: 'empty', hidden: true },
+    scope.agent ? 'This agent runs no process yet.' : 'No process yet: start one with “New process” or ', scope.agent ? '' : h('code', {}, 'opm start'), '.');
+  let poll;
+  const table = processTable(scope, () => poll.now());
+  const { form, toggle } = newProcessForm(scope, () => poll.now());
+  const card = h('section', { class: 'card' },
+    h('div', { class: 'card-head' }, h('h1', {}, title), count, h('span', { class: 'spacer' }), headExtra, toggle),
+    form, error, h('div', { class: 'table-wrap' }, table.el), empty);
+  poll = poller(async () => {
+    try {
+      const list = await scope.list();
+      table.update(list);
+      setText(count, summary(list));
+      empty.hidden = list.length > 0;
+      error.hidden = true;
+    } catch (e) {
+      if (e instanceof AuthError) throw e;
+      setText(error, scope.agent ? `Agent ${scope.agent}: ${e.message}` : e.message);
+      error.hidden = false;
+    }
+  });
+  return { card, poll };
+}
+
+// ---------- views ----------
+
+function processesView() {
+  const { card, poll } = processesCard(scopeOf(null), 'Processes');
+  return {
+    mount(main) { main.append(card); poll.start(); },
+    unmount() { poll.stop(); },
+  };
+}
+
+function agentsView() {
+  const count = h('span', { class: 'muted count' });
+  const error = h('p', { class: 'banner error', hidden: true, role: 'alert' });
+  const empty = h('p', { class: 'empty', hidden: true }, 'No agent has registered yet: on another machine run ',
+    h('code', {}, 'opm agent connect http://THIS-HOST:PORT --token T'), '.');
+  const tbody = h('tbody');
+  const table = h('table', { class: 'agents' },
+    h('thead', {}, h('tr', {},
+      ['Status', 'Name', 'Hostname', 'Endpoint', 'Version', 'Last seen', 'Processes'].map((t, i) =>
+        h('th', { scope: 'col', class: ['a-status', 'a-name', 'a-host', 'a-endpoint', 'a-version', 'a-seen num', 'a-procs num'][i] }, t)))),
+    tbody);
+  const rows = new Map();
+  const card = h('section', { class: 'card' },
+    h('div', { class: 'card-head' }, h('h1', {}, 'Agents'), count),
+    error, h('div', { class: 'table-wrap' }, table), empty);
+
+  function row(a) {
+    let tr = rows.get(a.id);
+    if (!tr) {
+      const c = {
+        status: badge(a.status),
+        name: h('a', { href: `#/agents/${enc(a.name || a.id)}` }),
+        id: h('div', { class: 'cmd' }),
+        host: h('td', { class: 'a-host' }),
+        endpoint: h('td', { class: 'a-endpoint mono' }),
+        version: h('td', { class: 'a-version' }),
+        seen: h('td', { class: 'a-seen num', 'data-label': 'Seen' }),
+        procs: h('td', { class: 'a-procs num' }),
+      };
+      tr = h('tr', { class: 'agent' }, h('td', { class: 'a-status' }, c.status),
+        h('td', { class: 'a-name' }, c.name, c.id), c.host, c.endpoint, c.version, c.seen, c.procs);
+      tr.cells_ = c;
+      rows.set(a.id, tr);
+    }
+    const c = tr.cells_;
+    tr.dataset.id = a.id;
+    tr.dataset.name = a.name;
+    tr.dataset.status = a.status;
+    setBadge(c.status, a.status);
+    setText(c.name, a.name);
+    c.name.setAttribute('href', `#/agents/${enc(a.name || a.id)}`);
+    setText(c.id, a.id);
+    setText(c.host, a.hostname);
+    setText(c.endpoint, a.endpoint);
+    setText(c.version, a.version);
+    setText(c.seen, fmtAgo(a.last_seen_ms));
+    const pc = a.processes || { total: 0, online: 0, stopped: 0, errored: 0 };
+    setText(c.procs, `${pc.online}/${pc.total} online${pc.errored ? ` · ${pc.errored} errored` : ''}`);
+    return tr;
+  }
+
+  const poll = poller(async () => {
+    try {
+      const list = (await api('/daemon/agents/list')).sort((a, b) => a.name.localeCompare(b.name));
+      const seen = new Set(list.map((a) => a.id));
+      list.forEach((a, i) => {
+        const tr = row(a);
+        if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null);
+      });
+      for (const [id, tr] of rows) if (!seen.has(id)) { tr.remove(); rows.delete(id); }
+      const on = list.filter((a) => a.status === 'online').length;
+      setText(count, `${list.length} ${list.length === 1 ? 'agent' : 'agents'} · ${on} online`);
+      empty.hidden = list.length > 0;
+      error.hidden = true;
+    } catch (e) {
+      if (e instanceof AuthError) throw e;
+      setText(error, e.message);
+      error.hidden = false;
+    }
+  });
+  return {
+    mount(main) { main.append(card); poll.start(); },
+    unmount() { poll.stop(); },
+  };
+}
+
+function agentView(agentId) {
+  const scope = scopeOf(agentId);
+  const facts = h('dl', { class: 'facts compact' });
+  const status = badge('offline');
+  const { card, poll } = processesCard(scope, 'Processes');
+  const head = h('section', { class: 'card' },
+    h('div', { class: 'card-head' }, h('h1', {}, agentId), status),
+    facts);
+  const crumbs = h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, h('a', { href: '#/agents' }, 'Agents'), h('span', {}, agentId));
+  const infoPoll = poller(async () => {
+    const list = await api('/daemon/agents/list');
+    const a = list.find((x) => x.id === agentId || x.name === agentId);
+    if (!a) { setBadge(status, 'unknown'); return; }
+    setBadge(status, a.status);
+    fillFacts(facts, [
+      ['Hostname', a.hostname], ['Endpoint', a.endpoint], ['Version', a.version],
+      ['Last seen', fmtAgo(a.last_seen_ms)], ['Registered', fmtTime(a.registered_ms)], ['Agent id', a.id],
+    ]);
+  });
+  return {
+    mount(main) { main.append(crumbs, head, card); poll.start(); infoPoll.start(); },
+    unmount() { poll.stop(); infoPoll.stop(); },
+  };
+}
+
+function fillFacts(dl, pairs) {
+  const keys = pairs.map(([k]) => k).join('|');
+  if (dl.dataset.keys !== keys) {
+    dl.dataset.keys = keys;
+    dl.replaceChildren(...pairs.flatMap(([k]) => [h('dt', {}, k), h('dd', { dataset: { fact: k } })]));
+  }
+  pairs.forEach(([, v], i) => setText(dl.children[i * 2 + 1], dash(v)));
+}
+
+/** A log pane: lines in order, stderr marked, following the bottom unless scrolled up. */
+function logPane() {
+  const pre = h('div', { class: 'log', id: 'log', tabindex: '0', role: 'log', 'aria-label': 'Process output' });
+  let count = 0;
+  const atBottom = () => pre.scrollHeight - pre.scrollTop - pre.clientHeight < 24;
+  return {
+    el: pre,
+    add(kind, text) {
+      const stick = atBottom();
+      pre.append(h('div', { class: `line ${kind}` }, text));
+      count++;
+      while (count > MAX_LOG_LINES) { pre.firstChild.remove(); count--; }
+      if (stick) pre.scrollTop = pre.scrollHeight;
+    },
+    replace(out, err) {
+      const key = JSON.stringify([out, err]);
+      if (pre.dataset.key === key) return;
+      pre.dataset.key = key;
+      const stick = atBottom();
+      const mk = (kind, lines, title) => lines.length
+        ? [h('div', { class: 'line sep' }, title), ...lines.map((l) => h('div', { class: `line ${kind}` }, l))] : [];
+      pre.replaceChildren(...mk('out', out, '── stdout ──'), ...mk('err', err, '── stderr ──'));
+      count = pre.children.length;
+      if (stick) pre.scrollTop = pre.scrollHeight;
+    },
+    clear() { pre.replaceChildren(); count = 0; delete pre.dataset.key; },
+  };
+}
+
+/**
+ * Reads server-sent events from a fetch() body (EventSource cannot send the
+ * token header). Calls onOpen() once the stream is answered, then
+ * onEvent(name, data) per event; resolves when the stream ends.
+ */
+async function readSse(url, signal, onOpen, onEvent) {
+  const res = await fetch(url, { headers: headers({ Accept: 'text/event-stream' }), signal, cache: 'no-store', credentials: 'omit' });
+  if (res.status === 401) throw new AuthError('unauthorized');
+  if (!res.ok || !res.body) {
+    let msg = `${res.status} ${res.statusText}`;
+    try { msg = (await res.json()).error || msg; } catch { /* not JSON */ }
+    throw new ApiError(msg, res.status);
+  }
+  onOpen();
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += value;
+    let m;
+    while ((m = /\r?\n\r?\n/.exec(buf))) {
+      const block = buf.slice(0, m.index);
+      buf = buf.slice(m.index + m[0].length);
+      let event = 'message';
+      const data = [];
+      for (const line of block.split(/\r?\n/)) {
+        if (!line || line.startsWith(':')) continue;
+        const i = line.indexOf(':');
+        const field = i < 0 ? line : line.slice(0, i);
+        let v = i < 0 ? '' : line.slice(i + 1);
+        if (v.startsWith(' ')) v = v.slice(1);
+        if (field === 'event') event = v;
+        else if (field === 'data') data.push(v);
+      }
+      if (data.length) onEvent(event, data.join('\n'));
+    }
+  }
+}
+
+function processView(scope, id) {
+  const title = h('h1', {}, id);
+  const status = badge('stopped');
+  const facts = h('dl', { class: 'facts' });
+  const error = h('p', { class: 'banner error', hidden: true, role: 'alert' });
+  const events = h('ol', { class: 'events' });
+  const pane = logPane();
+  const live = h('span', { class: 'live', dataset: { state: 'connecting' } }, 'connecting');
+  let poll;
+  let actions = null;
+  const actionsSlot = h('span', { class: 'head-actions' });
+  const back = scope.agent
+    ? [h('a', { href: '#/agents' }, 'Agents'), h('a', { href: `#/agents/${enc(scope.agent)}` }, scope.agent)]
+    : [h('a', { href: '#/' }, 'Processes')];
+  const crumbs = h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, ...back, h('span', {}, id));
+  const clear = h('button', { type: 'button', class: 'ghost small', onclick: () => pane.clear() }, 'Clear');
+  const cards = [
+    crumbs,
+    h('section', { class: 'card' },
+      h('div', { class: 'card-head' }, title, status, h('span', { class: 'spacer' }), actionsSlot),
+      error, facts),
+    h('section', { class: 'card logs-card' },
+      h('div', { class: 'card-head' }, h('h2', {}, 'Logs'), live, h('span', { class: 'spacer' }), clear),
+      pane.el),
+    h('section', { class: 'card' }, h('div', { class: 'card-head' }, h('h2', {}, 'Events')), events),
+  ];
+
+  poll = poller(async () => {
+    let info;
+    try {
+      info = await scope.info(id);
+    } catch (e) {
+      if (e instanceof AuthError) throw e;
+      setText(error, e.status === 404 ? `No process ${id} here.` : e.message);
+      error.hidden = false;
+      return;
+    }
+    error.hidden = true;
+    setText(title, info.name);
+    setText(crumbs.lastChild, info.name);
+    setBadge(status, info.status);
+    if (!actions) {
+      actions = actionsFor(scope, info, (action, ok) => {
+        if (action === 'remove' && ok) location.hash = scope.agent ? `#/agents/${enc(scope.agent)}` : '#/';
+        else poll.now();
+      });
+      actionsSlot.append(actions);
+    }
+    updateActions(actions, info);
+    const optional = [
+      ['Max memory', info.max_memory ? fmtBytes(info.max_memory) : null], ['Errored', info.errored_reason],
+      ['Next restart', info.restart_at_ms ? fmtTime(info.restart_at_ms) : null],
+      ['Env keys', (info.env_keys || []).join(', ')],
+    ].filter(([, v]) => v);
+    fillFacts(facts, [
+      ['ID', info.id], ['PID', info.pid], ['CPU', info.pid ? `${info.cpu.toFixed(1)}%` : null],
+      ['Memory', info.pid ? fmtBytes(info.memory) : null],
+      ['Uptime', info.status === 'online' ? fmtDuration(info.uptime_ms) : null], ['Restarts', info.restarts],
+      ['Desired', info.desired], ['Autorestart', info.autorestart ? 'yes' : 'no'],
+      ['Command', info.command], ['Directory', info.cwd],
+      ['Created', fmtTime(info.created_ms)], ['Last exit', info.last_exit ? info.last_exit.description : null],
+      ...optional,
+      ['Out log', info.out_log], ['Err log', info.err_log],
+    ]);
+    const evs = (info.events || []).slice(-30).reverse();
+    const key = evs.map((e) => `${e.at_ms}${e.kind}`).join();
+    if (events.dataset.key !== key) {
+      events.dataset.key = key;
+      events.replaceChildren(...(evs.length ? evs.map((e) => h('li', {},
+        h('time', { class: 'num', datetime: new Date(e.at_ms).toISOString() }, new Date(e.at_ms).toLocaleTimeString()),
+        h('span', { class: `ev ev-${e.kind}` }, e.kind), h('span', { class: 'detail' }, e.detail))) : [h('li', { class: 'muted' }, 'Nothing yet.')]));
+    }
+  });
+
+  // Live logs: the SSE stream on this daemon; polling through the server for an agent.
+  const abort = new AbortController();
+  let logPoll = null;
+  function setLive(state, text) { live.dataset.state = state; setText(live, text); }
+  async function follow() {
+    let first = true;
+    while (!abort.signal.aborted) {
+      try {
+        setLive('connecting', 'connecting');
+        await readSse(scope.stream(id, first ? LOG_LINES : 0), abort.signal, () => setLive('live', 'live'), (event, data) => {
+          if (event === 'out' || event === 'err') pane.add(event, data);
+          else if (event === 'error') pane.add('err', `[log stream] ${data}`);
+        });
+      } catch (e) {
+        if (abort.signal.aborted || e.name === 'AbortError') return;
+        if (e instanceof AuthError) { onAuthLost(e.message); return; }
+        if (e.status === 404) { setLive('down', 'no such process'); return; }
+      }
+      first = false;
+      setLive('down', 'reconnecting');
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+  }
+
+  return {
+    mount(main) {
+      main.append(...cards);
+      poll.start();
+      if (scope.stream) {
+        follow();
+      } else {
+        setLive('live', `every ${POLL_MS / 1000}s`);
+        logPoll = poller(async () => {
+          try {
+            const r = await scope.logs(id, LOG_LINES);
+            pane.replace(r.out || [], r.err || []);
+            setLive('live', `every ${POLL_MS / 1000}s`);
+          } catch (e) {
+            if (e instanceof AuthError) throw e;
+            setLive('down', e.message);
+          }
+        });
+        logPoll.start();
+      }
+    },
+    unmount() { poll.stop(); abort.abort(); if (logPoll) logPoll.stop(); },
+  };
+}
+
+// ---------- boot ----------
+
+$('#logout').addEventListener('click', () => {
+  session.token = '';
+  if (app.view) { app.view.unmount(); app.view = null; }
+  showLogin('Signed out.');
+});
+window.addEventListener('hashchange', () => { if (!$('#top').hidden) route(); });
+start();
