@@ -476,6 +476,13 @@ def one_tool_run(make, args, crasher, res: dict) -> None:
 # --------------------------------------------------------------- setup -----
 
 
+def wait_for_load(limit: float, timeout: float = 900.0) -> None:
+    deadline = time.monotonic() + timeout
+    while os.getloadavg()[0] >= limit and time.monotonic() < deadline:
+        log(f"load average {os.getloadavg()[0]:.2f} >= {limit:g}: waiting")
+        time.sleep(20)
+
+
 def install_pm2(root: Path, version: str, reuse: str | None) -> Path:
     if reuse:
         prefix = Path(reuse).resolve()
@@ -537,11 +544,12 @@ ROWS = [
     ("idle_cpu_pct", "idle daemon CPU, {procs} processes, {idle:g} s (% of one core)", "%", "{:.3f}"),
     ("restart1_ms", "crash → first restart gap (child lived 1.2 s)", "ms", "{:.2f}"),
     ("restart2_ms", "crash → second restart gap", "ms", "{:.2f}"),
+    ("load1", "1-minute load average when the run began", "", "{:.2f}"),
 ]
 
 
 def fmt(v, spec, unit):
-    return "–" if v is None else f"{spec.format(v)} {unit}"
+    return "–" if v is None else f"{spec.format(v)} {unit}".rstrip()
 
 
 def render(args, meta, results) -> str:
@@ -566,7 +574,8 @@ def render(args, meta, results) -> str:
         row = f"| {name} | " + " | ".join(cells)
         if len(tools) == 2:
             a, b = med["opm"][key], med["PM2"][key]
-            row += " | " + (f"{b / a:.1f}×" if a and b is not None and a > 0 else "–")
+            ratio = key != "load1" and a and b is not None and a > 0
+            row += " | " + (f"{b / a:.1f}×" if ratio else "–")
         lines.append(row + " |")
     lines.append("")
     lines.append(f"Medians of {args.runs} run(s); each `list` figure of a run is the median of "
@@ -625,6 +634,8 @@ def main() -> int:
     ap.add_argument("--opm", default=str(REPO / "target" / "release" / "opm"), help="the opm binary")
     ap.add_argument("--opm-commit", help="label for the opm build (default: the git commit of this repository)")
     ap.add_argument("--out", help="also write the Markdown table to this file")
+    ap.add_argument("--max-load", type=float,
+                    help="before each tool's run, wait (up to 15 min) for the 1-minute load average to fall below this")
     args = ap.parse_args()
     if args.small > args.procs:
         ap.error("--small must not exceed --procs")
@@ -676,7 +687,10 @@ def main() -> int:
                     tools_made.append(t)
                     return t
 
-                log(f"run {run + 1}/{args.runs}: {label}")
+                if args.max_load is not None:
+                    wait_for_load(args.max_load)
+                res["load1"] = os.getloadavg()[0]
+                log(f"run {run + 1}/{args.runs}: {label} (load average {res['load1']:.2f})")
                 one_tool_run(make, args, crasher, res)
                 results[label].append(res)
                 log(f"{label} run {run + 1}: " + ", ".join(

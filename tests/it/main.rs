@@ -4,6 +4,12 @@
 
 mod common;
 
+mod api_client;
+mod api_fuzz;
+mod api_metrics;
+mod api_openapi;
+mod api_tcp;
+mod cli_remote;
 mod fixture;
 mod process_lifecycle;
 mod restart_policy;

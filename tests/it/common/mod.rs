@@ -155,6 +155,11 @@ impl TestHome {
         run(cmd)
     }
 
+    /// Writes `$OPM_HOME/config.toml` (before the daemon starts, or for its next start).
+    pub fn write_config(&self, toml: &str) {
+        std::fs::write(self.join("config.toml"), toml).expect("write config.toml");
+    }
+
     /// `opm list --format json`, which must succeed.
     #[track_caller]
     pub fn list(&self) -> Vec<serde_json::Value> {
@@ -458,6 +463,14 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).expect("copy a file");
         }
     }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port on 127.0.0.1")
+        .port()
 }
 
 /// A value unique to this test run, for `--env MARK=...`.
