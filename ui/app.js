@@ -176,11 +176,12 @@ function setHealth(hl) {
     h('span', { class: `chip role role-${hl.role}`, title: 'Role of this daemon' }, hl.role),
     h('span', { class: 'chip', title: `opm ${hl.version}, pid ${hl.pid}` }, `v${hl.version}`),
     h('span', { class: 'chip num', title: 'Daemon uptime' }, `up ${fmtDuration(hl.uptime_ms)}`),
-    h('span', { class: 'chip num', title: 'Processes online / all' }, `${hl.online}/${hl.processes} online`),
+    h('span', { class: 'chip num', title: 'Processes online / all' },
+      hl.processes ? `${hl.online}/${hl.processes} online` : 'no processes'),
   ];
   if (hl.agents_online !== undefined && hl.agents_online !== null) {
     const total = hl.agents_online + (hl.agents_offline || 0);
-    chips.push(h('span', { class: 'chip num', title: 'Agents online / all' }, `${hl.agents_online}/${total} agents`));
+    chips.push(h('span', { class: 'chip num', title: 'Agents online / all' }, `${hl.agents_online}/${total} agents online`));
   }
   if (hl.server) {
     chips.push(h('span', { class: `chip ${hl.connected ? 'ok' : 'bad'}`, title: `Server ${hl.server}` },
@@ -366,6 +367,7 @@ async function runAction(scope, p, action, button, after) {
   } finally {
     if (row) delete row.dataset.busy;
   }
+  pollHealth();
   if (after) after(action, ok);
   return ok;
 }
@@ -487,7 +489,10 @@ function newProcessForm(scope, onCreated) {
       const created = await scope.create(body);
       toast(`Started ${created && created.name ? created.name : body.script}`);
       form.reset();
+      form.hidden = true;
+      toggle.setAttribute('aria-expanded', 'false');
       onCreated();
+      pollHealth();
     } catch (e) {
       if (e instanceof AuthError) { onAuthLost(e.message); return; }
       err.textContent = e.message;
@@ -788,9 +793,9 @@ function processView(scope, id) {
       ['Memory', info.pid ? fmtBytes(info.memory) : null],
       ['Uptime', info.status === 'online' ? fmtDuration(info.uptime_ms) : null], ['Restarts', info.restarts],
       ['Desired', info.desired], ['Autorestart', info.autorestart ? 'yes' : 'no'],
-      ['Command', info.command], ['Directory', info.cwd],
       ['Created', fmtTime(info.created_ms)], ['Last exit', info.last_exit ? info.last_exit.description : null],
       ...optional,
+      ['Command', info.command], ['Directory', info.cwd],
       ['Out log', info.out_log], ['Err log', info.err_log],
     ]);
     const evs = (info.events || []).slice(-30).reverse();
