@@ -16,3 +16,4 @@ mod restart_policy;
 mod stop_kill;
 mod roles;
 mod roles_netns;
+mod web_ui;
