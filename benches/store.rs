@@ -36,6 +36,7 @@ fn spec(name: &str) -> Spec {
         restart: RestartPolicy::default(),
         kill_timeout_ms: DEFAULT_KILL_TIMEOUT_MS,
         max_memory: Some(512 * 1024 * 1024),
+        watch: None,
         desired: Desired::Running,
         generation: 1,
         created_ms: T0,

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{Desired, RestartPolicy, Spec, DEFAULT_KILL_TIMEOUT_MS};
+use crate::spec::{Desired, RestartPolicy, DEFAULT_KILL_TIMEOUT_MS};
 use crate::store::{codec, StoreError, PROCESSES};
 
 pub const VERSION: u32 = 2;
@@ -24,8 +24,24 @@ pub struct SpecV1 {
     pub created_ms: u64,
 }
 
-pub fn convert(old: SpecV1) -> Spec {
-    Spec {
+/// A process spec as schema 2 stored it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecV2 {
+    pub id: u64,
+    pub name: String,
+    pub command: String,
+    pub cwd: String,
+    pub env: Vec<(String, String)>,
+    pub restart: RestartPolicy,
+    pub kill_timeout_ms: u64,
+    pub max_memory: Option<u64>,
+    pub desired: Desired,
+    pub generation: u64,
+    pub created_ms: u64,
+}
+
+pub fn convert(old: SpecV1) -> SpecV2 {
+    SpecV2 {
         id: old.id,
         name: old.name,
         command: old.command,

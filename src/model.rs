@@ -81,6 +81,7 @@ pub struct ProcessInfo {
     pub min_uptime_ms: u64,
     pub kill_timeout_ms: u64,
     pub max_memory: Option<u64>,
+    pub watch: Option<String>,
     pub env_keys: Vec<String>,
     pub out_log: String,
     pub err_log: String,
@@ -116,6 +117,9 @@ pub struct CreateRequest {
     pub kill_timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_memory: Option<u64>,
+    /// Restart on changes under this path (absolute, or relative to `path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<String>,
     /// Create it stopped (used by `restore` of a saved list).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped: Option<bool>,
@@ -275,6 +279,8 @@ pub struct SavedProcess {
     pub kill_timeout_ms: u64,
     #[serde(default)]
     pub max_memory: Option<u64>,
+    #[serde(default)]
+    pub watch: Option<String>,
     /// `running` or `stopped`.
     pub desired: String,
 }

@@ -226,6 +226,7 @@ impl Service {
             min_uptime_ms: spec.restart.min_uptime_ms,
             kill_timeout_ms: spec.kill_timeout_ms,
             max_memory: spec.max_memory,
+            watch: spec.watch.clone(),
             env_keys: spec.env.iter().map(|(k, _)| k.clone()).collect(),
             out_log: self.home.out_log(&spec.name, id).display().to_string(),
             err_log: self.home.err_log(&spec.name, id).display().to_string(),
@@ -363,6 +364,15 @@ impl Service {
                 "max memory must be more than 0".into(),
             ));
         }
+        if let Some(w) = &r.watch {
+            let p = cwd.join(w);
+            if w.is_empty() || !p.exists() {
+                return Err(ServiceError::BadRequest(format!(
+                    "the watched path {} does not exist",
+                    p.display()
+                )));
+            }
+        }
         let stopped = r.stopped.unwrap_or(false);
         Ok(NewSpec {
             spec: Spec {
@@ -374,6 +384,7 @@ impl Service {
                 restart,
                 kill_timeout_ms,
                 max_memory: r.max_memory,
+                watch: r.watch.clone(),
                 desired: if stopped {
                     Desired::Stopped
                 } else {
@@ -547,6 +558,7 @@ impl Service {
                 min_uptime_ms: s.restart.min_uptime_ms,
                 kill_timeout_ms: s.kill_timeout_ms,
                 max_memory: s.max_memory,
+                watch: s.watch,
                 desired: s.desired.as_str().to_string(),
             })
             .collect();

@@ -62,6 +62,8 @@ pub struct Spec {
     pub kill_timeout_ms: u64,
     /// Restart when the process group's resident memory passes this many bytes.
     pub max_memory: Option<u64>,
+    /// Restart when a file under this path changes (absolute, or relative to `cwd`).
+    pub watch: Option<String>,
     pub desired: Desired,
     /// Bumped by every user start/restart: a run older than this is replaced.
     pub generation: u64,

@@ -114,6 +114,7 @@ pub fn document() -> Value {
             ("min_uptime_ms", json!({ "type": "integer" })),
             ("kill_timeout_ms", json!({ "type": "integer" })),
             ("max_memory", json!({ "type": "integer", "nullable": true })),
+            ("watch", json!({ "type": "string", "nullable": true })),
             (
                 "env_keys",
                 json!({ "type": "array", "items": { "type": "string" } }),
@@ -165,6 +166,7 @@ pub fn document() -> Value {
                     "autorestart": { "type": "boolean" }, "max_restarts": { "type": "integer", "minimum": 0 },
                     "restart_delay_ms": { "type": "integer", "minimum": 0 }, "min_uptime_ms": { "type": "integer", "minimum": 0 },
                     "kill_timeout_ms": { "type": "integer", "minimum": 0 }, "max_memory": { "type": "integer", "minimum": 1 },
+                    "watch": { "type": "string", "description": "restart on changes under this path" },
                     "stopped": { "type": "boolean" }
                 }},
                 "ActionRequest": { "type": "object", "required": ["id", "action"], "additionalProperties": false, "properties": {

@@ -38,6 +38,9 @@ pub struct StartArgs {
     /// Do not restart the process when it exits
     #[arg(long)]
     pub no_autorestart: bool,
+    /// Restart the process when a file under this path changes (relative to --cwd)
+    #[arg(long, value_name = "PATH")]
+    pub watch: Option<String>,
     /// Consecutive quick restarts before the process is marked errored (default 15)
     #[arg(long, value_name = "N")]
     pub max_restarts: Option<u32>,
@@ -146,6 +149,8 @@ pub struct FileProcess {
     pub kill_timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_memory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<String>,
     /// `stopped` to create it without starting it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired: Option<String>,
@@ -191,6 +196,7 @@ impl FileProcess {
                 .map(parse_bytes)
                 .transpose()
                 .map_err(bad)?,
+            watch: self.watch.clone(),
             stopped,
         })
     }
@@ -299,6 +305,7 @@ pub async fn start(a: StartArgs) -> Result<(), CliError> {
                 .map(parse_bytes)
                 .transpose()
                 .map_err(CliError::Usage)?,
+            watch: a.watch.clone(),
             stopped: None,
         }))
     };
@@ -442,6 +449,7 @@ pub async fn info(a: InfoArgs) -> Result<(), CliError> {
     );
     row("kill timeout", format!("{} ms", i.kill_timeout_ms));
     row("max memory", i.max_memory.map_or("-".into(), format::bytes));
+    row("watch", i.watch.clone().unwrap_or_else(|| "-".into()));
     row(
         "env",
         if i.env_keys.is_empty() {
@@ -579,6 +587,7 @@ fn dump_to_file(d: &Dump) -> ProcessFile {
                 min_uptime: Some(format!("{}ms", p.min_uptime_ms)),
                 kill_timeout: Some(format!("{}ms", p.kill_timeout_ms)),
                 max_memory: p.max_memory.map(|m| m.to_string()),
+                watch: p.watch.clone(),
                 desired: Some(p.desired.clone()),
             })
             .collect(),

@@ -24,6 +24,10 @@ use crate::supervise::{pidfd, proc, spawn};
 /// How often processes with a memory limit are measured.
 pub const MEMORY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
+/// A watched change restarts the process this long after the first change
+/// of a burst (an editor's save, a build), so one burst means one restart.
+pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(300);
+
 /// The environment variable that marks a child with the nonce of its spawn.
 pub const SPAWN_MARKER: &str = "OPM_SPAWN";
 
@@ -48,6 +52,10 @@ pub struct Executor {
     slots: HashMap<u64, Slot>,
     sampler: proc::Sampler,
     next_memory_check_ms: u64,
+    /// The running watch task of each process with `--watch`, by watched path.
+    watchers: HashMap<u64, (PathBuf, tokio::task::AbortHandle)>,
+    /// Restarts due to watched changes, when they are due, and what changed.
+    watch_due: HashMap<u64, (u64, PathBuf)>,
 }
 
 static NONCE: AtomicU64 = AtomicU64::new(0);
@@ -77,6 +85,8 @@ impl Executor {
             slots: HashMap::new(),
             sampler: proc::Sampler::new(),
             next_memory_check_ms: 0,
+            watchers: HashMap::new(),
+            watch_due: HashMap::new(),
         };
         (exec, handle)
     }
@@ -130,6 +140,7 @@ impl Executor {
             if self.next_memory_check_ms <= now {
                 self.check_memory(now, &mut dirty);
             }
+            self.due_watch_restarts(now, &mut dirty);
             self.pass(dirty);
         }
         if let Err(e) = self.store.flush() {
@@ -138,7 +149,12 @@ impl Executor {
     }
 
     fn next_deadline_ms(&self) -> Option<u64> {
-        let checks = self.slots.values().filter_map(|s| s.next_check_ms).min();
+        let checks = self
+            .slots
+            .values()
+            .filter_map(|s| s.next_check_ms)
+            .chain(self.watch_due.values().map(|(t, _)| *t))
+            .min();
         let memory = self
             .slots
             .values()
@@ -229,6 +245,10 @@ impl Executor {
     fn absorb(&mut self, msg: Msg, dirty: &mut BTreeSet<u64>) {
         match msg {
             Msg::Wake(ids) => dirty.extend(ids),
+            Msg::FileChanged { id, path } => {
+                let due = now_ms() + WATCH_DEBOUNCE.as_millis() as u64;
+                self.watch_due.entry(id).or_insert((due, path));
+            }
             Msg::Exited { id, pid, status } => {
                 let now = now_ms();
                 let Some(slot) = self.slots.get_mut(&id) else {
@@ -331,6 +351,7 @@ impl Executor {
             }
         }
         for &id in &dirty {
+            self.sync_watch(id);
             match self.slots.get(&id) {
                 Some(slot) => {
                     if let Err(e) = self.store.put_runtime(id, &slot.obs) {
@@ -461,6 +482,69 @@ impl Executor {
                 slot.next_check_ms = Some(now);
                 self.event(&spec, "spawn_failed", e.to_string());
             }
+        }
+    }
+
+    /// Turns watched changes whose debounce has passed into restarts.
+    fn due_watch_restarts(&mut self, now: u64, dirty: &mut BTreeSet<u64>) {
+        let due: Vec<u64> = self
+            .watch_due
+            .iter()
+            .filter(|(_, (t, _))| *t <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let Some((_, path)) = self.watch_due.remove(&id) else {
+                continue;
+            };
+            let Some(slot) = self.slots.get_mut(&id) else {
+                continue;
+            };
+            if slot.obs.pid().is_some() && slot.obs.restart_pending.is_none() {
+                let reason = format!("{} changed", path.display());
+                slot.obs.restart_pending = Some(reason.clone());
+                let spec = slot.spec.clone();
+                self.event(&spec, "watch", reason);
+                dirty.insert(id);
+            }
+        }
+    }
+
+    /// Keeps a watch task running exactly while the process should run with
+    /// `--watch`, on the path its spec names.
+    fn sync_watch(&mut self, id: u64) {
+        let wanted = self
+            .slots
+            .get(&id)
+            .and_then(|s| match (&s.spec.watch, s.spec.desired) {
+                (Some(w), crate::spec::Desired::Running) => {
+                    Some(PathBuf::from(&s.spec.cwd).join(w))
+                }
+                _ => None,
+            });
+        if let Some((path, task)) = self.watchers.get(&id) {
+            if Some(path) == wanted.as_ref() {
+                return;
+            }
+            task.abort();
+            self.watchers.remove(&id);
+            self.watch_due.remove(&id);
+        }
+        let Some(path) = wanted else { return };
+        // Children write their logs there: watching them would restart forever.
+        match crate::supervise::watch::Watcher::new(&path, &self.home.logs()) {
+            Ok(mut watcher) => {
+                let tx = self.tx.clone();
+                let task = tokio::spawn(async move {
+                    while let Ok(changed) = watcher.changed().await {
+                        if tx.send(Msg::FileChanged { id, path: changed }).is_err() {
+                            return;
+                        }
+                    }
+                });
+                self.watchers.insert(id, (path, task.abort_handle()));
+            }
+            Err(e) => dlog!("process {id}: cannot watch {}: {e}", path.display()),
         }
     }
 

@@ -33,6 +33,8 @@ pub enum Msg {
         pid: u32,
         status: Option<ExitStatus>,
     },
+    /// A file under a watched path changed.
+    FileChanged { id: u64, path: std::path::PathBuf },
 }
 
 /// State shared between the executor (the only writer) and readers.

@@ -376,6 +376,7 @@ mod tests {
             },
             kill_timeout_ms: 2_000,
             max_memory: None,
+            watch: None,
             desired: Desired::Running,
             generation: 1,
             created_ms: T0,

@@ -12,6 +12,8 @@ use super::{codec, StoreError, META, PROCESSES, SCHEMA_KEY};
 pub mod m0001_initial;
 #[path = "../../migrations/0002_restart_policy.rs"]
 pub mod m0002_restart_policy;
+#[path = "../../migrations/0003_watch.rs"]
+pub mod m0003_watch;
 
 type Step = fn(&sled::Db) -> Result<Vec<(sled::IVec, Vec<u8>)>, StoreError>;
 
@@ -19,9 +21,10 @@ type Step = fn(&sled::Db) -> Result<Vec<(sled::IVec, Vec<u8>)>, StoreError>;
 pub const STEPS: &[(u32, Step)] = &[
     (m0001_initial::VERSION, m0001_initial::up),
     (m0002_restart_policy::VERSION, m0002_restart_policy::up),
+    (m0003_watch::VERSION, m0003_watch::up),
 ];
 
-pub const CURRENT: u32 = m0002_restart_policy::VERSION;
+pub const CURRENT: u32 = m0003_watch::VERSION;
 
 /// The recorded schema version, `None` for a database that has none.
 pub fn recorded(db: &sled::Db) -> Result<Option<u32>, StoreError> {

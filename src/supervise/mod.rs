@@ -9,6 +9,7 @@ pub mod logs;
 pub mod pidfd;
 pub mod proc;
 pub mod spawn;
+pub mod watch;
 
 pub use pidfd::{reap, ExitStatus, PidFd};
 pub use proc::{ProcStat, Sampler, Usage};

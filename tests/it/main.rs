@@ -17,3 +17,4 @@ mod stop_kill;
 mod roles;
 mod roles_netns;
 mod web_ui;
+mod watch_memory;
