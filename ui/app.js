@@ -559,7 +559,7 @@ function agentsView() {
   const count = h('span', { class: 'muted count' });
   const error = h('p', { class: 'banner error', hidden: true, role: 'alert' });
   const empty = h('p', { class: 'empty', hidden: true }, 'No agent has registered yet: on another machine run ',
-    h('code', {}, 'opm agent connect http://THIS-HOST:PORT --token T'), '.');
+    h('code', {}, `opm agent connect ${location.origin} --token T`), '.');
   const tbody = h('tbody');
   const table = h('table', { class: 'agents' },
     h('thead', {}, h('tr', {},
