@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use crate::common::{kill_pid, unique, wait_until, TestHome};
 
 /// How long the page may take to show a change (it polls every 2 s).
-const UI_DEADLINE: Duration = Duration::from_secs(20);
+const UI_DEADLINE: Duration = Duration::from_secs(30);
 
 /// One browser at a time: the browser tests are heavy and gain nothing from overlap.
 static BROWSER_LOCK: Mutex<()> = Mutex::new(());
