@@ -204,7 +204,8 @@ async function pollHealth() {
   } catch (e) {
     if (!(e instanceof AuthError)) $('#health').replaceChildren(h('span', { class: 'chip bad' }, 'daemon unreachable'));
   }
-  app.healthTimer = setTimeout(pollHealth, POLL_MS);
+  // Only while signed in: the login screen shows nothing of the daemon.
+  if (!$('#top').hidden) app.healthTimer = setTimeout(pollHealth, POLL_MS);
 }
 
 function markNav(name) {
@@ -351,7 +352,7 @@ async function runAction(scope, p, action, button, after) {
     setTimeout(() => {
       button.classList.remove('confirm');
       setText(button.querySelector('.label'), 'Remove');
-    }, 3000);
+    }, 5000);
     return false;
   }
   const row = button && button.closest('tr, .actions');

@@ -463,6 +463,25 @@ fn the_process_list_acts_and_the_process_page_streams_its_logs() {
         assert!(b.url().contains("#/p/"), "{}", b.url());
         b.screenshot("process.png");
 
+        // Remove asks for a second click, then the process is gone for the CLI too.
+        b.goto(&base);
+        let remove = format!("{} button[data-action=remove]", row("worker"));
+        b.click(&remove);
+        wait_until(UI_DEADLINE, "remove to ask for confirmation", || {
+            b.text(&format!("{remove} .label")).as_deref() == Some("Sure?")
+        });
+        assert!(
+            listed_status(&home, "worker").is_some(),
+            "one click removes nothing"
+        );
+        b.click(&remove);
+        wait_until(UI_DEADLINE, "worker to be gone from opm list", || {
+            listed_status(&home, "worker").is_none()
+        });
+        wait_until(UI_DEADLINE, "worker to be gone from the page", || {
+            !b.exists(&row("worker"))
+        });
+
         // A narrow window: the list still shows every process and its actions.
         b.set_size(420, 800);
         b.goto(&base);
