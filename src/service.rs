@@ -289,8 +289,11 @@ impl Service {
         let want = ids.clone();
         self.rec
             .wait_for(SPAWN_WAIT, |procs| {
-                want.iter()
-                    .all(|id| procs.get(id).is_some_and(|e| settled_start(e, 1)))
+                want.iter().all(|id| {
+                    procs
+                        .get(id)
+                        .is_some_and(|e| settled_start(e, e.spec.desired, 1))
+                })
             })
             .await;
         Ok(self.views(Some(&ids)))
@@ -451,19 +454,24 @@ impl Service {
         self.rec.wake(ids.clone());
         let longest_kill = specs.iter().map(|s| s.kill_timeout_ms).max().unwrap_or(0);
         let timeout = Duration::from_millis(longest_kill) + STOP_WAIT_SLACK;
-        let wanted: Vec<(u64, u64)> = specs.iter().map(|s| (s.id, s.generation)).collect();
+        let wanted: Vec<(u64, Desired, u64)> = specs
+            .iter()
+            .map(|s| (s.id, s.desired, s.generation))
+            .collect();
         let action = req.action;
         self.rec
             .wait_for(timeout, |procs| {
                 wanted
                     .iter()
-                    .all(|(id, generation)| match (action, procs.get(id)) {
+                    .all(|(id, desired, generation)| match (action, procs.get(id)) {
                         (ActionKind::Remove, e) => e.is_none(),
                         (_, None) => true,
                         (ActionKind::Stop, Some(e)) => {
-                            e.obs.pid().is_none() && !matches!(e.obs.phase, Phase::Stopping { .. })
+                            e.spec.desired == Desired::Stopped
+                                && e.obs.pid().is_none()
+                                && !matches!(e.obs.phase, Phase::Stopping { .. })
                         }
-                        (_, Some(e)) => settled_start(e, *generation),
+                        (_, Some(e)) => settled_start(e, *desired, *generation),
                     })
             })
             .await;
@@ -665,8 +673,14 @@ impl Service {
 
 /// Whether a start of `generation` has been carried out (forked, failed or
 /// given up on), so its answer can be given.
-fn settled_start(e: &Entry, generation: u64) -> bool {
-    if e.spec.desired != Desired::Running {
+///
+/// The published spec must be the one this request wrote (same desired
+/// state, same generation), else the reconciler has not looked yet.
+fn settled_start(e: &Entry, desired: Desired, generation: u64) -> bool {
+    if e.spec.desired != desired || e.spec.generation < generation {
+        return false;
+    }
+    if desired != Desired::Running {
         return true;
     }
     e.obs.generation >= generation

@@ -46,7 +46,11 @@ pub fn scope(tokens: Tokens) -> impl Filter<Extract = (Scope,), Error = Rejectio
             let tokens = tokens.clone();
             async move {
                 let given = header.or_else(|| {
-                    bearer.and_then(|b| b.strip_prefix("Bearer ").map(|t| t.trim().to_string()))
+                    bearer.and_then(|b| {
+                        // The scheme is case-insensitive (RFC 7235).
+                        let (scheme, token) = b.trim().split_once(' ')?;
+                        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+                    })
                 });
                 let matches = |t: &Option<Arc<String>>, g: &str| {
                     t.as_ref().is_some_and(|t| constant_time_eq(g.as_bytes(), t.as_bytes()))

@@ -92,6 +92,8 @@ pub fn document() -> Value {
         "description": "Prometheus exposition format 0.0.4", "content": { "text/plain": { "schema": { "type": "string" } } }
     }})) }));
 
+    agent_paths(&mut paths);
+
     let status = json!({ "type": "string", "enum": ["online", "stopped", "errored", "starting", "stopping"] });
     let process_view = json!({
         "type": "object",
@@ -192,6 +194,38 @@ pub fn document() -> Value {
                     "uptime_ms": { "type": "integer" }, "home": { "type": "string" }, "schema_version": { "type": "integer" },
                     "memory": { "type": "integer" }
                 }},
+                "RegisterRequest": { "type": "object", "required": ["id", "name", "hostname", "endpoint", "version", "token"], "additionalProperties": false, "properties": {
+                    "id": { "type": "string" }, "name": { "type": "string" }, "hostname": { "type": "string" },
+                    "endpoint": { "type": "string", "description": "http://host:port of the agent's API" },
+                    "version": { "type": "string" }, "token": { "type": "string", "description": "the agent's API token (at least 16 characters)" },
+                    "processes": { "type": "array", "items": r("ProcessView") }
+                }},
+                "HeartbeatRequest": { "type": "object", "additionalProperties": false, "properties": {
+                    "processes": { "type": "array", "items": r("ProcessView") }
+                }},
+                "HeartbeatAnswer": { "type": "object", "required": ["id", "heartbeat_interval_ms"], "properties": {
+                    "id": { "type": "string" }, "heartbeat_interval_ms": { "type": "integer", "description": "when to beat next" }
+                }},
+                "AgentView": { "type": "object", "required": ["id", "name", "hostname", "endpoint", "status", "last_seen_ms", "processes"], "properties": {
+                    "id": { "type": "string" }, "name": { "type": "string" }, "hostname": { "type": "string" },
+                    "endpoint": { "type": "string" }, "version": { "type": "string" },
+                    "status": { "type": "string", "enum": ["online", "offline"] },
+                    "last_seen_ms": { "type": "integer" }, "registered_ms": { "type": "integer" },
+                    "processes": { "type": "object", "properties": {
+                        "total": { "type": "integer" }, "online": { "type": "integer" },
+                        "stopped": { "type": "integer" }, "errored": { "type": "integer" } } }
+                }},
+                "AgentStatus": { "type": "object", "properties": {
+                    "role": { "type": "string" }, "server": { "type": "string", "nullable": true },
+                    "agent_id": { "type": "string", "nullable": true }, "name": { "type": "string", "nullable": true },
+                    "endpoint": { "type": "string", "nullable": true }, "connected": { "type": "boolean" },
+                    "last_heartbeat_ms": { "type": "integer", "nullable": true }, "last_error": { "type": "string", "nullable": true },
+                    "heartbeat_interval_ms": { "type": "integer", "nullable": true }, "connected_since_ms": { "type": "integer", "nullable": true }
+                }},
+                "ConnectRequest": { "type": "object", "required": ["server", "token"], "additionalProperties": false, "properties": {
+                    "server": { "type": "string" }, "token": { "type": "string" },
+                    "name": { "type": "string", "nullable": true }, "api_address": { "type": "string", "nullable": true }
+                }},
                 "Metrics": { "type": "object", "properties": {
                     "daemon": { "type": "object", "properties": {
                         "pid": { "type": "integer" }, "uptime_ms": { "type": "integer" }, "cpu_avg": { "type": "number" },
@@ -202,4 +236,51 @@ pub fn document() -> Value {
             }
         }
     })
+}
+
+/// The role routes: on a server, agents and their processes; on the unix
+/// socket only, this daemon's own link as an agent.
+fn agent_paths(paths: &mut serde_json::Map<String, Value>) {
+    let agent = json!([{ "name": "id", "in": "path", "required": true, "description": "Agent id or name", "schema": { "type": "string" } }]);
+    let agent_and_process = json!([
+        agent[0].clone(),
+        { "name": "pid", "in": "path", "required": true, "description": "Process id or name on that agent", "schema": { "type": "string" } }
+    ]);
+    let agent_token = json!({ "name": "agent-token", "in": "header", "required": true, "description": "the agent's own API token", "schema": { "type": "string" } });
+    let server_only = "Server role only (403 elsewhere).";
+    paths.insert("/daemon/agents/register".into(), json!({ "post": with_body(
+        op(&format!("An agent registers (the join token suffices). {server_only}"), json!({ "200": ok(r("HeartbeatAnswer")) })),
+        r("RegisterRequest")) }));
+    paths.insert("/daemon/agents/{id}/heartbeat".into(), json!({ "post": with_params(with_body(
+        op(&format!("An agent's heartbeat with its process summary; 404 when the server does not know it. {server_only}"), json!({ "200": ok(r("HeartbeatAnswer")) })),
+        r("HeartbeatRequest")), json!([agent[0].clone(), agent_token.clone()])) }));
+    paths.insert("/daemon/agents/{id}".into(), json!({ "delete": with_params(
+        op(&format!("Forget an agent (an agent leaving sends its agent-token). {server_only}"), json!({ "200": ok(json!({ "type": "object" })) })),
+        agent.clone()) }));
+    paths.insert("/daemon/agents/list".into(), json!({ "get":
+        op(&format!("Every agent with its status and process counts. {server_only}"), json!({ "200": ok(json!({ "type": "array", "items": r("AgentView") })) })) }));
+    paths.insert("/daemon/agents/{id}/processes".into(), json!({ "get": with_params(
+        op(&format!("The agent's processes, asked of the agent. {server_only}"), json!({ "200": ok(json!({ "type": "array", "items": r("ProcessView") })), "502": { "description": "The agent did not answer" } })),
+        agent.clone()) }));
+    paths.insert("/daemon/agents/{id}/create".into(), json!({ "post": with_params(with_body(
+        op(&format!("Create processes on the agent. {server_only}"), json!({ "201": ok(json!({ "oneOf": [r("ProcessView"), { "type": "array", "items": r("ProcessView") }] })), "502": { "description": "The agent did not answer" } })),
+        json!({ "oneOf": [r("CreateRequest"), { "type": "array", "items": r("CreateRequest") }] })), agent.clone()) }));
+    paths.insert("/daemon/agents/{id}/action".into(), json!({ "post": with_params(with_body(
+        op(&format!("Act on the agent's processes. {server_only}"), json!({ "200": ok(r("ActionResponse")), "502": { "description": "The agent did not answer" } })),
+        r("ActionRequest")), agent.clone()) }));
+    paths.insert("/daemon/agents/{id}/logs/{pid}".into(), json!({ "get": with_params(
+        op(&format!("The last lines of a process on the agent. {server_only}"), json!({ "200": ok(r("LogsResponse")), "502": { "description": "The agent did not answer" } })),
+        json!([agent_and_process[0].clone(), agent_and_process[1].clone(), { "name": "lines", "in": "query", "required": false, "schema": { "type": "integer" } }])) }));
+    paths.insert("/daemon/agents/{id}/info/{pid}".into(), json!({ "get": with_params(
+        op(&format!("One process on the agent in detail. {server_only}"), json!({ "200": ok(r("ProcessInfo")), "502": { "description": "The agent did not answer" } })),
+        agent_and_process) }));
+    let local = |mut v: Value| {
+        v["x-opm-unix-socket-only"] = json!(true);
+        v
+    };
+    paths.insert("/daemon/agent/status".into(), json!({ "get": local(op("This daemon's link to its server (unix socket only)", json!({ "200": ok(r("AgentStatus")) }))) }));
+    paths.insert("/daemon/agent/connect".into(), json!({ "post": local(with_body(
+        op("Connect this daemon to a server as an agent (unix socket only)", json!({ "200": ok(r("AgentStatus")), "502": { "description": "The server could not be reached" } })),
+        r("ConnectRequest"))) }));
+    paths.insert("/daemon/agent/disconnect".into(), json!({ "post": local(op("Leave the server and become standalone (unix socket only)", json!({ "200": ok(json!({ "type": "object" })) }))) }));
 }

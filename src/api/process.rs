@@ -180,9 +180,12 @@ pub fn routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
 /// line as it is written (inotify on the logs folder, no polling). Events
 /// are named `out` or `err`.
 fn log_stream(out: PathBuf, err: PathBuf, lines: usize) -> Resp {
+    // Where the stream starts is fixed before the answer goes out, so a line
+    // written while the client connects is not lost.
+    let offsets = [&out, &err].map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0));
     let (tx, rx) = mpsc::channel::<warp::sse::Event>(256);
     tokio::spawn(async move {
-        if let Err(e) = follow(&out, &err, lines, &tx).await {
+        if let Err(e) = follow(&out, &err, offsets, lines, &tx).await {
             let _ = tx
                 .send(
                     warp::sse::Event::default()
@@ -205,9 +208,33 @@ struct Followed<'a> {
     partial: Vec<u8>,
 }
 
+impl Followed<'_> {
+    /// Sends every complete line written since the last read; false when
+    /// the client has gone.
+    async fn drain(&mut self, tx: &mpsc::Sender<warp::sse::Event>) -> bool {
+        let (bytes, next) =
+            logs::read_from(self.path, self.offset).unwrap_or((Vec::new(), self.offset));
+        if next < self.offset {
+            self.partial.clear();
+        }
+        self.offset = next;
+        self.partial.extend_from_slice(&bytes);
+        while let Some(pos) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=pos).collect();
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+            let event = warp::sse::Event::default().event(self.kind).data(text);
+            if tx.send(event).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
 async fn follow(
     out: &Path,
     err: &Path,
+    offsets: [u64; 2],
     lines: usize,
     tx: &mpsc::Sender<warp::sse::Event>,
 ) -> std::io::Result<()> {
@@ -216,12 +243,13 @@ async fn follow(
     std::fs::create_dir_all(dir)?;
     let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
     inotify.add_watch(dir, AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE)?;
-    let mut files = [out, err].map(|p| Followed {
-        path: p,
-        kind: if p == out { "out" } else { "err" },
-        offset: std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
-        partial: Vec::new(),
-    });
+    let mut files =
+        [(out, "out", offsets[0]), (err, "err", offsets[1])].map(|(path, kind, offset)| Followed {
+            path,
+            kind,
+            offset,
+            partial: Vec::new(),
+        });
     if lines > 0 {
         for f in &files {
             for line in logs::tail_lines(f.path, lines)? {
@@ -237,36 +265,20 @@ async fn follow(
     }
     let afd = crate::supervise::inotify_fd(inotify)?;
     loop {
+        // Drain first: what was written before the watch existed goes out too.
+        for f in files.iter_mut() {
+            if !f.drain(tx).await {
+                return Ok(());
+            }
+        }
         let mut guard = tokio::select! {
             g = afd.readable() => g?,
             _ = tx.closed() => return Ok(()),
         };
         match guard.get_inner().0.read_events() {
             Ok(_) => {}
-            Err(nix::errno::Errno::EAGAIN) => {
-                guard.clear_ready();
-                continue;
-            }
+            Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
             Err(e) => return Err(e.into()),
-        }
-        for f in files.iter_mut() {
-            let (bytes, next) = logs::read_from(f.path, f.offset).unwrap_or((Vec::new(), f.offset));
-            if next < f.offset {
-                f.partial.clear();
-            }
-            f.offset = next;
-            f.partial.extend_from_slice(&bytes);
-            while let Some(pos) = f.partial.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = f.partial.drain(..=pos).collect();
-                let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-                if tx
-                    .send(warp::sse::Event::default().event(f.kind).data(text))
-                    .await
-                    .is_err()
-                {
-                    return Ok(());
-                }
-            }
         }
     }
 }

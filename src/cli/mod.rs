@@ -98,6 +98,14 @@ pub enum CliError {
 
 /// Runs one command; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
+    if !matches!(cli.command, Command::Daemon(daemon::DaemonCommand::Run(_))) {
+        // Like any Unix tool, `opm list | head` ends quietly when the reader
+        // goes, instead of panicking on a closed pipe. (Not the daemon: its
+        // sockets report a gone peer as an error.)
+        // SAFETY: resetting a signal's disposition to the default at start-up,
+        // before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         Command::Daemon(daemon::DaemonCommand::Run(args)) => daemon::run_foreground(args),
         other => match tokio::runtime::Builder::new_current_thread()

@@ -397,6 +397,17 @@ impl Executor {
             let Some(slot) = self.slots.get_mut(&id) else {
                 return Ok(());
             };
+            if let Phase::Stopping {
+                pid,
+                leader_gone: true,
+                killed: false,
+                ..
+            } = slot.obs.phase
+            {
+                if !proc::group_alive(pid) {
+                    slot.obs = plan::on_group_gone(&slot.obs, now);
+                }
+            }
             let p = plan::plan(&slot.spec, &slot.obs, now);
             slot.next_check_ms = p.next_check_ms;
             let Some(action) = p.actions.into_iter().next() else {

@@ -11,6 +11,9 @@ use crate::spec::{Desired, Exit, Observed, Phase, RestartPolicy, Spec};
 /// The longest wait between two automatic restarts.
 pub const BACKOFF_CAP_MS: u64 = 15_000;
 
+/// How often a group whose leader has exited is looked at while it stops.
+pub const GROUP_RECHECK_MS: u64 = 20;
+
 /// Something the executor must do for one process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -101,6 +104,7 @@ pub fn plan(spec: &Spec, obs: &Observed, now_ms: u64) -> Plan {
                 pid,
                 deadline_ms,
                 killed,
+                leader_gone,
                 ..
             },
             _,
@@ -109,6 +113,10 @@ pub fn plan(spec: &Spec, obs: &Observed, now_ms: u64) -> Plan {
                 Plan::idle()
             } else if now_ms >= *deadline_ms {
                 Plan::act(Action::Kill { pgid: *pid })
+            } else if *leader_gone {
+                // The rest of the group is usually a moment from exiting:
+                // look again soon rather than only at the deadline.
+                Plan::wait_until((*deadline_ms).min(now_ms + GROUP_RECHECK_MS))
             } else {
                 Plan::wait_until(*deadline_ms)
             }
@@ -314,6 +322,18 @@ pub fn on_action(spec: &Spec, obs: &Observed, action: &Action, now_ms: u64) -> O
             }
         }
         Action::Spawn | Action::Forget => {}
+    }
+    next
+}
+
+/// The rest of a stopping group has exited too (the leader went first).
+pub fn on_group_gone(obs: &Observed, now_ms: u64) -> Observed {
+    let mut next = obs.clone();
+    if let Phase::Stopping {
+        leader_gone: true, ..
+    } = obs.phase
+    {
+        next.phase = Phase::Stopped { at_ms: now_ms };
     }
     next
 }
@@ -631,6 +651,14 @@ mod tests {
             }
         ));
         assert_eq!(obs.pid(), None);
+        assert_eq!(
+            plan(&s, &obs, T0 + 10),
+            Plan::wait_until(T0 + 10 + GROUP_RECHECK_MS)
+        );
+        assert_eq!(
+            on_group_gone(&obs, T0 + 30).phase,
+            Phase::Stopped { at_ms: T0 + 30 }
+        );
         assert_eq!(
             plan(&s, &obs, T0 + 2_000).actions,
             vec![Action::Kill { pgid: 42 }]

@@ -70,7 +70,10 @@ fn route_list(api: &ApiHome) -> Vec<(String, String)> {
     for (path, item) in paths {
         for method in item.as_object().into_iter().flat_map(|o| o.keys()) {
             let m = method.to_ascii_uppercase();
+            // Routes the document marks as unix-socket-only are not served on TCP at all.
+            let unix_only = item[method.as_str()]["x-opm-unix-socket-only"] == true;
             if ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&m.as_str())
+                && !unix_only
                 && !routes.iter().any(|(rm, rp)| rm == &m && rp == path)
             {
                 routes.push((m, path.clone()));
@@ -887,7 +890,7 @@ fn tokens_never_appear_in_answers_or_the_daemon_log() {
 }
 
 #[test]
-#[ignore = "bug: the Authorization scheme is matched case-sensitively (`bearer T` gets 401; RFC 7235 makes the scheme case-insensitive)"]
+
 fn the_bearer_scheme_is_case_insensitive() {
     let api = ApiHome::start();
     for scheme in ["Bearer", "bearer", "BEARER"] {

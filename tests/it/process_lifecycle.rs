@@ -124,7 +124,7 @@ fn reload_restarts_a_single_process() {
 }
 
 #[test]
-#[ignore = "bug: `opm restart` of a stopped process answers before the new run exists (status stopped, desired stopped) and `list` right after still shows it stopped"]
+
 fn restart_starts_a_stopped_process_again() {
     let home = TestHome::new();
     let old = assert_online(&home.start("sleep 1000", "a", &[]));
@@ -139,7 +139,7 @@ fn restart_starts_a_stopped_process_again() {
 }
 
 #[test]
-#[ignore = "bug: `opm start NAME` on a stopped process creates a new process running the command NAME (named NAME-1) instead of starting NAME again"]
+
 fn start_on_a_stopped_process_starts_it_again() {
     let home = TestHome::new();
     let old = assert_online(&home.start("sleep 1000", "a", &[]));
@@ -178,7 +178,7 @@ fn several_targets_at_once() {
 }
 
 #[test]
-#[ignore = "bug: `opm restart all` after `opm stop all` answers before the processes run again (status stopped) and `list` right after still shows them stopped"]
+
 fn restart_all_brings_stopped_processes_back() {
     let home = TestHome::new();
     for n in ["a", "b", "c"] {
