@@ -216,10 +216,12 @@ impl TestHome {
             return;
         }
         kill_pid(pid, libc::SIGKILL);
+        // Not just `!alive`: the main thread turns zombie while the other
+        // threads still hold the socket and the database lock.
         wait_until(
             Duration::from_secs(10),
             "the killed daemon to vanish",
-            || !alive(pid),
+            || exited(pid),
         );
     }
 
@@ -273,6 +275,16 @@ impl TestHome {
 
 impl Drop for TestHome {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The daemon's side of a failure, next to the test's message.
+            let log = std::fs::read_to_string(self.join("daemon.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!(
+                "--- last lines of {}/daemon.log ---\n{}",
+                self.path().display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         let left = self.cleanup();
         if !left.is_empty() {
             // No panic in drop: it would abort a test that is already unwinding.
@@ -355,6 +367,23 @@ pub fn stat(pid: i32) -> Option<Stat> {
 /// Whether `pid` is a live process (a zombie or a dying task is not).
 pub fn alive(pid: i32) -> bool {
     stat(pid).is_some_and(|s| !matches!(s.state, 'Z' | 'X' | 'x'))
+}
+
+/// Whether every thread of `pid` has exited (so it holds no file any more):
+/// the process is gone, or all its tasks are zombies.
+pub fn exited(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|text| {
+                let state = text[text.rfind(')')? + 1..].split_whitespace().next()?;
+                Some(matches!(state, "Z" | "X" | "x"))
+            })
+            .unwrap_or(true)
+    })
 }
 
 /// Every pid under /proc.
