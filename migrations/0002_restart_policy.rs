@@ -6,7 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{Desired, RestartPolicy, DEFAULT_KILL_TIMEOUT_MS};
-use crate::store::{codec, StoreError, PROCESSES};
+use crate::store::migrate::rewrite_processes;
+use crate::store::StoreError;
 
 pub const VERSION: u32 = 2;
 
@@ -62,12 +63,5 @@ pub fn convert(old: SpecV1) -> SpecV2 {
 /// Returns the rewritten `processes` entries; the runner writes them in the
 /// same transaction as the new schema version.
 pub fn up(db: &sled::Db) -> Result<Vec<(sled::IVec, Vec<u8>)>, StoreError> {
-    let processes = db.open_tree(PROCESSES)?;
-    let mut rewritten = Vec::new();
-    for item in processes.iter() {
-        let (key, value) = item?;
-        let old: SpecV1 = codec::decode(PROCESSES, &key, &value)?;
-        rewritten.push((key, codec::encode(&convert(old))?));
-    }
-    Ok(rewritten)
+    rewrite_processes(db, |old: SpecV1| convert(old))
 }

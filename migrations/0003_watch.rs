@@ -2,7 +2,8 @@
 //! (`--watch`). Schema-2 specs watch nothing.
 
 use crate::spec::Spec;
-use crate::store::{codec, StoreError, PROCESSES};
+use crate::store::migrate::rewrite_processes;
+use crate::store::StoreError;
 
 pub use super::m0002_restart_policy::SpecV2;
 
@@ -28,12 +29,5 @@ pub fn convert(old: SpecV2) -> Spec {
 /// Returns the rewritten `processes` entries; the runner writes them in the
 /// same transaction as the new schema version.
 pub fn up(db: &sled::Db) -> Result<Vec<(sled::IVec, Vec<u8>)>, StoreError> {
-    let processes = db.open_tree(PROCESSES)?;
-    let mut rewritten = Vec::new();
-    for item in processes.iter() {
-        let (key, value) = item?;
-        let old: SpecV2 = codec::decode(PROCESSES, &key, &value)?;
-        rewritten.push((key, codec::encode(&convert(old))?));
-    }
-    Ok(rewritten)
+    rewrite_processes(db, |old: SpecV2| convert(old))
 }

@@ -4,43 +4,20 @@
 //! out by calling the agent's API with the agent's token. On the unix socket
 //! only: this daemon's own link as an agent (`local_routes`).
 
-use std::convert::Infallible;
-
 use bytes::Bytes;
 use hyper::Method;
-use serde::Deserialize;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use super::auth::{admin, scope, Scope, Tokens};
 use super::errors::{json_error, refuse};
-use super::{Ctx, BODY_LIMIT};
+use super::{json_body, with_ctx, Ctx, LinesQuery, BODY_LIMIT};
 use crate::config::Role;
 use crate::model::{ConnectRequest, HeartbeatRequest, RegisterRequest};
 use crate::role::server::{call_agent, AgentRecord, Registry, RegistryError};
 
 type Resp = warp::reply::Response;
-
-fn with_ctx(ctx: Ctx) -> impl Filter<Extract = (Ctx,), Error = Infallible> + Clone {
-    warp::any().map(move || ctx.clone())
-}
-
-fn json_body<T: serde::de::DeserializeOwned + Send>(
-) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
-    warp::body::content_length_limit(BODY_LIMIT)
-        .and(warp::body::bytes())
-        .and_then(|b: Bytes| async move {
-            serde_json::from_slice::<T>(&b).map_err(|e| {
-                let status = if e.is_data() {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                } else {
-                    StatusCode::BAD_REQUEST
-                };
-                refuse(status, format!("invalid JSON body: {e}"))
-            })
-        })
-}
 
 /// The registry, or the refusal that says why this daemon has none.
 fn registry(ctx: &Ctx) -> Result<std::sync::Arc<Registry>, Rejection> {
@@ -141,11 +118,6 @@ pub fn agent_facing(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
     register.or(heartbeat).unify().or(remove).unify().boxed()
 }
 
-#[derive(Debug, Deserialize)]
-struct LinesQuery {
-    lines: Option<usize>,
-}
-
 /// Passes the agent's answer on: same status, same JSON body.
 async fn forward(
     rec: AgentRecord,
@@ -196,36 +168,25 @@ pub fn admin_routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
         .and_then(|id: String, ctx: Ctx| async move {
             forward(agent(&ctx, &id)?, Method::GET, "/daemon/list".into(), None).await
         });
-    let create = warp::path!("daemon" / "agents" / String / "create")
-        .and(admin(tokens.clone()))
-        .and(warp::post())
-        .and(warp::body::content_length_limit(BODY_LIMIT))
-        .and(warp::body::bytes())
-        .and(with_ctx(ctx.clone()))
-        .and_then(|id: String, body: Bytes, ctx: Ctx| async move {
-            forward(
-                agent(&ctx, &id)?,
-                Method::POST,
-                "/daemon/create".into(),
-                Some(body.to_vec()),
-            )
-            .await
-        });
-    let action = warp::path!("daemon" / "agents" / String / "action")
-        .and(admin(tokens.clone()))
-        .and(warp::post())
-        .and(warp::body::content_length_limit(BODY_LIMIT))
-        .and(warp::body::bytes())
-        .and(with_ctx(ctx.clone()))
-        .and_then(|id: String, body: Bytes, ctx: Ctx| async move {
-            forward(
-                agent(&ctx, &id)?,
-                Method::POST,
-                "/daemon/action".into(),
-                Some(body.to_vec()),
-            )
-            .await
-        });
+    // Create and action pass the body on as it came: the agent validates it.
+    let with_body = |route: &'static str| {
+        warp::path("daemon")
+            .and(warp::path("agents"))
+            .and(warp::path::param::<String>())
+            .and(warp::path(route))
+            .and(warp::path::end())
+            .and(admin(tokens.clone()))
+            .and(warp::post())
+            .and(warp::body::content_length_limit(BODY_LIMIT))
+            .and(warp::body::bytes())
+            .and(with_ctx(ctx.clone()))
+            .and_then(move |id: String, body: Bytes, ctx: Ctx| async move {
+                let path = format!("/daemon/{route}");
+                forward(agent(&ctx, &id)?, Method::POST, path, Some(body.to_vec())).await
+            })
+    };
+    let create = with_body("create");
+    let action = with_body("action");
     let logs = warp::path!("daemon" / "agents" / String / "logs" / String)
         .and(admin(tokens.clone()))
         .and(warp::get())

@@ -22,6 +22,35 @@ pub use auth::Tokens;
 /// The largest request body accepted.
 pub const BODY_LIMIT: u64 = 1024 * 1024;
 
+/// Hands every handler the context.
+fn with_ctx(ctx: Ctx) -> impl Filter<Extract = (Ctx,), Error = std::convert::Infallible> + Clone {
+    warp::any().map(move || ctx.clone())
+}
+
+/// A JSON body within the size limit: malformed JSON is a 400, JSON of the
+/// wrong shape (unknown field, wrong type) a 422, each naming the problem.
+fn json_body<T: serde::de::DeserializeOwned + Send>(
+) -> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
+    warp::body::content_length_limit(BODY_LIMIT)
+        .and(warp::body::bytes())
+        .and_then(|bytes: bytes::Bytes| async move {
+            serde_json::from_slice::<T>(&bytes).map_err(|e| {
+                let status = if e.is_data() {
+                    warp::http::StatusCode::UNPROCESSABLE_ENTITY
+                } else {
+                    warp::http::StatusCode::BAD_REQUEST
+                };
+                errors::refuse(status, format!("invalid JSON body: {e}"))
+            })
+        })
+}
+
+/// `?lines=N` of the log routes.
+#[derive(Debug, serde::Deserialize)]
+struct LinesQuery {
+    lines: Option<usize>,
+}
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct Ctx {

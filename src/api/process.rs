@@ -4,50 +4,21 @@
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
-use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use tokio::sync::mpsc;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use super::auth::{admin, Tokens};
-use super::errors::{refuse, Refusal};
-use super::{Ctx, BODY_LIMIT};
+use super::errors::Refusal;
+use super::{json_body, with_ctx, Ctx, LinesQuery};
 use crate::model::{ActionRequest, CreateBody, Target};
 use crate::supervise::logs;
 
 type Resp = warp::reply::Response;
 
-fn with_ctx(ctx: Ctx) -> impl Filter<Extract = (Ctx,), Error = Infallible> + Clone {
-    warp::any().map(move || ctx.clone())
-}
-
-/// A JSON body within the size limit; bad JSON is a 400 naming the problem.
-fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone
-{
-    warp::body::content_length_limit(BODY_LIMIT)
-        .and(warp::body::bytes())
-        .and_then(|bytes: Bytes| async move {
-            serde_json::from_slice::<T>(&bytes).map_err(|e| {
-                let status = if e.is_data() {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                } else {
-                    StatusCode::BAD_REQUEST
-                };
-                refuse(status, format!("invalid JSON body: {e}"))
-            })
-        })
-}
-
 fn reject_service(e: crate::service::ServiceError) -> Rejection {
     warp::reject::custom(Refusal::from(e))
-}
-
-#[derive(Debug, Deserialize)]
-struct LinesQuery {
-    lines: Option<usize>,
 }
 
 pub fn routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {

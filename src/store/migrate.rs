@@ -26,6 +26,26 @@ pub const STEPS: &[(u32, Step)] = &[
 
 pub const CURRENT: u32 = m0003_watch::VERSION;
 
+/// Decodes every `processes` value as `Old` and re-encodes it converted:
+/// the body of a step that changes the spec's shape.
+pub fn rewrite_processes<Old, New>(
+    db: &sled::Db,
+    convert: impl Fn(Old) -> New,
+) -> Result<Vec<(sled::IVec, Vec<u8>)>, StoreError>
+where
+    Old: serde::de::DeserializeOwned,
+    New: serde::Serialize,
+{
+    let processes = db.open_tree(PROCESSES)?;
+    let mut rewritten = Vec::new();
+    for item in processes.iter() {
+        let (key, value) = item?;
+        let old: Old = codec::decode(PROCESSES, &key, &value)?;
+        rewritten.push((key, codec::encode(&convert(old))?));
+    }
+    Ok(rewritten)
+}
+
 /// The recorded schema version, `None` for a database that has none.
 pub fn recorded(db: &sled::Db) -> Result<Option<u32>, StoreError> {
     let meta = db.open_tree(META)?;
