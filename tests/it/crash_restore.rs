@@ -154,9 +154,11 @@ fn starts_survive_daemon_kills_and_nothing_runs_twice() {
     let home = TestHome::new();
     let mark = unique("storm");
     let done = AtomicUsize::new(0);
-    // Set from the kill until every thread of the daemon is gone: while it
-    // dies its socket still takes connections (see the report), so a retry
-    // waits for the death to be over.
+    // Set from the kill until every thread of the daemon is gone: for the
+    // few milliseconds the other threads take to exit after the main one,
+    // the old socket still accepts connections (and the CLI then fails with
+    // "connection error" instead of starting a daemon), so a retry waits for
+    // the death to be over.
     let dying = AtomicBool::new(false);
     let mut acknowledged = Vec::new();
     let mut kills = 0;

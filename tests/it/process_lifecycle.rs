@@ -124,7 +124,6 @@ fn reload_restarts_a_single_process() {
 }
 
 #[test]
-
 fn restart_starts_a_stopped_process_again() {
     let home = TestHome::new();
     let old = assert_online(&home.start("sleep 1000", "a", &[]));
@@ -139,7 +138,6 @@ fn restart_starts_a_stopped_process_again() {
 }
 
 #[test]
-
 fn start_on_a_stopped_process_starts_it_again() {
     let home = TestHome::new();
     let old = assert_online(&home.start("sleep 1000", "a", &[]));
@@ -178,7 +176,6 @@ fn several_targets_at_once() {
 }
 
 #[test]
-
 fn restart_all_brings_stopped_processes_back() {
     let home = TestHome::new();
     for n in ["a", "b", "c"] {

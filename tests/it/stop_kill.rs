@@ -125,7 +125,6 @@ fn a_program_that_obeys_sigterm_stops_promptly() {
 }
 
 #[test]
-
 fn a_program_that_obeys_sigterm_stops_promptly_with_its_children() {
     let home = TestHome::new();
     let cmd = script(&home, "polite.sh", "sleep 1000 &\nsleep 1000 &\nwait\n");
