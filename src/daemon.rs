@@ -91,20 +91,6 @@ async fn serve(
         tcp: Arc::new(TcpSlot::default()),
     };
 
-    let socket = home.socket();
-    let _ = std::fs::remove_file(&socket);
-    // The socket is born 0600: nobody else may drive this daemon.
-    let old_mask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-    let bound = UnixListener::bind(&socket);
-    nix::sys::stat::umask(old_mask);
-    let unix = bound.map_err(|e| DaemonError::Io(socket.display().to_string(), e))?;
-    let unix_server = tokio::spawn(
-        warp::serve(api::routes(ctx.clone(), Tokens::default(), true))
-            .incoming(unix)
-            .graceful(wait_true(shutdown_rx.clone()))
-            .run(),
-    );
-
     let linked_agent = config.role == Role::Agent && crate::role::resume_agent(&ctx).await;
     if config.role == Role::Agent && !linked_agent {
         crate::daemon_log(format_args!(
@@ -130,6 +116,22 @@ async fn serve(
             ));
         }
     }
+    // The socket comes last: a client that reaches it finds the daemon whole
+    // (processes adopted, TCP API up or its failure recorded).
+    let socket = home.socket();
+    let _ = std::fs::remove_file(&socket);
+    // The socket is born 0600: nobody else may drive this daemon.
+    let old_mask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(&socket);
+    nix::sys::stat::umask(old_mask);
+    let unix = bound.map_err(|e| DaemonError::Io(socket.display().to_string(), e))?;
+    let unix_server = tokio::spawn(
+        warp::serve(api::routes(ctx.clone(), Tokens::default(), true))
+            .incoming(unix)
+            .graceful(wait_true(shutdown_rx.clone()))
+            .run(),
+    );
+
     crate::daemon_log(format_args!(
         "daemon {} started (pid {}, role {}, home {})",
         env!("CARGO_PKG_VERSION"),

@@ -56,6 +56,18 @@ pub struct HealthArgs {
 
 pub fn run_foreground(args: RestoreArgs) -> Result<(), CliError> {
     let home = Home::from_env()?;
+    // Descriptors the daemon inherited from whoever started it must not leak
+    // into every child it spawns.
+    // SAFETY: close_range only flags descriptors close-on-exec; it touches no
+    // memory, and nothing of ours is open past stderr yet.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
     // The daemon needs no terminal and holds no folder busy.
     let _ = std::env::set_current_dir("/");
     crate::daemon::run(
@@ -65,7 +77,12 @@ pub fn run_foreground(args: RestoreArgs) -> Result<(), CliError> {
             webui: args.webui,
         },
     )
-    .map_err(|e| CliError::Daemon(e.to_string()))
+    .map_err(|e| match e {
+        crate::daemon::DaemonError::Store(crate::store::StoreError::Locked(_)) => {
+            CliError::Locked(e.to_string())
+        }
+        e => CliError::Daemon(e.to_string()),
+    })
 }
 
 fn socket_answers(home: &Home) -> bool {
@@ -136,7 +153,9 @@ fn spawn_daemon(home: &Home, opts: &RestoreArgs) -> Result<(), CliError> {
         if let Ok(Some(status)) = child.try_wait() {
             // Another CLI may have started a daemon at the same moment: ours
             // then fails on the database lock while the other one serves.
-            if wait_for_socket(home, Duration::from_secs(2)) {
+            if status.code() == Some(super::EXIT_LOCKED)
+                && wait_for_socket(home, Duration::from_secs(3))
+            {
                 return Ok(());
             }
             let tail = log_tail(home, log_start);
@@ -263,7 +282,12 @@ pub async fn stop() -> Result<bool, CliError> {
     let _: serde_json::Value = client.post("/daemon/stop", &serde_json::json!({})).await?;
     let deadline = Instant::now() + DAEMON_STOP_TIMEOUT;
     let pid = nix::unistd::Pid::from_raw(h.pid as i32);
-    while nix::sys::signal::kill(pid, None).is_ok() {
+    // A zombie has finished: its parent (whoever adopted it) reaps it later.
+    let running = || {
+        nix::sys::signal::kill(pid, None).is_ok()
+            && crate::supervise::proc::start_time(h.pid).is_some()
+    };
+    while running() {
         if Instant::now() > deadline {
             return Err(CliError::Daemon(format!(
                 "the daemon (pid {}) did not exit within {:?}",

@@ -89,12 +89,19 @@ pub enum CliError {
     Client(#[from] ClientError),
     #[error("{0}")]
     Daemon(String),
+    /// Another daemon holds the database (exit code `EXIT_LOCKED`).
+    #[error("{0}")]
+    Locked(String),
     #[error("{0}")]
     Io(String),
     /// Some of several targets failed; their messages were printed already.
     #[error("{0} of the targets failed")]
     Partial(usize),
 }
+
+/// The exit code of a daemon that found another one holding the database
+/// (EX_TEMPFAIL): the CLI that started it then waits for the other's socket.
+pub const EXIT_LOCKED: i32 = 75;
 
 /// Runs one command; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
@@ -119,6 +126,10 @@ pub fn run(cli: Cli) -> i32 {
     match result {
         Ok(()) => 0,
         Err(CliError::Partial(_)) => 1,
+        Err(e @ CliError::Locked(_)) => {
+            eprintln!("✘ {e}");
+            EXIT_LOCKED
+        }
         Err(e) => {
             eprintln!("✘ {e}");
             1

@@ -33,6 +33,19 @@ const NEXT_ID_KEY: &[u8] = b"next_id";
 /// The events log keeps this many entries; older ones are dropped.
 pub const EVENTS_LIMIT: u64 = 10_000;
 
+/// How long opening waits for a lock held by a daemon that is exiting.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// The `meta` key of the flush sequence, mirrored in `<db>.seq` after each
+/// flush: a database that recovers to an older sequence than the mirror has
+/// lost acknowledged writes (sled stops its recovery at the first damaged
+/// record), and is refused.
+const FLUSH_SEQ_KEY: &[u8] = b"flush_seq";
+
+/// The smallest `conf` sled writes; shorter means damaged (sled itself would
+/// quietly write a new one).
+const MIN_CONF_BYTES: u64 = 16;
+
 /// sled's page cache: the store holds kilobytes, so a small cache keeps the
 /// daemon's memory flat.
 const CACHE_BYTES: u64 = 4 * 1024 * 1024;
@@ -73,6 +86,10 @@ pub struct Store {
     runtime: sled::Tree,
     events: sled::Tree,
     event_seq: AtomicU64,
+    /// The flush sequence; its lock keeps the stored value, the flush and
+    /// the mirror in one order across threads.
+    flush_seq: std::sync::Mutex<u64>,
+    seq_file: PathBuf,
     schema: u32,
     /// Held for the life of the store: one daemon per database.
     _lock: std::fs::File,
@@ -118,12 +135,20 @@ fn lock(dir: &Path) -> Result<std::fs::File, StoreError> {
         .write(true)
         .open(&path)
         .map_err(|e| StoreError::Io(path.clone(), e))?;
-    // SAFETY: flock on a valid, owned file descriptor.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        return Err(StoreError::Locked(format!("{} is locked", path.display())));
+    // A daemon killed a moment ago may still be releasing the lock while its
+    // threads exit: wait for that, not for a daemon that is alive.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        // SAFETY: flock on a valid, owned file descriptor.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(file);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(StoreError::Locked(format!("{} is locked", path.display())));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    Ok(file)
 }
 
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -143,7 +168,15 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 /// Reads every tree of a database and checks what must hold; returns the
 /// schema version. Runs the pending migrations (on the copy this proves they
 /// succeed before the real database is touched).
-fn check(db: &sled::Db, fresh_ok: bool) -> Result<u32, StoreError> {
+fn check(db: &sled::Db, fresh_ok: bool, mirrored_seq: Option<u64>) -> Result<u32, StoreError> {
+    if let Some(mirrored) = mirrored_seq {
+        let recovered = recorded_seq(db)?;
+        if recovered < mirrored {
+            return Err(StoreError::Damaged(format!(
+                "it holds writes up to {recovered} but {mirrored} were acknowledged: part of it cannot be read"
+            )));
+        }
+    }
     let version = match migrate::recorded(db)? {
         Some(v) => v,
         None => {
@@ -210,6 +243,42 @@ fn check(db: &sled::Db, fresh_ok: bool) -> Result<u32, StoreError> {
     Ok(migrate::CURRENT)
 }
 
+fn recorded_seq(db: &sled::Db) -> Result<u64, StoreError> {
+    let meta = db.open_tree(META)?;
+    match meta.get(FLUSH_SEQ_KEY)? {
+        Some(v) => codec::decode(META, FLUSH_SEQ_KEY, &v),
+        None => Ok(0),
+    }
+}
+
+/// The sequence mirrored beside the database, if the file is there.
+fn mirrored_seq(path: &Path) -> Result<Option<u64>, StoreError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            text.trim().parse().map(Some).map_err(|_| {
+                StoreError::Damaged(format!("{} does not hold a number", path.display()))
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::Io(path.to_path_buf(), e)),
+    }
+}
+
+/// sled rewrites a missing or short `conf` without a word; a database with
+/// data but no whole `conf` is damaged.
+fn check_conf(dir: &Path) -> Result<(), StoreError> {
+    let has_log = std::fs::metadata(dir.join("db")).is_ok_and(|m| m.len() > 0);
+    let conf = std::fs::metadata(dir.join("conf"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    if has_log && conf < MIN_CONF_BYTES {
+        return Err(StoreError::Damaged(format!(
+            "its conf file is missing or cut short ({conf} bytes)"
+        )));
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens (or creates) the database in `dir`. See the module doc.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
@@ -221,7 +290,14 @@ impl Store {
                 .map_err(|e| StoreError::Io(dir.to_path_buf(), e))?
                 .next()
                 .is_some();
+        let seq_file = dir.with_extension("seq");
+        let mirrored = if exists {
+            mirrored_seq(&seq_file)?
+        } else {
+            None
+        };
         if exists {
+            check_conf(dir)?;
             let copy = parent.join(format!(".db-check-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&copy);
             copy_dir(dir, &copy).map_err(|e| StoreError::Io(copy.clone(), e))?;
@@ -235,7 +311,7 @@ impl Store {
                         "sled found no database in the files".into(),
                     ));
                 }
-                check(&db, false)
+                check(&db, false, mirrored)
             });
             let _ = std::fs::remove_dir_all(&copy);
             match checked {
@@ -245,7 +321,8 @@ impl Store {
             }
         }
         let db = open_sled(dir)?;
-        let schema = check(&db, !exists)?;
+        let schema = check(&db, !exists, mirrored)?;
+        let flush_seq = std::sync::Mutex::new(recorded_seq(&db)?);
         let meta = db.open_tree(META)?;
         let events = db.open_tree(EVENTS)?;
         let event_seq = events
@@ -260,6 +337,8 @@ impl Store {
             meta,
             events,
             event_seq: AtomicU64::new(event_seq),
+            flush_seq,
+            seq_file,
             schema,
             db,
             _lock: lock,
@@ -280,8 +359,19 @@ impl Store {
         Ok(self.db.open_tree(name)?)
     }
 
+    /// Makes every write so far durable, and mirrors the flush sequence
+    /// beside the database (see `FLUSH_SEQ_KEY`).
     pub fn flush(&self) -> Result<(), StoreError> {
+        // A poisoned lock still holds the last sequence written.
+        let mut guard = self.flush_seq.lock().unwrap_or_else(|p| p.into_inner());
+        *guard += 1;
+        let seq = *guard;
+        self.meta.insert(FLUSH_SEQ_KEY, codec::encode(&seq)?)?;
         self.db.flush()?;
+        // After the flush: the mirror never claims more than the log holds.
+        // No fsync: it guards against damage to the log, not power cuts.
+        std::fs::write(&self.seq_file, format!("{seq}\n"))
+            .map_err(|e| StoreError::Io(self.seq_file.clone(), e))?;
         Ok(())
     }
 
