@@ -109,16 +109,35 @@ impl Service {
         }
     }
 
-    fn usage(&self, entries: &[Entry]) -> HashMap<u32, proc::Usage> {
+    /// CPU and memory per process group. `refresh` allows one scan of
+    /// /proc (for every running process, so `list` and `info` share it) when
+    /// the cached sample is older than `USAGE_TTL` or misses one of
+    /// `entries`; answers to mutations pass `false` and show what is cached
+    /// (nothing yet for a run that just started), so a start never pays for
+    /// a scan of the whole machine.
+    fn usage(&self, entries: &[Entry], refresh: bool) -> HashMap<u32, proc::Usage> {
         let mut cache = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         let fresh = cache.at.is_some_and(|t| t.elapsed() < USAGE_TTL);
-        let pgids: Vec<u32> = entries.iter().filter_map(|e| e.obs.pid()).collect();
-        let covered = pgids.iter().all(|p| cache.values.contains_key(p));
-        if !(fresh && covered) {
+        let covered = entries
+            .iter()
+            .filter_map(|e| e.obs.pid())
+            .all(|p| cache.values.contains_key(&p));
+        if refresh && !(fresh && covered) {
+            let pgids: Vec<u32> = self
+                .rec
+                .shared
+                .read()
+                .values()
+                .filter_map(|e| e.obs.pid())
+                .collect();
             cache.values = cache.sampler.sample_groups(&pgids);
             cache.at = Some(Instant::now());
         }
-        cache.values.clone()
+        entries
+            .iter()
+            .filter_map(|e| e.obs.pid())
+            .filter_map(|p| cache.values.get(&p).map(|u| (p, *u)))
+            .collect()
     }
 
     fn view(entry: &Entry, usage: &HashMap<u32, proc::Usage>, now: u64) -> ProcessView {
@@ -154,9 +173,9 @@ impl Service {
         }
     }
 
-    fn views(&self, ids: Option<&[u64]>) -> Vec<ProcessView> {
+    fn views(&self, ids: Option<&[u64]>, refresh: bool) -> Vec<ProcessView> {
         let entries = self.entries(ids);
-        let usage = self.usage(&entries);
+        let usage = self.usage(&entries, refresh);
         let now = now_ms();
         entries
             .iter()
@@ -165,7 +184,7 @@ impl Service {
     }
 
     pub fn list(&self) -> Vec<ProcessView> {
-        self.views(None)
+        self.views(None, true)
     }
 
     /// Ids named by the targets, in order, without repeats.
@@ -202,7 +221,7 @@ impl Service {
         let entry = self.entries(Some(&[id])).pop().ok_or_else(|| {
             ServiceError::NotFound(format!("no process with id or name {target}"))
         })?;
-        let usage = self.usage(std::slice::from_ref(&entry));
+        let usage = self.usage(std::slice::from_ref(&entry), true);
         let view = Service::view(&entry, &usage, now_ms());
         let spec = &entry.spec;
         let obs = &entry.obs;
@@ -296,7 +315,7 @@ impl Service {
                 })
             })
             .await;
-        Ok(self.views(Some(&ids)))
+        Ok(self.views(Some(&ids), false))
     }
 
     fn new_spec(&self, r: CreateRequest) -> Result<NewSpec, ServiceError> {
@@ -417,7 +436,7 @@ impl Service {
             }
             return Ok(ActionResponse {
                 action: req.action,
-                processes: self.views(Some(&ids)),
+                processes: self.views(Some(&ids), false),
                 removed: Vec::new(),
             });
         }
@@ -491,7 +510,7 @@ impl Service {
             .collect();
         Ok(ActionResponse {
             action,
-            processes: self.views(Some(&remaining)),
+            processes: self.views(Some(&remaining), false),
             removed,
         })
     }

@@ -28,6 +28,9 @@ pub const MEMORY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// of a burst (an editor's save, a build), so one burst means one restart.
 pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(300);
 
+/// The most forks one reconcile pass makes.
+pub const SPAWN_BATCH: usize = 64;
+
 /// The environment variable that marks a child with the nonce of its spawn.
 pub const SPAWN_MARKER: &str = "OPM_SPAWN";
 
@@ -322,11 +325,19 @@ impl Executor {
         }
         let now = now_ms();
         let mut spawns = Vec::new();
-        let mut updates = Vec::new();
         for &id in &dirty {
             match self.step(id, now, &mut spawns) {
                 Ok(()) => {}
                 Err(e) => dlog!("process {id}: {e}"),
+            }
+        }
+        // A large batch is forked a slice per pass, so exits, stops and
+        // reads are served in between; the rest look again at once.
+        if spawns.len() > SPAWN_BATCH {
+            for id in spawns.split_off(SPAWN_BATCH) {
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    slot.next_check_ms = Some(now);
+                }
             }
         }
         if !spawns.is_empty() {
@@ -346,31 +357,39 @@ impl Executor {
                 dlog!("cannot flush spawn intents, not starting anything: {e}");
                 spawns.clear();
             }
+            // Readers see the whole batch (as starting) while it is forked,
+            // which for a thousand processes takes a while.
+            self.publish(&dirty);
             for id in spawns {
                 self.spawn(id);
             }
         }
         for &id in &dirty {
             self.sync_watch(id);
-            match self.slots.get(&id) {
-                Some(slot) => {
-                    if let Err(e) = self.store.put_runtime(id, &slot.obs) {
-                        dlog!("process {id}: cannot record its state: {e}");
-                    }
-                    updates.push((
-                        id,
-                        Some(Entry {
-                            spec: slot.spec.clone(),
-                            obs: slot.obs.clone(),
-                        }),
-                    ));
+            if let Some(slot) = self.slots.get(&id) {
+                if let Err(e) = self.store.put_runtime(id, &slot.obs) {
+                    dlog!("process {id}: cannot record its state: {e}");
                 }
-                None => updates.push((id, None)),
             }
         }
         if let Err(e) = self.store.flush() {
             dlog!("flush failed: {e}");
         }
+        self.publish(&dirty);
+    }
+
+    /// Hands readers the current state of `ids` (removed ones disappear).
+    fn publish(&self, ids: &BTreeSet<u64>) {
+        let updates = ids
+            .iter()
+            .map(|&id| {
+                let entry = self.slots.get(&id).map(|slot| Entry {
+                    spec: slot.spec.clone(),
+                    obs: slot.obs.clone(),
+                });
+                (id, entry)
+            })
+            .collect();
         self.shared.publish(updates);
     }
 
