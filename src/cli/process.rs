@@ -13,7 +13,7 @@ use super::daemon::{local, target, RestoreArgs};
 use super::format::{self, parse_bytes, parse_duration_ms, print_json, table};
 use super::{CliError, Format, Remote};
 use crate::client::Client;
-use crate::config::{write_atomic, Home};
+use crate::config::write_atomic;
 use crate::model::{
     ActionKind, ActionRequest, ActionResponse, CreateBody, CreateRequest, Dump, EnvResponse,
     LogsResponse, ProcessInfo, ProcessView, Status, Target,
@@ -676,9 +676,4 @@ pub async fn restore() -> Result<(), CliError> {
     );
     println!("{}", table(&views));
     Ok(())
-}
-
-/// Where `opm save` writes, for messages.
-pub fn dump_path(home: &Home) -> PathBuf {
-    home.dump()
 }

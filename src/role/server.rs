@@ -118,14 +118,6 @@ impl Registry {
         self.agents.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The interval to hand an agent: the base, or more when the fleet would
     /// otherwise beat faster than `max_heartbeats_per_second`, plus up to 20 %
     /// jitter so agents do not beat in lockstep.
