@@ -8,9 +8,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
@@ -55,34 +53,134 @@ fn open_log(path: &Path) -> io::Result<File> {
 /// Spawns `spec.program` as its own session and process-group leader.
 ///
 /// stdin is `/dev/null`, stdout and stderr are appended to the log files.
-/// The child is not waited for here: the `std::process::Child` is dropped
-/// (std neither kills nor reaps on drop) and the caller must reap the pid,
-/// e.g. with [`super::pidfd::PidFd`] and [`super::pidfd::reap`].
+/// The child is not waited for here: the caller must reap the pid, e.g. with
+/// [`super::pidfd::PidFd`] and [`super::pidfd::reap`].
+///
+/// It uses `posix_spawnp` with `POSIX_SPAWN_SETSID` (glibc's spawn shares
+/// the parent's memory until the exec instead of copying its page tables, so
+/// a thousand spawns stay cheap), resets every signal to its default (the
+/// daemon ignores SIGPIPE; its children must not inherit that) and clears
+/// the signal mask. Like `std::process::Command`, it returns once the exec
+/// has happened or failed, with the exec's error.
 pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+
     let out = open_log(spec.out_log)?;
     let err = open_log(spec.err_log)?;
-    let mut cmd = Command::new(spec.program);
-    cmd.args(spec.args)
-        .current_dir(spec.cwd)
-        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err));
-    // SAFETY: the hook runs in the forked child before exec, where only
-    // async-signal-safe operations are allowed. It makes a single setsid(2)
-    // system call and, on failure, builds an io::Error from the raw errno,
-    // which does not allocate. Nothing is locked or allocated.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid().map_err(|e| io::Error::from_raw_os_error(e as i32))?;
-            Ok(())
-        });
+    let null = File::open("/dev/null")?;
+    let cstr = |b: &[u8]| {
+        CString::new(b).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a NUL byte in the command, its environment or its folder",
+            )
+        })
+    };
+    let program = cstr(spec.program.as_bytes())?;
+    let mut argv = vec![program.clone()];
+    for a in spec.args {
+        argv.push(cstr(a.as_bytes())?);
     }
-    // std's spawn returns only after exec succeeded (or reports its error),
-    // so by now the child runs the new program in its own session.
-    let child = cmd.spawn()?;
-    let pid = child.id();
-    drop(child);
+    // The inherited environment, with the spec's variables winning.
+    let mut env: Vec<(Vec<u8>, Vec<u8>)> = std::env::vars_os()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .filter(|(k, _)| !spec.env.iter().any(|(sk, _)| sk.as_bytes() == k.as_slice()))
+        .collect();
+    env.extend(
+        spec.env
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())),
+    );
+    let envp: Vec<CString> = env
+        .into_iter()
+        .map(|(mut k, v)| {
+            k.push(b'=');
+            k.extend_from_slice(&v);
+            cstr(&k)
+        })
+        .collect::<io::Result<_>>()?;
+    let cwd = cstr(spec.cwd.as_os_str().as_bytes())?;
+    let mut argv_ptrs: Vec<*mut libc::c_char> = argv
+        .iter()
+        .map(|c| c.as_ptr() as *mut libc::c_char)
+        .collect();
+    argv_ptrs.push(std::ptr::null_mut());
+    let mut envp_ptrs: Vec<*mut libc::c_char> = envp
+        .iter()
+        .map(|c| c.as_ptr() as *mut libc::c_char)
+        .collect();
+    envp_ptrs.push(std::ptr::null_mut());
+
+    let check = |rc: libc::c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(rc))
+        }
+    };
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: every pointer handed to the posix_spawn family points into
+    // values that live until the end of this block (argv, envp, cwd and the
+    // three open files); the attribute and file-action objects are
+    // initialised before use and destroyed on every path after it. The
+    // sigset is initialised by sigfillset/sigemptyset before it is read.
+    unsafe {
+        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        check(libc::posix_spawn_file_actions_init(&mut actions))?;
+        if let Err(e) = check(libc::posix_spawnattr_init(&mut attr)) {
+            libc::posix_spawn_file_actions_destroy(&mut actions);
+            return Err(e);
+        }
+        let result = (|| {
+            check(libc::posix_spawn_file_actions_adddup2(
+                &mut actions,
+                null.as_raw_fd(),
+                0,
+            ))?;
+            check(libc::posix_spawn_file_actions_adddup2(
+                &mut actions,
+                out.as_raw_fd(),
+                1,
+            ))?;
+            check(libc::posix_spawn_file_actions_adddup2(
+                &mut actions,
+                err.as_raw_fd(),
+                2,
+            ))?;
+            check(libc::posix_spawn_file_actions_addchdir_np(
+                &mut actions,
+                cwd.as_ptr(),
+            ))?;
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            check(libc::posix_spawnattr_setsigdefault(&mut attr, &all))?;
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            check(libc::posix_spawnattr_setsigmask(&mut attr, &none))?;
+            let flags = i32::from(libc::POSIX_SPAWN_SETSID)
+                | libc::POSIX_SPAWN_SETSIGDEF
+                | libc::POSIX_SPAWN_SETSIGMASK;
+            check(libc::posix_spawnattr_setflags(
+                &mut attr,
+                flags as libc::c_short,
+            ))?;
+            check(libc::posix_spawnp(
+                &mut pid,
+                program.as_ptr(),
+                &actions,
+                &attr,
+                argv_ptrs.as_ptr(),
+                envp_ptrs.as_ptr(),
+            ))
+        })();
+        libc::posix_spawnattr_destroy(&mut attr);
+        libc::posix_spawn_file_actions_destroy(&mut actions);
+        result?;
+    }
+    let pid = pid as u32;
     // Read /proc directly rather than proc::start_time: a child that already
     // exited is a zombie until reaped, and its start time is still valid.
     let start_time = proc::stat(pid)
