@@ -360,9 +360,7 @@ impl Executor {
             // Readers see the whole batch (as starting) while it is forked,
             // which for a thousand processes takes a while.
             self.publish(&dirty);
-            for id in spawns {
-                self.spawn(id);
-            }
+            self.spawn_all(spawns);
         }
         for &id in &dirty {
             self.sync_watch(id);
@@ -478,22 +476,67 @@ impl Executor {
         Ok(())
     }
 
-    fn spawn(&mut self, id: u64) {
+    /// Forks the runs of `ids` (their intents are durable), on a few
+    /// threads when there are several: each spawn waits for its child's exec.
+    fn spawn_all(&mut self, ids: Vec<u64>) {
+        let jobs: Vec<(u64, Spec, u64)> = ids
+            .into_iter()
+            .filter_map(|id| {
+                let slot = self.slots.get(&id)?;
+                match slot.obs.phase {
+                    Phase::Spawning { nonce, .. } => Some((id, slot.spec.clone(), nonce)),
+                    _ => None,
+                }
+            })
+            .collect();
+        let home = &self.home;
+        let results: Vec<std::io::Result<spawn::Spawned>> = if jobs.len() < 2 {
+            jobs.iter()
+                .map(|(_, spec, nonce)| spawn_run(home, spec, *nonce))
+                .collect()
+        } else {
+            let threads = std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .clamp(2, 8);
+            let per = jobs.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = jobs
+                    .chunks(per)
+                    .map(|chunk| {
+                        scope.spawn(move || {
+                            chunk
+                                .iter()
+                                .map(|(_, spec, nonce)| spawn_run(home, spec, *nonce))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            vec![Err(std::io::Error::other("the spawning thread panicked"))]
+                        })
+                    })
+                    .collect()
+            })
+        };
+        for ((id, spec, _), result) in jobs.into_iter().zip(results) {
+            self.finish_spawn(id, &spec, result);
+        }
+    }
+
+    /// Records what one spawn did.
+    fn finish_spawn(&mut self, id: u64, spec: &Spec, result: std::io::Result<spawn::Spawned>) {
         let now = now_ms();
         let Some(slot) = self.slots.get_mut(&id) else {
             return;
         };
-        let spec = slot.spec.clone();
-        let nonce = match slot.obs.phase {
-            Phase::Spawning { nonce, .. } => nonce,
-            _ => return,
-        };
-        let result = spawn_run(&self.home, &spec, nonce);
         let was_started = slot.obs.starts > 0;
         match result {
             Ok(child) => {
                 slot.obs = plan::on_spawned(
-                    &spec,
+                    spec,
                     &slot.obs,
                     child.pid,
                     child.start_time,
@@ -503,14 +546,14 @@ impl Executor {
                 slot.next_check_ms = None;
                 self.watch(id, child.pid);
                 let kind = if was_started { "restarted" } else { "started" };
-                self.event(&spec, kind, format!("pid {}", child.pid));
+                self.event(spec, kind, format!("pid {}", child.pid));
             }
             Err(e) => {
-                slot.obs = plan::on_spawn_failed(&spec, &slot.obs, &e.to_string(), now);
+                slot.obs = plan::on_spawn_failed(spec, &slot.obs, &e.to_string(), now);
                 // Look again at once: the plan decides between a retry after
                 // backoff and `errored`.
                 slot.next_check_ms = Some(now);
-                self.event(&spec, "spawn_failed", e.to_string());
+                self.event(spec, "spawn_failed", e.to_string());
             }
         }
     }
