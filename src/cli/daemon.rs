@@ -68,6 +68,11 @@ pub fn run_foreground(args: RestoreArgs) -> Result<(), CliError> {
             libc::CLOSE_RANGE_CLOEXEC,
         )
     };
+    // One malloc arena: the daemon's threads allocate little, and an arena
+    // per thread would only add resident memory.
+    // SAFETY: mallopt changes an allocator setting before any other thread
+    // exists; it takes two integers and touches no memory of ours.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     // The daemon needs no terminal and holds no folder busy.
     let _ = std::env::set_current_dir("/");
     crate::daemon::run(
