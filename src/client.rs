@@ -128,6 +128,9 @@ impl Client {
                 p.strip_prefix("/daemon/info/"),
             ) {
                 (Some(id), _) if !id.contains('/') => format!("{base}/logs/{id}"),
+                (Some(rest), _) if rest.ends_with("/stream") && rest.matches('/').count() == 1 => {
+                    format!("{base}/logs/{rest}")
+                }
                 (_, Some(id)) => format!("{base}/info/{id}"),
                 _ => {
                     return Err(ClientError::BadUrl(format!(
@@ -296,6 +299,55 @@ impl Client {
             return Err(ClientError::Api { status, message });
         }
         Ok(resp.into_body())
+    }
+}
+
+/// Reads server-sent events from a streaming body: `(event, data)` pairs,
+/// `message` when an event has no name.
+pub struct SseReader {
+    body: hyper::body::Incoming,
+    buf: String,
+    event: String,
+    ready: std::collections::VecDeque<(String, String)>,
+}
+
+impl SseReader {
+    pub fn new(body: hyper::body::Incoming) -> SseReader {
+        SseReader {
+            body,
+            buf: String::new(),
+            event: "message".into(),
+            ready: Default::default(),
+        }
+    }
+
+    /// The next event, `None` when the stream has ended.
+    pub async fn next(&mut self) -> Result<Option<(String, String)>, ClientError> {
+        loop {
+            if let Some(ev) = self.ready.pop_front() {
+                return Ok(Some(ev));
+            }
+            let Some(frame) = self.body.frame().await else {
+                return Ok(None);
+            };
+            let frame = frame.map_err(|e| ClientError::Http(format!("the stream broke: {e}")))?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            self.buf.push_str(&String::from_utf8_lossy(data));
+            while let Some(pos) = self.buf.find('\n') {
+                let line: String = self.buf.drain(..=pos).collect();
+                let line = line.trim_end_matches(['\n', '\r']);
+                if let Some(e) = line.strip_prefix("event:") {
+                    self.event = e.trim().to_string();
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    let d = d.strip_prefix(' ').unwrap_or(d).to_string();
+                    self.ready.push_back((self.event.clone(), d));
+                } else if line.is_empty() {
+                    self.event = "message".into();
+                }
+            }
+        }
     }
 }
 

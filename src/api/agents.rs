@@ -202,6 +202,22 @@ pub fn admin_routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
                 forward(agent(&ctx, &id)?, Method::GET, path, None).await
             },
         );
+    let stream = warp::path!("daemon" / "agents" / String / "logs" / String / "stream")
+        .and(admin(tokens.clone()))
+        .and(warp::get())
+        .and(warp::query::<LinesQuery>())
+        .and(with_ctx(ctx.clone()))
+        .and_then(
+            |id: String, pid: String, q: LinesQuery, ctx: Ctx| async move {
+                let rec = agent(&ctx, &id)?;
+                let path = format!(
+                    "/daemon/logs/{}/stream?lines={}",
+                    encode_segment(&pid),
+                    q.lines.unwrap_or(0)
+                );
+                Ok::<_, Rejection>(relay_stream(rec, path).await)
+            },
+        );
     let info = warp::path!("daemon" / "agents" / String / "info" / String)
         .and(admin(tokens.clone()))
         .and(warp::get())
@@ -217,6 +233,8 @@ pub fn admin_routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
         });
     list.or(processes)
         .unify()
+        .or(stream)
+        .unify()
         .or(create)
         .unify()
         .or(action)
@@ -226,6 +244,38 @@ pub fn admin_routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
         .or(info)
         .unify()
         .boxed()
+}
+
+/// Passes an agent's live log stream on, event by event.
+async fn relay_stream(rec: AgentRecord, path: String) -> Resp {
+    let body = match crate::role::server::stream_agent(&rec, &path).await {
+        Ok(body) => body,
+        Err(crate::client::ClientError::Api { status, message }) => {
+            return json_error(status, message)
+        }
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_GATEWAY,
+                format!("agent {} ({}) did not answer: {e}", rec.name, rec.endpoint),
+            )
+        }
+    };
+    let start = Some(crate::client::SseReader::new(body));
+    let events = futures_util::stream::unfold(start, |reader| async move {
+        let mut reader = reader?;
+        let event = match reader.next().await {
+            Ok(Some((event, data))) => warp::sse::Event::default().event(event).data(data),
+            Ok(None) => return None,
+            Err(e) => {
+                let ev = warp::sse::Event::default()
+                    .event("error")
+                    .data(e.to_string());
+                return Some((Ok::<_, std::convert::Infallible>(ev), None));
+            }
+        };
+        Some((Ok(event), Some(reader)))
+    });
+    warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response()
 }
 
 /// Keeps a path segment a single segment.

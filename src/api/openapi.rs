@@ -271,6 +271,11 @@ fn agent_paths(paths: &mut serde_json::Map<String, Value>) {
     paths.insert("/daemon/agents/{id}/logs/{pid}".into(), json!({ "get": with_params(
         op(&format!("The last lines of a process on the agent. {server_only}"), json!({ "200": ok(r("LogsResponse")), "502": { "description": "The agent did not answer" } })),
         json!([agent_and_process[0].clone(), agent_and_process[1].clone(), { "name": "lines", "in": "query", "required": false, "schema": { "type": "integer" } }])) }));
+    paths.insert("/daemon/agents/{id}/logs/{pid}/stream".into(), json!({ "get": with_params(
+        op(&format!("The live log stream of a process on the agent, passed on event by event (`out`, `err`). {server_only}"), json!({ "200": {
+            "description": "An event stream", "content": { "text/event-stream": { "schema": { "type": "string" } } }
+        }, "502": { "description": "The agent did not answer" } })),
+        json!([agent_and_process[0].clone(), agent_and_process[1].clone(), { "name": "lines", "in": "query", "required": false, "schema": { "type": "integer" } }])) }));
     paths.insert("/daemon/agents/{id}/info/{pid}".into(), json!({ "get": with_params(
         op(&format!("One process on the agent in detail. {server_only}"), json!({ "200": ok(r("ProcessInfo")), "502": { "description": "The agent did not answer" } })),
         agent_and_process) }));

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 
 use super::daemon::{local, target, RestoreArgs};
@@ -509,31 +508,14 @@ pub async fn logs(a: LogsArgs) -> Result<(), CliError> {
 /// Prints the stream's events as `out | line` / `err | line` until it ends.
 async fn follow(client: &Client, target_name: &str, lines: usize) -> Result<(), CliError> {
     use std::io::Write;
-    let mut body = client
+    let body = client
         .stream(&format!("/daemon/logs/{target_name}/stream?lines={lines}"))
         .await?;
-    let mut buf = String::new();
-    let mut event = String::from("message");
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| CliError::Io(format!("the log stream broke: {e}")))?;
-        let Some(data) = frame.data_ref() else {
-            continue;
-        };
-        buf.push_str(&String::from_utf8_lossy(data));
-        while let Some(pos) = buf.find('\n') {
-            let line: String = buf.drain(..=pos).collect();
-            let line = line.trim_end_matches('\n');
-            if let Some(e) = line.strip_prefix("event:") {
-                event = e.trim().to_string();
-            } else if let Some(d) = line.strip_prefix("data:") {
-                let d = d.strip_prefix(' ').unwrap_or(d);
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{event} | {d}");
-                let _ = out.flush();
-            } else if line.is_empty() {
-                event = String::from("message");
-            }
-        }
+    let mut events = crate::client::SseReader::new(body);
+    while let Some((event, data)) = events.next().await? {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{event} | {data}");
+        let _ = out.flush();
     }
     Ok(())
 }

@@ -458,3 +458,18 @@ pub async fn call_agent(
         ))),
     }
 }
+
+/// Opens an agent's streaming route with its token (the answer's headers
+/// must come within `AGENT_CALL_TIMEOUT`; the stream itself has no limit).
+pub async fn stream_agent(
+    rec: &AgentRecord,
+    path: &str,
+) -> Result<hyper::body::Incoming, ClientError> {
+    let client = Client::new(Endpoint::parse_url(&rec.endpoint, Some(rec.token.clone()))?);
+    match tokio::time::timeout(AGENT_CALL_TIMEOUT, client.stream(path)).await {
+        Ok(r) => r,
+        Err(_) => Err(ClientError::Http(format!(
+            "no answer within {AGENT_CALL_TIMEOUT:?}"
+        ))),
+    }
+}

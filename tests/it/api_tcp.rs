@@ -198,7 +198,8 @@ fn every_route_needs_the_token_in_either_header_form_but_health() {
             ("Authorization: Bearer", Auth::Bearer(&token)),
         ] {
             n += 1;
-            if stream {
+            // The agent routes here name an agent that does not exist (404).
+            if stream && !path.starts_with("/daemon/agents/") {
                 let (status, text) = status_of_head(port, method, &path, auth);
                 assert_eq!(status, 200, "{method} {path} with {what}: {text}");
                 assert!(text.contains("text/event-stream"), "{text}");

@@ -595,3 +595,59 @@ fn wrong_tokens_are_refused_at_registration_and_on_calls_to_agents() {
     assert_eq!(list_via(&srv, "b")[0]["name"], "secret-job");
     drop(a);
 }
+
+#[test]
+fn the_server_follows_an_agents_log_live() {
+    let srv = server(None);
+    let a = agent(&srv, "streamer", TOKEN);
+    a.home.start(
+        "sh -c 'while true; do echo tick-$$-$(date +%s%N); sleep 0.2; done'",
+        "ticker",
+        &[],
+    );
+    let mut cmd = srv.home.command(&[
+        "logs", "ticker", "--server", "streamer", "--follow", "--lines", "0",
+    ]);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("follow through the server");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while seen.len() < 2 && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.push(line);
+        }
+    }
+    crate::common::kill_child(&mut child);
+    assert!(
+        seen.len() >= 2,
+        "two live lines through the server, got {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|l| l.starts_with("out | tick-")),
+        "{seen:?}"
+    );
+    assert_ne!(seen[0], seen[1], "new lines, not one repeated");
+    // Over HTTP the server relays the same stream; an unknown agent is a 404.
+    let (status, _) = http(
+        "GET",
+        srv.port,
+        "/daemon/agents/nobody/logs/ticker/stream",
+        &[("token", TOKEN)],
+        None,
+    );
+    assert_eq!(status, 404);
+}
