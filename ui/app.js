@@ -135,7 +135,6 @@ function scopeOf(agent) {
       info: (id) => api(`/daemon/info/${enc(id)}`),
       action: (id, action) => api('/daemon/action', { method: 'POST', body: { id, action } }),
       create: (body) => api('/daemon/create', { method: 'POST', body }),
-      logs: (id, n) => api(`/daemon/logs/${enc(id)}?lines=${n}`),
       stream: (id, n) => `/daemon/logs/${enc(id)}/stream?lines=${n}`,
     };
   }
@@ -147,8 +146,7 @@ function scopeOf(agent) {
     info: (id) => api(`${base}/info/${enc(id)}`),
     action: (id, action) => api(`${base}/action`, { method: 'POST', body: { id, action } }),
     create: (body) => api(`${base}/create`, { method: 'POST', body }),
-    logs: (id, n) => api(`${base}/logs/${enc(id)}?lines=${n}`),
-    stream: null,
+    stream: (id, n) => `${base}/logs/${enc(id)}/stream?lines=${n}`,
   };
 }
 
@@ -680,17 +678,6 @@ function logPane() {
       while (count > MAX_LOG_LINES) { pre.firstChild.remove(); count--; }
       if (stick) pre.scrollTop = pre.scrollHeight;
     },
-    replace(out, err) {
-      const key = JSON.stringify([out, err]);
-      if (pre.dataset.key === key) return;
-      pre.dataset.key = key;
-      const stick = atBottom();
-      const mk = (kind, lines, title) => lines.length
-        ? [h('div', { class: 'line sep' }, title), ...lines.map((l) => h('div', { class: `line ${kind}` }, l))] : [];
-      pre.replaceChildren(...mk('out', out, '── stdout ──'), ...mk('err', err, '── stderr ──'));
-      count = pre.children.length;
-      if (stick) pre.scrollTop = pre.scrollHeight;
-    },
     clear() { pre.replaceChildren(); count = 0; delete pre.dataset.key; },
   };
 }
@@ -809,9 +796,8 @@ function processView(scope, id) {
     }
   });
 
-  // Live logs: the SSE stream on this daemon; polling through the server for an agent.
+  // Live logs: the SSE stream of this daemon, or of the agent relayed by the server.
   const abort = new AbortController();
-  let logPoll = null;
   function setLive(state, text) { live.dataset.state = state; setText(live, text); }
   async function follow() {
     let first = true;
@@ -837,24 +823,9 @@ function processView(scope, id) {
     mount(main) {
       main.append(...cards);
       poll.start();
-      if (scope.stream) {
-        follow();
-      } else {
-        setLive('live', `every ${POLL_MS / 1000}s`);
-        logPoll = poller(async () => {
-          try {
-            const r = await scope.logs(id, LOG_LINES);
-            pane.replace(r.out || [], r.err || []);
-            setLive('live', `every ${POLL_MS / 1000}s`);
-          } catch (e) {
-            if (e instanceof AuthError) throw e;
-            setLive('down', e.message);
-          }
-        });
-        logPoll.start();
-      }
+      follow();
     },
-    unmount() { poll.stop(); abort.abort(); if (logPoll) logPoll.stop(); },
+    unmount() { poll.stop(); abort.abort(); },
   };
 }
 
