@@ -281,7 +281,7 @@ impl Service {
         for (i, r) in requests.into_iter().enumerate() {
             match self.new_spec(r) {
                 Ok(n) => new.push(n),
-                Err(e) if new.len() + errors.len() == 0 && i == 0 => errors.push(e.to_string()),
+                Err(e) if i == 0 => errors.push(e.to_string()),
                 Err(e) => errors.push(format!("process {}: {e}", i + 1)),
             }
         }

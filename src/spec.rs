@@ -179,14 +179,6 @@ impl Observed {
             _ => None,
         }
     }
-
-    /// The process group a live or stopping run owns.
-    pub fn group(&self) -> Option<u32> {
-        match self.phase {
-            Phase::Running { pid, .. } | Phase::Stopping { pid, .. } => Some(pid),
-            _ => None,
-        }
-    }
 }
 
 impl Observed {

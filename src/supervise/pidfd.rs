@@ -49,11 +49,6 @@ pub fn open(pid: u32) -> io::Result<PidFd> {
 }
 
 impl PidFd {
-    /// Same as [`open`].
-    pub fn open(pid: u32) -> io::Result<PidFd> {
-        open(pid)
-    }
-
     /// The pid this descriptor refers to.
     pub fn pid(&self) -> u32 {
         self.pid

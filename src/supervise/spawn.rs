@@ -234,7 +234,7 @@ pub fn split_command(cmd: &str) -> Option<(String, Vec<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervise::pidfd::{reap, ExitStatus, PidFd};
+    use crate::supervise::pidfd::{reap, ExitStatus};
     use nix::sys::wait::waitpid;
     use nix::unistd::Pid;
     use std::time::Duration;
@@ -333,7 +333,7 @@ mod tests {
         let child = spawn(&spec).expect("spawn");
         let guard = Guard(child.pid);
         assert!(child.start_time > 0);
-        let fd = PidFd::open(child.pid).expect("pidfd");
+        let fd = super::super::pidfd::open(child.pid).expect("pidfd");
         tokio::time::timeout(Duration::from_secs(10), fd.exited())
             .await
             .expect("exits in time")
@@ -358,7 +358,7 @@ mod tests {
 
         // A second run appends to the same files.
         let child = spawn(&spec).expect("spawn again");
-        let fd = PidFd::open(child.pid).expect("pidfd");
+        let fd = super::super::pidfd::open(child.pid).expect("pidfd");
         let _guard = Guard(child.pid);
         tokio::time::timeout(Duration::from_secs(10), fd.exited())
             .await
