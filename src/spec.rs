@@ -101,7 +101,7 @@ pub enum Phase {
     /// Never started.
     Idle,
     /// About to fork: recorded (and flushed) first, so that a daemon killed
-    /// between fork and recording the pid can find the child by its nonce.
+    /// between the spawn and recording the pid can find the child by its nonce.
     Spawning {
         nonce: u64,
         at_ms: u64,

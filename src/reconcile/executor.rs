@@ -2,7 +2,7 @@
 //! mark, forget), watches each running group leader through a pidfd, and
 //! feeds what it saw back through the pure transitions of `plan`. It owns the
 //! `runtime` records: every change is written to the store and flushed once
-//! per pass, and a spawn's intent is flushed before the fork so that a daemon
+//! per pass, and a spawn's intent is flushed before the child is spawned so that a daemon
 //! killed at any instant never starts a process twice.
 
 use std::collections::{BTreeSet, HashMap};
