@@ -197,8 +197,13 @@ impl Client {
             Endpoint::Unix(_) => ("localhost".to_string(), path.to_string()),
             Endpoint::Tcp {
                 host, port, prefix, ..
+            } if host.contains(':') => (format!("[{host}]:{port}"), format!("{prefix}{path}")),
+            Endpoint::Tcp {
+                host, port, prefix, ..
             } => (format!("{host}:{port}"), format!("{prefix}{path}")),
         };
+        // A daemon takes changes only as JSON, with or without a body.
+        let json = body.is_some() || !matches!(method, Method::GET | Method::HEAD);
         // One request per connection: nothing lingers to delay a graceful shutdown.
         let mut req = Request::builder()
             .method(method)
@@ -211,13 +216,10 @@ impl Client {
         if let Endpoint::Tcp { token: Some(t), .. } = &self.endpoint {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        let body = match body {
-            Some(b) => {
-                req = req.header("content-type", "application/json");
-                Full::new(Bytes::from(b))
-            }
-            None => Full::new(Bytes::new()),
-        };
+        if json {
+            req = req.header("content-type", "application/json");
+        }
+        let body = Full::new(body.map(Bytes::from).unwrap_or_default());
         req.body(body).map_err(|e| ClientError::Http(e.to_string()))
     }
 

@@ -67,6 +67,68 @@ impl Home {
         self.logs().join(format!("{name}-{id}.err.log"))
     }
 
+    /// Makes the home private before the daemon keeps secrets in it: it must
+    /// belong to this user (a home someone else owns is refused), the home
+    /// becomes 0700, and `config.toml` and the database 0600 (folders 0700).
+    /// Returns what it changed, for the log.
+    pub fn make_private(&self) -> Result<Vec<String>, ConfigError> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let io = |p: &Path, e| ConfigError::Io(p.to_path_buf(), e);
+        let meta = std::fs::metadata(&self.root).map_err(|e| io(&self.root, e))?;
+        let me = nix::unistd::geteuid().as_raw();
+        if meta.uid() != me {
+            let owner = nix::unistd::User::from_uid(meta.uid().into())
+                .ok()
+                .flatten()
+                .map_or_else(
+                    || format!("uid {}", meta.uid()),
+                    |u| format!("{} (uid {})", u.name, meta.uid()),
+                );
+            return Err(ConfigError::Foreign {
+                path: self.root.clone(),
+                owner,
+                me,
+            });
+        }
+        let mut changed = Vec::new();
+        let mut fix = |path: &Path, mode: u32| -> Result<(), ConfigError> {
+            let meta = match std::fs::symlink_metadata(path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(io(path, e)),
+            };
+            if meta.file_type().is_symlink() || meta.mode() & 0o7777 == mode {
+                return Ok(());
+            }
+            if meta.mode() & 0o077 != 0 {
+                changed.push(format!(
+                    "{} was {:o}, now {mode:o}",
+                    path.display(),
+                    meta.mode() & 0o7777
+                ));
+            }
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| io(path, e))
+        };
+        fix(&self.root, 0o700)?;
+        fix(&self.config(), 0o600)?;
+        let mut dirs = vec![self.db()];
+        while let Some(dir) = dirs.pop() {
+            fix(&dir, 0o700)?;
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                match entry.file_type() {
+                    Ok(t) if t.is_dir() => dirs.push(entry.path()),
+                    Ok(t) if t.is_file() => fix(&entry.path(), 0o600)?,
+                    _ => {}
+                }
+            }
+        }
+        Ok(changed)
+    }
+
     /// Creates the home (mode 0700) and its `logs/` folder.
     pub fn ensure(&self) -> Result<(), ConfigError> {
         use std::os::unix::fs::DirBuilderExt;
@@ -203,6 +265,10 @@ pub struct WebSection {
     pub port: u16,
     #[serde(default)]
     pub secure: SecureSection,
+    /// Host names (besides the address and loopback names) that requests
+    /// may carry in `Host`, e.g. the name of a reverse proxy in front.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for WebSection {
@@ -213,6 +279,7 @@ impl Default for WebSection {
             address: default_address(),
             port: default_port(),
             secure: SecureSection::default(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -224,14 +291,33 @@ fn default_port() -> u16 {
     9876
 }
 
-#[derive(Clone, PartialEq, Serialize, Deserialize, Default)]
+/// The TCP API's token. On by default: a daemon that serves TCP without a
+/// configured token generates one and writes it here. `enabled = false` is
+/// honoured only on a loopback address.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecureSection {
-    #[serde(default)]
+    #[serde(default = "default_true")]
     pub enabled: bool,
     #[serde(default)]
     pub token: String,
 }
+
+impl Default for SecureSection {
+    fn default() -> Self {
+        SecureSection {
+            enabled: true,
+            token: String::new(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The shortest token a user may set (a generated one is 64 characters).
+pub const MIN_TOKEN_LEN: usize = 16;
 
 // The token never reaches a log line through `{:?}`.
 impl fmt::Debug for SecureSection {
@@ -279,6 +365,27 @@ address = "127.0.0.1"
 port = 9876           # an agent's default API port is 9877
 
 [daemon.web.secure]
+# Every TCP route but GET /health needs this token. When it is empty, the
+# daemon generates one the first time it serves TCP and writes it here
+# (`opm daemon token` prints it). enabled = false turns the token off, which
+# opm accepts only on a loopback address.
+enabled = true
+token = ""
+"#;
+
+/// The default file of opm 0.1.0 and earlier, which had the token off.
+/// Read as the current default: the user never chose that setting.
+const OLD_DEFAULT_CONFIG: &str = r#"# opm configuration. See the README for every key.
+# role: "standalone" (default), "server" or "agent"
+role = "standalone"
+
+[daemon.web]
+ui = false            # serve the web UI at / of the API address
+api = false           # serve the HTTP API over TCP
+address = "127.0.0.1"
+port = 9876           # an agent's default API port is 9877
+
+[daemon.web.secure]
 enabled = false       # require a token on every TCP route but GET /health
 token = ""
 "#;
@@ -289,6 +396,12 @@ pub enum ConfigError {
     NoHome,
     #[error("{0}: {1}")]
     Io(PathBuf, #[source] std::io::Error),
+    #[error("{path} belongs to {owner}, not to you (uid {me}): opm keeps its tokens there, so it uses only a home of its own. Set OPM_HOME to a folder you own, or give this one to yourself (chown)")]
+    Foreign {
+        path: PathBuf,
+        owner: String,
+        me: u32,
+    },
     #[error("{path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path} is not valid:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -303,6 +416,11 @@ impl Config {
     pub fn load_or_create(home: &Home) -> Result<Config, ConfigError> {
         let path = home.config();
         match std::fs::read_to_string(&path) {
+            Ok(text) if text == OLD_DEFAULT_CONFIG => {
+                write_atomic(&path, DEFAULT_CONFIG.as_bytes())
+                    .map_err(|e| ConfigError::Io(path.clone(), e))?;
+                Config::parse(DEFAULT_CONFIG, &path)
+            }
             Ok(text) => Config::parse(&text, &path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 home.ensure()?;
@@ -344,11 +462,31 @@ impl Config {
         if web.port == 0 {
             problems.push("daemon.web.port must be between 1 and 65535".to_string());
         }
-        if web.secure.enabled && web.secure.token.trim().is_empty() {
+        let token = &web.secure.token;
+        if !token.is_empty() && token.trim().len() < MIN_TOKEN_LEN {
+            problems.push(format!(
+                "daemon.web.secure.token is too short ({} characters): use at least {MIN_TOKEN_LEN}, or leave it empty and the daemon generates one",
+                token.trim().len()
+            ));
+        }
+        if token.chars().any(|c| c.is_control() || c == ' ') {
             problems.push(
-                "daemon.web.secure.enabled = true needs a non-empty daemon.web.secure.token"
+                "daemon.web.secure.token has spaces or control characters: an HTTP header cannot carry it"
                     .to_string(),
             );
+        }
+        if let Some(refusal) = self.tcp_refusal(web.api || web.ui || self.role == Role::Server) {
+            problems.push(refusal);
+        }
+        for host in &web.allowed_hosts {
+            if host.is_empty()
+                || host.contains(['/', ' ', '@'])
+                || host.chars().any(char::is_control)
+            {
+                problems.push(format!(
+                    "daemon.web.allowed_hosts: {host:?} is not a host name (e.g. \"opm.example.com\")"
+                ));
+            }
         }
         if self.server.heartbeat_interval_ms < 100 || self.server.heartbeat_interval_ms > 3_600_000
         {
@@ -370,6 +508,32 @@ impl Config {
             }
         }
         problems
+    }
+
+    /// Why TCP may not be served without a token on this address, when
+    /// `serves_tcp`: `enabled = false` is honoured only on loopback.
+    pub fn tcp_refusal(&self, serves_tcp: bool) -> Option<String> {
+        let web = &self.daemon.web;
+        let loopback = web
+            .address
+            .parse::<IpAddr>()
+            .map_or(true, |ip| ip.is_loopback());
+        (serves_tcp && !web.secure.enabled && !loopback).then(|| {
+            format!(
+                "daemon.web.address = {:?} is not a loopback address and [daemon.web.secure] enabled = false: opm will not serve TCP there without a token. Remove `enabled = false` (the daemon then generates a token; `opm daemon token` prints it), or set address = \"127.0.0.1\"",
+                web.address
+            )
+        })
+    }
+
+    /// The warning that goes with a token-less TCP API on loopback.
+    pub fn tokenless_warning(&self) -> Option<String> {
+        (!self.daemon.web.secure.enabled).then(|| {
+            format!(
+                "the TCP API has no token ([daemon.web.secure] enabled = false): every user of this machine can drive this daemon through {}",
+                self.api_address()
+            )
+        })
     }
 
     /// `address:port` of the TCP API.
@@ -399,10 +563,67 @@ pub fn set_role(home: &Home, role: Role) -> Result<(), ConfigError> {
     write_atomic(&path, new_text.as_bytes()).map_err(|e| ConfigError::Io(path, e))
 }
 
+/// Stores `token` as `[daemon.web.secure] token` with `enabled = true` in
+/// `config.toml`, keeping the rest of the file as it is, and returns the
+/// configuration as it now reads.
+pub fn set_secure_token(home: &Home, token: &str) -> Result<Config, ConfigError> {
+    let path = home.config();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => DEFAULT_CONFIG.to_string(),
+        Err(e) => return Err(ConfigError::Io(path, e)),
+    };
+    let mut doc: toml_edit::DocumentMut =
+        text.parse()
+            .map_err(|e: toml_edit::TomlError| ConfigError::Parse {
+                path: path.clone(),
+                message: e.to_string().trim_end().to_string(),
+            })?;
+    let table = |item: &mut toml_edit::Item| {
+        if !item.is_table() {
+            let mut t = toml_edit::Table::new();
+            t.set_implicit(true);
+            *item = toml_edit::Item::Table(t);
+        }
+    };
+    table(&mut doc["daemon"]);
+    table(&mut doc["daemon"]["web"]);
+    table(&mut doc["daemon"]["web"]["secure"]);
+    doc["daemon"]["web"]["secure"]["enabled"] = toml_edit::value(true);
+    doc["daemon"]["web"]["secure"]["token"] = toml_edit::value(token);
+    let new_text = doc.to_string();
+    let config = Config::parse(&new_text, &path)?;
+    write_atomic(&path, new_text.as_bytes()).map_err(|e| ConfigError::Io(path, e))?;
+    Ok(config)
+}
+
+/// A new secret: 32 bytes from the kernel's random source, as 64 hex digits.
+pub fn random_token() -> std::io::Result<String> {
+    let mut buf = [0u8; 32];
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: getrandom writes at most `len` bytes into the buffer we own.
+        let n =
+            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+            continue;
+        }
+        filled += n as usize;
+    }
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Writes a file so that a crash leaves either the old or the new content:
 /// a temporary file in the same folder, fsync, rename, fsync of the folder.
+/// The file is born 0600: what opm writes (config with tokens, dumps with
+/// environments) is for its owner only.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path
         .file_name()
@@ -410,7 +631,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        // A leftover temporary file keeps its old mode: set it again.
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
@@ -435,7 +663,9 @@ mod tests {
         assert_eq!(c.role, Role::Standalone);
         assert_eq!(c.daemon.web.port, 9876);
         assert_eq!(c.daemon.web.address, "127.0.0.1");
-        assert!(!c.daemon.web.api && !c.daemon.web.ui && !c.daemon.web.secure.enabled);
+        assert!(!c.daemon.web.api && !c.daemon.web.ui);
+        assert!(c.daemon.web.secure.enabled, "the token is on by default");
+        assert!(c.daemon.web.secure.token.is_empty());
     }
 
     #[test]
@@ -447,7 +677,7 @@ mod tests {
     #[test]
     fn the_documented_server_config_parses() {
         let c = parse(
-            "role = \"server\"\n[daemon.web]\napi = true\nui = true\naddress = \"0.0.0.0\"\nport = 9876\n[daemon.web.secure]\nenabled = true\ntoken = \"t\"\n",
+            "role = \"server\"\n[daemon.web]\napi = true\nui = true\naddress = \"0.0.0.0\"\nport = 9876\n[daemon.web.secure]\nenabled = true\ntoken = \"a-token-of-24-characters\"\n",
         )
         .expect("server config");
         assert_eq!(c.role, Role::Server);
@@ -470,13 +700,13 @@ mod tests {
     #[test]
     fn every_problem_is_reported_at_once() {
         let e = parse(
-            "[daemon.web]\naddress = \"nowhere\"\nport = 0\n[daemon.web.secure]\nenabled = true\n",
+            "[daemon.web]\naddress = \"nowhere\"\nport = 0\n[daemon.web.secure]\ntoken = \"short\"\n",
         )
         .unwrap_err()
         .to_string();
         assert!(e.contains("not an IP address"), "{e}");
         assert!(e.contains("port must be"), "{e}");
-        assert!(e.contains("non-empty"), "{e}");
+        assert!(e.contains("too short (5 characters)"), "{e}");
     }
 
     #[test]
@@ -504,5 +734,119 @@ mod tests {
             token: "s3cret".into(),
         };
         assert!(!format!("{s:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_token_shorter_than_16_characters_is_refused_and_16_is_enough() {
+        let e = parse("[daemon.web.secure]\ntoken = \"0123456789abcde\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("too short"), "{e}");
+        parse("[daemon.web.secure]\ntoken = \"0123456789abcdef\"\n").expect("16 is enough");
+    }
+
+    #[test]
+    fn no_token_is_refused_only_off_loopback_and_only_when_tcp_is_served() {
+        let off = "[daemon.web.secure]\nenabled = false\n";
+        let e = parse(&format!(
+            "[daemon.web]\napi = true\naddress = \"0.0.0.0\"\n{off}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("not a loopback address") && e.contains("enabled = false"),
+            "{e}"
+        );
+        parse(&format!(
+            "role = \"server\"\n[daemon.web]\naddress = \"10.0.0.1\"\n{off}"
+        ))
+        .expect_err("a server serves TCP");
+        parse(&format!("[daemon.web]\naddress = \"0.0.0.0\"\n{off}")).expect("TCP is off");
+        let c = parse(&format!(
+            "[daemon.web]\napi = true\naddress = \"::1\"\n{off}"
+        ))
+        .expect("loopback");
+        assert!(c.tokenless_warning().is_some());
+        assert!(c.tcp_refusal(true).is_none());
+    }
+
+    #[test]
+    fn the_old_default_file_is_read_as_the_new_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = Home::new(dir.path());
+        std::fs::write(home.config(), OLD_DEFAULT_CONFIG).expect("write");
+        let c = Config::load_or_create(&home).expect("load");
+        assert!(c.daemon.web.secure.enabled);
+        // A file the user changed keeps what it says.
+        let mine = OLD_DEFAULT_CONFIG.replace("port = 9876", "port = 9000");
+        std::fs::write(home.config(), &mine).expect("write");
+        assert!(
+            !Config::load_or_create(&home)
+                .expect("load")
+                .daemon
+                .web
+                .secure
+                .enabled
+        );
+    }
+
+    #[test]
+    fn a_stored_token_keeps_the_file_and_its_mode_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = Home::new(dir.path());
+        std::fs::write(
+            home.config(),
+            "# mine\nrole = \"server\" # keep\n[server]\njoin_token = \"\"\n",
+        )
+        .expect("write");
+        std::fs::set_permissions(home.config(), std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+        let token = random_token().expect("random");
+        assert_eq!(token.len(), 64);
+        assert_ne!(token, random_token().expect("random"));
+        let c = set_secure_token(&home, &token).expect("store");
+        assert_eq!(c.daemon.web.secure.token, token);
+        assert!(c.daemon.web.secure.enabled);
+        let text = std::fs::read_to_string(home.config()).expect("read");
+        assert!(text.contains("# mine") && text.contains("# keep"), "{text}");
+        let mode = std::fs::metadata(home.config())
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        set_role(&home, Role::Standalone).expect("role");
+        let mode = std::fs::metadata(home.config())
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "a rewrite keeps 0600");
+    }
+
+    #[test]
+    fn a_home_becomes_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = Home::new(dir.path().join("h"));
+        std::fs::create_dir_all(home.db().join("blobs")).expect("mkdir");
+        std::fs::write(home.db().join("conf"), "x").expect("write");
+        std::fs::write(home.config(), "").expect("write");
+        for p in [
+            home.root.clone(),
+            home.db(),
+            home.db().join("conf"),
+            home.config(),
+        ] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        let changed = home.make_private().expect("private");
+        assert!(changed.len() >= 4, "{changed:?}");
+        let mode = |p: PathBuf| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(home.root.clone()), 0o700);
+        assert_eq!(mode(home.db()), 0o700);
+        assert_eq!(mode(home.db().join("blobs")), 0o700);
+        assert_eq!(mode(home.db().join("conf")), 0o600);
+        assert_eq!(mode(home.config()), 0o600);
+        assert!(home.make_private().expect("again").is_empty());
     }
 }

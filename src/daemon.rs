@@ -9,7 +9,9 @@ use tokio::net::UnixListener;
 use tokio::sync::watch;
 
 use crate::api::{self, Ctx, TcpSlot, Tokens};
-use crate::config::{write_atomic, Config, ConfigError, Home, Role};
+use crate::config::{
+    random_token, set_secure_token, write_atomic, Config, ConfigError, Home, Role,
+};
 use crate::reconcile::executor::Executor;
 use crate::role::server::Registry;
 use crate::service::Service;
@@ -30,12 +32,45 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error("{0}: {1}")]
     Io(String, #[source] std::io::Error),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Drops opm's secret variables (`OPM_TOKEN`, …) from this process's
+/// environment, so no managed process inherits them. Call it before any
+/// other thread exists.
+pub fn forget_secret_env() {
+    for name in crate::SECRET_ENV_VARS {
+        // Edition 2021: safe to call; sound here because no other thread
+        // reads the environment yet (see the caller).
+        std::env::remove_var(name);
+    }
 }
 
 /// Runs the daemon until SIGTERM, SIGINT or `POST /daemon/stop`.
 pub fn run(home: Home, opts: DaemonOptions) -> Result<(), DaemonError> {
     home.ensure()?;
-    let config = Config::load_or_create(&home)?;
+    // Before anything is read or written there: a home anyone may read
+    // would give the tokens away.
+    for change in home.make_private()? {
+        crate::daemon_log(format_args!("made the home private: {change}"));
+    }
+    let mut config = Config::load_or_create(&home)?;
+    let web = &config.daemon.web;
+    let serves_tcp = web.api || web.ui || opts.api || opts.webui || config.role == Role::Server;
+    if let Some(refusal) = config.tcp_refusal(serves_tcp) {
+        return Err(DaemonError::Refused(refusal));
+    }
+    if serves_tcp && web.secure.enabled && web.secure.token.is_empty() {
+        // TCP is never open without a token: make one and keep it where
+        // the user looks for settings (config.toml, 0600).
+        let token = random_token().map_err(|e| DaemonError::Io("random token".into(), e))?;
+        config = set_secure_token(&home, &token)?;
+        crate::daemon_log(format_args!(
+            "generated a token for the TCP API and stored it in {} ([daemon.web.secure] token); `opm daemon token` prints it",
+            home.config().display()
+        ));
+    }
     let store = Arc::new(Store::open(&home.db())?);
     write_atomic(
         &home.pid_file(),
@@ -110,21 +145,15 @@ async fn serve(
             // A failure is recorded for `daemon health` and the log.
             let _ = ctx.tcp.start(&ctx, &config.api_address(), tokens).await;
         }
-        if registry.is_some() && !config.daemon.web.secure.enabled {
-            crate::daemon_log(format_args!(
-                "role = server without a token: agents cannot register until [daemon.web.secure] enabled = true and a token are set"
-            ));
+        let serves_tcp = api_wanted || registry.is_some();
+        if let (true, Some(warning)) = (serves_tcp, config.tokenless_warning()) {
+            crate::daemon_log(format_args!("warning: {warning}"));
         }
     }
     // The socket comes last: a client that reaches it finds the daemon whole
     // (processes adopted, TCP API up or its failure recorded).
     let socket = home.socket();
-    let _ = std::fs::remove_file(&socket);
-    // The socket is born 0600: nobody else may drive this daemon.
-    let old_mask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-    let bound = UnixListener::bind(&socket);
-    nix::sys::stat::umask(old_mask);
-    let unix = bound.map_err(|e| DaemonError::Io(socket.display().to_string(), e))?;
+    let unix = bind_private(&home).map_err(|e| DaemonError::Io(socket.display().to_string(), e))?;
     let unix_server = tokio::spawn(
         warp::serve(api::routes(ctx.clone(), Tokens::default(), true))
             .incoming(unix)
@@ -172,6 +201,27 @@ async fn serve(
     store.flush()?;
     crate::daemon_log(format_args!("daemon stopped"));
     Ok(())
+}
+
+/// Binds the unix socket so that nobody else can ever connect: it is bound
+/// in a fresh 0700 folder, made 0600, and only then renamed into place (no
+/// process-wide umask change, which would race with other threads).
+fn bind_private(home: &Home) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let socket = home.socket();
+    let staging = home.root.join(format!(".sock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::DirBuilder::new().mode(0o700).create(&staging)?;
+    let result = (|| {
+        let tmp = staging.join("opm.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&tmp)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&tmp, &socket)?;
+        listener.set_nonblocking(true)?;
+        UnixListener::from_std(listener)
+    })();
+    let _ = std::fs::remove_dir_all(&staging);
+    result
 }
 
 async fn wait_true(mut rx: watch::Receiver<bool>) {

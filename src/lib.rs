@@ -18,6 +18,10 @@ pub mod spec;
 pub mod store;
 pub mod supervise;
 
+/// Environment variables that carry opm's secrets to the CLI. The daemon
+/// drops them at start and never passes them to a managed process.
+pub const SECRET_ENV_VARS: &[&str] = &["OPM_TOKEN", "OPM_SERVER_TOKEN", "OPM_JOIN_TOKEN"];
+
 /// Writes one timestamped line to the daemon's log (its stderr, which the
 /// CLI points at `daemon.log` when it starts the daemon).
 pub fn daemon_log(args: std::fmt::Arguments<'_>) {

@@ -256,6 +256,13 @@ pub struct Health {
     pub server: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connected: Option<bool>,
+    /// Where the TCP API's token is kept (`[daemon.web.secure] token` of
+    /// this file), when the API serves with the configured token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+    /// What weakens this daemon's security (e.g. a TCP API without a token).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Every error body of the API.

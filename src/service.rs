@@ -51,6 +51,8 @@ pub enum ServiceError {
 pub struct ApiState {
     pub address: Option<String>,
     pub error: Option<String>,
+    /// The listener takes no token (`enabled = false`, on loopback only).
+    pub tokenless: bool,
 }
 
 struct UsageCache {
@@ -668,7 +670,18 @@ impl Service {
             None => (None, None),
         };
         let link = self.agent_status();
+        // An agent's listener serves with the agent's own token, not the config's.
+        let own_tokens = api.address.is_some() && link.server.is_none();
+        let token_file =
+            (own_tokens && !api.tokenless).then(|| self.home.config().display().to_string());
+        let warnings = (own_tokens && api.tokenless)
+            .then(|| self.config.tokenless_warning())
+            .flatten()
+            .into_iter()
+            .collect();
         Health {
+            token_file,
+            warnings,
             agents_online,
             agents_offline,
             server: link.server.clone(),

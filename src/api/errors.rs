@@ -26,6 +26,22 @@ pub fn refuse(status: StatusCode, message: impl Into<String>) -> Rejection {
     })
 }
 
+/// A 429 that says when to try again (`Retry-After`, in seconds).
+#[derive(Debug)]
+pub struct TooMany {
+    pub wait: std::time::Duration,
+    pub message: String,
+}
+
+impl Reject for TooMany {}
+
+pub fn too_many(wait: std::time::Duration, message: impl Into<String>) -> Rejection {
+    warp::reject::custom(TooMany {
+        wait,
+        message: message.into(),
+    })
+}
+
 impl From<ServiceError> for Refusal {
     fn from(e: ServiceError) -> Refusal {
         let status = match &e {
@@ -59,6 +75,16 @@ pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Reje
         InvalidQuery, LengthRequired, MethodNotAllowed, MissingHeader, PayloadTooLarge,
         UnsupportedMediaType,
     };
+    if let Some(t) = rejection.find::<TooMany>() {
+        let mut resp = json_error(StatusCode::TOO_MANY_REQUESTS, t.message.clone());
+        // Whole seconds, rounded up: a client that waits that long gets in.
+        let secs = t.wait.as_secs() + u64::from(t.wait.subsec_nanos() > 0);
+        resp.headers_mut().insert(
+            warp::http::header::RETRY_AFTER,
+            warp::http::HeaderValue::from(secs.max(1)),
+        );
+        return Ok(resp);
+    }
     let (status, message) = if let Some(r) = rejection.find::<Refusal>() {
         (r.status, r.message.clone())
     } else if rejection.is_not_found() {

@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod auth;
 pub mod errors;
+pub mod guard;
 pub mod metrics;
 pub mod openapi;
 pub mod process;
@@ -66,9 +67,18 @@ pub struct Ctx {
 pub fn routes(ctx: Ctx, tokens: Tokens, local: bool) -> BoxedFilter<(warp::reply::Response,)> {
     let health = {
         let ctx = ctx.clone();
+        // On TCP, without the admin token, only "up": no pid, version or paths.
+        let full = move |scope: Option<auth::Scope>| {
+            if local || scope == Some(auth::Scope::Admin) {
+                warp::reply::json(&ctx.svc.health()).into_response()
+            } else {
+                warp::reply::json(&serde_json::json!({ "status": "ok" })).into_response()
+            }
+        };
         warp::path!("health")
             .and(warp::get())
-            .map(move || warp::reply::json(&ctx.svc.health()).into_response())
+            .and(auth::optional_scope(tokens.clone()))
+            .map(full)
     };
     let openapi = warp::path!("openapi.json")
         .and(auth::admin(tokens.clone()))
@@ -96,6 +106,21 @@ pub fn routes(ctx: Ctx, tokens: Tokens, local: bool) -> BoxedFilter<(warp::reply
     all.recover(errors::recover).unify().boxed()
 }
 
+/// The routes of a TCP listener bound to `bound`: every route, behind the
+/// browser guard (`Host`, `Origin`, JSON content type).
+fn tcp_routes(
+    ctx: Ctx,
+    tokens: Tokens,
+    bound: std::net::SocketAddr,
+) -> BoxedFilter<(warp::reply::Response,)> {
+    let rules = guard::HostRules::new(bound, &ctx.svc.config.daemon.web.allowed_hosts);
+    guard::browser_guard(rules)
+        .and(routes(ctx, tokens, false))
+        .recover(errors::recover)
+        .unify()
+        .boxed()
+}
+
 /// A running TCP listener.
 struct TcpHandle {
     stop: watch::Sender<bool>,
@@ -113,22 +138,33 @@ impl TcpSlot {
     /// outcome in the service's API state, and returns the bound address.
     pub async fn start(&self, ctx: &Ctx, address: &str, tokens: Tokens) -> Result<String, String> {
         self.stop();
+        let tokenless = tokens.admin.is_none();
         let bound = match address.parse::<std::net::SocketAddr>() {
+            Ok(addr) if tokenless && !addr.ip().is_loopback() => Err(format!(
+                "{} is not a loopback address: opm serves TCP there only with a token",
+                addr.ip()
+            )),
             Ok(addr) => TcpListener::bind(addr).await.map_err(|e| e.to_string()),
             Err(e) => Err(format!("{address:?} is not an address:port ({e})")),
         };
         let set_state = |s: ApiState| *ctx.svc.api.lock().unwrap_or_else(|p| p.into_inner()) = s;
         match bound {
             Ok(listener) => {
-                let local = listener
-                    .local_addr()
+                let bound_addr = listener.local_addr();
+                let local = bound_addr
+                    .as_ref()
                     .map(|a| a.to_string())
                     .unwrap_or_else(|_| address.to_string());
+                let routes = match bound_addr {
+                    Ok(a) => tcp_routes(ctx.clone(), tokens, a),
+                    // No address to check `Host` against: nothing passes the guard.
+                    Err(_) => tcp_routes(ctx.clone(), tokens, ([0, 0, 0, 0], 0).into()),
+                };
                 let (stop, stop_rx) = watch::channel(false);
                 let mut daemon_stop = ctx.shutdown.subscribe();
                 let mut own_stop = stop_rx;
                 tokio::spawn(
-                    warp::serve(routes(ctx.clone(), tokens, false))
+                    warp::serve(routes)
                         .incoming(listener)
                         .graceful(async move {
                             tokio::select! {
@@ -142,6 +178,7 @@ impl TcpSlot {
                 set_state(ApiState {
                     address: Some(local.clone()),
                     error: None,
+                    tokenless,
                 });
                 *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(TcpHandle { stop });
                 Ok(local)
@@ -152,6 +189,7 @@ impl TcpSlot {
                 set_state(ApiState {
                     address: None,
                     error: Some(message.clone()),
+                    tokenless,
                 });
                 Err(message)
             }

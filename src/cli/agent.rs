@@ -30,9 +30,12 @@ pub struct ConnectArgs {
     /// This agent's name (default: the host name)
     #[arg(long)]
     pub name: Option<String>,
-    /// The server's token (or OPM_SERVER_TOKEN)
-    #[arg(long)]
+    /// The server's join token (visible to other users in `ps`: prefer --token-file or OPM_SERVER_TOKEN)
+    #[arg(long, conflicts_with = "token_file")]
     pub token: Option<String>,
+    /// Read the server's join token from file F (its first line)
+    #[arg(long, value_name = "F")]
+    pub token_file: Option<std::path::PathBuf>,
     /// host:port this agent's API listens on and the server reaches it at (default 127.0.0.1:9877)
     #[arg(long, value_name = "A")]
     pub api_address: Option<String>,
@@ -54,15 +57,10 @@ pub async fn dispatch(cmd: AgentCommand) -> Result<(), CliError> {
 }
 
 async fn connect(a: ConnectArgs) -> Result<(), CliError> {
-    let token = a
-        .token
-        .or_else(|| std::env::var("OPM_SERVER_TOKEN").ok())
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            CliError::Usage(
-                "a token is required: --token T (the server's token) or OPM_SERVER_TOKEN".into(),
-            )
-        })?;
+    // Without one, the server decides: only a server whose TCP API has no
+    // token (on loopback) takes agents without one, and says so otherwise.
+    let token = super::given_token(a.token, a.token_file.as_deref(), "OPM_SERVER_TOKEN")?
+        .unwrap_or_default();
     let (client, _, _) = local(&RestoreArgs::default())?;
     let req = ConnectRequest {
         server: a.url,

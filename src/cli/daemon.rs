@@ -33,6 +33,8 @@ pub enum DaemonCommand {
     Stop,
     /// Report the daemon's role, pid, version, processes and API
     Health(HealthArgs),
+    /// Print the TCP API's token (generated and stored in config.toml when none is set)
+    Token(TokenArgs),
     /// Run the daemon in the foreground (what `restore` starts in the background)
     #[command(hide = true)]
     Run(RestoreArgs),
@@ -49,12 +51,22 @@ pub struct RestoreArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// Print the join token agents register with ([server] join_token) instead
+    #[arg(long)]
+    pub join: bool,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct HealthArgs {
     #[arg(long, value_enum, default_value_t = Format::Default)]
     pub format: Format,
 }
 
 pub fn run_foreground(args: RestoreArgs) -> Result<(), CliError> {
+    // First, while this is the only thread: no secret of the CLI's
+    // environment may reach a managed process.
+    crate::daemon::forget_secret_env();
     let home = Home::from_env()?;
     // Descriptors the daemon inherited from whoever started it must not leak
     // into every child it spawns.
@@ -134,6 +146,9 @@ fn spawn_daemon(home: &Home, opts: &RestoreArgs) -> Result<(), CliError> {
     }
     if opts.webui {
         cmd.arg("--webui");
+    }
+    for name in crate::SECRET_ENV_VARS {
+        cmd.env_remove(name);
     }
     cmd.env("OPM_HOME", &home.root)
         .stdin(Stdio::null())
@@ -221,10 +236,19 @@ pub fn target(remote: &Remote) -> Result<Client, CliError> {
     if config.role == Role::Agent {
         return Err(CliError::Usage(AGENT_REFUSAL.to_string()));
     }
+    // --token and --token-file win over a config entry's token; OPM_TOKEN
+    // is for URLs only (an entry already names its token).
+    let flag = super::given_token(remote.token.clone(), remote.token_file.as_deref(), "")?;
     let endpoint = match config.servers.get(server) {
-        Some(entry) => Endpoint::parse_url(&entry.url, Some(entry.token.clone()))?,
+        Some(entry) => {
+            Endpoint::parse_url(&entry.url, Some(flag.unwrap_or_else(|| entry.token.clone())))?
+        }
         None if server.starts_with("http://") || server.starts_with("https://") => {
-            Endpoint::parse_url(server, std::env::var("OPM_TOKEN").ok())?
+            let token = match flag {
+                Some(t) => Some(t),
+                None => super::given_token(None, None, "OPM_TOKEN")?,
+            };
+            Endpoint::parse_url(server, token)?
         }
         // On a server, any other name is one of its agents.
         None if config.role == Role::Server => {
@@ -245,6 +269,7 @@ pub async fn dispatch(cmd: DaemonCommand) -> Result<(), CliError> {
         DaemonCommand::Restore(args) => restore(args).await,
         DaemonCommand::Stop => stop().await.map(|_| ()),
         DaemonCommand::Health(args) => health(args).await,
+        DaemonCommand::Token(args) => token(args),
         DaemonCommand::Run(_) => unreachable!("run is handled before the runtime starts"),
     }
 }
@@ -271,6 +296,57 @@ async fn restore(args: RestoreArgs) -> Result<(), CliError> {
         (None, Some(err)) => println!("  API: not serving: {err}"),
         _ => {}
     }
+    if let Some(file) = &h.token_file {
+        println!("  token: in {file} ([daemon.web.secure] token); `opm daemon token` prints it");
+    }
+    for w in &h.warnings {
+        println!("  ⚠ {w}");
+    }
+    Ok(())
+}
+
+/// `opm daemon token [--join]`: what config.toml holds. The API token is
+/// generated and stored when there is none yet (the daemon would make one
+/// the first time it serves TCP), so the answer is always usable.
+fn token(args: TokenArgs) -> Result<(), CliError> {
+    let home = Home::from_env()?;
+    let config = Config::load_or_create(&home)?;
+    if args.join {
+        if config.server.join_token.is_empty() {
+            return Err(CliError::Usage(match config.role {
+                Role::Server => format!(
+                    "no join token yet: set [server] join_token in {}, or start the server (`opm daemon restore`)",
+                    home.config().display()
+                ),
+                role => format!(
+                    "this opm is not a server (role = {role}): join tokens are a server's; set role = \"server\" in {}",
+                    home.config().display()
+                ),
+            }));
+        }
+        println!("{}", config.server.join_token);
+        return Ok(());
+    }
+    let secure = &config.daemon.web.secure;
+    if !secure.enabled {
+        return Err(CliError::Usage(format!(
+            "the TCP API has no token: [daemon.web.secure] enabled = false in {}. Remove that line to have one",
+            home.config().display()
+        )));
+    }
+    if !secure.token.is_empty() {
+        println!("{}", secure.token);
+        return Ok(());
+    }
+    home.ensure()?;
+    let token =
+        crate::config::random_token().map_err(|e| CliError::Io(format!("no randomness: {e}")))?;
+    crate::config::set_secure_token(&home, &token)?;
+    eprintln!(
+        "generated a new token and stored it in {} ([daemon.web.secure] token)",
+        home.config().display()
+    );
+    println!("{token}");
     Ok(())
 }
 
@@ -339,8 +415,14 @@ async fn health(args: HealthArgs) -> Result<(), CliError> {
         };
         println!("server:      {server} ({state}; `opm agent status` for details)");
     }
+    if let Some(file) = &h.token_file {
+        println!("token:       in {file} (`opm daemon token` prints it)");
+    }
     println!("home:        {}", h.home);
     println!("schema:      v{}", h.schema_version);
+    for w in &h.warnings {
+        println!("warning:     {w}");
+    }
     Ok(())
 }
 

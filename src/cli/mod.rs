@@ -37,6 +37,42 @@ pub struct Remote {
     /// Carry out the command on another opm: a [servers.NAME] entry of config.toml, or a URL
     #[arg(long, value_name = "S", global = false)]
     pub server: Option<String>,
+    /// The server's token (visible to other users in `ps`: prefer --token-file or OPM_TOKEN)
+    #[arg(
+        long,
+        value_name = "T",
+        requires = "server",
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// Read the server's token from file F (its first line)
+    #[arg(long, value_name = "F", requires = "server")]
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+/// A token given as `--token T`, `--token-file F` (first line) or the
+/// environment variable `env`, in that order; `None` when none is given.
+pub fn given_token(
+    flag: Option<String>,
+    file: Option<&std::path::Path>,
+    env: &str,
+) -> Result<Option<String>, CliError> {
+    if let Some(t) = flag.filter(|t| !t.is_empty()) {
+        return Ok(Some(t));
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::Usage(format!("--token-file {}: {e}", path.display())))?;
+        let token = text.lines().next().unwrap_or("").trim().to_string();
+        if token.is_empty() {
+            return Err(CliError::Usage(format!(
+                "--token-file {}: the file is empty (it should hold the token on its first line)",
+                path.display()
+            )));
+        }
+        return Ok(Some(token));
+    }
+    Ok(std::env::var(env).ok().filter(|t| !t.is_empty()))
 }
 
 #[derive(Debug, Subcommand)]

@@ -83,8 +83,14 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
     for a in spec.args {
         argv.push(cstr(a.as_bytes())?);
     }
-    // The inherited environment, with the spec's variables winning.
+    // The inherited environment, with the spec's variables winning; opm's
+    // own secrets (dropped by the daemon at start) never pass, whoever spawns.
     let mut env: Vec<(Vec<u8>, Vec<u8>)> = std::env::vars_os()
+        .filter(|(k, _)| {
+            !crate::SECRET_ENV_VARS
+                .iter()
+                .any(|s| k.as_bytes() == s.as_bytes())
+        })
         .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
         .filter(|(k, _)| !spec.env.iter().any(|(sk, _)| sk.as_bytes() == k.as_slice()))
         .collect();
