@@ -2,7 +2,9 @@
 //! `Authorization: Bearer T`, compared in constant time. The unix socket is
 //! guarded by its file mode (0600) and needs no token. Wrong tokens are
 //! counted per peer address: past `MAX_FAILURES` in `FAILURE_WINDOW`, that
-//! address gets 429 until the window ends (a right token is never delayed).
+//! address gets 429 until the window ends, whatever it sends (else the
+//! answers would still tell a right guess from a wrong one). A right token
+//! is never delayed, and it starts the count of its address again.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -73,6 +75,13 @@ impl FailureLimiter {
         (count >= MAX_FAILURES && now < end).then(|| end - now)
     }
 
+    /// A right token from `peer`: its count starts again (a user who
+    /// mistyped a few times is not held; a guesser never gets here).
+    pub fn succeed(&self, peer: IpAddr) {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers.remove(&peer);
+    }
+
     /// Counts one wrong token from `peer`.
     pub fn fail(&self, peer: IpAddr, now: Instant) {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
@@ -140,8 +149,10 @@ fn judge(
         ));
     }
     if matches(&tokens.admin, g) {
+        limiter.succeed(ip);
         Ok(Some(Scope::Admin))
     } else if matches(&tokens.join, g) {
+        limiter.succeed(ip);
         Ok(Some(Scope::Join))
     } else {
         limiter.fail(ip, now);

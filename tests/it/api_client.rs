@@ -87,15 +87,21 @@ pub enum Auth<'a> {
     Bearer(&'a str),
 }
 
-/// The request head of one request (always `connection: close`).
+/// The `Host` of a request to `127.0.0.1:port` (the daemon refuses others).
+pub fn host(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
+/// The request head of one request (always `connection: close`) to `host`.
 pub fn head(
+    host: &str,
     method: &str,
     path: &str,
     auth: Auth<'_>,
     extra: &[(&str, &str)],
     body_len: Option<usize>,
 ) -> Vec<u8> {
-    let mut h = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n");
+    let mut h = format!("{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
     match auth {
         Auth::None => {}
         Auth::Token(t) => h.push_str(&format!("token: {t}\r\n")),
@@ -104,26 +110,33 @@ pub fn head(
     for (k, v) in extra {
         h.push_str(&format!("{k}: {v}\r\n"));
     }
+    // Like opm's own client: every change is JSON, with or without a body
+    // (the daemon refuses any other content type on a change).
+    let sets_type = extra
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+    if !sets_type && (body_len.is_some() || !matches!(method, "GET" | "HEAD")) {
+        h.push_str("content-type: application/json\r\n");
+    }
     if let Some(n) = body_len {
-        h.push_str(&format!(
-            "content-type: application/json\r\ncontent-length: {n}\r\n"
-        ));
+        h.push_str(&format!("content-length: {n}\r\n"));
     }
     h.push_str("\r\n");
     h.into_bytes()
 }
 
-/// Sends one request on `stream` and reads the whole answer (the server
-/// closes the connection after it).
+/// Sends one request to `host` on `stream` and reads the whole answer (the
+/// server closes the connection after it).
 pub fn exchange<S: Read + Write>(
     mut stream: S,
+    host: &str,
     method: &str,
     path: &str,
     auth: Auth<'_>,
     extra: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> std::io::Result<Response> {
-    let mut req = head(method, path, auth, extra, body.map(<[u8]>::len));
+    let mut req = head(host, method, path, auth, extra, body.map(<[u8]>::len));
     if let Some(b) = body {
         req.extend_from_slice(b);
     }
@@ -232,7 +245,7 @@ pub fn tcp_with(
     body: Option<&[u8]>,
 ) -> Response {
     connect_tcp(port)
-        .and_then(|s| exchange(s, method, path, auth, extra, body))
+        .and_then(|s| exchange(s, &host(port), method, path, auth, extra, body))
         .unwrap_or_else(|e| panic!("{method} {path} on 127.0.0.1:{port} failed: {e}"))
 }
 
@@ -368,7 +381,7 @@ impl ApiHome {
     /// The daemon's pid from `/health`.
     #[track_caller]
     pub fn daemon_pid(&self) -> i64 {
-        let h = tcp(self.port, "GET", "/health", Auth::None, None)
+        let h = tcp(self.port, "GET", "/health", Auth::Bearer(&self.token), None)
             .expect(200)
             .json();
         h["pid"]
@@ -385,7 +398,7 @@ pub fn unix(home: &TestHome, method: &str, path: &str, body: Option<&[u8]>) -> R
         .and_then(|s| {
             s.set_read_timeout(Some(REQUEST_TIMEOUT))?;
             s.set_write_timeout(Some(REQUEST_TIMEOUT))?;
-            exchange(s, method, path, Auth::None, &[], body)
+            exchange(s, "localhost", method, path, Auth::None, &[], body)
         })
         .unwrap_or_else(|e| panic!("{method} {path} on {} failed: {e}", socket.display()))
 }

@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{json, Map, Value};
 
-use crate::api_client::{connect_tcp, exchange, ApiHome, Auth};
+use crate::api_client::{connect_tcp, exchange, host, ApiHome, Auth};
 
 /// Cases per route: enough to reach the odd shapes, few enough for seconds.
 const CASES: u32 = 200;
@@ -210,8 +210,17 @@ fn fuzz(api: &ApiHome, path: &str, keys: &'static [&'static str]) -> BTreeMap<u1
         ..Config::default()
     });
     let result = runner.run(&body(keys), |bytes| {
-        let answer = connect_tcp(api.port)
-            .and_then(|s| exchange(s, "POST", path, Auth::Bearer(&api.token), &[], Some(&bytes)));
+        let answer = connect_tcp(api.port).and_then(|s| {
+            exchange(
+                s,
+                &host(api.port),
+                "POST",
+                path,
+                Auth::Bearer(&api.token),
+                &[],
+                Some(&bytes),
+            )
+        });
         let r = answer.map_err(|e| {
             TestCaseError::fail(format!(
                 "no answer to {}: {e}",

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::api_client::{api_config, connect_tcp, head, tcp, tcp_with, unix, ApiHome, Auth};
+use crate::api_client::{api_config, connect_tcp, head, host, tcp, tcp_with, unix, ApiHome, Auth};
 use crate::common::{alive, free_port, unique, wait_until, TestHome};
 
 /// Every route of DESIGN.md's API section that a standalone or server
@@ -39,7 +39,7 @@ const DESIGN_ROUTES: &[(&str, &str)] = &[
 /// Reads only the status line and headers of an answer (for the endless stream).
 fn status_of_head(port: u16, method: &str, path: &str, auth: Auth<'_>) -> (u16, String) {
     let mut s = connect_tcp(port).expect("connect");
-    s.write_all(&head(method, path, auth, &[], None))
+    s.write_all(&head(&host(port), method, path, auth, &[], None))
         .expect("send the request");
     let mut raw = Vec::new();
     let mut buf = [0u8; 4096];
@@ -165,8 +165,13 @@ fn every_route_needs_the_token_in_either_header_form_but_health() {
             n += 1;
             let body = body_for(method, &path, n);
             if template == "/health" {
-                let r = tcp(port, method, &path, auth, None).expect(200);
-                assert!(r.json()["pid"].is_number(), "{r}");
+                // Without a token only "up"; a wrong one is a wrong token.
+                let r = tcp(port, method, &path, auth, None);
+                if matches!(auth, Auth::None) {
+                    assert_eq!(r.expect(200).json(), json!({ "status": "ok" }));
+                } else {
+                    r.expect_json_error(401);
+                }
                 continue;
             }
             if stream {
@@ -730,6 +735,7 @@ fn a_printed_line_reaches_a_live_stream_client_within_a_second() {
     let mut stream = connect_tcp(api.port).expect("connect");
     stream
         .write_all(&head(
+            &host(api.port),
             "GET",
             "/daemon/logs/echoer/stream",
             Auth::Token(&api.token),
@@ -770,7 +776,7 @@ fn a_taken_port_is_reported_by_health_and_the_daemon_log() {
     let home = TestHome::new();
     let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = holder.local_addr().expect("addr").port();
-    home.write_config(&api_config("standalone", port, "some-token"));
+    home.write_config(&api_config("standalone", port, "some-token-of-24-chars"));
     home.opm(&["daemon", "restore"]).ok();
     let health = home.health();
     assert!(health["api"].is_null(), "{health}");
@@ -793,21 +799,21 @@ fn a_taken_port_is_reported_by_health_and_the_daemon_log() {
 }
 
 #[test]
-fn security_with_an_empty_token_is_a_config_error_at_start() {
-    for token in ["", "   "] {
+fn a_short_token_is_a_config_error_at_start() {
+    for token in ["   ", "short-token-15c"] {
         let home = TestHome::new();
         home.write_config(&api_config("standalone", free_port(), token));
         let out = home.opm(&["daemon", "restore"]).failed();
         assert!(
-            out.stderr.contains("token"),
-            "the error must name the token: {out}"
+            out.stderr.contains("token is too short") && out.stderr.contains("16"),
+            "the error must name the token and its minimum: {out}"
         );
         // The foreground daemon (as a service manager runs it) refuses too.
         let out = home.opm(&["daemon", "run"]).failed();
         assert!(out.stderr.contains("token"), "{out}");
         assert!(
             std::os::unix::net::UnixStream::connect(home.join("opm.sock")).is_err(),
-            "no daemon may serve with an empty token"
+            "no daemon may serve with a short token"
         );
         assert_eq!(home.daemon_pid().filter(|&p| alive(p)), None);
         assert!(home.marked_pids().is_empty(), "{:?}", home.marked_pids());

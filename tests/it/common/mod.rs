@@ -160,6 +160,18 @@ impl TestHome {
         std::fs::write(self.join("config.toml"), toml).expect("write config.toml");
     }
 
+    /// The TCP API's token: `opm daemon token` (generated when none is set).
+    #[track_caller]
+    pub fn token(&self) -> String {
+        let out = self.opm(&["daemon", "token"]).ok();
+        let token = out.stdout.trim().to_string();
+        assert!(
+            token.len() >= 16,
+            "opm daemon token printed no token: {out}"
+        );
+        token
+    }
+
     /// `opm list --format json`, which must succeed.
     #[track_caller]
     pub fn list(&self) -> Vec<serde_json::Value> {
