@@ -72,6 +72,9 @@ pub fn run(home: Home, opts: DaemonOptions) -> Result<(), DaemonError> {
         ));
     }
     let store = Arc::new(Store::open(&home.db())?);
+    // Again for what the store just created (its folder and files hold the
+    // agents' tokens); later files are born inside these 0700 folders.
+    home.make_private()?;
     write_atomic(
         &home.pid_file(),
         format!("{}\n", std::process::id()).as_bytes(),

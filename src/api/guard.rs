@@ -107,7 +107,7 @@ pub fn check(rules: &HostRules, method: &Method, headers: &HeaderMap) -> Result<
             .map(|v| v.to_str().map(str::trim).unwrap_or("\u{fffd}"))
     };
     let host = text("host").unwrap_or("");
-    if !rules.allows(host) {
+    if headers.get_all("host").iter().count() > 1 || !rules.allows(host) {
         return Err(refuse(
             StatusCode::FORBIDDEN,
             format!(

@@ -64,9 +64,25 @@ pub struct HealthArgs {
 }
 
 pub fn run_foreground(args: RestoreArgs) -> Result<(), CliError> {
-    // First, while this is the only thread: no secret of the CLI's
-    // environment may reach a managed process.
-    crate::daemon::forget_secret_env();
+    // First, while this is the only thread: no secret of the environment
+    // may reach a managed process, or stay readable in /proc/PID/environ
+    // (which shows the environment the process was started with, so the
+    // daemon starts itself again without them; the CLI never passes them).
+    if crate::SECRET_ENV_VARS
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+    {
+        if let Ok(exe) = std::env::current_exe() {
+            let mut again = Command::new(exe);
+            again.args(std::env::args_os().skip(1));
+            for name in crate::SECRET_ENV_VARS {
+                again.env_remove(name);
+            }
+            // Returns only when the exec failed: then drop them in place.
+            let _ = again.exec();
+        }
+        crate::daemon::forget_secret_env();
+    }
     let home = Home::from_env()?;
     // Descriptors the daemon inherited from whoever started it must not leak
     // into every child it spawns.

@@ -101,7 +101,11 @@ pub fn head(
     extra: &[(&str, &str)],
     body_len: Option<usize>,
 ) -> Vec<u8> {
-    let mut h = format!("{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
+    let mut h = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\n");
+    // A test may send its own Host (a forged one).
+    if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        h.push_str(&format!("host: {host}\r\n"));
+    }
     match auth {
         Auth::None => {}
         Auth::Token(t) => h.push_str(&format!("token: {t}\r\n")),

@@ -18,6 +18,7 @@ mod process_lifecycle;
 mod restart_policy;
 mod roles;
 mod roles_netns;
+mod security;
 mod stop_kill;
 mod store_safety;
 mod watch_memory;
