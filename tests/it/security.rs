@@ -106,7 +106,9 @@ fn a_cross_origin_text_plain_create_starts_nothing() {
     let evil = ("origin", "http://evil.example");
     // What a page can send without a preflight: text/plain, its own origin,
     // no token. Then the same with the token, to show each guard holds alone.
-    let tries: [(&str, Auth<'_>, Vec<(&str, &str)>, u16); 5] = [
+    // (what, credential, headers, the status it gets)
+    type Try<'a> = (&'a str, Auth<'a>, Vec<(&'a str, &'a str)>, u16);
+    let tries: [Try<'_>; 5] = [
         (
             "a page's simple POST",
             Auth::None,
