@@ -125,9 +125,10 @@ fn judge(
     given: Option<&str>,
     peer: Option<SocketAddr>,
 ) -> Result<Option<Scope>, Rejection> {
+    // An empty configured token matches nothing: fail closed.
     let matches = |t: &Option<Arc<String>>, g: &str| {
         t.as_ref()
-            .is_some_and(|t| constant_time_eq(g.as_bytes(), t.as_bytes()))
+            .is_some_and(|t| !t.is_empty() && constant_time_eq(g.as_bytes(), t.as_bytes()))
     };
     if tokens.admin.is_none() {
         return Ok(Some(Scope::Admin));

@@ -150,7 +150,7 @@ pub fn document() -> Value {
     let target = json!({ "oneOf": [{ "type": "integer" }, { "type": "string", "description": "a name, digits for an id, or \"all\"" }] });
     json!({
         "openapi": "3.0.3",
-        "info": { "title": "opm", "version": env!("CARGO_PKG_VERSION"), "description": "The opm daemon's API. Over TCP with security enabled, every route but GET /health needs the token." },
+        "info": { "title": "opm", "version": env!("CARGO_PKG_VERSION"), "description": "The opm daemon's API. Over TCP every route needs the token (GET /health without it says only that the daemon is up); changes need Content-Type: application/json, and Host and Origin must be the daemon's own." },
         "paths": paths,
         "components": {
             "securitySchemes": {

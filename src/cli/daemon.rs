@@ -3,6 +3,7 @@
 //! its own session with its output in `daemon.log`.
 
 use std::io::{BufRead, Seek};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -149,6 +150,7 @@ fn spawn_daemon(home: &Home, opts: &RestoreArgs) -> Result<(), CliError> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&log_path)
         .map_err(|e| CliError::Io(format!("cannot open {}: {e}", log_path.display())))?;
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
