@@ -68,7 +68,17 @@ async fn connect(a: ConnectArgs) -> Result<(), CliError> {
         name: a.name,
         api_address: a.api_address,
     };
-    let s: AgentStatus = client.post("/daemon/agent/connect", &req).await?;
+    let tokenless = req.token.is_empty();
+    let s: AgentStatus = match client.post("/daemon/agent/connect", &req).await {
+        Err(ClientError::Api { status, message })
+            if tokenless && status == hyper::StatusCode::UNAUTHORIZED =>
+        {
+            return Err(CliError::Usage(format!(
+                "{message}\n  the server wants its join token: --token-file F or OPM_SERVER_TOKEN (`opm daemon token --join` on the server prints it)"
+            )))
+        }
+        r => r?,
+    };
     println!(
         "✔ connected to {} as {} (id {})",
         s.server.as_deref().unwrap_or("?"),

@@ -124,11 +124,8 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
     }
     let server = req.server.trim_end_matches('/').to_string();
     crate::client::Endpoint::parse_url(&server, None).map_err(|e| bad(e.to_string()))?;
-    if req.token.trim().is_empty() {
-        return Err(bad(
-            "a token is required: registration needs the server's token (--token)".into(),
-        ));
-    }
+    // Without a token, the server decides: only one whose TCP API has no
+    // token (loopback only) takes it.
     let previous = agent::load_link(&svc.store)
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let host = hostname();

@@ -341,6 +341,55 @@ fn token_off_on_loopback_works_without_a_token_with_a_warning() {
     assert_eq!(r.status, 415, "{r}");
     assert!(!names(&home).contains(&"nope".to_string()));
     home.opm(&["daemon", "token"]).failed();
+
+    // `opm agent connect URL --name my-agent`, without a token.
+    let agent = TestHome::new();
+    let agent_port = free_port();
+    agent
+        .opm(&[
+            "agent",
+            "connect",
+            &format!("http://127.0.0.1:{port}"),
+            "--name",
+            "my-agent",
+            "--api-address",
+            &format!("127.0.0.1:{agent_port}"),
+        ])
+        .ok();
+    let agents = curl("/daemon/agents/list").expect(200).json();
+    assert_eq!(agents[0]["name"], "my-agent", "{agents}");
+    assert_eq!(agents[0]["status"], "online", "{agents}");
+    agent.opm(&["agent", "disconnect"]).ok();
+}
+
+#[test]
+fn an_agent_without_the_token_of_a_server_that_wants_one_is_told_how_to_get_it() {
+    let server = TestHome::new();
+    let (port, _) = daemon_with(&server, "", &["--api"]);
+    std::fs::write(
+        server.join("config.toml"),
+        std::fs::read_to_string(server.join("config.toml"))
+            .expect("config.toml")
+            .replacen("[daemon.web]", "role = \"server\"\n[daemon.web]", 1),
+    )
+    .expect("role = server");
+    server.opm(&["daemon", "stop"]).ok();
+    server.opm(&["daemon", "restore"]).ok();
+    let agent = TestHome::new();
+    let out = agent
+        .opm(&[
+            "agent",
+            "connect",
+            &format!("http://127.0.0.1:{port}"),
+            "--api-address",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .failed();
+    assert!(
+        out.stderr.contains("opm daemon token --join") && out.stderr.contains("--token-file"),
+        "{out}"
+    );
+    assert_eq!(agent.health()["role"], "standalone");
 }
 
 /// Runs `sh -c SCRIPT` as the unprivileged user nobody (65534). `None`
