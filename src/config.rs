@@ -475,6 +475,13 @@ impl Config {
                     .to_string(),
             );
         }
+        let join = &self.server.join_token;
+        if !join.is_empty() && join.trim().len() < MIN_TOKEN_LEN {
+            problems.push(format!(
+                "server.join_token is too short ({} characters): use at least {MIN_TOKEN_LEN}",
+                join.trim().len()
+            ));
+        }
         if let Some(refusal) = self.tcp_refusal(web.api || web.ui || self.role == Role::Server) {
             problems.push(refusal);
         }

@@ -206,25 +206,16 @@ async fn serve(
     Ok(())
 }
 
-/// Binds the unix socket so that nobody else can ever connect: it is bound
-/// in a fresh 0700 folder, made 0600, and only then renamed into place (no
-/// process-wide umask change, which would race with other threads).
+/// Binds the unix socket and makes it 0600 before anything is accepted.
+/// No process-wide umask change (it would race with other threads): the
+/// home is 0700 by now, so nobody else can reach the socket in between.
 fn bind_private(home: &Home) -> std::io::Result<UnixListener> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let socket = home.socket();
-    let staging = home.root.join(format!(".sock-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::DirBuilder::new().mode(0o700).create(&staging)?;
-    let result = (|| {
-        let tmp = staging.join("opm.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&tmp)?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-        std::fs::rename(&tmp, &socket)?;
-        listener.set_nonblocking(true)?;
-        UnixListener::from_std(listener)
-    })();
-    let _ = std::fs::remove_dir_all(&staging);
-    result
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket)?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
 }
 
 async fn wait_true(mut rx: watch::Receiver<bool>) {

@@ -359,7 +359,10 @@ fn token_off_on_loopback_works_without_a_token_with_a_warning() {
     let agents = curl("/daemon/agents/list").expect(200).json();
     assert_eq!(agents[0]["name"], "my-agent", "{agents}");
     assert_eq!(agents[0]["status"], "online", "{agents}");
+    // Disconnect rewrites the agent's config.toml: it stays 0600.
     agent.opm(&["agent", "disconnect"]).ok();
+    assert_eq!(agent.health()["role"], "standalone");
+    assert_eq!(mode(&agent.join("config.toml")), 0o600);
 }
 
 #[test]
