@@ -274,7 +274,8 @@ function showLogin(message) {
   const form = h('form', { class: 'login card', id: 'login', autocomplete: 'off' },
     h('div', { class: 'login-brand' }, h('span', { class: 'logo', 'aria-hidden': 'true' }), 'opm'),
     h('h1', {}, 'Sign in'),
-    h('p', { class: 'muted' }, 'This daemon requires its API token. It is kept in this browser tab only.'),
+    h('p', { class: 'muted' }, 'This daemon requires its API token: ', h('code', {}, 'opm daemon token'),
+      ' prints it on the daemon\'s machine. It is kept in this browser tab only.'),
     h('label', { for: 'token' }, 'Token'),
     input, err, button);
   form.addEventListener('submit', async (ev) => {
