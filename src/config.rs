@@ -365,10 +365,11 @@ address = "127.0.0.1"
 port = 9876           # an agent's default API port is 9877
 
 [daemon.web.secure]
-# Every TCP route but GET /health needs this token. When it is empty, the
-# daemon generates one the first time it serves TCP and writes it here
-# (`opm daemon token` prints it). enabled = false turns the token off, which
-# opm accepts only on a loopback address.
+# Every TCP route needs this token (GET /health without it says only that
+# the daemon is up). When it is empty, the daemon generates one the first
+# time it serves TCP and writes it here (`opm daemon token` prints it).
+# enabled = false turns the token off, which opm accepts only on a loopback
+# address.
 enabled = true
 token = ""
 "#;
@@ -598,7 +599,10 @@ pub fn set_secure_token(home: &Home, token: &str) -> Result<Config, ConfigError>
     table(&mut doc["daemon"]["web"]["secure"]);
     doc["daemon"]["web"]["secure"]["enabled"] = toml_edit::value(true);
     doc["daemon"]["web"]["secure"]["token"] = toml_edit::value(token);
-    let new_text = doc.to_string();
+    let mut new_text = doc.to_string();
+    if !new_text.ends_with('\n') {
+        new_text.push('\n');
+    }
     let config = Config::parse(&new_text, &path)?;
     write_atomic(&path, new_text.as_bytes()).map_err(|e| ConfigError::Io(path, e))?;
     Ok(config)
