@@ -53,7 +53,7 @@ pub struct RestoreArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
-    /// Print the join token agents register with ([server] join_token) instead
+    /// Print the join token agents register with (`[server] join_token`) instead
     #[arg(long)]
     pub join: bool,
 }
