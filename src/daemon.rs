@@ -36,6 +36,7 @@ pub enum DaemonError {
 pub fn run(home: Home, opts: DaemonOptions) -> Result<(), DaemonError> {
     home.ensure()?;
     let config = Config::load_or_create(&home)?;
+    let config = crate::role::server::ensure_join_token(&home, config)?;
     let store = Arc::new(Store::open(&home.db())?);
     write_atomic(
         &home.pid_file(),
@@ -109,11 +110,6 @@ async fn serve(
             let tokens = api::agents::tokens_for(&ctx);
             // A failure is recorded for `daemon health` and the log.
             let _ = ctx.tcp.start(&ctx, &config.api_address(), tokens).await;
-        }
-        if registry.is_some() && !config.daemon.web.secure.enabled {
-            crate::daemon_log(format_args!(
-                "role = server without a token: agents cannot register until [daemon.web.secure] enabled = true and a token are set"
-            ));
         }
     }
     // The socket comes last: a client that reaches it finds the daemon whole

@@ -59,15 +59,18 @@ pub fn start_agent(ctx: &Ctx, link: AgentLink, registered: Option<u64>) {
         last_ok_ms: registered.map(|_| crate::spec::now_ms()),
         last_error: None,
         interval_ms: registered,
+        refused: false,
     }));
     let (stop, stop_rx) = watch::channel(false);
     let svc = ctx.svc.clone();
     let summary = move || svc.list();
     let log = ctx.svc.home.agent_log();
+    let link = Arc::new(Mutex::new(link));
     tokio::spawn(agent::run(
         link.clone(),
         state.clone(),
         summary,
+        ctx.svc.store.clone(),
         log,
         stop_rx,
         registered,
@@ -124,11 +127,6 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
     }
     let server = req.server.trim_end_matches('/').to_string();
     crate::client::Endpoint::parse_url(&server, None).map_err(|e| bad(e.to_string()))?;
-    if req.token.trim().is_empty() {
-        return Err(bad(
-            "a token is required: registration needs the server's token (--token)".into(),
-        ));
-    }
     let previous = agent::load_link(&svc.store)
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let host = hostname();
@@ -168,8 +166,13 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
     } else {
         format!("http://{addr}")
     };
-    let (id, token) = match &previous {
-        Some(l) => (l.id.clone(), l.token.clone()),
+    // Registering again with the same server keeps the id and credential.
+    let (id, credential) = match &previous {
+        Some(l) if l.server == server => (l.id.clone(), l.credential.clone()),
+        _ => (String::new(), String::new()),
+    };
+    let token = match &previous {
+        Some(l) => l.token.clone(),
         None => {
             let random = |n| {
                 random_hex(n).map_err(|e| {
@@ -179,10 +182,10 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
                     )
                 })
             };
-            (random(8)?, random(24)?)
+            random(24)?
         }
     };
-    let link = AgentLink {
+    let mut link = AgentLink {
         server: server.clone(),
         server_token: req.token.clone(),
         id,
@@ -192,6 +195,7 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
         endpoint,
         token,
         connected_ms: crate::spec::now_ms(),
+        credential,
     };
     if let Some(old) = svc.agent.lock().unwrap_or_else(|p| p.into_inner()).take() {
         let _ = old.stop.send(true);
@@ -205,7 +209,14 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
                 format!("the agent API cannot start: {e}"),
             )
         })?;
-    let answer = match agent::register(&link, svc.list()).await {
+    let mut answer = agent::register(&link, svc.list()).await;
+    if matches!(answer, Err(LinkError::Refused(_))) && !link.credential.is_empty() {
+        // The old credential was revoked (or the server lost it): join anew.
+        link.id.clear();
+        link.credential.clear();
+        answer = agent::register(&link, svc.list()).await;
+    }
+    let answer = match answer {
         Ok(a) => a,
         Err(e) => {
             restore_api(ctx).await;
@@ -217,6 +228,10 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
             return Err((status, format!("registration failed: {e}")));
         }
     };
+    link.id = answer.id.clone();
+    if let Some(c) = &answer.credential {
+        link.credential = c.clone();
+    }
     agent::save_link(&svc.store, &link)
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     set_role(&svc.home, Role::Agent)
@@ -256,7 +271,7 @@ pub async fn disconnect(ctx: &Ctx) -> Result<serde_json::Value, Refusal> {
     let link = match runtime {
         Some(rt) => {
             let _ = rt.stop.send(true);
-            Some(rt.link)
+            Some(rt.link())
         }
         None => agent::load_link(&svc.store)
             .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
