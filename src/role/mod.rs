@@ -197,18 +197,33 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
         connected_ms: crate::spec::now_ms(),
         credential,
     };
-    if let Some(old) = svc.agent.lock().unwrap_or_else(|p| p.into_inner()).take() {
+    let running = svc.agent.lock().unwrap_or_else(|p| p.into_inner()).take();
+    // Connecting again on the same address keeps the agent API as it
+    // serves (same token): closing it and binding anew could race its port.
+    let serving = svc
+        .api
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .address
+        .clone();
+    let keep_api = running.as_ref().is_some_and(|rt| {
+        let old = rt.link();
+        old.bind == bind && old.token == link.token && serving.as_deref() == Some(bind.as_str())
+    });
+    if let Some(old) = running {
         let _ = old.stop.send(true);
     }
-    ctx.tcp
-        .start(ctx, &bind, agent_tokens(&link))
-        .await
-        .map_err(|e| {
-            (
-                StatusCode::CONFLICT,
-                format!("the agent API cannot start: {e}"),
-            )
-        })?;
+    if !keep_api {
+        ctx.tcp
+            .start(ctx, &bind, agent_tokens(&link))
+            .await
+            .map_err(|e| {
+                (
+                    StatusCode::CONFLICT,
+                    format!("the agent API cannot start: {e}"),
+                )
+            })?;
+    }
     let mut answer = agent::register(&link, svc.list()).await;
     if matches!(answer, Err(LinkError::Refused(_))) && !link.credential.is_empty() {
         // The old credential was revoked (or the server lost it): join anew.
