@@ -891,3 +891,151 @@ pub async fn stream_agent(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_is_http_host_port_and_nothing_more() {
+        assert_eq!(
+            parse_endpoint("http://10.0.0.5:9877"),
+            Ok(("10.0.0.5".into(), 9877))
+        );
+        assert_eq!(
+            parse_endpoint("http://agent-1.lan:9877/"),
+            Ok(("agent-1.lan".into(), 9877))
+        );
+        assert_eq!(
+            parse_endpoint("http://[::1]:9877"),
+            Ok(("::1".into(), 9877))
+        );
+        for bad in [
+            "http://h:1/path",
+            "http://h:1?q",
+            "http://h:1#f",
+            "http://u:p@h:1",
+            "http://u@h:1",
+            "http://h",
+            "http://h:0",
+            "http://h:99999",
+            "http://:1",
+            "https://h:1",
+            "ftp://h:1",
+            "http://h h:1",
+            "http://h\n:1",
+            "http://[nope]:1",
+            "http://::1:1",
+        ] {
+            assert!(parse_endpoint(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn ids_have_a_shape_no_name_can_take() {
+        assert!(is_agent_id("ag-0123456789abcdef"));
+        assert!(!is_agent_id("ag-0123456789ABCDEF"));
+        assert!(!is_agent_id("0123456789abcdef"));
+        assert!(!is_agent_id("ag-0123"));
+        assert!(!is_agent_id("web-1"));
+    }
+
+    #[test]
+    fn the_join_bucket_allows_a_minutes_worth_then_refills_slowly() {
+        let mut b = JoinBucket {
+            tokens: 6.0,
+            at_ms: 0,
+        };
+        assert_eq!((0..10).filter(|_| b.take(6, 0)).count(), 6);
+        assert!(!b.take(6, 5_000), "one more only after 10 s");
+        assert!(b.take(6, 10_000));
+        assert!(!b.take(6, 10_001));
+        // Long idle refills only up to the burst.
+        assert_eq!((0..10).filter(|_| b.take(6, 10_000_000)).count(), 6);
+    }
+
+    #[test]
+    fn a_record_from_before_credentials_is_forgotten_at_load() {
+        #[derive(Serialize)]
+        struct V1 {
+            id: String,
+            name: String,
+            hostname: String,
+            endpoint: String,
+            version: String,
+            token: String,
+            registered_ms: u64,
+            last_seen_ms: u64,
+            online: bool,
+            summary: Vec<ProcessView>,
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(&dir.path().join("db")).expect("store"));
+        let old = V1 {
+            id: "0123456789abcdef".into(),
+            name: "old".into(),
+            hostname: "h".into(),
+            endpoint: "http://127.0.0.1:9".into(),
+            version: "0".into(),
+            token: "t".repeat(16),
+            registered_ms: 1_700_000_000_000,
+            last_seen_ms: 1_700_000_000_000,
+            online: true,
+            summary: Vec::new(),
+        };
+        let tree = store.tree(AGENTS).expect("tree");
+        tree.insert(old.id.as_bytes(), codec::encode(&old).expect("encode"))
+            .expect("insert");
+        let (events, _) = tokio::sync::broadcast::channel(4);
+        let reg = Registry::load(store.clone(), ServerSection::default(), events).expect("load");
+        assert!(reg.list().is_empty());
+        assert!(tree.is_empty(), "the old record is gone from the tree");
+    }
+
+    #[test]
+    fn a_join_issues_an_id_and_credential_that_alone_let_the_agent_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(&dir.path().join("db")).expect("store"));
+        let (events, _) = tokio::sync::broadcast::channel(16);
+        let reg = Registry::load(store, ServerSection::default(), events).expect("load");
+        let req = |id: Option<&str>, name: &str| RegisterRequest {
+            id: id.map(String::from),
+            name: name.into(),
+            hostname: "h".into(),
+            endpoint: "http://127.0.0.1:9".into(),
+            version: "1".into(),
+            token: "agent-api-token-0123".into(),
+            processes: Vec::new(),
+        };
+        let a = reg.register(&Caller::Join, req(None, "a")).expect("join");
+        let credential = a.credential.clone().expect("a credential");
+        assert!(is_agent_id(&a.id));
+        assert_eq!(reg.agent_by_credential(&credential), Some(a.id.clone()));
+        assert_eq!(reg.agent_by_credential("nope"), None);
+        let again = reg
+            .register(&Caller::Agent(a.id.clone()), req(Some(&a.id), "a"))
+            .expect("again");
+        assert_eq!((again.id.as_str(), again.credential), (a.id.as_str(), None));
+        assert!(matches!(
+            reg.register(&Caller::Join, req(Some(&a.id), "x")),
+            Err(RegistryError::Unauthorized(_))
+        ));
+        assert!(matches!(
+            reg.register(&Caller::Join, req(None, "a")),
+            Err(RegistryError::NameTaken(_))
+        ));
+        assert!(matches!(
+            reg.register(&Caller::Admin, req(None, "b")),
+            Err(RegistryError::Forbidden(_))
+        ));
+        reg.deregister(&Caller::Admin, "a").expect("remove");
+        assert!(matches!(
+            reg.heartbeat(&Caller::Join, &a.id, &[]),
+            Err(RegistryError::Unauthorized(_))
+        ));
+        assert!(matches!(
+            reg.heartbeat(&Caller::Join, "ag-0000000000000000", &[]),
+            Err(RegistryError::NotFound(_))
+        ));
+    }
+}
