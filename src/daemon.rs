@@ -36,8 +36,10 @@ pub enum DaemonError {
 pub fn run(home: Home, opts: DaemonOptions) -> Result<(), DaemonError> {
     home.ensure()?;
     let config = Config::load_or_create(&home)?;
-    let config = crate::role::server::ensure_join_token(&home, config)?;
     let store = Arc::new(Store::open(&home.db())?);
+    // After the database lock: of two daemons started at once, only the one
+    // that runs writes the join token.
+    let config = crate::role::server::ensure_join_token(&home, config)?;
     write_atomic(
         &home.pid_file(),
         format!("{}\n", std::process::id()).as_bytes(),
