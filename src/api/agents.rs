@@ -11,7 +11,7 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
-use super::auth::{admin, constant_time_eq, Tokens};
+use super::auth::{admin, scope, Scope, Tokens};
 use super::errors::{json_error, refuse};
 use super::{json_body, with_ctx, Ctx, LinesQuery, BODY_LIMIT};
 use crate::config::Role;
@@ -52,59 +52,30 @@ fn registry_error(e: RegistryError) -> Rejection {
 }
 
 /// Who calls an agent-facing route: an agent showing its credential
-/// (header `agent-token`), else the join token, else the admin token
-/// (header `token` or `Authorization: Bearer`). Where no admin token is
-/// configured (the unix socket), the caller is `Open`. Anything else is a
-/// 401, before the body is read.
+/// (header `agent-token`), else whoever the token check of every other
+/// route finds (`scope`: the join or the admin token, with its refusals).
+/// Where no admin token is configured (the unix socket), that is `Open`.
+/// A caller with neither gets a 401 before the body is read.
 fn caller(ctx: Ctx, tokens: Tokens) -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone {
-    warp::header::optional::<String>("agent-token")
-        .and(warp::header::optional::<String>("token"))
-        .and(warp::header::optional::<String>("authorization"))
-        .and_then(
-            move |credential: Option<String>, header: Option<String>, bearer: Option<String>| {
-                let (ctx, tokens) = (ctx.clone(), tokens.clone());
-                async move {
-                    let agent = credential.as_deref().and_then(|c| {
-                        ctx.svc.registry.as_ref().and_then(|r| r.agent_by_credential(c))
-                    });
-                    if let Some(id) = agent {
-                        return Ok(Caller::Agent(id));
-                    }
-                    let given = header.or_else(|| {
-                        bearer.and_then(|b| {
-                            let (scheme, token) = b.trim().split_once(' ')?;
-                            scheme
-                                .eq_ignore_ascii_case("bearer")
-                                .then(|| token.trim().to_string())
-                        })
-                    });
-                    let matches = |t: &Option<std::sync::Arc<String>>| {
-                        given.as_ref().zip(t.as_ref()).is_some_and(|(g, t)| {
-                            constant_time_eq(g.as_bytes(), t.as_bytes())
-                        })
-                    };
-                    if matches(&tokens.join) {
-                        Ok(Caller::Join)
-                    } else if matches(&tokens.admin) {
-                        Ok(Caller::Admin)
-                    } else if tokens.admin.is_none() {
-                        Ok(Caller::Open)
-                    } else if given.is_some() {
-                        Err(refuse(StatusCode::UNAUTHORIZED, "wrong token"))
-                    } else if credential.is_some() {
-                        Err(refuse(
-                            StatusCode::UNAUTHORIZED,
-                            "the server knows no agent with this credential",
-                        ))
-                    } else {
-                        Err(refuse(
-                            StatusCode::UNAUTHORIZED,
-                            "a token is required: the join token to join ('Authorization: Bearer T'), or the agent's credential (header agent-token)",
-                        ))
-                    }
-                }
-            },
-        )
+    let open = tokens.admin.is_none();
+    let by_credential = warp::header::optional::<String>("agent-token").and_then(
+        move |credential: Option<String>| {
+            let ctx = ctx.clone();
+            async move {
+                credential
+                    .and_then(|c| ctx.svc.registry.as_ref()?.agent_by_credential(&c))
+                    .map(Caller::Agent)
+                    // Not this way: the token check decides.
+                    .ok_or_else(warp::reject::not_found)
+            }
+        },
+    );
+    let by_token = scope(tokens).map(move |s: Scope| match s {
+        Scope::Join => Caller::Join,
+        Scope::Admin if open => Caller::Open,
+        Scope::Admin => Caller::Admin,
+    });
+    by_credential.or(by_token).unify()
 }
 
 /// Join, register again, heartbeat, leave: what agents do.
