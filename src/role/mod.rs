@@ -210,9 +210,10 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
         let old = rt.link();
         old.bind == bind && old.token == link.token && serving.as_deref() == Some(bind.as_str())
     });
-    if let Some(old) = running {
-        let _ = old.stop.send(true);
-    }
+    let was_running = running.map(|rt| {
+        let _ = rt.stop.send(true);
+        rt.link()
+    });
     if !keep_api {
         ctx.tcp
             .start(ctx, &bind, agent_tokens(&link))
@@ -234,7 +235,21 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
     let answer = match answer {
         Ok(a) => a,
         Err(e) => {
-            restore_api(ctx).await;
+            // A failed connect changes nothing: a link that was running runs on.
+            match was_running {
+                Some(old) => {
+                    if !keep_api {
+                        if let Err(e) = ctx.tcp.start(ctx, &old.bind, agent_tokens(&old)).await {
+                            agent::agent_log(
+                                &svc.home.agent_log(),
+                                &format!("agent API not serving: {e}"),
+                            );
+                        }
+                    }
+                    start_agent(ctx, old, None);
+                }
+                None => restore_api(ctx).await,
+            }
             let status = match e {
                 LinkError::Refused(_) => StatusCode::UNAUTHORIZED,
                 LinkError::Other(s, _) if s.is_client_error() => s,

@@ -271,6 +271,37 @@ fn hijack_by_id_and_by_name_is_refused_and_the_real_agent_stays_in_control() {
         0,
         "the server never called the attacker's endpoint"
     );
+
+    // A connect that fails (nothing listens there) leaves the link as it was.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    real.home
+        .opm(&["agent", "connect", &dead, "--token", &srv.join])
+        .failed();
+    let beat = srv.agent("real").expect("listed")["last_seen_ms"]
+        .as_u64()
+        .expect("last seen");
+    wait_until(
+        Duration::from_secs(5),
+        "heartbeats going on after the failed connect",
+        || {
+            srv.agent("real")
+                .and_then(|r| r["last_seen_ms"].as_u64())
+                .is_some_and(|t| t > beat)
+        },
+    );
+    let st: Value = serde_json::from_str(
+        &real
+            .home
+            .opm(&["agent", "status", "--format", "json"])
+            .ok()
+            .stdout,
+    )
+    .expect("json");
+    assert_eq!(st["server"], srv.url().as_str(), "{st}");
+    srv.home
+        .opm(&["stop", "via-server", "--server", "real"])
+        .ok();
+    assert_eq!(real.home.process("via-server")["status"], "stopped");
 }
 
 #[test]
