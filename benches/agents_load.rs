@@ -16,6 +16,7 @@ use opm::client::{Client, Endpoint};
 use opm::model::{HeartbeatAnswer, HeartbeatRequest, ProcessView, RegisterRequest, Status};
 
 const TOKEN: &str = "bench-server-token-0123456789";
+const JOIN: &str = "bench-join-token-0123456789";
 const WINDOW: Duration = Duration::from_secs(20);
 const WORKERS: usize = 64;
 
@@ -91,7 +92,8 @@ fn start_server() -> Server {
     std::fs::write(
         home.path().join("config.toml"),
         format!(
-            "role = \"server\"\n[daemon.web]\napi = true\naddress = \"127.0.0.1\"\nport = {port}\n[daemon.web.secure]\nenabled = true\ntoken = \"{TOKEN}\"\n"
+            "role = \"server\"\n[daemon.web]\napi = true\naddress = \"127.0.0.1\"\nport = {port}\n[daemon.web.secure]\nenabled = true\ntoken = \"{TOKEN}\"\n\
+             [server]\njoin_token = \"{JOIN}\"\nmax_agents = 1000000\nmax_registrations_per_minute = 100000000\n"
         ),
     )
     .expect("config");
@@ -119,21 +121,30 @@ async fn run(n: usize) {
         )
         .expect("url"),
     );
+    // Agents join with the join token; their heartbeats carry their credential.
+    let joiner = Client::new(
+        Endpoint::parse_url(
+            &format!("http://127.0.0.1:{}", server.port),
+            Some(JOIN.into()),
+        )
+        .expect("url"),
+    );
     let base_rss = rss_kib(server.pid);
 
     // Register every agent (WORKERS at a time).
     let t = Instant::now();
     let next_due: Arc<Mutex<Vec<(Instant, usize)>>> = Arc::new(Mutex::new(Vec::with_capacity(n)));
-    let ids: Vec<String> = (0..n).map(|i| format!("{i:016x}")).collect();
+    let ids: Arc<Mutex<Vec<(String, String)>>> =
+        Arc::new(Mutex::new(vec![(String::new(), String::new()); n]));
     let mut handles = Vec::new();
     for w in 0..WORKERS {
-        let client = client.clone();
+        let client = joiner.clone();
         let ids = ids.clone();
         let due = next_due.clone();
         handles.push(tokio::spawn(async move {
-            for i in (w..ids.len()).step_by(WORKERS) {
+            for i in (w..n).step_by(WORKERS) {
                 let req = RegisterRequest {
-                    id: ids[i].clone(),
+                    id: None,
                     name: format!("agent-{i}"),
                     hostname: format!("host-{i}"),
                     endpoint: "http://127.0.0.1:9".into(),
@@ -145,6 +156,8 @@ async fn run(n: usize) {
                     .post("/daemon/agents/register", &req)
                     .await
                     .expect("register");
+                ids.lock().expect("lock")[i] =
+                    (a.id.clone(), a.credential.clone().expect("a credential"));
                 due.lock().expect("lock").push((
                     Instant::now() + Duration::from_millis(a.heartbeat_interval_ms),
                     i,
@@ -188,13 +201,12 @@ async fn run(n: usize) {
                 if Instant::now() >= end {
                     return;
                 }
-                let c = client
-                    .clone()
-                    .with_header("agent-token", &format!("agent-token-{i:012}"));
+                let (id, credential) = ids.lock().expect("lock")[i].clone();
+                let c = client.clone().with_header("agent-token", &credential);
                 let t = Instant::now();
                 let a: HeartbeatAnswer = c
                     .post(
-                        &format!("/daemon/agents/{}/heartbeat", ids[i]),
+                        &format!("/daemon/agents/{id}/heartbeat"),
                         &HeartbeatRequest {
                             processes: summary(),
                         },

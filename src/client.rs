@@ -39,6 +39,9 @@ pub enum ClientError {
     Decode(String),
     #[error("{0}")]
     BadUrl(String),
+    /// The answer was larger than the client's limit; the rest was not read.
+    #[error("the answer is larger than {0} bytes")]
+    TooLarge(usize),
 }
 
 impl Endpoint {
@@ -90,6 +93,8 @@ pub struct Client {
     headers: Vec<(String, String)>,
     /// Send process requests to this agent through the server's routes.
     agent: Option<String>,
+    /// The most bytes of an answer's body this client reads.
+    body_limit: Option<usize>,
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
@@ -100,7 +105,15 @@ impl Client {
             endpoint,
             headers: Vec::new(),
             agent: None,
+            body_limit: None,
         }
+    }
+
+    /// The same client, refusing (`ClientError::TooLarge`) any answer whose
+    /// body is larger than `limit` bytes, without reading the rest.
+    pub fn with_body_limit(mut self, limit: usize) -> Client {
+        self.body_limit = Some(limit);
+        self
     }
 
     /// The same client, acting on `agent`'s processes through a server.
@@ -237,13 +250,34 @@ impl Client {
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
         let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?
-            .to_bytes();
-        Ok((status, bytes))
+        let Some(limit) = self.body_limit else {
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ClientError::Http(e.to_string()))?
+                .to_bytes();
+            return Ok((status, bytes));
+        };
+        let declared = resp
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(ClientError::TooLarge(limit));
+        }
+        let mut body = resp.into_body();
+        let mut buf = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
+            if let Some(data) = frame.data_ref() {
+                if buf.len() + data.len() > limit {
+                    return Err(ClientError::TooLarge(limit));
+                }
+                buf.extend_from_slice(data);
+            }
+        }
+        Ok((status, buf.freeze()))
     }
 
     async fn json<T: DeserializeOwned>(
@@ -304,11 +338,17 @@ impl Client {
     }
 }
 
+/// The longest line of a server-sent event stream a reader accepts.
+pub const SSE_LINE_LIMIT: usize = 1024 * 1024;
+
 /// Reads server-sent events from a streaming body: `(event, data)` pairs,
-/// `message` when an event has no name.
+/// `message` when an event has no name. It holds at most one line
+/// (`SSE_LINE_LIMIT`) plus one frame, and looks at each byte once.
 pub struct SseReader {
     body: hyper::body::Incoming,
-    buf: String,
+    buf: Vec<u8>,
+    /// How much of `buf` is known to hold no newline.
+    scanned: usize,
     event: String,
     ready: std::collections::VecDeque<(String, String)>,
 }
@@ -317,7 +357,8 @@ impl SseReader {
     pub fn new(body: hyper::body::Incoming) -> SseReader {
         SseReader {
             body,
-            buf: String::new(),
+            buf: Vec::new(),
+            scanned: 0,
             event: "message".into(),
             ready: Default::default(),
         }
@@ -336,19 +377,31 @@ impl SseReader {
             let Some(data) = frame.data_ref() else {
                 continue;
             };
-            self.buf.push_str(&String::from_utf8_lossy(data));
-            while let Some(pos) = self.buf.find('\n') {
-                let line: String = self.buf.drain(..=pos).collect();
-                let line = line.trim_end_matches(['\n', '\r']);
-                if let Some(e) = line.strip_prefix("event:") {
-                    self.event = e.trim().to_string();
-                } else if let Some(d) = line.strip_prefix("data:") {
-                    let d = d.strip_prefix(' ').unwrap_or(d).to_string();
-                    self.ready.push_back((self.event.clone(), d));
-                } else if line.is_empty() {
-                    self.event = "message".into();
-                }
+            self.buf.extend_from_slice(data);
+            let mut start = 0;
+            while let Some(pos) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+                let end = self.scanned + pos;
+                let line = String::from_utf8_lossy(&self.buf[start..end]).into_owned();
+                self.take_line(line.trim_end_matches('\r'));
+                start = end + 1;
+                self.scanned = start;
             }
+            self.buf.drain(..start);
+            self.scanned = self.buf.len();
+            if self.buf.len() > SSE_LINE_LIMIT {
+                return Err(ClientError::TooLarge(SSE_LINE_LIMIT));
+            }
+        }
+    }
+
+    fn take_line(&mut self, line: &str) {
+        if let Some(e) = line.strip_prefix("event:") {
+            self.event = e.trim().to_string();
+        } else if let Some(d) = line.strip_prefix("data:") {
+            let d = d.strip_prefix(' ').unwrap_or(d).to_string();
+            self.ready.push_back((self.event.clone(), d));
+        } else if line.is_empty() {
+            self.event = "message".into();
         }
     }
 }

@@ -200,10 +200,16 @@ pub struct ServerSection {
     /// The heartbeat rate the server is willing to handle in all.
     #[serde(default = "default_max_heartbeats")]
     pub max_heartbeats_per_second: u64,
-    /// A token that lets agents register and heartbeat, and nothing else.
-    /// When empty, agents register with the API token.
+    /// A token that lets agents join (register once), and nothing else.
+    /// When empty, a server generates one at start and writes it here.
     #[serde(default)]
     pub join_token: String,
+    /// The most agents this server keeps; a join beyond it is refused.
+    #[serde(default = "default_max_agents")]
+    pub max_agents: usize,
+    /// How many agents may join through the join token per minute.
+    #[serde(default = "default_max_registrations")]
+    pub max_registrations_per_minute: u64,
 }
 
 impl Default for ServerSection {
@@ -213,6 +219,8 @@ impl Default for ServerSection {
             heartbeat_grace_ms: default_heartbeat_interval_ms(),
             max_heartbeats_per_second: default_max_heartbeats(),
             join_token: String::new(),
+            max_agents: default_max_agents(),
+            max_registrations_per_minute: default_max_registrations(),
         }
     }
 }
@@ -223,6 +231,11 @@ impl fmt::Debug for ServerSection {
             .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
             .field("heartbeat_grace_ms", &self.heartbeat_grace_ms)
             .field("max_heartbeats_per_second", &self.max_heartbeats_per_second)
+            .field("max_agents", &self.max_agents)
+            .field(
+                "max_registrations_per_minute",
+                &self.max_registrations_per_minute,
+            )
             .field(
                 "join_token",
                 &if self.join_token.is_empty() {
@@ -240,6 +253,12 @@ fn default_heartbeat_interval_ms() -> u64 {
 }
 fn default_max_heartbeats() -> u64 {
     200
+}
+fn default_max_agents() -> usize {
+    1000
+}
+fn default_max_registrations() -> u64 {
+    60
 }
 
 /// An agent's API port when the config does not choose another.
@@ -506,6 +525,19 @@ impl Config {
         }
         if self.server.max_heartbeats_per_second == 0 {
             problems.push("server.max_heartbeats_per_second must be at least 1".to_string());
+        }
+        let join = &self.server.join_token;
+        if !join.is_empty() && (join.len() < 16 || join.chars().any(|c| !c.is_ascii_graphic())) {
+            problems.push("server.join_token must be at least 16 visible characters (or empty: a server then generates one)".to_string());
+        }
+        if !join.is_empty() && *join == web.secure.token {
+            problems.push("server.join_token must differ from daemon.web.secure.token: agents never get the admin token".to_string());
+        }
+        if self.server.max_agents == 0 || self.server.max_registrations_per_minute == 0 {
+            problems.push(
+                "server.max_agents and server.max_registrations_per_minute must be at least 1"
+                    .to_string(),
+            );
         }
         for (name, server) in &self.servers {
             if !(server.url.starts_with("http://") || server.url.starts_with("https://")) {

@@ -75,6 +75,9 @@ pub fn run(home: Home, opts: DaemonOptions) -> Result<(), DaemonError> {
     // Again for what the store just created (its folder and files hold the
     // agents' tokens); later files are born inside these 0700 folders.
     home.make_private()?;
+    // After the database lock: of two daemons started at once, only the one
+    // that runs writes the join token.
+    let config = crate::role::server::ensure_join_token(&home, config)?;
     write_atomic(
         &home.pid_file(),
         format!("{}\n", std::process::id()).as_bytes(),

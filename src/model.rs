@@ -319,12 +319,16 @@ pub struct Metrics {
     pub processes: Vec<ProcessView>,
 }
 
-/// `POST /daemon/agents/register`: an agent introducing itself.
+/// `POST /daemon/agents/register`: an agent introducing itself. A new
+/// agent comes with the join token and no id; the server assigns the id and
+/// a credential. An agent registering again sends its id, with its
+/// credential in the `agent-token` header.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    /// The id the agent had before (kept across reconnects and server restarts).
-    pub id: String,
+    /// The id the server gave this agent before, if any.
+    #[serde(default)]
+    pub id: Option<String>,
     pub name: String,
     pub hostname: String,
     /// Where the server reaches the agent's API, e.g. `http://10.0.0.5:9877`.
@@ -343,6 +347,10 @@ pub struct HeartbeatAnswer {
     /// When the agent should beat next, in ms from now (Nomad-style: grows
     /// with the number of agents, with jitter).
     pub heartbeat_interval_ms: u64,
+    /// Issued once, when an agent joins: its own credential, which it sends
+    /// (header `agent-token`) on every later registration and heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 /// `POST /daemon/agents/{id}/heartbeat`.
@@ -404,6 +412,10 @@ pub struct AgentStatus {
     pub last_error: Option<String>,
     pub heartbeat_interval_ms: Option<u64>,
     pub connected_since_ms: Option<u64>,
+    /// The server refused this agent (401/403): it was removed, its
+    /// credential revoked, or the token is wrong. It must join again.
+    #[serde(default)]
+    pub refused: bool,
 }
 
 /// `POST /daemon/agent/connect` (local socket only).
@@ -415,4 +427,24 @@ pub struct ConnectRequest {
     pub name: Option<String>,
     /// `host:port` the agent's API listens on and the server reaches it at.
     pub api_address: Option<String>,
+}
+
+/// `text` with control characters (newlines, escape sequences) shown as
+/// `\u{..}` escapes, so text that came from another machine can never forge a
+/// log line or drive a terminal.
+pub fn escape_control(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
 }

@@ -647,6 +647,7 @@ impl Service {
                 last_error: None,
                 heartbeat_interval_ms: None,
                 connected_since_ms: None,
+                refused: false,
             },
         }
     }

@@ -1,8 +1,9 @@
-//! Role routes. On a server: agents register, heartbeat and leave
-//! (`agent_facing`, the join token suffices), and administrators list agents
-//! and control their processes (`admin_routes`), which the server carries
-//! out by calling the agent's API with the agent's token. On the unix socket
-//! only: this daemon's own link as an agent (`local_routes`).
+//! Role routes. On a server: agents join with the join token, then register
+//! again, heartbeat and leave with their own credential (`agent_facing`),
+//! and administrators list and remove agents and control their processes
+//! (`admin_routes`), which the server carries out by calling the agent's API
+//! with the agent's token. On the unix socket only: this daemon's own link
+//! as an agent (`local_routes`).
 
 use bytes::Bytes;
 use hyper::Method;
@@ -14,8 +15,9 @@ use super::auth::{admin, scope, Scope, Tokens};
 use super::errors::{json_error, refuse};
 use super::{json_body, with_ctx, Ctx, LinesQuery, BODY_LIMIT};
 use crate::config::Role;
+use crate::model::escape_control;
 use crate::model::{ConnectRequest, HeartbeatRequest, RegisterRequest};
-use crate::role::server::{call_agent, AgentRecord, Registry, RegistryError};
+use crate::role::server::{call_agent, AgentRecord, Caller, Registry, RegistryError};
 
 type Resp = warp::reply::Response;
 
@@ -40,81 +42,111 @@ fn registry_error(e: RegistryError) -> Rejection {
     let status = match &e {
         RegistryError::Invalid(_) => StatusCode::BAD_REQUEST,
         RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
-        RegistryError::WrongAgentToken(_) => StatusCode::UNAUTHORIZED,
+        RegistryError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        RegistryError::Forbidden(_) => StatusCode::FORBIDDEN,
         RegistryError::NameTaken(_) => StatusCode::CONFLICT,
+        RegistryError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
         RegistryError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     refuse(status, e.to_string())
 }
 
-/// Register, heartbeat, leave: what an agent does with the join token.
+/// Who calls an agent-facing route: an agent showing its credential
+/// (header `agent-token`), else whoever the token check of every other
+/// route finds (`scope`: the join or the admin token, with its refusals).
+/// Where no admin token is configured (the unix socket), that is `Open`.
+/// A caller with neither gets a 401 before the body is read.
+fn caller(ctx: Ctx, tokens: Tokens) -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone {
+    let open = tokens.admin.is_none();
+    let by_credential = warp::header::optional::<String>("agent-token").and_then(
+        move |credential: Option<String>| {
+            let ctx = ctx.clone();
+            async move {
+                credential
+                    .and_then(|c| ctx.svc.registry.as_ref()?.agent_by_credential(&c))
+                    .map(Caller::Agent)
+                    // Not this way: the token check decides.
+                    .ok_or_else(warp::reject::not_found)
+            }
+        },
+    );
+    let by_token = scope(tokens).map(move |s: Scope| match s {
+        Scope::Join => Caller::Join,
+        Scope::Admin if open => Caller::Open,
+        Scope::Admin => Caller::Admin,
+    });
+    by_credential.or(by_token).unify()
+}
+
+/// Join, register again, heartbeat, leave: what agents do.
 pub fn agent_facing(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
     let register = warp::path!("daemon" / "agents" / "register")
         .and(warp::post())
-        .and(scope(tokens.clone()))
+        .and(caller(ctx.clone(), tokens.clone()))
         .and(json_body::<RegisterRequest>())
         .and(with_ctx(ctx.clone()))
-        .and_then(|_scope: Scope, req: RegisterRequest, ctx: Ctx| async move {
-            let reg = registry(&ctx)?;
-            // A listener without a token exists only on loopback (the
-            // token-less use of a server on one machine, warned about).
-            let answer = reg.register(req).map_err(registry_error)?;
-            Ok::<_, Rejection>(warp::reply::json(&answer).into_response())
-        });
+        .and_then(
+            |caller: Caller, req: RegisterRequest, ctx: Ctx| async move {
+                let reg = registry(&ctx)?;
+                let answer = reg.register(&caller, req).map_err(registry_error)?;
+                Ok::<_, Rejection>(warp::reply::json(&answer).into_response())
+            },
+        );
     let heartbeat = warp::path!("daemon" / "agents" / String / "heartbeat")
         .and(warp::post())
-        .and(scope(tokens.clone()))
-        .and(warp::header::optional::<String>("agent-token"))
+        .and(caller(ctx.clone(), tokens.clone()))
         .and(json_body::<HeartbeatRequest>())
         .and(with_ctx(ctx.clone()))
         .and_then(
-            |id: String,
-             _scope: Scope,
-             agent_token: Option<String>,
-             req: HeartbeatRequest,
-             ctx: Ctx| async move {
+            |id: String, caller: Caller, req: HeartbeatRequest, ctx: Ctx| async move {
                 let reg = registry(&ctx)?;
-                let token = agent_token.ok_or_else(|| {
-                    refuse(
-                        StatusCode::UNAUTHORIZED,
-                        "a heartbeat needs the agent-token header",
-                    )
-                })?;
                 let answer = reg
-                    .heartbeat(&id, &token, req.processes)
+                    .heartbeat(&caller, &id, &req.processes)
                     .map_err(registry_error)?;
                 Ok::<_, Rejection>(warp::reply::json(&answer).into_response())
             },
         );
     let remove = warp::path!("daemon" / "agents" / String)
         .and(warp::delete())
-        .and(scope(tokens))
-        .and(warp::header::optional::<String>("agent-token"))
+        .and(caller(ctx.clone(), tokens))
         .and(with_ctx(ctx))
-        .and_then(
-            |id: String, scope: Scope, agent_token: Option<String>, ctx: Ctx| async move {
-                let reg = registry(&ctx)?;
-                let check = match (scope, &agent_token) {
-                    (Scope::Admin, None) => None,
-                    (_, Some(t)) => Some(t.as_str()),
-                    (Scope::Join, None) => {
-                        return Err(refuse(
-                            StatusCode::UNAUTHORIZED,
-                            "leaving needs the agent-token header",
-                        ));
-                    }
-                };
-                let rec = reg.deregister(&id, check).map_err(registry_error)?;
-                Ok::<_, Rejection>(
-                    warp::reply::json(&serde_json::json!({ "removed": rec.id, "name": rec.name }))
-                        .into_response(),
-                )
-            },
-        );
+        .and_then(|id: String, caller: Caller, ctx: Ctx| async move {
+            let reg = registry(&ctx)?;
+            let rec = reg.deregister(&caller, &id).map_err(registry_error)?;
+            Ok::<_, Rejection>(
+                warp::reply::json(&serde_json::json!({
+                    "removed": rec.id,
+                    "name": rec.name,
+                    "revoked": true,
+                }))
+                .into_response(),
+            )
+        });
     register.or(heartbeat).unify().or(remove).unify().boxed()
 }
 
-/// Passes the agent's answer on: same status, same JSON body.
+/// Why a call to an agent failed, as the administrator should read it.
+fn agent_failure(rec: &AgentRecord, e: &crate::client::ClientError) -> Resp {
+    use crate::client::ClientError;
+    let what = match e {
+        ClientError::TooLarge(n) => format!("answered more than {n} bytes; the server reads no more"),
+        ClientError::Api { status, .. } if *status == StatusCode::UNAUTHORIZED => {
+            "refused the server's credentials (the agent's API token changed: connect the agent again)".to_string()
+        }
+        e => format!("did not answer: {e}"),
+    };
+    json_error(
+        StatusCode::BAD_GATEWAY,
+        format!(
+            "agent {} ({}) {what}",
+            escape_control(&rec.name),
+            escape_control(&rec.endpoint)
+        ),
+    )
+}
+
+/// Passes the agent's answer on: same status, same JSON body; an agent's
+/// 401 is the server's problem, not the administrator's, so it becomes a 502.
 async fn forward(
     rec: AgentRecord,
     method: Method,
@@ -122,6 +154,13 @@ async fn forward(
     body: Option<Vec<u8>>,
 ) -> Result<Resp, Rejection> {
     match call_agent(&rec, method, &path, body).await {
+        Ok((status, _)) if status == StatusCode::UNAUTHORIZED => Ok(agent_failure(
+            &rec,
+            &crate::client::ClientError::Api {
+                status,
+                message: String::new(),
+            },
+        )),
         Ok((status, bytes)) => {
             let mut resp = warp::reply::Response::new(bytes.into());
             *resp.status_mut() = status;
@@ -131,10 +170,7 @@ async fn forward(
             );
             Ok(resp)
         }
-        Err(e) => Ok(json_error(
-            StatusCode::BAD_GATEWAY,
-            format!("agent {} ({}) did not answer: {e}", rec.name, rec.endpoint),
-        )),
+        Err(e) => Ok(agent_failure(&rec, &e)),
     }
 }
 
@@ -246,15 +282,12 @@ pub fn admin_routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
 async fn relay_stream(rec: AgentRecord, path: String) -> Resp {
     let body = match crate::role::server::stream_agent(&rec, &path).await {
         Ok(body) => body,
-        Err(crate::client::ClientError::Api { status, message }) => {
+        Err(crate::client::ClientError::Api { status, message })
+            if status != StatusCode::UNAUTHORIZED =>
+        {
             return json_error(status, message)
         }
-        Err(e) => {
-            return json_error(
-                StatusCode::BAD_GATEWAY,
-                format!("agent {} ({}) did not answer: {e}", rec.name, rec.endpoint),
-            )
-        }
+        Err(e) => return agent_failure(&rec, &e),
     };
     let start = Some(crate::client::SseReader::new(body));
     let events = futures_util::stream::unfold(start, |reader| async move {

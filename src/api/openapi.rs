@@ -194,9 +194,11 @@ pub fn document() -> Value {
                     "uptime_ms": { "type": "integer" }, "home": { "type": "string" }, "schema_version": { "type": "integer" },
                     "memory": { "type": "integer" }
                 }},
-                "RegisterRequest": { "type": "object", "required": ["id", "name", "hostname", "endpoint", "version", "token"], "additionalProperties": false, "properties": {
-                    "id": { "type": "string" }, "name": { "type": "string" }, "hostname": { "type": "string" },
-                    "endpoint": { "type": "string", "description": "http://host:port of the agent's API" },
+                "RegisterRequest": { "type": "object", "required": ["name", "hostname", "endpoint", "version", "token"], "additionalProperties": false, "properties": {
+                    "id": { "type": "string", "nullable": true, "description": "the id the server gave this agent, when registering again (with its credential in the agent-token header)" },
+                    "name": { "type": "string", "description": "unique; letters, digits, '.', '_', '-'; never the shape of an id (ag- and 16 hex digits)" },
+                    "hostname": { "type": "string", "description": "at most 255 bytes, no control characters" },
+                    "endpoint": { "type": "string", "description": "http://host:port of the agent's API: no path, query, user info or fragment" },
                     "version": { "type": "string" }, "token": { "type": "string", "description": "the agent's API token (at least 16 characters)" },
                     "processes": { "type": "array", "items": r("ProcessView") }
                 }},
@@ -204,7 +206,8 @@ pub fn document() -> Value {
                     "processes": { "type": "array", "items": r("ProcessView") }
                 }},
                 "HeartbeatAnswer": { "type": "object", "required": ["id", "heartbeat_interval_ms"], "properties": {
-                    "id": { "type": "string" }, "heartbeat_interval_ms": { "type": "integer", "description": "when to beat next" }
+                    "id": { "type": "string" }, "heartbeat_interval_ms": { "type": "integer", "description": "when to beat next" },
+                    "credential": { "type": "string", "description": "only in the answer to a join: the agent's own credential, to send in the agent-token header from then on" }
                 }},
                 "AgentView": { "type": "object", "required": ["id", "name", "hostname", "endpoint", "status", "last_seen_ms", "processes"], "properties": {
                     "id": { "type": "string" }, "name": { "type": "string" }, "hostname": { "type": "string" },
@@ -220,7 +223,8 @@ pub fn document() -> Value {
                     "agent_id": { "type": "string", "nullable": true }, "name": { "type": "string", "nullable": true },
                     "endpoint": { "type": "string", "nullable": true }, "connected": { "type": "boolean" },
                     "last_heartbeat_ms": { "type": "integer", "nullable": true }, "last_error": { "type": "string", "nullable": true },
-                    "heartbeat_interval_ms": { "type": "integer", "nullable": true }, "connected_since_ms": { "type": "integer", "nullable": true }
+                    "heartbeat_interval_ms": { "type": "integer", "nullable": true }, "connected_since_ms": { "type": "integer", "nullable": true },
+                    "refused": { "type": "boolean", "description": "the server refused this agent at the last attempt (removed, revoked or wrong token)" }
                 }},
                 "ConnectRequest": { "type": "object", "required": ["server", "token"], "additionalProperties": false, "properties": {
                     "server": { "type": "string" }, "token": { "type": "string" },
@@ -246,16 +250,16 @@ fn agent_paths(paths: &mut serde_json::Map<String, Value>) {
         agent[0].clone(),
         { "name": "pid", "in": "path", "required": true, "description": "Process id or name on that agent", "schema": { "type": "string" } }
     ]);
-    let agent_token = json!({ "name": "agent-token", "in": "header", "required": true, "description": "the agent's own API token", "schema": { "type": "string" } });
+    let agent_token = json!({ "name": "agent-token", "in": "header", "required": true, "description": "the agent's own credential, issued by the server when it joined", "schema": { "type": "string" } });
     let server_only = "Server role only (403 elsewhere).";
     paths.insert("/daemon/agents/register".into(), json!({ "post": with_body(
-        op(&format!("An agent registers (the join token suffices). {server_only}"), json!({ "200": ok(r("HeartbeatAnswer")) })),
+        op(&format!("An agent joins with the join token (the answer carries its id and credential), or registers again with its credential (agent-token header). 401 without either, 403 for the admin token or past max_agents, 409 for a name taken, 429 past max_registrations_per_minute. {server_only}"), json!({ "200": ok(r("HeartbeatAnswer")) })),
         r("RegisterRequest")) }));
     paths.insert("/daemon/agents/{id}/heartbeat".into(), json!({ "post": with_params(with_body(
-        op(&format!("An agent's heartbeat with its process summary; 404 when the server does not know it. {server_only}"), json!({ "200": ok(r("HeartbeatAnswer")) })),
+        op(&format!("An agent's heartbeat with its process summary and its credential; 404 when the server does not know it, 401 when it was removed. {server_only}"), json!({ "200": ok(r("HeartbeatAnswer")) })),
         r("HeartbeatRequest")), json!([agent[0].clone(), agent_token.clone()])) }));
     paths.insert("/daemon/agents/{id}".into(), json!({ "delete": with_params(
-        op(&format!("Forget an agent (an agent leaving sends its agent-token). {server_only}"), json!({ "200": ok(json!({ "type": "object" })) })),
+        op(&format!("Forget an agent and revoke its credential (the admin token; or an agent leaving, with its agent-token): it must join again. {server_only}"), json!({ "200": ok(json!({ "type": "object" })) })),
         agent.clone()) }));
     paths.insert("/daemon/agents/list".into(), json!({ "get":
         op(&format!("Every agent with its status and process counts. {server_only}"), json!({ "200": ok(json!({ "type": "array", "items": r("AgentView") })) })) }));

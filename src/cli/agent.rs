@@ -8,7 +8,7 @@ use super::daemon::{local, RestoreArgs};
 use super::format::{self, print_json};
 use super::{CliError, Format};
 use crate::client::ClientError;
-use crate::model::{AgentStatus, AgentView, ConnectRequest, Health};
+use crate::model::{escape_control, AgentStatus, AgentView, ConnectRequest, Health};
 use crate::spec::now_ms;
 
 #[derive(Debug, Subcommand)]
@@ -21,6 +21,14 @@ pub enum AgentCommand {
     Disconnect,
     /// On a server: the agents it knows
     List(FormatArgs),
+    /// On a server: forget an agent and revoke its credential (it must join again)
+    Remove(RemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// The agent's name or id
+    pub agent: String,
 }
 
 #[derive(Debug, Args)]
@@ -30,7 +38,7 @@ pub struct ConnectArgs {
     /// This agent's name (default: the host name)
     #[arg(long)]
     pub name: Option<String>,
-    /// The server's join token (visible to other users in `ps`: prefer --token-file or OPM_SERVER_TOKEN)
+    /// The server's join token (visible to other users in `ps`: prefer --token-file or OPM_SERVER_TOKEN); `opm daemon token --join` on the server prints it
     #[arg(long, conflicts_with = "token_file")]
     pub token: Option<String>,
     /// Read the server's join token from file F (its first line)
@@ -53,6 +61,7 @@ pub async fn dispatch(cmd: AgentCommand) -> Result<(), CliError> {
         AgentCommand::Status(a) => status(a).await,
         AgentCommand::Disconnect => disconnect().await,
         AgentCommand::List(a) => list(a).await,
+        AgentCommand::Remove(a) => remove(a).await,
     }
 }
 
@@ -132,10 +141,35 @@ async fn status(a: FormatArgs) -> Result<(), CliError> {
     if let Some(i) = s.heartbeat_interval_ms {
         println!("interval:   {i} ms");
     }
+    if s.refused {
+        println!("refused:    the server refuses this agent (removed, or its credential revoked); join again with `opm agent connect {server} --token JOIN`");
+    }
     if let Some(e) = &s.last_error {
-        println!("last error: {e}");
+        println!("last error: {}", escape_control(e));
     }
     Ok(())
+}
+
+async fn remove(a: RemoveArgs) -> Result<(), CliError> {
+    let (client, _, _) = local(&RestoreArgs::default())?;
+    let path = format!("/daemon/agents/{}", encode_segment(&a.agent));
+    let v: serde_json::Value = client.delete(&path).await?;
+    println!(
+        "✔ removed agent {} (id {}): its credential is revoked; it can only come back by joining again with the join token",
+        escape_control(v["name"].as_str().unwrap_or("?")),
+        escape_control(v["removed"].as_str().unwrap_or("?"))
+    );
+    Ok(())
+}
+
+/// Keeps a name a single path segment.
+fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 async fn disconnect() -> Result<(), CliError> {
@@ -183,12 +217,14 @@ async fn list(a: FormatArgs) -> Result<(), CliError> {
     ]);
     let now = now_ms();
     for ag in &agents {
+        // What an agent sent is escaped: it cannot drive this terminal.
+        let clean = |s: &str| escape_control(s).into_owned();
         t.add_row(vec![
-            ag.name.clone(),
-            ag.id.clone(),
-            ag.hostname.clone(),
-            ag.endpoint.clone(),
-            ag.status.clone(),
+            clean(&ag.name),
+            clean(&ag.id),
+            clean(&ag.hostname),
+            clean(&ag.endpoint),
+            clean(&ag.status),
             format!(
                 "{} ago",
                 format::duration(now.saturating_sub(ag.last_seen_ms))

@@ -293,7 +293,7 @@ pub async fn dispatch(cmd: DaemonCommand) -> Result<(), CliError> {
 }
 
 async fn restore(args: RestoreArgs) -> Result<(), CliError> {
-    let (client, _, started) = local(&args)?;
+    let (client, home, started) = local(&args)?;
     let h: Health = client.get("/health").await?;
     if started {
         println!(
@@ -319,6 +319,9 @@ async fn restore(args: RestoreArgs) -> Result<(), CliError> {
     }
     for w in &h.warnings {
         println!("  ⚠ {w}");
+    }
+    if let (true, Some(addr)) = (h.role == Role::Server.as_str(), &h.api) {
+        print_join_hint(addr, &home);
     }
     Ok(())
 }
@@ -366,6 +369,21 @@ fn token(args: TokenArgs) -> Result<(), CliError> {
     );
     println!("{token}");
     Ok(())
+}
+
+/// How an agent joins this server: the command to run on the agent.
+fn print_join_hint(addr: &str, home: &Home) {
+    let url = match addr.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => {
+            format!("http://{}:{}", crate::role::hostname(), a.port())
+        }
+        _ => format!("http://{addr}"),
+    };
+    println!("  agents join with: opm agent connect {url} --name NAME --token JOIN");
+    println!(
+        "  JOIN is this server's join token: [server] join_token in {} (`opm daemon token --join` prints it)",
+        home.config().display()
+    );
 }
 
 /// Asks the daemon to stop and waits for its pid to go. Returns whether a

@@ -65,7 +65,8 @@ pub fn table(views: &[ProcessView]) -> String {
         }
         t.add_row(vec![
             Cell::new(v.id),
-            Cell::new(&v.name),
+            // A list may come from an agent through a server: no escape codes.
+            Cell::new(crate::model::escape_control(&v.name)),
             Cell::new(v.pid.map_or("-".to_string(), |p| p.to_string())),
             status,
             Cell::new(v.restarts),

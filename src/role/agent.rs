@@ -3,6 +3,15 @@
 //! interval the server asks for. When the server is down or has forgotten
 //! the agent, the loop retries with backoff and registers again by itself;
 //! the agent's processes never depend on the server. Its log is `agent.log`.
+//!
+//! Trust: an agent joins once with the join token; the server's answer
+//! carries its id and its own credential, kept in the link (the `role`
+//! tree) and sent (header `agent-token`) on every later registration and
+//! heartbeat. A server that refuses the agent (401, 403: removed, revoked,
+//! wrong token) is said so in `opm agent status` and `agent.log`, and asked
+//! again only after an exponential backoff; the agent never joins again by
+//! itself after a refusal. The admin token is never sent to or kept by an
+//! agent: a server refuses it at registration.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -24,6 +33,8 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 pub const RETRY_CAP: Duration = Duration::from_secs(30);
 /// The longest a registration or heartbeat may take.
 pub const SERVER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest wait between two attempts after the server refused this agent.
+pub const REFUSED_RETRY_CAP: Duration = Duration::from_secs(300);
 
 const LINK_KEY: &[u8] = b"link";
 
@@ -42,6 +53,23 @@ pub struct AgentLink {
     /// The agent's API token, sent to the server at registration.
     pub token: String,
     pub connected_ms: u64,
+    /// This agent's credential, issued by the server when it joined; empty
+    /// before that.
+    pub credential: String,
+}
+
+/// A link as written before agents had credentials.
+#[derive(Deserialize)]
+struct AgentLinkV1 {
+    server: String,
+    server_token: String,
+    id: String,
+    name: String,
+    hostname: String,
+    bind: String,
+    endpoint: String,
+    token: String,
+    connected_ms: u64,
 }
 
 impl std::fmt::Debug for AgentLink {
@@ -57,9 +85,28 @@ impl std::fmt::Debug for AgentLink {
 
 pub fn load_link(store: &Store) -> Result<Option<AgentLink>, StoreError> {
     let tree = store.tree(ROLE)?;
-    tree.get(LINK_KEY)?
-        .map(|v| codec::decode(ROLE, LINK_KEY, &v))
-        .transpose()
+    let Some(v) = tree.get(LINK_KEY)? else {
+        return Ok(None);
+    };
+    match codec::decode(ROLE, LINK_KEY, &v) {
+        Ok(link) => Ok(Some(link)),
+        // An older link has no credential: the agent joins again.
+        Err(e) => match codec::decode::<AgentLinkV1>(ROLE, LINK_KEY, &v) {
+            Ok(old) => Ok(Some(AgentLink {
+                server: old.server,
+                server_token: old.server_token,
+                id: old.id,
+                name: old.name,
+                hostname: old.hostname,
+                bind: old.bind,
+                endpoint: old.endpoint,
+                token: old.token,
+                connected_ms: old.connected_ms,
+                credential: String::new(),
+            })),
+            Err(_) => Err(e),
+        },
+    }
 }
 
 pub fn save_link(store: &Store, link: &AgentLink) -> Result<(), StoreError> {
@@ -79,29 +126,38 @@ pub struct LinkState {
     pub last_ok_ms: Option<u64>,
     pub last_error: Option<String>,
     pub interval_ms: Option<u64>,
+    /// The server refused this agent at the last attempt.
+    pub refused: bool,
 }
 
-/// A running link: its state and the switch that ends its loop.
+/// A running link: its state and the switch that ends its loop. The link
+/// changes when the agent joins again (new id and credential).
 pub struct AgentRuntime {
-    pub link: AgentLink,
+    pub link: Arc<Mutex<AgentLink>>,
     pub state: Arc<Mutex<LinkState>>,
     pub stop: watch::Sender<bool>,
 }
 
 impl AgentRuntime {
+    pub fn link(&self) -> AgentLink {
+        self.link.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     pub fn status(&self, role: &str) -> AgentStatus {
         let s = self.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let link = self.link();
         AgentStatus {
             role: role.to_string(),
-            server: Some(self.link.server.clone()),
-            agent_id: Some(self.link.id.clone()),
-            name: Some(self.link.name.clone()),
-            endpoint: Some(self.link.endpoint.clone()),
+            server: Some(link.server),
+            agent_id: (!link.id.is_empty()).then_some(link.id),
+            name: Some(link.name),
+            endpoint: Some(link.endpoint),
             connected: s.connected,
             last_heartbeat_ms: s.last_ok_ms,
             last_error: s.last_error,
             heartbeat_interval_ms: s.interval_ms,
-            connected_since_ms: Some(self.link.connected_ms),
+            connected_since_ms: Some(link.connected_ms),
+            refused: s.refused,
         }
     }
 }
@@ -130,19 +186,30 @@ pub fn agent_log(path: &PathBuf, message: &str) {
     }
 }
 
+/// A client for the server: the join token, and this agent's credential
+/// once it has one. Answers are read up to a small limit.
 fn server_client(link: &AgentLink) -> Result<Client, ClientError> {
-    Ok(Client::new(Endpoint::parse_url(
+    let client = Client::new(Endpoint::parse_url(
         &link.server,
         Some(link.server_token.clone()),
-    )?))
+    )?)
+    .with_body_limit(SERVER_ANSWER_LIMIT);
+    Ok(if link.credential.is_empty() {
+        client
+    } else {
+        client.with_header("agent-token", &link.credential)
+    })
 }
+
+/// The largest answer to a registration or heartbeat an agent reads.
+const SERVER_ANSWER_LIMIT: usize = 64 * 1024;
 
 /// Why a call to the server failed, as a user should read it.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
     #[error("cannot reach the server at {0}: {1}")]
     Unreachable(String, String),
-    #[error("the server refused the token ({0})")]
+    #[error("the server refused this agent: {0}")]
     Refused(String),
     #[error("the server does not know this agent")]
     Unknown,
@@ -176,7 +243,7 @@ pub async fn register(
     let client = server_client(link)
         .map_err(|e| LinkError::Unreachable(link.server.clone(), e.to_string()))?;
     let req = RegisterRequest {
-        id: link.id.clone(),
+        id: (!link.id.is_empty()).then(|| link.id.clone()),
         name: link.name.clone(),
         hostname: link.hostname.clone(),
         endpoint: link.endpoint.clone(),
@@ -193,7 +260,6 @@ async fn heartbeat(
 ) -> Result<HeartbeatAnswer, LinkError> {
     let client = server_client(link)
         .map_err(|e| LinkError::Unreachable(link.server.clone(), e.to_string()))?;
-    let client = client.with_header("agent-token", &link.token);
     timed(
         client.post(
             &format!("/daemon/agents/{}/heartbeat", link.id),
@@ -207,7 +273,6 @@ async fn heartbeat(
 pub async fn deregister(link: &AgentLink) -> Result<(), LinkError> {
     let client = server_client(link)
         .map_err(|e| LinkError::Unreachable(link.server.clone(), e.to_string()))?;
-    let client = client.with_header("agent-token", &link.token);
     timed(
         client.delete(&format!("/daemon/agents/{}", link.id)),
         &link.server,
@@ -216,12 +281,30 @@ pub async fn deregister(link: &AgentLink) -> Result<(), LinkError> {
     .map(|_: serde_json::Value| ())
 }
 
+/// Takes what a registration answered into the link: a join's new id and
+/// credential are saved before anything else is sent.
+pub fn adopt_answer(
+    link: &mut AgentLink,
+    answer: &HeartbeatAnswer,
+    store: &Store,
+) -> Result<(), StoreError> {
+    if let Some(credential) = &answer.credential {
+        link.id = answer.id.clone();
+        link.credential = credential.clone();
+        save_link(store, link)?;
+    }
+    Ok(())
+}
+
 /// Heartbeats until `stop`; registers again when the server has forgotten
-/// this agent; backs off while the server cannot be reached.
+/// this agent (joining anew with the join token when the server lost it
+/// altogether); backs off while the server cannot be reached, and longer
+/// while it refuses this agent.
 pub async fn run(
-    link: AgentLink,
+    link: Arc<Mutex<AgentLink>>,
     state: Arc<Mutex<LinkState>>,
     summary: impl Fn() -> Vec<ProcessView> + Send + 'static,
+    store: Arc<Store>,
     log: PathBuf,
     mut stop: watch::Receiver<bool>,
     registered_with_interval: Option<u64>,
@@ -229,38 +312,54 @@ pub async fn run(
     let mut registered = registered_with_interval.is_some();
     let mut wait = Duration::from_millis(registered_with_interval.unwrap_or(0));
     let mut failures: u32 = 0;
+    let mut refusals: u32 = 0;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|v| *v) => return,
         }
+        let current = link.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let result = if registered {
-            heartbeat(&link, summary()).await
+            heartbeat(&current, summary()).await
         } else {
-            register(&link, summary()).await
+            register(&current, summary()).await
         };
+        if *stop.borrow() {
+            return;
+        }
         let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(answer) => {
-                if !registered || failures > 0 {
+                let joined = answer.credential.is_some();
+                if joined {
+                    let mut l = link.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Err(e) = adopt_answer(&mut l, &answer, &store) {
+                        agent_log(&log, &format!("cannot save the new credential: {e}"));
+                    }
+                }
+                if !registered || failures > 0 || refusals > 0 {
                     agent_log(
                         &log,
                         &format!(
-                            "{} with {} as {} ({})",
-                            if registered {
-                                "heartbeats resumed"
+                            "{} {} as {} ({})",
+                            if joined {
+                                "joined"
+                            } else if registered {
+                                "heartbeats resumed with"
                             } else {
-                                "registered"
+                                "registered with"
                             },
-                            link.server,
-                            link.name,
-                            link.id
+                            current.server,
+                            current.name,
+                            answer.id
                         ),
                     );
                 }
                 registered = true;
                 failures = 0;
+                refusals = 0;
                 s.connected = true;
+                s.refused = false;
                 s.last_ok_ms = Some(now_ms());
                 s.last_error = None;
                 s.interval_ms = Some(answer.heartbeat_interval_ms);
@@ -276,6 +375,31 @@ pub async fn run(
                 s.last_error =
                     Some("the server had forgotten this agent; registering again".into());
                 wait = Duration::ZERO;
+            }
+            Err(e @ LinkError::Refused(_)) => {
+                refusals = refusals.saturating_add(1);
+                failures = 0;
+                // Asked again by registering, with the credential: only a
+                // server that knows it (or lost every trace of this agent)
+                // lets it back in.
+                registered = false;
+                let backoff = DEFAULT_HEARTBEAT_INTERVAL
+                    .saturating_mul(1u32 << refusals.min(8))
+                    .min(REFUSED_RETRY_CAP);
+                if refusals == 1 || refusals.is_power_of_two() {
+                    agent_log(
+                        &log,
+                        &format!(
+                            "{e} (attempt {refusals}); asking again in {}s; to join again: opm agent connect {} --token JOIN",
+                            backoff.as_secs(),
+                            current.server
+                        ),
+                    );
+                }
+                s.connected = false;
+                s.refused = true;
+                s.last_error = Some(e.to_string());
+                wait = backoff;
             }
             Err(e) => {
                 failures = failures.saturating_add(1);

@@ -59,15 +59,18 @@ pub fn start_agent(ctx: &Ctx, link: AgentLink, registered: Option<u64>) {
         last_ok_ms: registered.map(|_| crate::spec::now_ms()),
         last_error: None,
         interval_ms: registered,
+        refused: false,
     }));
     let (stop, stop_rx) = watch::channel(false);
     let svc = ctx.svc.clone();
     let summary = move || svc.list();
     let log = ctx.svc.home.agent_log();
+    let link = Arc::new(Mutex::new(link));
     tokio::spawn(agent::run(
         link.clone(),
         state.clone(),
         summary,
+        ctx.svc.store.clone(),
         log,
         stop_rx,
         registered,
@@ -165,8 +168,13 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
     } else {
         format!("http://{addr}")
     };
-    let (id, token) = match &previous {
-        Some(l) => (l.id.clone(), l.token.clone()),
+    // Registering again with the same server keeps the id and credential.
+    let (id, credential) = match &previous {
+        Some(l) if l.server == server => (l.id.clone(), l.credential.clone()),
+        _ => (String::new(), String::new()),
+    };
+    let token = match &previous {
+        Some(l) => l.token.clone(),
         None => {
             let random = |n| {
                 random_hex(n).map_err(|e| {
@@ -176,10 +184,10 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
                     )
                 })
             };
-            (random(8)?, random(24)?)
+            random(24)?
         }
     };
-    let link = AgentLink {
+    let mut link = AgentLink {
         server: server.clone(),
         server_token: req.token.clone(),
         id,
@@ -189,23 +197,61 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
         endpoint,
         token,
         connected_ms: crate::spec::now_ms(),
+        credential,
     };
-    if let Some(old) = svc.agent.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        let _ = old.stop.send(true);
+    let running = svc.agent.lock().unwrap_or_else(|p| p.into_inner()).take();
+    // Connecting again on the same address keeps the agent API as it
+    // serves (same token): closing it and binding anew could race its port.
+    let serving = svc
+        .api
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .address
+        .clone();
+    let keep_api = running.as_ref().is_some_and(|rt| {
+        let old = rt.link();
+        old.bind == bind && old.token == link.token && serving.as_deref() == Some(bind.as_str())
+    });
+    let was_running = running.map(|rt| {
+        let _ = rt.stop.send(true);
+        rt.link()
+    });
+    if !keep_api {
+        ctx.tcp
+            .start(ctx, &bind, agent_tokens(&link))
+            .await
+            .map_err(|e| {
+                (
+                    StatusCode::CONFLICT,
+                    format!("the agent API cannot start: {e}"),
+                )
+            })?;
     }
-    ctx.tcp
-        .start(ctx, &bind, agent_tokens(&link))
-        .await
-        .map_err(|e| {
-            (
-                StatusCode::CONFLICT,
-                format!("the agent API cannot start: {e}"),
-            )
-        })?;
-    let answer = match agent::register(&link, svc.list()).await {
+    let mut answer = agent::register(&link, svc.list()).await;
+    if matches!(answer, Err(LinkError::Refused(_))) && !link.credential.is_empty() {
+        // The old credential was revoked (or the server lost it): join anew.
+        link.id.clear();
+        link.credential.clear();
+        answer = agent::register(&link, svc.list()).await;
+    }
+    let answer = match answer {
         Ok(a) => a,
         Err(e) => {
-            restore_api(ctx).await;
+            // A failed connect changes nothing: a link that was running runs on.
+            match was_running {
+                Some(old) => {
+                    if !keep_api {
+                        if let Err(e) = ctx.tcp.start(ctx, &old.bind, agent_tokens(&old)).await {
+                            agent::agent_log(
+                                &svc.home.agent_log(),
+                                &format!("agent API not serving: {e}"),
+                            );
+                        }
+                    }
+                    start_agent(ctx, old, None);
+                }
+                None => restore_api(ctx).await,
+            }
             let status = match e {
                 LinkError::Refused(_) => StatusCode::UNAUTHORIZED,
                 LinkError::Other(s, _) if s.is_client_error() => s,
@@ -214,6 +260,10 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
             return Err((status, format!("registration failed: {e}")));
         }
     };
+    link.id = answer.id.clone();
+    if let Some(c) = &answer.credential {
+        link.credential = c.clone();
+    }
     agent::save_link(&svc.store, &link)
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     set_role(&svc.home, Role::Agent)
@@ -253,7 +303,7 @@ pub async fn disconnect(ctx: &Ctx) -> Result<serde_json::Value, Refusal> {
     let link = match runtime {
         Some(rt) => {
             let _ = rt.stop.send(true);
-            Some(rt.link)
+            Some(rt.link())
         }
         None => agent::load_link(&svc.store)
             .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,

@@ -4,8 +4,19 @@
 //! number of agents, with jitter), batched write-back of soft state, and the
 //! calls to an agent's API that carry out the server's commands.
 //!
+//! Trust: the server assigns each agent its id (`ag-` and 16 hex digits, a
+//! shape no name may take) and a credential, once, when the agent joins
+//! with the join token. Registering again under an id or a name, a
+//! heartbeat, or leaving needs that credential. Joins are capped
+//! (`max_agents`) and rate-limited (`max_registrations_per_minute`). Removing
+//! an agent revokes its credential and leaves a tombstone (in the `role`
+//! tree), so it can only come back by joining again. Everything an agent
+//! sends is bounded and free of control characters; the server calls an
+//! agent only at `http://host:port` plus its own fixed paths, and reads at
+//! most `AGENT_ANSWER_LIMIT` bytes within `AGENT_CALL_TIMEOUT`.
+//!
 //! Durability by kind: a registration and a deregistration are flushed
-//! before the answer; `last_seen` and the process summary are soft state,
+//! before the answer; `last_seen` and the process counts are soft state,
 //! kept in memory and written back in batches. After a restart every known
 //! agent gets a fresh grace period, so a server restart never flaps the fleet.
 
@@ -17,15 +28,23 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
 use crate::client::{Client, ClientError, Endpoint};
-use crate::config::ServerSection;
-use crate::model::{AgentView, HeartbeatAnswer, ProcessCounts, ProcessView, RegisterRequest};
+use crate::config::{ConfigError, Home, Role, ServerSection};
+use crate::model::{
+    escape_control, AgentView, HeartbeatAnswer, ProcessCounts, ProcessView, RegisterRequest,
+};
 use crate::spec::{now_ms, Event};
-use crate::store::{codec, Store, StoreError, AGENTS};
+use crate::store::{codec, Store, StoreError, AGENTS, ROLE};
 
 /// How long soft state (last seen, summaries) may wait before it is written.
 pub const WRITE_BACK_DELAY: Duration = Duration::from_secs(5);
-/// The longest a call to an agent may take.
-pub const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest a call to an agent may take, its whole answer included.
+pub const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest answer the server reads from an agent.
+pub const AGENT_ANSWER_LIMIT: usize = 8 * 1024 * 1024;
+/// How many removed agents' ids the server remembers (oldest forgotten first).
+pub const TOMBSTONE_LIMIT: usize = 10_000;
+/// Where the tombstones of removed agents live in the `role` tree.
+const REVOKED_PREFIX: &str = "revoked/";
 
 /// What the server keeps of one agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,10 +56,21 @@ pub struct AgentRecord {
     pub version: String,
     /// The agent's API token; never printed or returned.
     pub token: String,
+    /// What the agent shows to register again, heartbeat and leave; issued
+    /// by this server; never printed or returned after the join.
+    pub credential: String,
     pub registered_ms: u64,
     pub last_seen_ms: u64,
     pub online: bool,
-    pub summary: Vec<ProcessView>,
+    pub processes: ProcessCounts,
+}
+
+/// A record as written before agents had credentials: read only to say
+/// that its agent must join again.
+#[derive(Deserialize)]
+struct AgentRecordV1 {
+    id: String,
+    name: String,
 }
 
 struct Live {
@@ -49,25 +79,91 @@ struct Live {
     dirty: bool,
 }
 
+/// Who is asking, as the agent-facing routes established it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// Showed the credential of this agent (by id).
+    Agent(String),
+    /// Showed the join token.
+    Join,
+    /// Showed the admin token.
+    Admin,
+    /// No admin token is configured (the unix socket, or a loopback-only
+    /// server with `secure.enabled = false`): full access, as everywhere there.
+    Open,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("{0}")]
     Invalid(String),
     #[error("no agent with id or name {0:?}")]
     NotFound(String),
-    #[error("the agent token does not match agent {0:?}")]
-    WrongAgentToken(String),
-    #[error("an agent named {0:?} is already registered with another id; remove it first (DELETE /daemon/agents/{0})")]
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("an agent named {0:?} is already registered: only that agent, with its own credential, can register under this name; to replace it, remove it first on the server (opm agent remove {0})")]
     NameTaken(String),
+    #[error("{0}")]
+    TooMany(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
+/// Joins through the join token: a bucket of `per_minute` that refills
+/// continuously.
+struct JoinBucket {
+    tokens: f64,
+    at_ms: u64,
+}
+
+impl JoinBucket {
+    fn take(&mut self, per_minute: u64, now: u64) -> bool {
+        let cap = per_minute as f64;
+        let refill = now.saturating_sub(self.at_ms) as f64 * cap / 60_000.0;
+        self.tokens = (self.tokens + refill).min(cap);
+        self.at_ms = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Everything behind the registry's one lock.
+struct State {
+    live: HashMap<String, Live>,
+    /// Removed agents' ids, with when they were removed.
+    revoked: HashMap<String, u64>,
+    joins: JoinBucket,
+}
+
+impl State {
+    /// The id of `id_or_name`: an id has a shape no name can take, so an id
+    /// can never shadow another agent's name.
+    fn find(&self, id_or_name: &str) -> Option<String> {
+        if is_agent_id(id_or_name) {
+            return self
+                .live
+                .contains_key(id_or_name)
+                .then(|| id_or_name.to_string());
+        }
+        self.live
+            .values()
+            .find(|l| l.rec.name == id_or_name)
+            .map(|l| l.rec.id.clone())
+    }
+}
+
 pub struct Registry {
     tree: sled::Tree,
+    role_tree: sled::Tree,
     store: Arc<Store>,
     config: ServerSection,
-    agents: Mutex<HashMap<String, Live>>,
+    state: Mutex<State>,
     /// Wakes the liveness task when a deadline moves.
     changed: Notify,
     /// Wakes the write-back task when soft state changes.
@@ -78,6 +174,8 @@ pub struct Registry {
 /// Agent events have no process id.
 pub const AGENT_EVENT_ID: u64 = u64::MAX;
 
+const REMOVED: &str = "this agent was removed from the server and its credential revoked: join again with the join token (opm agent connect URL --token JOIN)";
+
 impl Registry {
     /// Loads the registry; every known agent gets a fresh grace period.
     pub fn load(
@@ -86,13 +184,30 @@ impl Registry {
         events: tokio::sync::broadcast::Sender<Event>,
     ) -> Result<Registry, StoreError> {
         let tree = store.tree(AGENTS)?;
+        let role_tree = store.tree(ROLE)?;
         let now = now_ms();
-        let mut agents = HashMap::new();
+        let mut live = HashMap::new();
         let restart_grace = config.heartbeat_interval_ms + 2 * config.heartbeat_grace_ms;
         for item in tree.iter() {
             let (k, v) = item?;
-            let rec: AgentRecord = codec::decode(AGENTS, &k, &v)?;
-            agents.insert(
+            let rec: AgentRecord = match codec::decode(AGENTS, &k, &v) {
+                Ok(rec) => rec,
+                Err(e) => match codec::decode::<AgentRecordV1>(AGENTS, &k, &v) {
+                    Ok(old) => {
+                        // Its agent had no credential: it cannot prove who it
+                        // is, so it joins again (by itself, with its join token).
+                        crate::daemon_log(format_args!(
+                            "agent {} ({}) was registered by an older opm without a credential: forgotten; it must join again",
+                            escape_control(&old.name),
+                            escape_control(&old.id)
+                        ));
+                        tree.remove(&k)?;
+                        continue;
+                    }
+                    Err(_) => return Err(e),
+                },
+            };
+            live.insert(
                 rec.id.clone(),
                 Live {
                     rec,
@@ -101,11 +216,27 @@ impl Registry {
                 },
             );
         }
+        let mut revoked = HashMap::new();
+        for item in role_tree.scan_prefix(REVOKED_PREFIX) {
+            let (k, v) = item?;
+            let at: u64 = codec::decode(ROLE, &k, &v)?;
+            let id = String::from_utf8_lossy(&k[REVOKED_PREFIX.len()..]).into_owned();
+            revoked.insert(id, at);
+        }
+        let joins = JoinBucket {
+            tokens: config.max_registrations_per_minute as f64,
+            at_ms: now,
+        };
         Ok(Registry {
             tree,
+            role_tree,
             store,
             config,
-            agents: Mutex::new(agents),
+            state: Mutex::new(State {
+                live,
+                revoked,
+                joins,
+            }),
             changed: Notify::new(),
             dirty: Notify::new(),
             events,
@@ -114,8 +245,8 @@ impl Registry {
 
     /// The lock is never held across an `.await`; a poisoned lock means a
     /// panic mid-update of one entry, which is whole again at its next beat.
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Live>> {
-        self.agents.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The interval to hand an agent: the base, or more when the fleet would
@@ -138,7 +269,10 @@ impl Registry {
         };
         crate::daemon_log(format_args!(
             "{} {} ({}): {}",
-            e.kind, e.name, rec.id, e.detail
+            e.kind,
+            escape_control(&e.name),
+            escape_control(&rec.id),
+            escape_control(&e.detail)
         ));
         let _ = self.store.push_event(&e);
         let _ = self.events.send(e);
@@ -149,84 +283,182 @@ impl Registry {
         Ok(())
     }
 
-    /// Adds or refreshes an agent; durable before it returns.
-    pub fn register(&self, req: RegisterRequest) -> Result<HeartbeatAnswer, RegistryError> {
+    /// The agent whose credential this is (compared in constant time).
+    pub fn agent_by_credential(&self, credential: &str) -> Option<String> {
+        let state = self.lock();
+        let mut found = None;
+        for l in state.live.values() {
+            if !l.rec.credential.is_empty()
+                && crate::api::auth::constant_time_eq(
+                    l.rec.credential.as_bytes(),
+                    credential.as_bytes(),
+                )
+            {
+                found = Some(l.rec.id.clone());
+            }
+        }
+        found
+    }
+
+    /// A join (new agent, new id and credential) or an agent registering
+    /// again with its credential; durable before it returns.
+    pub fn register(
+        &self,
+        caller: &Caller,
+        req: RegisterRequest,
+    ) -> Result<HeartbeatAnswer, RegistryError> {
         validate(&req)?;
         let now = now_ms();
-        let rec = {
-            let mut agents = self.lock();
-            if let Some(other) = agents
-                .values()
-                .find(|l| l.rec.name == req.name && l.rec.id != req.id)
-            {
-                return Err(RegistryError::NameTaken(other.rec.name.clone()));
+        let (rec, interval, issued) = {
+            let mut state = self.lock();
+            let (id, credential, registered_ms, issued) = match caller {
+                Caller::Admin => {
+                    return Err(RegistryError::Forbidden(
+                        "the admin token never leaves the server: agents join with the join token ([server] join_token in the server's config.toml; `opm daemon token --join` prints it)".into(),
+                    ))
+                }
+                Caller::Agent(id) => {
+                    if req.id.as_ref().is_some_and(|x| x != id) {
+                        return Err(RegistryError::Unauthorized(
+                            "this credential belongs to another agent".into(),
+                        ));
+                    }
+                    let live = state
+                        .live
+                        .get(id)
+                        .ok_or_else(|| RegistryError::Unauthorized(REMOVED.into()))?;
+                    (
+                        id.clone(),
+                        live.rec.credential.clone(),
+                        live.rec.registered_ms,
+                        false,
+                    )
+                }
+                Caller::Join | Caller::Open => {
+                    if let Some(x) = &req.id {
+                        if state.live.contains_key(x) {
+                            return Err(RegistryError::Unauthorized(format!(
+                                "agent {x} is registered: registering again under its id needs its own credential (header agent-token)"
+                            )));
+                        }
+                        if state.revoked.contains_key(x) {
+                            return Err(RegistryError::Unauthorized(REMOVED.into()));
+                        }
+                    }
+                    if state.find(&req.name).is_some() {
+                        return Err(RegistryError::NameTaken(req.name));
+                    }
+                    if state.live.len() >= self.config.max_agents {
+                        return Err(RegistryError::Forbidden(format!(
+                            "this server already has {} agents, its limit ([server] max_agents): remove one (opm agent remove NAME) or raise the limit",
+                            self.config.max_agents
+                        )));
+                    }
+                    if !state
+                        .joins
+                        .take(self.config.max_registrations_per_minute, now)
+                    {
+                        return Err(RegistryError::TooMany(format!(
+                            "too many agents joining: this server accepts {} per minute ([server] max_registrations_per_minute); try again shortly",
+                            self.config.max_registrations_per_minute
+                        )));
+                    }
+                    let random = |n| {
+                        super::random_hex(n).map_err(|e| {
+                            RegistryError::Store(StoreError::Io("/dev/urandom".into(), e))
+                        })
+                    };
+                    (format!("ag-{}", random(8)?), random(32)?, now, true)
+                }
+            };
+            if let Some(other) = state.find(&req.name).filter(|o| *o != id) {
+                let _ = other;
+                return Err(RegistryError::NameTaken(req.name));
             }
-            let registered_ms = agents.get(&req.id).map_or(now, |l| l.rec.registered_ms);
             let rec = AgentRecord {
-                id: req.id.clone(),
+                id: id.clone(),
                 name: req.name,
                 hostname: req.hostname,
                 endpoint: req.endpoint.trim_end_matches('/').to_string(),
                 version: req.version,
                 token: req.token,
+                credential,
                 registered_ms,
                 last_seen_ms: now,
                 online: true,
-                summary: req.processes,
+                processes: ProcessCounts::of(&req.processes),
             };
-            let n = agents.len() + usize::from(!agents.contains_key(&req.id));
+            let n = state.live.len() + usize::from(!state.live.contains_key(&id));
             let interval = self.interval_ms(n);
-            agents.insert(
-                rec.id.clone(),
+            state.live.insert(
+                id,
                 Live {
                     rec: rec.clone(),
                     deadline_ms: now + interval + self.config.heartbeat_grace_ms,
                     dirty: false,
                 },
             );
-            (rec, interval)
+            (rec, interval, issued)
         };
-        let (rec, interval) = rec;
         self.put(&rec)?;
         self.store.flush()?;
         self.event(
             &rec,
-            "agent_registered",
+            if issued {
+                "agent_joined"
+            } else {
+                "agent_registered"
+            },
             format!("{} at {}", rec.hostname, rec.endpoint),
         );
         self.changed.notify_one();
         Ok(HeartbeatAnswer {
             id: rec.id,
             heartbeat_interval_ms: interval,
+            credential: issued.then_some(rec.credential),
         })
     }
 
-    /// Records a heartbeat (soft state).
+    /// Records a heartbeat (soft state). Only the agent itself, with its
+    /// credential, may beat; an unknown id is a 404 (the agent then joins
+    /// again), a removed one a 401.
     pub fn heartbeat(
         &self,
+        caller: &Caller,
         id: &str,
-        agent_token: &str,
-        processes: Vec<ProcessView>,
+        processes: &[ProcessView],
     ) -> Result<HeartbeatAnswer, RegistryError> {
         let now = now_ms();
         let (came_back, interval) = {
-            let mut agents = self.lock();
-            let n = agents.len();
+            let mut state = self.lock();
+            match caller {
+                Caller::Agent(aid) if aid == id => {}
+                Caller::Agent(_) => {
+                    return Err(RegistryError::Unauthorized(
+                        "this credential belongs to another agent".into(),
+                    ))
+                }
+                _ if state.live.contains_key(id) => {
+                    return Err(RegistryError::Unauthorized(
+                        "a heartbeat needs the agent's own credential (header agent-token)".into(),
+                    ))
+                }
+                _ if state.revoked.contains_key(id) => {
+                    return Err(RegistryError::Unauthorized(REMOVED.into()))
+                }
+                _ => return Err(RegistryError::NotFound(id.to_string())),
+            }
+            let n = state.live.len();
             let interval = self.interval_ms(n);
             let grace = self.config.heartbeat_grace_ms;
-            let live = agents
+            let live = state
+                .live
                 .get_mut(id)
-                .ok_or_else(|| RegistryError::NotFound(id.to_string()))?;
-            if !crate::api::auth::constant_time_eq(
-                live.rec.token.as_bytes(),
-                agent_token.as_bytes(),
-            ) {
-                return Err(RegistryError::WrongAgentToken(id.to_string()));
-            }
+                .ok_or_else(|| RegistryError::Unauthorized(REMOVED.into()))?;
             let came_back = !live.rec.online;
             live.rec.online = true;
             live.rec.last_seen_ms = now;
-            live.rec.summary = processes;
+            live.rec.processes = ProcessCounts::of(processes);
             live.deadline_ms = now + interval + grace;
             live.dirty = true;
             (came_back.then(|| live.rec.clone()), interval)
@@ -239,58 +471,95 @@ impl Registry {
         Ok(HeartbeatAnswer {
             id: id.to_string(),
             heartbeat_interval_ms: interval,
+            credential: None,
         })
     }
 
-    /// Forgets an agent; durable before it returns. `agent_token` is checked
-    /// when given (an agent leaving); an administrator passes `None`.
+    /// Forgets an agent and revokes its credential; durable before it
+    /// returns. An administrator removes any agent; an agent only itself.
     pub fn deregister(
         &self,
+        caller: &Caller,
         id_or_name: &str,
-        agent_token: Option<&str>,
     ) -> Result<AgentRecord, RegistryError> {
-        let rec = {
-            let mut agents = self.lock();
-            let id = find_id(&agents, id_or_name)
-                .ok_or_else(|| RegistryError::NotFound(id_or_name.to_string()))?;
-            if let Some(t) = agent_token {
-                let ok = agents.get(&id).is_some_and(|l| {
-                    crate::api::auth::constant_time_eq(l.rec.token.as_bytes(), t.as_bytes())
-                });
-                if !ok {
-                    return Err(RegistryError::WrongAgentToken(id_or_name.to_string()));
+        let now = now_ms();
+        let (rec, dropped) = {
+            let mut state = self.lock();
+            let id = state.find(id_or_name);
+            match (caller, &id) {
+                (Caller::Admin | Caller::Open, _) => {}
+                (Caller::Agent(aid), Some(id)) if aid == id => {}
+                (Caller::Agent(_), _) => {
+                    return Err(RegistryError::Unauthorized(
+                        "an agent can only remove itself".into(),
+                    ))
+                }
+                (Caller::Join, _) => {
+                    return Err(RegistryError::Unauthorized(
+                        "leaving needs the agent's own credential (header agent-token)".into(),
+                    ))
                 }
             }
-            agents
+            let id = id.ok_or_else(|| RegistryError::NotFound(id_or_name.to_string()))?;
+            let rec = state
+                .live
                 .remove(&id)
                 .map(|l| l.rec)
-                .ok_or_else(|| RegistryError::NotFound(id_or_name.to_string()))?
+                .ok_or_else(|| RegistryError::NotFound(id_or_name.to_string()))?;
+            state.revoked.insert(rec.id.clone(), now);
+            let mut dropped = Vec::new();
+            while state.revoked.len() > TOMBSTONE_LIMIT {
+                let Some(oldest) = state
+                    .revoked
+                    .iter()
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(id, _)| id.clone())
+                else {
+                    break;
+                };
+                state.revoked.remove(&oldest);
+                dropped.push(oldest);
+            }
+            (rec, dropped)
         };
         self.tree
             .remove(rec.id.as_bytes())
             .map_err(StoreError::from)?;
+        self.role_tree
+            .insert(
+                format!("{REVOKED_PREFIX}{}", rec.id).as_bytes(),
+                codec::encode(&now)?,
+            )
+            .map_err(StoreError::from)?;
+        for id in dropped {
+            self.role_tree
+                .remove(format!("{REVOKED_PREFIX}{id}").as_bytes())
+                .map_err(StoreError::from)?;
+        }
         self.store.flush()?;
-        self.event(&rec, "agent_removed", String::new());
+        self.event(&rec, "agent_removed", "credential revoked".into());
         Ok(rec)
     }
 
     /// Every agent, by name.
     pub fn list(&self) -> Vec<AgentView> {
-        let agents = self.lock();
-        let mut out: Vec<AgentView> = agents.values().map(|l| view(&l.rec)).collect();
+        let state = self.lock();
+        let mut out: Vec<AgentView> = state.live.values().map(|l| view(&l.rec)).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
 
     pub fn get(&self, id_or_name: &str) -> Option<AgentRecord> {
-        let agents = self.lock();
-        find_id(&agents, id_or_name).and_then(|id| agents.get(&id).map(|l| l.rec.clone()))
+        let state = self.lock();
+        state
+            .find(id_or_name)
+            .and_then(|id| state.live.get(&id).map(|l| l.rec.clone()))
     }
 
     pub fn counts(&self) -> (usize, usize) {
-        let agents = self.lock();
-        let online = agents.values().filter(|l| l.rec.online).count();
-        (online, agents.len() - online)
+        let state = self.lock();
+        let online = state.live.values().filter(|l| l.rec.online).count();
+        (online, state.live.len() - online)
     }
 
     /// Marks agents offline when their deadline passes; sleeps until the
@@ -300,15 +569,16 @@ impl Registry {
             let now = now_ms();
             let mut gone = Vec::new();
             let next = {
-                let mut agents = self.lock();
-                for live in agents.values_mut() {
+                let mut state = self.lock();
+                for live in state.live.values_mut() {
                     if live.rec.online && live.deadline_ms <= now {
                         live.rec.online = false;
                         live.dirty = true;
                         gone.push(live.rec.clone());
                     }
                 }
-                agents
+                state
+                    .live
                     .values()
                     .filter(|l| l.rec.online)
                     .map(|l| l.deadline_ms)
@@ -364,8 +634,9 @@ impl Registry {
 
     pub fn write_back(&self) -> Result<usize, StoreError> {
         let dirty: Vec<AgentRecord> = {
-            let mut agents = self.lock();
-            agents
+            let mut state = self.lock();
+            state
+                .live
                 .values_mut()
                 .filter(|l| l.dirty)
                 .map(|l| {
@@ -387,14 +658,14 @@ impl Registry {
     }
 }
 
-fn find_id(agents: &HashMap<String, Live>, id_or_name: &str) -> Option<String> {
-    if agents.contains_key(id_or_name) {
-        return Some(id_or_name.to_string());
-    }
-    agents
-        .values()
-        .find(|l| l.rec.name == id_or_name)
-        .map(|l| l.rec.id.clone())
+/// Whether `s` has the shape of a server-assigned agent id: `ag-` and 16
+/// lowercase hex digits. No agent name may take this shape.
+pub fn is_agent_id(s: &str) -> bool {
+    s.len() == 19
+        && s.starts_with("ag-")
+        && s[3..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn view(rec: &AgentRecord) -> AgentView {
@@ -407,50 +678,197 @@ fn view(rec: &AgentRecord) -> AgentView {
         status: if rec.online { "online" } else { "offline" }.into(),
         last_seen_ms: rec.last_seen_ms,
         registered_ms: rec.registered_ms,
-        processes: ProcessCounts::of(&rec.summary),
+        processes: rec.processes,
     }
 }
 
-fn validate(req: &RegisterRequest) -> Result<(), RegistryError> {
-    let bad = |m: String| Err(RegistryError::Invalid(m));
-    if req.id.is_empty()
-        || req.id.len() > 64
-        || !req
-            .id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-')
-    {
-        return bad(format!("invalid agent id {:?}", req.id));
+/// An agent's endpoint: `http://host:port`, nothing more (no path, query,
+/// user info or fragment), so the server can only ever call its own fixed
+/// paths on it. Returns the host and the port.
+pub fn parse_endpoint(endpoint: &str) -> Result<(String, u16), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "invalid endpoint {:?}: {why}; it must be http://host:port",
+            escape_control(endpoint)
+        ))
+    };
+    if endpoint.len() > 300 {
+        return bad("too long");
     }
-    if crate::service::validate_name(&req.name).is_err() {
-        return bad(format!(
-            "invalid agent name {:?}: use letters, digits, '.', '_' or '-'",
-            req.name
-        ));
+    if endpoint.starts_with("https://") {
+        return bad("https is not supported yet (opm has no TLS client): put the agent on a private network or a tunnel and use http");
     }
-    if Endpoint::parse_url(&req.endpoint, None).is_err() {
-        return bad(format!(
-            "invalid endpoint {:?}: it must be http://host:port",
-            req.endpoint
-        ));
+    let Some(rest) = endpoint.strip_prefix("http://") else {
+        return bad("not an http:// URL");
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#']) {
+        return bad("a path, query or fragment is not allowed");
     }
-    if req.token.len() < 16 {
-        return bad("the agent token must be at least 16 characters".into());
+    if rest.contains('@') {
+        return bad("user info is not allowed");
     }
-    if req.hostname.len() > 255 || req.version.len() > 64 {
-        return bad("hostname or version too long".into());
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && (!h.contains(':') || h.starts_with('[')) => (h, p),
+        _ => return bad("no :port"),
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        return bad("bad port");
+    };
+    if port == 0 {
+        return bad("bad port");
+    }
+    let host = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        if v6.parse::<std::net::Ipv6Addr>().is_err() {
+            return bad("bad IPv6 address");
+        }
+        v6.to_string()
+    } else {
+        let ok = host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            && !host.starts_with(['.', '-']);
+        if !ok {
+            return bad("bad host name");
+        }
+        host.to_string()
+    };
+    Ok((host, port))
+}
+
+/// Text from an agent that ends up in tables and logs: bounded, and with
+/// no control characters.
+fn clean_text(what: &str, text: &str, max: usize) -> Result<(), RegistryError> {
+    if text.len() > max {
+        return Err(RegistryError::Invalid(format!(
+            "the {what} is longer than {max} bytes"
+        )));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(RegistryError::Invalid(format!(
+            "the {what} {:?} contains control characters",
+            escape_control(text)
+        )));
     }
     Ok(())
 }
 
-/// Calls an agent's API with its token; returns the status and body.
+fn validate(req: &RegisterRequest) -> Result<(), RegistryError> {
+    let bad = |m: String| Err(RegistryError::Invalid(m));
+    if let Some(id) = &req.id {
+        if id.is_empty()
+            || id.len() > 64
+            || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return bad(format!("invalid agent id {:?}", escape_control(id)));
+        }
+    }
+    clean_text("name", &req.name, 64)?;
+    if crate::service::validate_name(&req.name).is_err() {
+        return bad(format!(
+            "invalid agent name {:?}: use 1 to 64 letters, digits, '.', '_' or '-'",
+            req.name
+        ));
+    }
+    if is_agent_id(&req.name) {
+        return bad(format!(
+            "invalid agent name {:?}: it has the shape of an agent id",
+            req.name
+        ));
+    }
+    clean_text("hostname", &req.hostname, 255)?;
+    clean_text("version", &req.version, 64)?;
+    parse_endpoint(&req.endpoint).map_err(RegistryError::Invalid)?;
+    if req.token.len() < 16 || req.token.len() > 256 {
+        return bad("the agent token must be 16 to 256 characters".into());
+    }
+    if !req.token.bytes().all(|b| b.is_ascii_graphic()) {
+        return bad("the agent token must be visible ASCII characters".into());
+    }
+    Ok(())
+}
+
+/// A client for an agent's API, at its validated endpoint, with its token,
+/// reading at most `AGENT_ANSWER_LIMIT` bytes of an answer.
+fn agent_client(rec: &AgentRecord) -> Result<Client, ClientError> {
+    let (host, port) = parse_endpoint(&rec.endpoint).map_err(ClientError::BadUrl)?;
+    Ok(Client::new(Endpoint::Tcp {
+        host,
+        port,
+        prefix: String::new(),
+        token: Some(rec.token.clone()),
+    })
+    .with_body_limit(AGENT_ANSWER_LIMIT))
+}
+
+/// Gives a server a join token when it has none: 32 random bytes, written
+/// to `[server] join_token` of `config.toml` (comments kept, mode 0600).
+pub fn ensure_join_token(
+    home: &Home,
+    mut config: crate::config::Config,
+) -> Result<crate::config::Config, ConfigError> {
+    if config.role != Role::Server || !config.server.join_token.is_empty() {
+        return Ok(config);
+    }
+    let path = home.config();
+    let token = super::random_hex(32).map_err(|e| ConfigError::Io("/dev/urandom".into(), e))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Io(path.clone(), e))?;
+    let mut doc: toml_edit::DocumentMut =
+        text.parse()
+            .map_err(|e: toml_edit::TomlError| ConfigError::Parse {
+                path: path.clone(),
+                message: e.to_string().trim_end().to_string(),
+            })?;
+    doc["server"]["join_token"] = toml_edit::value(token.as_str());
+    let new_text = doc.to_string();
+    crate::config::Config::parse(&new_text, &path)?;
+    write_private(&path, new_text.as_bytes()).map_err(|e| ConfigError::Io(path.clone(), e))?;
+    config.server.join_token = token;
+    crate::daemon_log(format_args!(
+        "generated a join token for agents: [server] join_token in {}",
+        path.display()
+    ));
+    Ok(config)
+}
+
+/// Writes a file that holds a secret: created 0600 in the same folder,
+/// fsynced, renamed over the old one, folder fsynced.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Calls an agent's API with its token; returns the status and body (at
+/// most `AGENT_ANSWER_LIMIT` bytes, all within `AGENT_CALL_TIMEOUT`).
 pub async fn call_agent(
     rec: &AgentRecord,
     method: hyper::Method,
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<(hyper::StatusCode, bytes::Bytes), ClientError> {
-    let client = Client::new(Endpoint::parse_url(&rec.endpoint, Some(rec.token.clone()))?);
+    let client = agent_client(rec)?;
     match tokio::time::timeout(AGENT_CALL_TIMEOUT, client.request(method, path, body)).await {
         Ok(r) => r,
         Err(_) => Err(ClientError::Http(format!(
@@ -465,11 +883,159 @@ pub async fn stream_agent(
     rec: &AgentRecord,
     path: &str,
 ) -> Result<hyper::body::Incoming, ClientError> {
-    let client = Client::new(Endpoint::parse_url(&rec.endpoint, Some(rec.token.clone()))?);
+    let client = agent_client(rec)?;
     match tokio::time::timeout(AGENT_CALL_TIMEOUT, client.stream(path)).await {
         Ok(r) => r,
         Err(_) => Err(ClientError::Http(format!(
             "no answer within {AGENT_CALL_TIMEOUT:?}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_is_http_host_port_and_nothing_more() {
+        assert_eq!(
+            parse_endpoint("http://10.0.0.5:9877"),
+            Ok(("10.0.0.5".into(), 9877))
+        );
+        assert_eq!(
+            parse_endpoint("http://agent-1.lan:9877/"),
+            Ok(("agent-1.lan".into(), 9877))
+        );
+        assert_eq!(
+            parse_endpoint("http://[::1]:9877"),
+            Ok(("::1".into(), 9877))
+        );
+        for bad in [
+            "http://h:1/path",
+            "http://h:1?q",
+            "http://h:1#f",
+            "http://u:p@h:1",
+            "http://u@h:1",
+            "http://h",
+            "http://h:0",
+            "http://h:99999",
+            "http://:1",
+            "https://h:1",
+            "ftp://h:1",
+            "http://h h:1",
+            "http://h\n:1",
+            "http://[nope]:1",
+            "http://::1:1",
+        ] {
+            assert!(parse_endpoint(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn ids_have_a_shape_no_name_can_take() {
+        assert!(is_agent_id("ag-0123456789abcdef"));
+        assert!(!is_agent_id("ag-0123456789ABCDEF"));
+        assert!(!is_agent_id("0123456789abcdef"));
+        assert!(!is_agent_id("ag-0123"));
+        assert!(!is_agent_id("web-1"));
+    }
+
+    #[test]
+    fn the_join_bucket_allows_a_minutes_worth_then_refills_slowly() {
+        let mut b = JoinBucket {
+            tokens: 6.0,
+            at_ms: 0,
+        };
+        assert_eq!((0..10).filter(|_| b.take(6, 0)).count(), 6);
+        assert!(!b.take(6, 5_000), "one more only after 10 s");
+        assert!(b.take(6, 10_000));
+        assert!(!b.take(6, 10_001));
+        // Long idle refills only up to the burst.
+        assert_eq!((0..10).filter(|_| b.take(6, 10_000_000)).count(), 6);
+    }
+
+    #[test]
+    fn a_record_from_before_credentials_is_forgotten_at_load() {
+        #[derive(Serialize)]
+        struct V1 {
+            id: String,
+            name: String,
+            hostname: String,
+            endpoint: String,
+            version: String,
+            token: String,
+            registered_ms: u64,
+            last_seen_ms: u64,
+            online: bool,
+            summary: Vec<ProcessView>,
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(&dir.path().join("db")).expect("store"));
+        let old = V1 {
+            id: "0123456789abcdef".into(),
+            name: "old".into(),
+            hostname: "h".into(),
+            endpoint: "http://127.0.0.1:9".into(),
+            version: "0".into(),
+            token: "t".repeat(16),
+            registered_ms: 1_700_000_000_000,
+            last_seen_ms: 1_700_000_000_000,
+            online: true,
+            summary: Vec::new(),
+        };
+        let tree = store.tree(AGENTS).expect("tree");
+        tree.insert(old.id.as_bytes(), codec::encode(&old).expect("encode"))
+            .expect("insert");
+        let (events, _) = tokio::sync::broadcast::channel(4);
+        let reg = Registry::load(store.clone(), ServerSection::default(), events).expect("load");
+        assert!(reg.list().is_empty());
+        assert!(tree.is_empty(), "the old record is gone from the tree");
+    }
+
+    #[test]
+    fn a_join_issues_an_id_and_credential_that_alone_let_the_agent_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(&dir.path().join("db")).expect("store"));
+        let (events, _) = tokio::sync::broadcast::channel(16);
+        let reg = Registry::load(store, ServerSection::default(), events).expect("load");
+        let req = |id: Option<&str>, name: &str| RegisterRequest {
+            id: id.map(String::from),
+            name: name.into(),
+            hostname: "h".into(),
+            endpoint: "http://127.0.0.1:9".into(),
+            version: "1".into(),
+            token: "agent-api-token-0123".into(),
+            processes: Vec::new(),
+        };
+        let a = reg.register(&Caller::Join, req(None, "a")).expect("join");
+        let credential = a.credential.clone().expect("a credential");
+        assert!(is_agent_id(&a.id));
+        assert_eq!(reg.agent_by_credential(&credential), Some(a.id.clone()));
+        assert_eq!(reg.agent_by_credential("nope"), None);
+        let again = reg
+            .register(&Caller::Agent(a.id.clone()), req(Some(&a.id), "a"))
+            .expect("again");
+        assert_eq!((again.id.as_str(), again.credential), (a.id.as_str(), None));
+        assert!(matches!(
+            reg.register(&Caller::Join, req(Some(&a.id), "x")),
+            Err(RegistryError::Unauthorized(_))
+        ));
+        assert!(matches!(
+            reg.register(&Caller::Join, req(None, "a")),
+            Err(RegistryError::NameTaken(_))
+        ));
+        assert!(matches!(
+            reg.register(&Caller::Admin, req(None, "b")),
+            Err(RegistryError::Forbidden(_))
+        ));
+        reg.deregister(&Caller::Admin, "a").expect("remove");
+        assert!(matches!(
+            reg.heartbeat(&Caller::Join, &a.id, &[]),
+            Err(RegistryError::Unauthorized(_))
+        ));
+        assert!(matches!(
+            reg.heartbeat(&Caller::Join, "ag-0000000000000000", &[]),
+            Err(RegistryError::NotFound(_))
+        ));
     }
 }

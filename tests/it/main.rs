@@ -4,6 +4,7 @@
 
 mod common;
 
+mod agent_trust;
 mod api_client;
 mod api_fuzz;
 mod api_metrics;

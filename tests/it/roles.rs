@@ -74,12 +74,24 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
-struct Server {
-    home: TestHome,
-    port: u16,
+pub struct Server {
+    pub home: TestHome,
+    pub port: u16,
+    /// The join token: the one configured, or the one the server generated.
+    pub join: String,
 }
 
-fn server(join_token: Option<&str>) -> Server {
+/// `[server] join_token` of a home's config.toml.
+pub fn join_token_of(home: &TestHome) -> String {
+    let text = std::fs::read_to_string(home.join("config.toml")).expect("config.toml");
+    let config: toml::Value = toml::from_str(&text).expect("config.toml is TOML");
+    config["server"]["join_token"]
+        .as_str()
+        .expect("a server has a join token")
+        .to_string()
+}
+
+pub fn server(join_token: Option<&str>) -> Server {
     let home = TestHome::new();
     let port = free_port();
     let join = join_token.map_or(String::new(), |j| format!("join_token = \"{j}\"\n"));
@@ -93,37 +105,38 @@ fn server(join_token: Option<&str>) -> Server {
     )
     .expect("write the server's config");
     home.opm(&["daemon", "restore"]).ok();
-    Server { home, port }
+    let join = join_token_of(&home);
+    Server { home, port, join }
 }
 
 impl Server {
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn agents(&self) -> Vec<serde_json::Value> {
+    pub fn agents(&self) -> Vec<serde_json::Value> {
         let out = self.home.opm(&["agent", "list", "--format", "json"]).ok();
         serde_json::from_str(&out.stdout)
             .unwrap_or_else(|e| panic!("agent list is not JSON ({e}): {out}"))
     }
 
-    fn agent(&self, name: &str) -> Option<serde_json::Value> {
+    pub fn agent(&self, name: &str) -> Option<serde_json::Value> {
         self.agents().into_iter().find(|a| a["name"] == name)
     }
 
-    fn status_of(&self, name: &str) -> Option<String> {
+    pub fn status_of(&self, name: &str) -> Option<String> {
         self.agent(name)
             .and_then(|a| a["status"].as_str().map(String::from))
     }
 }
 
-struct Agent {
-    home: TestHome,
-    name: String,
-    api_port: u16,
+pub struct Agent {
+    pub home: TestHome,
+    pub name: String,
+    pub api_port: u16,
 }
 
-fn agent(server: &Server, name: &str, token: &str) -> Agent {
+pub fn agent(server: &Server, name: &str, token: &str) -> Agent {
     let home = TestHome::new();
     let api_port = free_port();
     home.opm(&[
@@ -145,13 +158,13 @@ fn agent(server: &Server, name: &str, token: &str) -> Agent {
     }
 }
 
-fn pid_of(home: &TestHome, name: &str) -> i64 {
+pub fn pid_of(home: &TestHome, name: &str) -> i64 {
     home.process(name)["pid"]
         .as_i64()
         .unwrap_or_else(|| panic!("{name} has no pid"))
 }
 
-fn list_via(server: &Server, agent: &str) -> Vec<serde_json::Value> {
+pub fn list_via(server: &Server, agent: &str) -> Vec<serde_json::Value> {
     let out = server
         .home
         .opm(&["list", "--server", agent, "--format", "json"])
@@ -163,7 +176,7 @@ fn list_via(server: &Server, agent: &str) -> Vec<serde_json::Value> {
 fn a_server_sees_and_controls_the_processes_of_three_agents() {
     let srv = server(None);
     let agents: Vec<Agent> = (1..=3)
-        .map(|i| agent(&srv, &format!("web-{i}"), TOKEN))
+        .map(|i| agent(&srv, &format!("web-{i}"), &srv.join))
         .collect();
     for (i, a) in agents.iter().enumerate() {
         a.home.start("sleep 1000", &format!("job-{}", i + 1), &[]);
@@ -320,7 +333,7 @@ fn a_server_sees_and_controls_the_processes_of_three_agents() {
 #[test]
 fn an_agent_killed_goes_offline_within_three_intervals_and_comes_back_after_restore() {
     let srv = server(None);
-    let a = agent(&srv, "edge", TOKEN);
+    let a = agent(&srv, "edge", &srv.join);
     a.home.start("sleep 1000", "worker", &[]);
     wait_until(Duration::from_secs(5), "the agent online", || {
         srv.status_of("edge").as_deref() == Some("online")
@@ -368,7 +381,7 @@ fn an_agent_killed_goes_offline_within_three_intervals_and_comes_back_after_rest
 fn a_restarted_server_keeps_its_registry_and_agents_keep_their_processes() {
     let srv = server(None);
     let agents: Vec<Agent> = (1..=2)
-        .map(|i| agent(&srv, &format!("node-{i}"), TOKEN))
+        .map(|i| agent(&srv, &format!("node-{i}"), &srv.join))
         .collect();
     let pids: Vec<i64> = agents
         .iter()
@@ -429,7 +442,7 @@ fn a_restarted_server_keeps_its_registry_and_agents_keep_their_processes() {
 fn a_server_whose_database_was_wiped_gets_every_agent_back() {
     let srv = server(None);
     let agents: Vec<Agent> = (1..=3)
-        .map(|i| agent(&srv, &format!("box-{i}"), TOKEN))
+        .map(|i| agent(&srv, &format!("box-{i}"), &srv.join))
         .collect();
     wait_until(Duration::from_secs(5), "three online", || {
         srv.agents().len() == 3
@@ -457,7 +470,7 @@ fn a_server_whose_database_was_wiped_gets_every_agent_back() {
 #[test]
 fn disconnect_restores_standalone_and_keeps_the_processes_running() {
     let srv = server(None);
-    let a = agent(&srv, "leaver", TOKEN);
+    let a = agent(&srv, "leaver", &srv.join);
     let pid = a.home.start("sleep 1000", "keep", &[])["pid"]
         .as_i64()
         .expect("pid");
@@ -523,6 +536,22 @@ fn wrong_tokens_are_refused_at_registration_and_on_calls_to_agents() {
         ])
         .failed();
     assert!(out.stderr.contains("refused"), "{out}");
+    assert!(srv.agents().is_empty());
+    // The admin token never goes to an agent: joining with it is refused.
+    let out = home
+        .opm(&[
+            "agent",
+            "connect",
+            &srv.url(),
+            "--name",
+            "admin-holder",
+            "--token",
+            TOKEN,
+            "--api-address",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .failed();
+    assert!(out.stderr.contains("admin token never leaves"), "{out}");
     assert!(srv.agents().is_empty());
     let health: serde_json::Value = serde_json::from_str(
         &home
@@ -599,7 +628,7 @@ fn wrong_tokens_are_refused_at_registration_and_on_calls_to_agents() {
 #[test]
 fn the_server_follows_an_agents_log_live() {
     let srv = server(None);
-    let a = agent(&srv, "streamer", TOKEN);
+    let a = agent(&srv, "streamer", &srv.join);
     a.home.start(
         "sh -c 'while true; do echo tick-$$-$(date +%s%N); sleep 0.2; done'",
         "ticker",

@@ -175,6 +175,8 @@ fn cutting_an_agents_link_makes_it_offline_and_restoring_it_brings_it_back() {
         "{out}"
     );
 
+    // Agents join with the join token the server generated, never the admin token.
+    let join = crate::roles::join_token_of(&server);
     let agents = [
         (TestHome::new(), a1_ns.clone(), "a1", "10.200.0.2"),
         (TestHome::new(), a2_ns.clone(), "a2", "10.200.0.3"),
@@ -191,7 +193,7 @@ fn cutting_an_agents_link_makes_it_offline_and_restoring_it_brings_it_back() {
                 "--name",
                 name,
                 "--token",
-                TOKEN,
+                &join,
                 "--api-address",
                 &format!("{addr}:9877"),
             ],

@@ -603,7 +603,7 @@ fn on_a_server_the_agents_page_shows_an_agent_and_stops_its_process() {
             "--name",
             "a1",
             "--token",
-            &token,
+            &crate::roles::join_token_of(&server),
             "--api-address",
             &format!("127.0.0.1:{agent_port}"),
         ])
