@@ -554,16 +554,37 @@ impl Config {
     /// `serves_tcp`: `enabled = false` is honoured only on loopback.
     pub fn tcp_refusal(&self, serves_tcp: bool) -> Option<String> {
         let web = &self.daemon.web;
-        let loopback = web
-            .address
-            .parse::<IpAddr>()
-            .map_or(true, |ip| ip.is_loopback());
-        (serves_tcp && !web.secure.enabled && !loopback).then(|| {
+        (serves_tcp && !web.secure.enabled && !self.loopback()).then(|| {
             format!(
-                "daemon.web.address = {:?} is not a loopback address and [daemon.web.secure] enabled = false: opm will not serve TCP there without a token. Remove `enabled = false` (the daemon then generates a token; `opm daemon token` prints it), or set address = \"127.0.0.1\"",
+                "daemon.web.address = {:?} is not a loopback address and [daemon.web.secure] enabled = false: opm will not serve TCP there without a token. Remove `enabled = false` and run `opm daemon token` (it generates a token and stores it in config.toml), or set address = \"127.0.0.1\"",
                 web.address
             )
         })
+    }
+
+    /// Why the daemon may not start serving TCP yet: off loopback the token
+    /// must exist before the port opens (set by the user, or generated and
+    /// shown by `opm daemon token`), so nothing the network reaches is ever
+    /// served with a token nobody has seen. On loopback the daemon makes one.
+    pub fn missing_network_token(&self, serves_tcp: bool) -> Option<String> {
+        let web = &self.daemon.web;
+        (serves_tcp && web.secure.enabled && web.secure.token.is_empty() && !self.loopback()).then(|| {
+            format!(
+                "daemon.web.address = {:?} is not a loopback address and no token is set: opm will not open a port to the network with a token you have not seen. Run `opm daemon token` (it generates one, stores it in config.toml with mode 0600 and prints it), then start again; or set address = \"127.0.0.1\"",
+                web.address
+            )
+        })
+    }
+
+    /// Whether the TCP API's address is a loopback one (a name counts as not).
+    fn loopback(&self) -> bool {
+        self.daemon
+            .web
+            .address
+            .parse::<IpAddr>()
+            .map_or(self.daemon.web.address == "localhost", |ip| {
+                ip.is_loopback()
+            })
     }
 
     /// The warning that goes with a token-less TCP API on loopback.

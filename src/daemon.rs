@@ -58,7 +58,10 @@ pub fn run(home: Home, opts: DaemonOptions) -> Result<(), DaemonError> {
     let mut config = Config::load_or_create(&home)?;
     let web = &config.daemon.web;
     let serves_tcp = web.api || web.ui || opts.api || opts.webui || config.role == Role::Server;
-    if let Some(refusal) = config.tcp_refusal(serves_tcp) {
+    if let Some(refusal) = config
+        .tcp_refusal(serves_tcp)
+        .or_else(|| config.missing_network_token(serves_tcp))
+    {
         return Err(DaemonError::Refused(refusal));
     }
     if serves_tcp && web.secure.enabled && web.secure.token.is_empty() {

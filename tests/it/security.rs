@@ -294,6 +294,31 @@ fn a_non_loopback_address_without_a_token_is_refused_at_start() {
     );
     // Without the API the same file is fine (nothing is served on TCP).
     home.opm(&["daemon", "restore"]).ok();
+    home.opm(&["daemon", "stop"]).ok();
+
+    // With the token on but none set, a token is not made up behind the
+    // user's back for a port the network can reach: start is refused until
+    // `opm daemon token` has made one and shown it.
+    home.write_config("[daemon.web]\napi = true\naddress = \"0.0.0.0\"\nport = 9876\n");
+    let out = home.opm(&["daemon", "restore"]).failed();
+    assert!(
+        out.stderr.contains("no token is set") && out.stderr.contains("opm daemon token"),
+        "the error says how to get a token: {out}"
+    );
+    assert!(
+        std::os::unix::net::UnixStream::connect(home.join("opm.sock")).is_err(),
+        "no daemon serves"
+    );
+    let token = home
+        .opm(&["daemon", "token"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    assert!(token.len() >= 32, "a generated token: {token:?}");
+    let config = std::fs::read_to_string(home.join("config.toml")).expect("config.toml");
+    assert!(config.contains(&token), "the token is stored: {config}");
+    // (Not started now: tests listen on 127.0.0.1 only.)
 }
 
 #[test]
