@@ -61,6 +61,7 @@ fn summary() -> Vec<ProcessView> {
             cwd: "/srv".into(),
             autorestart: true,
             desired: "running".into(),
+            error: None,
         })
         .collect()
 }

@@ -74,6 +74,13 @@ pub fn run(home: Home, opts: DaemonOptions) -> Result<(), DaemonError> {
             home.config().display()
         ));
     }
+    match crate::supervise::proc::raise_fd_limit() {
+        Ok((before, after)) if before != after => crate::daemon_log(format_args!(
+            "file descriptor limit raised from {before} to {after}"
+        )),
+        Ok(_) => {}
+        Err(e) => crate::daemon_log(format_args!("cannot raise the file descriptor limit: {e}")),
+    }
     let store = Arc::new(Store::open(&home.db())?);
     // Again for what the store just created (its folder and files hold the
     // agents' tokens); later files are born inside these 0700 folders.

@@ -16,6 +16,8 @@ pub enum Status {
     Errored,
     Starting,
     Stopping,
+    /// Waiting out a restart backoff (after a crash or a failed start).
+    Waiting,
 }
 
 impl Status {
@@ -26,6 +28,7 @@ impl Status {
             Status::Errored => "errored",
             Status::Starting => "starting",
             Status::Stopping => "stopping",
+            Status::Waiting => "waiting",
         }
     }
 }
@@ -48,6 +51,10 @@ pub struct ProcessView {
     pub autorestart: bool,
     /// `running` or `stopped`: what the user asked for.
     pub desired: String,
+    /// Why the last start failed (command not found, not executable, out
+    /// of file descriptors...), while no run has succeeded since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// How a process last ended.
@@ -123,6 +130,11 @@ pub struct CreateRequest {
     /// Create it stopped (used by `restore` of a saved list).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped: Option<bool>,
+    /// Store it even when its program cannot be found or run now (used by
+    /// `restore`: a saved process is never dropped). Otherwise such a
+    /// command is refused and nothing is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unchecked: Option<bool>,
 }
 
 /// The body of `POST /daemon/create`: one process or several in one

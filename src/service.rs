@@ -23,7 +23,7 @@ use crate::role::agent::AgentRuntime;
 use crate::role::server::Registry;
 use crate::spec::{now_ms, Desired, Phase, RestartPolicy, Spec, DEFAULT_KILL_TIMEOUT_MS};
 use crate::store::{NewSpec, Store, StoreError};
-use crate::supervise::{logs, proc};
+use crate::supervise::{logs, proc, spawn};
 
 /// How long CPU and memory samples are reused by `list`.
 pub const USAGE_TTL: Duration = Duration::from_millis(1000);
@@ -33,6 +33,10 @@ pub const SPAWN_WAIT: Duration = Duration::from_secs(3);
 pub const STOP_WAIT_SLACK: Duration = Duration::from_secs(3);
 /// The most lines `logs` returns.
 pub const MAX_LOG_LINES: usize = 10_000;
+/// How long a create or start of a shell command line waits for the shell
+/// to exit at once (127: command not found, 126: not executable), so that
+/// the answer can say so.
+pub const SHELL_SETTLE: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -164,6 +168,7 @@ impl Service {
             cwd: spec.cwd.clone(),
             autorestart: spec.restart.autorestart,
             desired: spec.desired.as_str().to_string(),
+            error: obs.last_error.clone(),
         }
     }
 
@@ -317,7 +322,37 @@ impl Service {
                 })
             })
             .await;
+        self.settle_shells(&ids).await;
         Ok(self.views(Some(&ids), false))
+    }
+
+    /// Gives the shell command lines among `ids` that just started a moment
+    /// to fail at once (a command the shell cannot find exits 127 right
+    /// away), so the answer tells that instead of "online".
+    async fn settle_shells(&self, ids: &[u64]) {
+        let shells: Vec<u64> = self
+            .entries(Some(ids))
+            .iter()
+            .filter(|e| spawn::runs_in_shell(&e.spec.command))
+            .filter(|e| matches!(e.obs.phase, Phase::Running { .. }))
+            .map(|e| e.spec.id)
+            .collect();
+        if shells.is_empty() {
+            return;
+        }
+        let settle_ms = SHELL_SETTLE.as_millis() as u64;
+        self.rec
+            .wait_for(SHELL_SETTLE, |procs| {
+                let now = now_ms();
+                shells.iter().all(|id| match procs.get(id) {
+                    Some(e) => match e.obs.phase {
+                        Phase::Running { since_ms, .. } => now >= since_ms + settle_ms,
+                        _ => true,
+                    },
+                    None => true,
+                })
+            })
+            .await;
     }
 
     fn new_spec(&self, r: CreateRequest) -> Result<NewSpec, ServiceError> {
@@ -364,6 +399,12 @@ impl Service {
                 return Err(ServiceError::BadRequest(format!("invalid environment variable {k:?}: a name needs no '=' or NUL, a value no NUL")));
             }
             env.push((k, v));
+        }
+        // A command that cannot run at all is an answer, not a stored
+        // process that retries forever (unless the caller keeps it anyway).
+        if r.unchecked != Some(true) {
+            spawn::check_command(&command, &cwd, &env)
+                .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
         }
         let defaults = RestartPolicy::default();
         let restart = RestartPolicy {

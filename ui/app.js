@@ -321,7 +321,7 @@ async function start() {
 
 // ---------- process table (shared by this daemon and each agent) ----------
 
-const STATUS_CLASS = { online: 'ok', stopped: 'off', errored: 'bad', starting: 'warn', stopping: 'warn' };
+const STATUS_CLASS = { online: 'ok', stopped: 'off', errored: 'bad', starting: 'warn', stopping: 'warn', waiting: 'warn' };
 
 function badge(status, extra = '') {
   return h('span', { class: `badge ${STATUS_CLASS[status] || 'off'} ${extra}`, dataset: { status } }, status);

@@ -75,6 +75,7 @@ pub fn render(m: &Metrics) -> String {
         Status::Errored,
         Status::Starting,
         Status::Stopping,
+        Status::Waiting,
     ];
     family(
         "opm_processes",
@@ -163,6 +164,7 @@ mod tests {
                 cwd: "/".into(),
                 autorestart: true,
                 desired: "running".into(),
+                error: None,
             }],
         };
         let text = render(&m);

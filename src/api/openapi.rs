@@ -94,7 +94,7 @@ pub fn document() -> Value {
 
     agent_paths(&mut paths);
 
-    let status = json!({ "type": "string", "enum": ["online", "stopped", "errored", "starting", "stopping"] });
+    let status = json!({ "type": "string", "enum": ["online", "stopped", "errored", "starting", "stopping", "waiting"] });
     let process_view = json!({
         "type": "object",
         "required": ["id", "name", "pid", "status", "restarts", "uptime_ms", "cpu", "memory"],
@@ -104,7 +104,8 @@ pub fn document() -> Value {
             "restarts": { "type": "integer" }, "uptime_ms": { "type": "integer" },
             "cpu": { "type": "number" }, "memory": { "type": "integer" },
             "command": { "type": "string" }, "cwd": { "type": "string" },
-            "autorestart": { "type": "boolean" }, "desired": { "type": "string" }
+            "autorestart": { "type": "boolean" }, "desired": { "type": "string" },
+            "error": { "type": "string", "description": "why the last start failed, until a run succeeds" }
         }
     });
     let mut process_info = process_view.clone();
@@ -169,7 +170,8 @@ pub fn document() -> Value {
                     "restart_delay_ms": { "type": "integer", "minimum": 0 }, "min_uptime_ms": { "type": "integer", "minimum": 0 },
                     "kill_timeout_ms": { "type": "integer", "minimum": 0 }, "max_memory": { "type": "integer", "minimum": 1 },
                     "watch": { "type": "string", "description": "restart on changes under this path" },
-                    "stopped": { "type": "boolean" }
+                    "stopped": { "type": "boolean" },
+                    "unchecked": { "type": "boolean", "description": "store it even if its program cannot be found or run now" }
                 }},
                 "ActionRequest": { "type": "object", "required": ["id", "action"], "additionalProperties": false, "properties": {
                     "id": target, "action": { "type": "string", "enum": ["start", "stop", "restart", "reload", "remove", "flush"] }

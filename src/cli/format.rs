@@ -45,7 +45,7 @@ fn status_color(s: Status) -> Color {
         Status::Online => Color::Green,
         Status::Stopped => Color::DarkGrey,
         Status::Errored => Color::Red,
-        Status::Starting | Status::Stopping => Color::Yellow,
+        Status::Starting | Status::Stopping | Status::Waiting => Color::Yellow,
     }
 }
 
@@ -83,7 +83,14 @@ pub fn table(views: &[ProcessView]) -> String {
             }),
         ]);
     }
-    t.to_string()
+    let mut text = t.to_string();
+    // A failed start says why under the table, where a user looks first.
+    for v in views {
+        if let Some(error) = &v.error {
+            text.push_str(&format!("\n✘ {} (id {}): {error}", v.name, v.id));
+        }
+    }
+    text
 }
 
 /// A Unix time in ms as `YYYY-MM-DD HH:MM:SS UTC`.

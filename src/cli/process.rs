@@ -197,6 +197,7 @@ impl FileProcess {
                 .map_err(bad)?,
             watch: self.watch.clone(),
             stopped,
+            unchecked: None,
         })
     }
 }
@@ -306,6 +307,7 @@ pub async fn start(a: StartArgs) -> Result<(), CliError> {
                 .map_err(CliError::Usage)?,
             watch: a.watch.clone(),
             stopped: None,
+            unchecked: None,
         }))
     };
     if let CreateBody::One(r) = &body {
@@ -323,20 +325,41 @@ pub async fn start(a: StartArgs) -> Result<(), CliError> {
         vec![client.post("/daemon/create", &body).await?]
     };
     if a.format == Format::Json {
-        return print_json(&created);
+        print_json(&created)?;
+        let failed = created.iter().filter(|v| v.error.is_some()).count();
+        return if failed > 0 {
+            Err(CliError::Partial(failed))
+        } else {
+            Ok(())
+        };
     }
+    let mut failed = 0;
     for v in &created {
-        match v.status {
-            Status::Online => println!(
+        match (v.status, &v.error) {
+            (Status::Online, _) => println!(
                 "✔ started {} (id {}, pid {})",
                 v.name,
                 v.id,
                 v.pid.unwrap_or(0)
             ),
-            s => println!("✔ created {} (id {}), now {}", v.name, v.id, s.as_str()),
+            (s, Some(error)) => {
+                failed += 1;
+                let next = match s {
+                    Status::Waiting | Status::Starting => "it is kept and tried again with backoff",
+                    _ => "it is kept",
+                };
+                eprintln!(
+                    "✘ {} (id {}) did not start: {error}; {next} (`opm remove {}` drops it)",
+                    v.name, v.id, v.id
+                );
+            }
+            (s, None) => println!("✔ created {} (id {}), now {}", v.name, v.id, s.as_str()),
         }
     }
     println!("{}", table(&created));
+    if failed > 0 {
+        return Err(CliError::Partial(failed));
+    }
     Ok(())
 }
 
@@ -463,6 +486,9 @@ pub async fn info(a: InfoArgs) -> Result<(), CliError> {
             "last exit",
             format!("{} at {}", e.description, format::timestamp(e.at_ms)),
         );
+    }
+    if let Some(e) = &v.error {
+        row("last error", e.clone());
     }
     if let Some(r) = &i.errored_reason {
         row("errored", r.clone());
@@ -641,7 +667,12 @@ pub async fn restore() -> Result<(), CliError> {
                     started_again += 1;
                 }
             }
-            None => create.push(req),
+            // A saved process is stored even if its program is gone now:
+            // it then shows the error instead of vanishing from the list.
+            None => create.push(CreateRequest {
+                unchecked: Some(true),
+                ..req
+            }),
         }
     }
     let created = create.len();

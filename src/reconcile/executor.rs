@@ -34,6 +34,17 @@ pub const SPAWN_BATCH: usize = 64;
 /// The environment variable that marks a child with the nonce of its spawn.
 pub const SPAWN_MARKER: &str = "OPM_SPAWN";
 
+/// A shell command line that exits 127 or 126 within this long of its start
+/// could not run its command: that is a failed start, not a crash.
+pub const SHELL_QUICK_EXIT: Duration = Duration::from_secs(1);
+
+/// When a pass cannot write the store, the ids it touched look again after this.
+pub const STORE_RETRY: Duration = Duration::from_millis(500);
+
+/// How often a run whose pidfd could not be opened (no file descriptor
+/// left) tries again; it stays supervised, never taken for ended.
+pub const PIDFD_RETRY: Duration = Duration::from_millis(200);
+
 /// Log a line to the daemon's log (stderr, which is `daemon.log`).
 macro_rules! dlog {
     ($($arg:tt)*) => { crate::daemon_log(format_args!($($arg)*)) };
@@ -270,13 +281,28 @@ impl Executor {
                 let before = slot.obs.clone();
                 slot.obs =
                     plan::on_exit(&slot.spec, &slot.obs, pid, code, signal, group_alive, now);
+                if let (Some(code), Phase::Running { since_ms, .. }) = (code, &before.phase) {
+                    let quick = now.saturating_sub(*since_ms) < SHELL_QUICK_EXIT.as_millis() as u64;
+                    if quick && spawn::runs_in_shell(&slot.spec.command) {
+                        let err_log = self.home.err_log(&slot.spec.name, id);
+                        let last = crate::supervise::logs::tail_lines(&err_log, 1)
+                            .ok()
+                            .and_then(|mut l| l.pop());
+                        if let Some(what) = spawn::shell_failure(code, last.as_deref()) {
+                            slot.obs.last_error = Some(format!("cannot start: {what}"));
+                        }
+                    }
+                }
                 if slot.obs != before {
-                    let detail = slot
+                    let mut detail = slot
                         .obs
                         .last_exit
                         .as_ref()
                         .map(|e| format!("pid {pid}: {}", e.describe()))
                         .unwrap_or_default();
+                    if let Some(error) = &slot.obs.last_error {
+                        detail = format!("{detail} ({error})");
+                    }
                     let spec = slot.spec.clone();
                     self.event(&spec, "exited", detail);
                     dirty.insert(id);
@@ -328,7 +354,10 @@ impl Executor {
         for &id in &dirty {
             match self.step(id, now, &mut spawns) {
                 Ok(()) => {}
-                Err(e) => dlog!("process {id}: {e}"),
+                Err(e) => {
+                    dlog!("process {id}: {e}; looking again in {STORE_RETRY:?}");
+                    self.retry_later(id, now);
+                }
             }
         }
         // A large batch is forked a slice per pass, so exits, stops and
@@ -354,8 +383,10 @@ impl Executor {
             }
             // The intent must be durable before any fork: see the module doc.
             if let Err(e) = self.store.flush() {
-                dlog!("cannot flush spawn intents, not starting anything: {e}");
-                spawns.clear();
+                dlog!("cannot flush spawn intents, not starting anything yet: {e}");
+                for id in std::mem::take(&mut spawns) {
+                    self.retry_later(id, now);
+                }
             }
             // Readers see the whole batch (as starting) while it is forked,
             // which for a thousand processes takes a while.
@@ -374,6 +405,15 @@ impl Executor {
             dlog!("flush failed: {e}");
         }
         self.publish(&dirty);
+    }
+
+    /// Makes `id` look again after `STORE_RETRY` (a store error, e.g. no
+    /// file descriptor left), so nothing stays half-done until a wake-up.
+    fn retry_later(&mut self, id: u64, now: u64) {
+        if let Some(slot) = self.slots.get_mut(&id) {
+            let at = now + STORE_RETRY.as_millis() as u64;
+            slot.next_check_ms = Some(slot.next_check_ms.map_or(at, |t| t.min(at)));
+        }
     }
 
     /// Hands readers the current state of `ids` (removed ones disappear).
@@ -621,21 +661,42 @@ impl Executor {
         }
     }
 
-    /// Watches `pid` through a pidfd and reports its exit.
+    /// Watches `pid` through a pidfd and reports its exit. When no pidfd
+    /// can be opened (out of file descriptors), it tries again every
+    /// `PIDFD_RETRY`: the run is still ours and must not be taken for ended.
     fn watch(&self, id: u64, pid: u32) {
         let tx = self.tx.clone();
+        let report = move |tx: &mpsc::UnboundedSender<Msg>| {
+            let status = pidfd::reap(pid);
+            let _ = tx.send(Msg::Exited { id, pid, status });
+        };
         match pidfd::open(pid) {
             Ok(fd) => {
                 tokio::spawn(async move {
                     let _ = fd.exited().await;
-                    let status = pidfd::reap(pid);
-                    let _ = tx.send(Msg::Exited { id, pid, status });
+                    report(&tx);
                 });
             }
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => report(&tx),
             Err(e) => {
-                dlog!("process {id}: cannot watch pid {pid} ({e}); taking it as ended");
-                let status = pidfd::reap(pid);
-                let _ = tx.send(Msg::Exited { id, pid, status });
+                dlog!("process {id}: cannot watch pid {pid} yet ({e}); trying again every {PIDFD_RETRY:?}");
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(PIDFD_RETRY).await;
+                        if tx.is_closed() {
+                            return;
+                        }
+                        match pidfd::open(pid) {
+                            Ok(fd) => {
+                                let _ = fd.exited().await;
+                                break;
+                            }
+                            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => break,
+                            Err(_) => {}
+                        }
+                    }
+                    report(&tx);
+                });
             }
         }
     }

@@ -70,7 +70,9 @@ pub fn backoff_ms(policy: &RestartPolicy, unstable: u32) -> u64 {
         .min(BACKOFF_CAP_MS.max(policy.restart_delay_ms))
 }
 
-/// When the pending automatic restart is due, if one is.
+/// When the pending automatic restart is due, if one is. A start that
+/// failed (`last_error`) is never retried at once: the same error would
+/// most likely come back, so it waits at least `restart_delay`.
 pub fn restart_due_ms(spec: &Spec, obs: &Observed) -> Option<u64> {
     match obs.phase {
         Phase::Exited { at_ms }
@@ -78,7 +80,12 @@ pub fn restart_due_ms(spec: &Spec, obs: &Observed) -> Option<u64> {
                 && spec.restart.autorestart
                 && obs.unstable <= spec.restart.max_restarts =>
         {
-            Some(at_ms + backoff_ms(&spec.restart, obs.unstable))
+            let unstable = if obs.last_error.is_some() {
+                obs.unstable.max(2)
+            } else {
+                obs.unstable
+            };
+            Some(at_ms + backoff_ms(&spec.restart, unstable))
         }
         _ => None,
     }
@@ -364,12 +371,17 @@ pub fn status(spec: &Spec, obs: &Observed) -> crate::model::Status {
             _ => Status::Stopped,
         },
         Phase::Exited { .. } => {
-            if spec.desired == Desired::Running
-                && (spec.restart.autorestart || obs.generation < spec.generation)
-            {
-                Status::Starting
-            } else {
+            if spec.desired != Desired::Running {
                 Status::Stopped
+            } else if obs.generation < spec.generation {
+                // A start the user asked for: the spawn comes at once.
+                Status::Starting
+            } else if !spec.restart.autorestart {
+                Status::Stopped
+            } else if obs.last_error.is_some() || backoff_ms(&spec.restart, obs.unstable) > 0 {
+                Status::Waiting
+            } else {
+                Status::Starting
             }
         }
     }
@@ -562,7 +574,7 @@ mod tests {
     }
 
     #[test]
-    fn a_spawn_failure_counts_as_an_unstable_exit() {
+    fn a_spawn_failure_counts_as_an_unstable_exit_and_waits_before_the_retry() {
         let obs = on_spawn_failed(&spec(), &Observed::new(), "No such file", T0);
         assert_eq!(obs.unstable, 1);
         assert_eq!(obs.phase, Phase::Exited { at_ms: T0 });
@@ -571,7 +583,49 @@ mod tests {
             .as_deref()
             .unwrap_or("")
             .contains("No such file"));
-        assert_eq!(plan(&spec(), &obs, T0).actions, vec![Action::Spawn]);
+        assert_eq!(status(&spec(), &obs), crate::model::Status::Waiting);
+        assert_eq!(plan(&spec(), &obs, T0), Plan::wait_until(T0 + 100));
+        assert_eq!(plan(&spec(), &obs, T0 + 100).actions, vec![Action::Spawn]);
+    }
+
+    #[test]
+    fn failed_spawns_end_errored_with_the_error_never_starting() {
+        let s = spec();
+        let mut obs = Observed::new();
+        let mut now = T0;
+        for _ in 0..=s.restart.max_restarts {
+            obs = on_spawn_failed(&s, &obs, "Too many open files (os error 24)", now);
+            assert_ne!(status(&s, &obs), crate::model::Status::Starting);
+            match plan(&s, &obs, now).next_check_ms {
+                Some(due) => now = due,
+                None => break,
+            }
+        }
+        let p = plan(&s, &obs, now);
+        let Some(Action::MarkErrored { reason }) = p.actions.first() else {
+            panic!("errored after the limit: {p:?}");
+        };
+        assert!(reason.contains("Too many open files"), "{reason}");
+        let errored = on_action(&s, &obs, &p.actions[0], now);
+        assert_eq!(status(&s, &errored), crate::model::Status::Errored);
+    }
+
+    #[test]
+    fn a_crash_waiting_out_its_backoff_is_waiting_and_a_first_crash_is_starting() {
+        let s = spec();
+        let first = on_exit(&s, &running(42, T0), 42, Some(1), None, false, T0 + 10);
+        assert_eq!(status(&s, &first), crate::model::Status::Starting);
+        let again = Observed {
+            phase: Phase::Running {
+                pid: 43,
+                start_time: 1,
+                since_ms: T0 + 20,
+            },
+            ..first
+        };
+        let second = on_exit(&s, &again, 43, Some(1), None, false, T0 + 30);
+        assert_eq!(second.unstable, 2);
+        assert_eq!(status(&s, &second), crate::model::Status::Waiting);
     }
 
     #[test]

@@ -4,11 +4,17 @@
 //! to wait on (the caller reaps through `pidfd`). `signal_group` signals a
 //! whole process group, and `split_command` turns a command line into a
 //! program and arguments, falling back to `/bin/sh -c` when it needs a shell.
+//! `resolve` finds the program the way `execvp` would, but in the PATH the
+//! child will get, so "command not found" and "not executable" are answers
+//! given before anything runs (`check_command`) and the same errors a spawn
+//! reports.
 
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
@@ -50,6 +56,158 @@ fn open_log(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Why a program cannot be started at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotRunnable {
+    /// No such file (a path), or in no folder of PATH (a name).
+    #[error("command not found: {0}")]
+    NotFound(String),
+    /// The file exists but lacks execute permission for the daemon's user.
+    #[error("not executable: {path} (mode {mode:04o}); make it executable with `chmod +x`, or start it with its interpreter (e.g. `bash {path}`)")]
+    NotExecutable { path: String, mode: u32 },
+    /// The path names a folder.
+    #[error("not executable: {0} is a folder")]
+    Folder(String),
+}
+
+impl From<NotRunnable> for io::Error {
+    fn from(e: NotRunnable) -> io::Error {
+        let kind = match e {
+            NotRunnable::NotFound(_) => io::ErrorKind::NotFound,
+            _ => io::ErrorKind::PermissionDenied,
+        };
+        io::Error::new(kind, e.to_string())
+    }
+}
+
+/// Where `execvp` looks when PATH is unset (glibc's default).
+const DEFAULT_PATH: &str = "/bin:/usr/bin";
+
+/// The PATH a child with `env` (over the daemon's environment) gets.
+fn child_path(env: &[(String, String)]) -> Option<std::ffi::OsString> {
+    match env.iter().rev().find(|(k, _)| k == "PATH") {
+        Some((_, v)) => Some(v.into()),
+        None => std::env::var_os("PATH"),
+    }
+}
+
+/// Whether the daemon's user may execute `path` (`access(X_OK)`, which is
+/// what `execve` checks, root included).
+fn executable(path: &Path) -> bool {
+    nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok()
+}
+
+/// Finds `program` as `execvp` does: a name with a `/` is a path (relative
+/// to `cwd`, where the child starts); any other name is looked up in each
+/// folder of `path_var` (relative folders and the empty entry count from
+/// `cwd`), skipping files that are not executable. The answer is absolute.
+pub fn resolve(
+    program: &str,
+    cwd: &Path,
+    path_var: Option<&OsStr>,
+) -> Result<PathBuf, NotRunnable> {
+    let check = |candidate: &Path| -> Result<PathBuf, NotRunnable> {
+        let shown = || {
+            if program.contains('/') {
+                program.to_string()
+            } else {
+                candidate.display().to_string()
+            }
+        };
+        match fs::metadata(candidate) {
+            Err(_) => Err(NotRunnable::NotFound(program.to_string())),
+            Ok(m) if m.is_dir() => Err(NotRunnable::Folder(shown())),
+            Ok(m) if !executable(candidate) => Err(NotRunnable::NotExecutable {
+                path: shown(),
+                mode: m.permissions().mode() & 0o7777,
+            }),
+            Ok(_) => Ok(candidate.to_path_buf()),
+        }
+    };
+    if program.is_empty() {
+        return Err(NotRunnable::NotFound(String::new()));
+    }
+    if program.contains('/') {
+        return check(&cwd.join(program));
+    }
+    let path_var = path_var.unwrap_or(OsStr::new(DEFAULT_PATH));
+    let mut refused = None;
+    for dir in path_var.as_bytes().split(|b| *b == b':') {
+        let dir = cwd.join(OsStr::from_bytes(dir));
+        match check(&dir.join(program)) {
+            Ok(found) => return Ok(found),
+            Err(NotRunnable::NotFound(_)) => {}
+            // execvp goes on past a file it may not run, and reports EACCES
+            // only when nothing later in PATH works.
+            Err(e) => {
+                refused.get_or_insert(e);
+            }
+        }
+    }
+    Err(refused.unwrap_or_else(|| NotRunnable::NotFound(program.to_string())))
+}
+
+/// Shell words that are not programs looked up in PATH.
+const SHELL_BUILTINS: &[&str] = &[
+    "!", "{", "}", ".", ":", "[", "[[", "alias", "bg", "break", "case", "cd", "command",
+    "continue", "do", "done", "echo", "elif", "else", "esac", "eval", "exec", "exit", "export",
+    "false", "fg", "fi", "for", "function", "getopts", "hash", "if", "jobs", "kill", "local",
+    "printf", "pwd", "read", "readonly", "return", "select", "set", "shift", "source", "test",
+    "then", "time", "times", "trap", "true", "type", "ulimit", "umask", "unalias", "unset",
+    "until", "wait", "while",
+];
+
+/// Checks, before anything is stored or run, that `command` can start in
+/// `cwd` with `env` over the daemon's environment: a plain command's
+/// program must resolve. For a shell line, the first word of its first
+/// command is checked when it is a plain program name or path (after any
+/// `VAR=value` prefixes) and not a shell keyword or builtin; anything the
+/// shell expands is left to the shell.
+pub fn check_command(
+    command: &str,
+    cwd: &Path,
+    env: &[(String, String)],
+) -> Result<(), NotRunnable> {
+    let Some((program, _)) = split_command(command) else {
+        return Err(NotRunnable::NotFound(String::new()));
+    };
+    let path_var = child_path(env);
+    if !runs_in_shell(command) {
+        return resolve(&program, cwd, path_var.as_deref()).map(|_| ());
+    }
+    let plain = |w: &str| {
+        !w.is_empty()
+            && w.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | '+' | ',' | '@')
+            })
+    };
+    for word in command.split_ascii_whitespace() {
+        if let Some((name, value)) = word.split_once('=') {
+            let assignment = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit());
+            if assignment && name != "PATH" && (value.is_empty() || plain(value)) {
+                continue;
+            }
+            return Ok(());
+        }
+        // The word ends where the shell's next operator begins.
+        let end = word
+            .find([';', '|', '&', '<', '>', ')'])
+            .unwrap_or(word.len());
+        let (word, rest) = word.split_at(end);
+        if word.is_empty() || !plain(word) || SHELL_BUILTINS.contains(&word) {
+            return Ok(());
+        }
+        // `2>x` is a redirection of fd 2, not a program called `2`.
+        if rest.starts_with(['<', '>']) && word.chars().all(|c| c.is_ascii_digit()) {
+            return Ok(());
+        }
+        return resolve(word, cwd, path_var.as_deref()).map(|_| ());
+    }
+    Ok(())
+}
+
 /// Spawns `spec.program` as its own session and process-group leader.
 ///
 /// stdin is `/dev/null`, stdout and stderr are appended to the log files.
@@ -61,12 +219,16 @@ fn open_log(path: &Path) -> io::Result<File> {
 /// a thousand spawns stay cheap), resets every signal to its default (the
 /// daemon ignores SIGPIPE; its children must not inherit that) and clears
 /// the signal mask. Like `std::process::Command`, it returns once the exec
-/// has happened or failed, with the exec's error.
+/// has happened or failed, with the exec's error. The program is found by
+/// [`resolve`] in the child's PATH first, so a missing or non-executable
+/// program is reported as such, and a failure to start never leaves a child
+/// behind.
 pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
     use std::ffi::CString;
     use std::os::fd::AsRawFd;
-    use std::os::unix::ffi::OsStrExt;
 
+    let path_var = child_path(spec.env);
+    let resolved = resolve(spec.program, spec.cwd, path_var.as_deref())?;
     let out = open_log(spec.out_log)?;
     let err = open_log(spec.err_log)?;
     let null = File::open("/dev/null")?;
@@ -78,8 +240,8 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
             )
         })
     };
-    let program = cstr(spec.program.as_bytes())?;
-    let mut argv = vec![program.clone()];
+    let program = cstr(resolved.as_os_str().as_bytes())?;
+    let mut argv = vec![cstr(spec.program.as_bytes())?];
     for a in spec.args {
         argv.push(cstr(a.as_bytes())?);
     }
@@ -173,7 +335,7 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
                 &mut attr,
                 flags as libc::c_short,
             ))?;
-            check(libc::posix_spawnp(
+            check(libc::posix_spawn(
                 &mut pid,
                 program.as_ptr(),
                 &actions,
@@ -189,10 +351,22 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
     let pid = pid as u32;
     // Read /proc directly rather than proc::start_time: a child that already
     // exited is a zombie until reaped, and its start time is still valid.
-    let start_time = proc::stat(pid)
-        .map(|st| st.start_time)
-        .ok_or_else(|| io::Error::other(format!("spawned pid {pid} has no /proc entry")))?;
-    Ok(Spawned { pid, start_time })
+    match proc::stat(pid) {
+        Some(st) => Ok(Spawned {
+            pid,
+            start_time: st.start_time,
+        }),
+        None => {
+            // Without its start time the run could not be told apart from a
+            // recycled pid later (e.g. /proc unreadable for lack of file
+            // descriptors): end it rather than leave it unsupervised.
+            let _ = signal_group(pid, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+            Err(io::Error::other(format!(
+                "cannot read /proc/{pid}/stat of the new child, so it was ended"
+            )))
+        }
+    }
 }
 
 /// Sends `sig` to every process in group `pgid`. `Ok(false)` if there is no
@@ -210,6 +384,35 @@ pub fn signal_group(pgid: u32, sig: Signal) -> io::Result<bool> {
         Ok(()) => Ok(true),
         Err(Errno::ESRCH) => Ok(false),
         Err(e) => Err(io::Error::from_raw_os_error(e as i32)),
+    }
+}
+
+/// Whether `split_command` hands `cmd` to `/bin/sh -c`.
+pub fn runs_in_shell(cmd: &str) -> bool {
+    matches!(split_command(cmd), Some((p, a)) if p == "/bin/sh" && a.len() == 2 && a[1] == cmd)
+}
+
+/// What a shell's own error line says when it exited 127 (command not
+/// found) or 126 (found but not executable) right after it started, e.g.
+/// dash's `sh: 1: x: not found` or bash's `bash: line 1: x: command not found`.
+pub fn shell_failure(code: i32, last_err_line: Option<&str>) -> Option<String> {
+    let line = last_err_line.map(str::trim).unwrap_or("");
+    match code {
+        127 => {
+            let name = line
+                .strip_suffix(": command not found")
+                .or_else(|| line.strip_suffix(": not found"))
+                .and_then(|head| head.rsplit(": ").next())
+                .filter(|n| !n.is_empty());
+            Some(match name {
+                Some(n) => format!("command not found: {n}"),
+                None if line.is_empty() => "command not found (the shell exited 127)".to_string(),
+                None => format!("command not found (the shell exited 127: {line})"),
+            })
+        }
+        126 if line.is_empty() => Some("not executable (the shell exited 126)".to_string()),
+        126 => Some(format!("not executable (the shell exited 126: {line})")),
+        _ => None,
     }
 }
 
@@ -275,6 +478,149 @@ mod tests {
                 strings(&["a-b", "c_d", "e.f", "g/h", "@x", "+y", ",z"])
             ))
         );
+    }
+
+    fn make(dir: &Path, name: &str, mode: u32) -> PathBuf {
+        let p = dir.join(name);
+        fs::write(&p, "#!/bin/sh\n").expect("write");
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).expect("chmod");
+        p
+    }
+
+    #[test]
+    fn resolve_finds_names_in_the_given_path_and_paths_in_cwd() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("bin");
+        fs::create_dir(&bin).expect("mkdir");
+        let tool = make(&bin, "tool", 0o755);
+        let path = std::ffi::OsString::from(format!("/nonexistent:{}", bin.display()));
+        assert_eq!(
+            resolve("tool", Path::new("/"), Some(&path)),
+            Ok(tool.clone())
+        );
+        assert_eq!(resolve("bin/tool", dir.path(), None), Ok(tool.clone()));
+        assert_eq!(
+            resolve("./bin/tool", dir.path(), None),
+            Ok(dir.path().join("./bin/tool"))
+        );
+        // A relative PATH entry counts from the child's folder.
+        assert_eq!(
+            resolve("tool", dir.path(), Some(OsStr::new("bin"))),
+            Ok(tool)
+        );
+        assert_eq!(
+            resolve("tool", Path::new("/"), Some(OsStr::new("/nonexistent"))),
+            Err(NotRunnable::NotFound("tool".into()))
+        );
+        assert_eq!(
+            resolve("./missing", dir.path(), None),
+            Err(NotRunnable::NotFound("./missing".into()))
+        );
+        assert_eq!(
+            resolve("bin", dir.path(), Some(dir.path().as_os_str())),
+            Err(NotRunnable::Folder(bin.display().to_string()))
+        );
+        assert!(
+            resolve("sh", Path::new("/"), None).is_ok(),
+            "the default PATH has sh"
+        );
+    }
+
+    #[test]
+    fn resolve_refuses_a_file_without_execute_permission() {
+        // Root may run a file with any x bit, but not one with none, so
+        // this holds for every user.
+        let dir = tempfile::tempdir().expect("tempdir");
+        make(dir.path(), "tool", 0o644);
+        let e = resolve("./tool", dir.path(), None).expect_err("not executable");
+        assert_eq!(
+            e,
+            NotRunnable::NotExecutable {
+                path: "./tool".into(),
+                mode: 0o644
+            }
+        );
+        assert!(e.to_string().starts_with("not executable: ./tool"), "{e}");
+        // In PATH, a later executable one wins, as with execvp.
+        let later = dir.path().join("later");
+        fs::create_dir(&later).expect("mkdir");
+        let good = make(&later, "tool", 0o700);
+        let path =
+            std::ffi::OsString::from(format!("{}:{}", dir.path().display(), later.display()));
+        assert_eq!(resolve("tool", Path::new("/"), Some(&path)), Ok(good));
+    }
+
+    #[test]
+    fn check_command_looks_at_the_first_program_of_a_shell_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cwd = dir.path();
+        let nf = |w: &str| Err(NotRunnable::NotFound(w.to_string()));
+        assert_eq!(check_command("doesnotexist", cwd, &[]), nf("doesnotexist"));
+        assert_eq!(
+            check_command("doesnotexist --x | cat", cwd, &[]),
+            nf("doesnotexist")
+        );
+        assert_eq!(
+            check_command("FOO=1 BAR= doesnotexist", cwd, &[]),
+            nf("doesnotexist")
+        );
+        assert_eq!(
+            check_command("doesnotexist>out", cwd, &[]),
+            nf("doesnotexist")
+        );
+        for fine in [
+            "sleep 1",
+            "sleep 1 | cat",
+            "cd /tmp && doesnotexist",
+            "exec sleep 1 && x",
+            "\"quoted\" x",
+            "$CMD x",
+            "(doesnotexist)",
+            "FOO=\"a b\" doesnotexist",
+            "PATH=/x doesnotexist",
+            "2>err sleep 1",
+            "# comment",
+        ] {
+            assert_eq!(check_command(fine, cwd, &[]), Ok(()), "{fine:?}");
+        }
+        // The child's PATH is the one searched.
+        let env = vec![("PATH".to_string(), "/nonexistent".to_string())];
+        assert_eq!(check_command("sleep 1", cwd, &env), nf("sleep"));
+    }
+
+    #[test]
+    fn a_shell_that_fails_at_once_says_which_command() {
+        assert_eq!(
+            shell_failure(127, Some("/bin/sh: 1: doesnotexist: not found")).as_deref(),
+            Some("command not found: doesnotexist")
+        );
+        assert_eq!(
+            shell_failure(127, Some("bash: line 1: nope: command not found")).as_deref(),
+            Some("command not found: nope")
+        );
+        assert_eq!(
+            shell_failure(127, None).as_deref(),
+            Some("command not found (the shell exited 127)")
+        );
+        assert!(shell_failure(126, Some("sh: 1: ./x: Permission denied"))
+            .is_some_and(|s| s.starts_with("not executable")));
+        assert_eq!(shell_failure(1, Some("x")), None);
+    }
+
+    #[test]
+    fn spawn_reports_a_missing_program_as_command_not_found() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = spawn(&SpawnSpec {
+            program: "doesnotexist-opm",
+            args: &[],
+            cwd: dir.path(),
+            env: &[],
+            out_log: &dir.path().join("o"),
+            err_log: &dir.path().join("e"),
+        })
+        .expect_err("not found");
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert_eq!(e.to_string(), "command not found: doesnotexist-opm");
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod restart_policy;
 mod roles;
 mod roles_netns;
 mod security;
+mod spawn_failures;
 mod stop_kill;
 mod store_safety;
 mod watch_memory;

@@ -1,0 +1,237 @@
+//! A program that cannot be started is an answer, not a retry loop: a
+//! missing or non-executable command is refused before anything is stored,
+//! a shell line whose command is missing fails the start at once, and a
+//! start that fails after creation (the program deleted, no file
+//! descriptor left) shows its error in `list` and `info`, waits and retries,
+//! and never stays `starting`.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::time::Duration;
+
+use crate::common::{kill_pid, pid_of, run, wait_until, TestHome};
+
+#[test]
+fn a_missing_command_is_refused_and_nothing_is_stored() {
+    let home = TestHome::new();
+    let out = home.opm(&["start", "doesnotexist"]).failed();
+    assert!(
+        out.stderr.contains("command not found: doesnotexist"),
+        "{out}"
+    );
+    // The same for the first command of a shell line.
+    let out = home
+        .opm(&[
+            "start",
+            "FOO=1 doesnotexist --flag | cat",
+            "--name",
+            "piped",
+        ])
+        .failed();
+    assert!(
+        out.stderr.contains("command not found: doesnotexist"),
+        "{out}"
+    );
+    assert!(home.list().is_empty(), "nothing stored: {:?}", home.list());
+}
+
+#[test]
+fn a_file_without_execute_permission_is_refused() {
+    let home = TestHome::new();
+    let tool = home.join("tool");
+    std::fs::write(&tool, "#!/bin/sh\nsleep 100\n").expect("write tool");
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = home.opm(&["start", "./tool"]).failed();
+    assert!(out.stderr.contains("not executable: ./tool"), "{out}");
+    assert!(out.stderr.contains("chmod +x"), "says how to fix it: {out}");
+    assert!(home.list().is_empty(), "nothing stored: {:?}", home.list());
+
+    // Once executable it starts.
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let p = home.start("./tool", "tool", &[]);
+    assert_eq!(p["status"], "online", "{p}");
+}
+
+#[test]
+fn a_shell_line_that_exits_127_at_once_is_a_failed_start() {
+    let home = TestHome::new();
+    let out = home
+        .opm(&["start", "true && doesnotexist", "--name", "late"])
+        .failed();
+    assert!(
+        out.stderr.contains("command not found: doesnotexist"),
+        "{out}"
+    );
+    let p = home.process("late");
+    assert!(
+        p["status"] == "waiting" || p["status"] == "errored",
+        "not starting: {p}"
+    );
+    assert!(
+        p["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("command not found: doesnotexist")),
+        "{p}"
+    );
+}
+
+#[test]
+fn a_program_deleted_after_creation_shows_the_error_and_is_not_starting() {
+    let home = TestHome::new();
+    let tool = home.join("tool");
+    std::fs::write(&tool, "#!/bin/sh\nexec sleep 1000\n").expect("write tool");
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let p = home.start(
+        "./tool",
+        "gone",
+        &["--max-restarts", "3", "--restart-delay", "100ms"],
+    );
+    let pid = pid_of(&p);
+    std::fs::remove_file(&tool).expect("delete the program");
+    kill_pid(pid, libc::SIGKILL);
+
+    wait_until(
+        Duration::from_secs(10),
+        "the failed restart to be shown",
+        || home.process("gone")["error"].is_string(),
+    );
+    let mut seen = Vec::new();
+    wait_until(Duration::from_secs(15), "gone to end errored", || {
+        let p = home.process("gone");
+        seen.push(p["status"].as_str().unwrap_or("").to_string());
+        p["status"] == "errored"
+    });
+    assert!(
+        !seen.iter().any(|s| s == "starting"),
+        "a failed start is never shown as starting: {seen:?}"
+    );
+    let p = home.process("gone");
+    assert!(
+        p["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("command not found: ./tool")),
+        "{p}"
+    );
+    let info = home.info("gone");
+    assert!(
+        info["errored_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("command not found: ./tool")),
+        "{info}"
+    );
+    let failed_events = info["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "spawn_failed")
+        .count();
+    assert!(failed_events >= 1, "{info}");
+    let text = home.opm(&["list"]).ok();
+    assert!(
+        text.stdout.contains("command not found: ./tool"),
+        "list shows the error: {text}"
+    );
+
+    // Put back, a restart runs it and the error is gone.
+    std::fs::write(&tool, "#!/bin/sh\nexec sleep 1000\n").expect("write tool");
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    home.opm(&["restart", "gone"]).ok();
+    let p = home.process("gone");
+    assert_eq!(p["status"], "online", "{p}");
+    assert!(p["error"].is_null(), "{p}");
+}
+
+/// The daemon's open descriptors numbered below `limit`, i.e. the slots
+/// of its descriptor table that `open` can no longer hand out.
+fn used_below(pid: i32, limit: u64) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+                .filter(|fd| *fd < limit)
+                .count() as u64
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_start_with_no_file_descriptor_left_fails_with_a_clear_error_and_is_retried() {
+    const LIMIT: u64 = 40;
+    let home = TestHome::new();
+    // The daemon inherits soft = hard = LIMIT, so raising it to the hard
+    // limit at start changes nothing.
+    let mut cmd = home.command(&["daemon", "restore"]);
+    // SAFETY: setrlimit is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: LIMIT,
+                rlim_max: LIMIT,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    run(cmd).ok();
+    let daemon = home.daemon_pid().expect("the daemon runs");
+
+    // Hold connections on the socket until one descriptor is left: the
+    // start's own connection takes it, and the spawn finds none.
+    let mut held = Vec::new();
+    while used_below(daemon, LIMIT) < LIMIT - 1 {
+        let before = used_below(daemon, LIMIT);
+        let mut conn = UnixStream::connect(home.join("opm.sock")).expect("connect");
+        // A partial request keeps the daemon reading, never answering.
+        conn.write_all(b"GET /daemon/li").expect("write");
+        held.push(conn);
+        wait_until(Duration::from_secs(5), "the daemon to accept", || {
+            used_below(daemon, LIMIT) > before
+        });
+        assert!(held.len() < LIMIT as usize, "the daemon never ran out");
+    }
+
+    // The store's write may need a descriptor or two of its own (then the
+    // start fails before anything is created): free one more and try again
+    // until the spawn is what runs out.
+    let mut attempt = 0;
+    let (name, out) = loop {
+        attempt += 1;
+        let name = format!("nofd-{attempt}");
+        let out = home.opm(&["start", "sleep 1000", "--name", &name]).failed();
+        assert!(out.stderr.contains("Too many open files"), "{out}");
+        if out.stderr.contains("did not start") || held.len() < 2 {
+            break (name, out);
+        }
+        let before = used_below(daemon, LIMIT);
+        held.pop();
+        wait_until(Duration::from_secs(5), "the daemon to close one", || {
+            used_below(daemon, LIMIT) < before
+        });
+    };
+    assert!(
+        out.stderr.contains(&format!("{name} (id ")) && out.stderr.contains("did not start"),
+        "{out}"
+    );
+
+    drop(held);
+    // Backed off and retried: it runs once descriptors are free again.
+    wait_until(Duration::from_secs(20), "nofd to start on a retry", || {
+        home.process(&name)["status"] == "online"
+    });
+    let info = home.info(&name);
+    assert!(
+        info["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .any(|e| e["kind"] == "spawn_failed"
+                && e["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("Too many open files"))),
+        "{info}"
+    );
+}
