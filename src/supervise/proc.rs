@@ -306,6 +306,20 @@ fn read_uptime() -> Option<f64> {
     text.split_ascii_whitespace().next()?.parse().ok()
 }
 
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit, so that a
+/// flood of connections or many children's pidfds do not run the daemon out
+/// of descriptors at the usual soft default of 1,024. Returns the soft limit
+/// before and after. Children inherit the raised limit, as under
+/// supervisord.
+pub fn raise_fd_limit() -> std::io::Result<(u64, u64)> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(std::io::Error::from)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(std::io::Error::from)?;
+    }
+    Ok((soft, soft.max(hard)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,18 +467,4 @@ mod tests {
         assert_eq!(find_by_env("OPM_SUPERVISE_TEST_ID", &value), None);
         assert_eq!(reap(pid), None);
     }
-}
-
-/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit, so that a
-/// flood of connections or many children's pidfds do not run the daemon out
-/// of descriptors at the usual soft default of 1,024. Returns the soft limit
-/// before and after. Children inherit the raised limit, as under
-/// supervisord.
-pub fn raise_fd_limit() -> std::io::Result<(u64, u64)> {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(std::io::Error::from)?;
-    if soft < hard {
-        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(std::io::Error::from)?;
-    }
-    Ok((soft, soft.max(hard)))
 }
