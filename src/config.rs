@@ -288,6 +288,12 @@ pub struct WebSection {
     /// may carry in `Host`, e.g. the name of a reverse proxy in front.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// The most TCP connections served at once; more are closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// The most live log streams open at once (unix socket and TCP).
+    #[serde(default = "default_max_streams")]
+    pub max_streams: usize,
 }
 
 impl Default for WebSection {
@@ -299,8 +305,17 @@ impl Default for WebSection {
             port: default_port(),
             secure: SecureSection::default(),
             allowed_hosts: Vec::new(),
+            max_connections: default_max_connections(),
+            max_streams: default_max_streams(),
         }
     }
+}
+
+fn default_max_connections() -> usize {
+    crate::api::tcp::DEFAULT_MAX_CONNECTIONS
+}
+fn default_max_streams() -> usize {
+    crate::api::process::DEFAULT_MAX_STREAMS
 }
 
 fn default_address() -> String {
@@ -382,6 +397,8 @@ ui = false            # serve the web UI at / of the API address
 api = false           # serve the HTTP API over TCP
 address = "127.0.0.1"
 port = 9876           # an agent's default API port is 9877
+max_connections = 256 # TCP connections served at once; more are closed at once
+max_streams = 256     # live log streams open at once
 
 [daemon.web.secure]
 # Every TCP route needs this token (GET /health without it says only that
@@ -481,6 +498,12 @@ impl Config {
         }
         if web.port == 0 {
             problems.push("daemon.web.port must be between 1 and 65535".to_string());
+        }
+        if !(1..=65_536).contains(&web.max_connections) {
+            problems.push("daemon.web.max_connections must be between 1 and 65536".to_string());
+        }
+        if !(1..=65_536).contains(&web.max_streams) {
+            problems.push("daemon.web.max_streams must be between 1 and 65536".to_string());
         }
         let token = &web.secure.token;
         if !token.is_empty() && token.trim().len() < MIN_TOKEN_LEN {

@@ -166,7 +166,7 @@ fn judge(
 /// past its wrong tokens a 429.
 pub fn scope(tokens: Tokens) -> impl Filter<Extract = (Scope,), Error = Rejection> + Clone {
     given_token()
-        .and(warp::addr::remote())
+        .and(super::tcp::peer_addr())
         .and_then(move |given: Option<String>, peer: Option<SocketAddr>| {
             let tokens = tokens.clone();
             async move {
@@ -185,7 +185,7 @@ pub fn scope(tokens: Tokens) -> impl Filter<Extract = (Scope,), Error = Rejectio
 pub fn optional_scope(
     tokens: Tokens,
 ) -> impl Filter<Extract = (Option<Scope>,), Error = Rejection> + Clone {
-    given_token().and(warp::addr::remote()).and_then(
+    given_token().and(super::tcp::peer_addr()).and_then(
         move |given: Option<String>, peer: Option<SocketAddr>| {
             let tokens = tokens.clone();
             async move { judge(&tokens, given.as_deref(), peer) }

@@ -8,6 +8,7 @@ pub mod guard;
 pub mod metrics;
 pub mod openapi;
 pub mod process;
+pub mod tcp;
 pub mod ui;
 
 use std::sync::{Arc, Mutex};
@@ -163,17 +164,17 @@ impl TcpSlot {
                 let (stop, stop_rx) = watch::channel(false);
                 let mut daemon_stop = ctx.shutdown.subscribe();
                 let mut own_stop = stop_rx;
-                tokio::spawn(
-                    warp::serve(routes)
-                        .incoming(listener)
-                        .graceful(async move {
-                            tokio::select! {
-                                _ = daemon_stop.wait_for(|v| *v) => {}
-                                _ = own_stop.wait_for(|v| *v) => {}
-                            }
-                        })
-                        .run(),
-                );
+                tokio::spawn(tcp::serve(
+                    listener,
+                    routes,
+                    ctx.svc.config.daemon.web.max_connections,
+                    async move {
+                        tokio::select! {
+                            _ = daemon_stop.wait_for(|v| *v) => {}
+                            _ = own_stop.wait_for(|v| *v) => {}
+                        }
+                    },
+                ));
                 crate::daemon_log(format_args!("API listening on http://{local}"));
                 set_state(ApiState {
                     address: Some(local.clone()),

@@ -6,6 +6,7 @@ mod common;
 
 mod agent_trust;
 mod api_client;
+mod api_flood;
 mod api_fuzz;
 mod api_metrics;
 mod api_openapi;

@@ -8,10 +8,9 @@
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
-use crate::common::{kill_pid, pid_of, run, wait_until, TestHome};
+use crate::common::{kill_pid, pid_of, run, wait_until, with_fd_limit, TestHome};
 
 #[test]
 fn a_missing_command_is_refused_and_nothing_is_stored() {
@@ -163,19 +162,7 @@ fn a_start_with_no_file_descriptor_left_fails_with_a_clear_error_and_is_retried(
     // The daemon inherits soft = hard = LIMIT, so raising it to the hard
     // limit at start changes nothing.
     let mut cmd = home.command(&["daemon", "restore"]);
-    // SAFETY: setrlimit is async-signal-safe and touches no memory of ours.
-    unsafe {
-        cmd.pre_exec(|| {
-            let lim = libc::rlimit {
-                rlim_cur: LIMIT,
-                rlim_max: LIMIT,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    with_fd_limit(&mut cmd, LIMIT);
     run(cmd).ok();
     let daemon = home.daemon_pid().expect("the daemon runs");
 

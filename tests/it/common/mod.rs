@@ -527,3 +527,52 @@ pub fn unique(prefix: &str) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// Makes `cmd` (and the daemon it may start, which inherits it) run with
+/// `RLIMIT_NOFILE` soft = hard = `limit`, so the daemon cannot raise it.
+pub fn with_fd_limit(cmd: &mut Command, limit: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Raises the test process's own soft `RLIMIT_NOFILE` to at least `want`
+/// (raising the hard limit too when allowed, e.g. as root). Fails the test
+/// with the reason when it cannot: it never passes without running.
+#[track_caller]
+pub fn raise_own_fd_limit(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    if lim.rlim_cur >= want {
+        return;
+    }
+    let wanted = libc::rlimit {
+        rlim_cur: want.max(lim.rlim_cur),
+        rlim_max: want.max(lim.rlim_max),
+    };
+    // SAFETY: setrlimit reads the struct we own.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) };
+    assert_eq!(
+        rc,
+        0,
+        "this test needs {want} file descriptors; the limit is {} (hard {}) and cannot be raised: {}",
+        lim.rlim_cur,
+        lim.rlim_max,
+        std::io::Error::last_os_error()
+    );
+}

@@ -1,0 +1,127 @@
+//! A flood of TCP connections does not stop supervision: with the daemon
+//! held to 1,024 file descriptors, 1,100 connections that never finish
+//! their request leave the unix socket answering and a crash loop
+//! restarting; connections over the cap are closed at once, the rest when
+//! their headers do not arrive in time, and the TCP API answers again.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::api_client::api_config;
+use crate::common::{free_port, raise_own_fd_limit, run, wait_until, with_fd_limit, TestHome};
+
+/// What the daemon's `[daemon.web] max_connections` defaults to.
+const CAP: usize = 256;
+const FLOOD: usize = 1_100;
+
+/// Whether the server has closed `conn` (end of file or an error), without
+/// waiting.
+fn closed_by_server(mut conn: &TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    match conn.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+        Err(_) => true,
+    }
+}
+
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn half_open_connections_leave_the_socket_answering_and_restarts_going() {
+    raise_own_fd_limit(FLOOD as u64 + 512);
+    let home = TestHome::new();
+    let port = free_port();
+    home.write_config(&api_config(
+        "standalone",
+        port,
+        "flood-test-token-0123456789abcdef",
+    ));
+    let mut cmd = home.command(&["daemon", "restore"]);
+    with_fd_limit(&mut cmd, 1024);
+    run(cmd).ok();
+    let daemon = home.daemon_pid().expect("the daemon runs");
+    home.opm(&[
+        "start",
+        "sh -c 'sleep 0.1; exit 1'",
+        "--name",
+        "crashy",
+        "--min-uptime",
+        "50ms",
+        "--restart-delay",
+        "50ms",
+    ])
+    .ok();
+
+    let mut conns: Vec<TcpStream> = Vec::with_capacity(FLOOD);
+    for _ in 0..FLOOD {
+        // The listen backlog may refuse a few while the daemon closes the
+        // ones over the cap; the rest make the flood.
+        let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else {
+            continue;
+        };
+        let _ = c.write_all(b"GET /daemon/list HTTP/1.1\r\nhost: 127.0.0.1\r\nto");
+        let _ = c.set_nonblocking(true);
+        conns.push(c);
+    }
+    assert!(conns.len() >= 1_000, "only {} connected", conns.len());
+
+    // While the flood is held (well within the 10 s header timeout)...
+    let flooded = std::time::Instant::now();
+    // ...connections over the cap are closed at once...
+    wait_until(
+        Duration::from_secs(3),
+        "the ones over the cap to close",
+        || conns.iter().filter(|c| !closed_by_server(c)).count() <= CAP,
+    );
+    let before = home.process("crashy")["restarts"]
+        .as_u64()
+        .expect("restarts");
+    // ...the unix socket answers and the crash loop keeps restarting...
+    wait_until(
+        Duration::from_secs(5),
+        "crashy to restart twice more",
+        || {
+            home.process("crashy")["restarts"]
+                .as_u64()
+                .is_some_and(|r| r >= before + 2)
+        },
+    );
+    // ...and the daemon keeps descriptors to spare.
+    assert!(
+        open_fds(daemon) < 1024 - 64,
+        "{} descriptors open",
+        open_fds(daemon)
+    );
+    assert!(
+        flooded.elapsed() < Duration::from_secs(9),
+        "all this happened before any connection could time out"
+    );
+    let held = conns.iter().filter(|c| !closed_by_server(c)).count();
+    assert!(held > 0, "some connections are held until their timeout");
+
+    // Headers that never come end the connection (HEADER_READ_TIMEOUT, 10 s).
+    wait_until(
+        Duration::from_secs(20),
+        "the held connections to time out",
+        || conns.iter().all(closed_by_server),
+    );
+    drop(conns);
+
+    // And TCP serves again.
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    c.write_all(
+        format!("GET /health HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .expect("send");
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
