@@ -4,6 +4,8 @@
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use tokio::sync::mpsc;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
@@ -13,7 +15,11 @@ use super::auth::{admin, Tokens};
 use super::errors::Refusal;
 use super::{json_body, with_ctx, Ctx, LinesQuery};
 use crate::model::{ActionRequest, CreateBody, Target};
+use crate::service::MAX_LOG_LINES;
 use crate::supervise::logs;
+
+/// Changes of the logs folder a stream may hold before it just re-reads.
+const CHANGE_QUEUE: usize = 64;
 
 type Resp = warp::reply::Response;
 
@@ -96,7 +102,17 @@ pub fn routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
                 .svc
                 .log_paths(&Target::parse(&id))
                 .map_err(reject_service)?;
-            Ok::<_, Rejection>(log_stream(out, err, q.lines.unwrap_or(0)))
+            let max = ctx.svc.config.daemon.web.max_streams;
+            let Some(slot) = StreamSlot::take(max) else {
+                return Ok(super::errors::json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "too many live log streams: {max} are open ([daemon.web] max_streams); close one or try again later"
+                    ),
+                ));
+            };
+            let lines = q.lines.unwrap_or(0).min(MAX_LOG_LINES);
+            Ok::<_, Rejection>(log_stream(out, err, lines, slot))
         });
 
     let env = warp::path!("daemon" / "env" / String)
@@ -150,15 +166,47 @@ pub fn routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
         .boxed()
 }
 
+/// Live log streams open now, over the unix socket and TCP together.
+static OPEN_STREAMS: AtomicUsize = AtomicUsize::new(0);
+
+/// One live stream's place under the cap; given back when dropped.
+struct StreamSlot;
+
+impl StreamSlot {
+    /// A place, unless `max` streams are open.
+    fn take(max: usize) -> Option<StreamSlot> {
+        OPEN_STREAMS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| StreamSlot)
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        OPEN_STREAMS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The most bytes one read of a followed log takes in (a fast writer is
+/// read in slices, never all at once).
+const READ_SLICE: u64 = 1024 * 1024;
+
+/// A line longer than this is sent in pieces of this size.
+const MAX_LINE: usize = 64 * 1024;
+
 /// Server-sent events: the last `lines` lines of each log, then every new
-/// line as it is written (inotify on the logs folder, no polling). Events
-/// are named `out` or `err`.
-fn log_stream(out: PathBuf, err: PathBuf, lines: usize) -> Resp {
+/// line as it is written (the daemon's one inotify instance tells when the
+/// logs folder changes, no polling). Events are named `out` or `err`.
+fn log_stream(out: PathBuf, err: PathBuf, lines: usize, slot: StreamSlot) -> Resp {
     // Where the stream starts is fixed before the answer goes out, so a line
     // written while the client connects is not lost.
     let offsets = [&out, &err].map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0));
     let (tx, rx) = mpsc::channel::<warp::sse::Event>(256);
     tokio::spawn(async move {
+        let _slot = slot;
         if let Err(e) = follow(&out, &err, offsets, lines, &tx).await {
             let _ = tx
                 .send(
@@ -186,22 +234,38 @@ impl Followed<'_> {
     /// Sends every complete line written since the last read; false when
     /// the client has gone.
     async fn drain(&mut self, tx: &mpsc::Sender<warp::sse::Event>) -> bool {
-        let (bytes, next) =
-            logs::read_from(self.path, self.offset).unwrap_or((Vec::new(), self.offset));
-        if next < self.offset {
-            self.partial.clear();
-        }
-        self.offset = next;
-        self.partial.extend_from_slice(&bytes);
-        while let Some(pos) = self.partial.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=pos).collect();
-            let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-            let event = warp::sse::Event::default().event(self.kind).data(text);
-            if tx.send(event).await.is_err() {
-                return false;
+        loop {
+            let (bytes, next) = logs::read_from_at_most(self.path, self.offset, READ_SLICE)
+                .unwrap_or((Vec::new(), self.offset));
+            if next < self.offset {
+                self.partial.clear();
+            }
+            let more = bytes.len() as u64 == READ_SLICE;
+            self.offset = next;
+            self.partial.extend_from_slice(&bytes);
+            loop {
+                let line: Vec<u8> = match self.partial.iter().position(|b| *b == b'\n') {
+                    Some(pos) => {
+                        let mut line: Vec<u8> = self.partial.drain(..=pos).collect();
+                        line.pop();
+                        line
+                    }
+                    // A line without an end for too long goes out in pieces.
+                    None if self.partial.len() >= MAX_LINE => {
+                        self.partial.drain(..MAX_LINE).collect()
+                    }
+                    None => break,
+                };
+                let text = String::from_utf8_lossy(&line).into_owned();
+                let event = warp::sse::Event::default().event(self.kind).data(text);
+                if tx.send(event).await.is_err() {
+                    return false;
+                }
+            }
+            if !more {
+                return true;
             }
         }
-        true
     }
 }
 
@@ -212,11 +276,11 @@ async fn follow(
     lines: usize,
     tx: &mpsc::Sender<warp::sse::Event>,
 ) -> std::io::Result<()> {
-    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    use crate::supervise::inotify::{Change, Hub};
     let dir = out.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir)?;
-    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
-    inotify.add_watch(dir, AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE)?;
+    let mut changes = Hub::global()?.subscribe(CHANGE_QUEUE);
+    changes.add(dir, true)?;
     let mut files =
         [(out, "out", offsets[0]), (err, "err", offsets[1])].map(|(path, kind, offset)| Followed {
             path,
@@ -237,22 +301,27 @@ async fn follow(
             }
         }
     }
-    let afd = crate::supervise::inotify_fd(inotify)?;
+    let mut wanted = [true, true];
     loop {
         // Drain first: what was written before the watch existed goes out too.
-        for f in files.iter_mut() {
-            if !f.drain(tx).await {
+        for (f, wanted) in files.iter_mut().zip(wanted) {
+            if wanted && !f.drain(tx).await {
                 return Ok(());
             }
         }
-        let mut guard = tokio::select! {
-            g = afd.readable() => g?,
-            _ = tx.closed() => return Ok(()),
+        // Wait for a change to one of the two files (the folder holds
+        // every process's logs).
+        wanted = loop {
+            let change = tokio::select! {
+                c = changes.next() => c,
+                _ = tx.closed() => return Ok(()),
+            };
+            match change {
+                Change::Lost => break [true, true],
+                Change::Path { path, .. } if path == out => break [true, false],
+                Change::Path { path, .. } if path == err => break [false, true],
+                Change::Path { .. } => {}
+            }
         };
-        match guard.get_inner().0.read_events() {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
-            Err(e) => return Err(e.into()),
-        }
     }
 }

@@ -12,6 +12,11 @@ use std::path::Path;
 /// Size of the blocks `tail_lines` reads backwards.
 const BLOCK: u64 = 64 * 1024;
 
+/// The most bytes `tail_lines` reads, whatever the number of lines asked:
+/// a log of long lines (or one endless line) never takes the reader's
+/// memory up with it.
+pub const MAX_TAIL_BYTES: u64 = 8 * 1024 * 1024;
+
 /// Opens `path` for reading; `Ok(None)` if it does not exist.
 fn open_existing(path: &Path) -> io::Result<Option<File>> {
     match File::open(path) {
@@ -24,9 +29,11 @@ fn open_existing(path: &Path) -> io::Result<Option<File>> {
 /// The last `n` lines of the file, without their newlines, oldest first.
 ///
 /// Reads backwards from the end in 64 KiB blocks until `n` line breaks have
-/// been seen, so the cost depends on the size of the tail, not the file. A
-/// missing file gives an empty list; a trailing newline does not produce an
-/// empty last line; invalid UTF-8 is replaced.
+/// been seen, so the cost depends on the size of the tail, not the file,
+/// and never more than `MAX_TAIL_BYTES` (then the lines that fit whole are
+/// returned, or the end of one longer line). A missing file gives an empty
+/// list; a trailing newline does not produce an empty last line; invalid
+/// UTF-8 is replaced.
 pub fn tail_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
     // A concurrent truncate can shorten the file under us; start over then.
     let mut attempts = 0;
@@ -54,8 +61,8 @@ fn tail_lines_once(path: &Path, n: usize) -> io::Result<Vec<String>> {
     let mut blocks: Vec<Vec<u8>> = Vec::new();
     let mut newlines = 0usize;
     let mut pos = end;
-    while pos > 0 && newlines < n {
-        let size = BLOCK.min(pos);
+    while pos > 0 && newlines < n && end - pos < MAX_TAIL_BYTES {
+        let size = BLOCK.min(pos).min(MAX_TAIL_BYTES - (end - pos));
         pos -= size;
         let mut block = vec![0u8; usize::try_from(size).map_err(io::Error::other)?];
         file.read_exact_at(&mut block, pos)?;
@@ -64,9 +71,15 @@ fn tail_lines_once(path: &Path, n: usize) -> io::Result<Vec<String>> {
     }
     let data: Vec<u8> = blocks.into_iter().rev().flatten().collect();
     // data holds newlines+1 segments; when pos > 0 the first one may be a
-    // partial line, but then newlines >= n and it is not among the last n.
+    // partial line: then either newlines >= n and it is not among the last
+    // n, or the byte cap stopped the read and it is dropped (unless it is
+    // all there is).
     let segments: Vec<&[u8]> = data.split(|b| *b == b'\n').collect();
-    let skip = segments.len().saturating_sub(n);
+    let partial_first = pos > 0 && newlines < n && segments.len() > 1;
+    let skip = segments
+        .len()
+        .saturating_sub(n)
+        .max(usize::from(partial_first));
     Ok(segments[skip..]
         .iter()
         .map(|s| String::from_utf8_lossy(s).into_owned())
@@ -87,6 +100,12 @@ pub fn truncate(path: &Path) -> io::Result<()> {
 /// than `offset` it was truncated, and reading restarts at 0. A missing file
 /// gives no bytes and offset 0.
 pub fn read_from(path: &Path, offset: u64) -> io::Result<(Vec<u8>, u64)> {
+    read_from_at_most(path, offset, u64::MAX)
+}
+
+/// Like [`read_from`], but at most `max` bytes; call again from the offset
+/// it returns for the rest.
+pub fn read_from_at_most(path: &Path, offset: u64, max: u64) -> io::Result<(Vec<u8>, u64)> {
     let Some(mut file) = open_existing(path)? else {
         return Ok((Vec::new(), 0));
     };
@@ -94,7 +113,7 @@ pub fn read_from(path: &Path, offset: u64) -> io::Result<(Vec<u8>, u64)> {
     let start = if len < offset { 0 } else { offset };
     file.seek(SeekFrom::Start(start))?;
     let mut buf = Vec::new();
-    file.read_to_end(&mut buf)?;
+    (&mut file).take(max).read_to_end(&mut buf)?;
     let read = u64::try_from(buf.len()).map_err(io::Error::other)?;
     Ok((buf, start + read))
 }
@@ -189,6 +208,47 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].len(), 3 * BLOCK as usize + 17);
         assert_eq!(tail_lines(&p, 2).expect("tail")[0], "head");
+    }
+
+    #[test]
+    fn tail_reads_at_most_max_tail_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("huge.log");
+        // 1 KiB lines, 12 MiB in all: asking for every line gets the ones
+        // in the last 8 MiB, whole.
+        let line = "z".repeat(1023);
+        let mut f = fs::File::create(&p).expect("create");
+        for _ in 0..12 * 1024 {
+            writeln!(f, "{line}").expect("write");
+        }
+        drop(f);
+        let got = tail_lines(&p, usize::MAX).expect("tail");
+        assert_eq!(got.len(), (MAX_TAIL_BYTES / 1024) as usize);
+        assert!(got.iter().all(|l| *l == line));
+        // One line longer than the cap: its end.
+        fs::write(&p, "y".repeat(MAX_TAIL_BYTES as usize + 10)).expect("write");
+        let got = tail_lines(&p, 5).expect("tail");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].len(), MAX_TAIL_BYTES as usize);
+    }
+
+    #[test]
+    fn read_from_at_most_reads_in_slices() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("f.log");
+        fs::write(&p, "abcdefgh").expect("write");
+        assert_eq!(
+            read_from_at_most(&p, 0, 3).expect("read"),
+            (b"abc".to_vec(), 3)
+        );
+        assert_eq!(
+            read_from_at_most(&p, 3, 3).expect("read"),
+            (b"def".to_vec(), 6)
+        );
+        assert_eq!(
+            read_from_at_most(&p, 6, 3).expect("read"),
+            (b"gh".to_vec(), 8)
+        );
     }
 
     #[test]

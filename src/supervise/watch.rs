@@ -2,53 +2,45 @@
 //! no polling. Folders are watched recursively, new subfolders as they
 //! appear; dependency and VCS folders (`node_modules`, `.git`, `target`,
 //! `__pycache__`) and anything under `ignore` (opm's logs folder, which the
-//! children themselves write) are skipped.
+//! children themselves write) are skipped. Watches go through the daemon's
+//! one inotify instance (`super::inotify::Hub`).
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
-use tokio::io::unix::AsyncFd;
+use nix::sys::inotify::AddWatchFlags;
 
-use super::InotifyFd;
+use super::inotify::{Change, Hub, Subscription};
 
 /// At most this many folders are watched for one process.
 pub const MAX_WATCHED_DIRS: usize = 4096;
 
 const SKIPPED: &[&str] = &["node_modules", ".git", "target", "__pycache__", ".venv"];
 
+/// Changes a watcher may hold before it is told it lost some (and rescans).
+const QUEUE: usize = 1024;
+
 pub struct Watcher {
-    fd: AsyncFd<InotifyFd>,
-    dirs: HashMap<WatchDescriptor, PathBuf>,
+    sub: Subscription,
+    root: PathBuf,
+    dirs: HashSet<PathBuf>,
     ignore: PathBuf,
 }
 
-fn flags() -> AddWatchFlags {
-    AddWatchFlags::IN_MODIFY
-        | AddWatchFlags::IN_CLOSE_WRITE
-        | AddWatchFlags::IN_CREATE
-        | AddWatchFlags::IN_DELETE
-        | AddWatchFlags::IN_MOVED_FROM
-        | AddWatchFlags::IN_MOVED_TO
-        | AddWatchFlags::IN_ATTRIB
-}
-
 impl Watcher {
-    /// Starts watching `path` (call inside a tokio runtime).
+    /// Starts watching `path`.
     pub fn new(path: &Path, ignore: &Path) -> io::Result<Watcher> {
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
-        let fd = super::inotify_fd(inotify)?;
         let mut w = Watcher {
-            fd,
-            dirs: HashMap::new(),
+            sub: Hub::global()?.subscribe(QUEUE),
+            root: path.to_path_buf(),
+            dirs: HashSet::new(),
             ignore: ignore.to_path_buf(),
         };
         if path.is_dir() {
             w.add_tree(path)?;
         } else {
-            let wd = w.fd.get_ref().0.add_watch(path, flags())?;
-            w.dirs.insert(wd, path.to_path_buf());
+            w.sub.add(path, false)?;
         }
         Ok(w)
     }
@@ -67,12 +59,8 @@ impl Watcher {
             if self.dirs.len() >= MAX_WATCHED_DIRS || (dir != root && self.skipped(&dir)) {
                 continue;
             }
-            let wd = self
-                .fd
-                .get_ref()
-                .0
-                .add_watch(&dir, flags() | AddWatchFlags::IN_ONLYDIR)?;
-            self.dirs.insert(wd, dir.clone());
+            self.sub.add(&dir, true)?;
+            self.dirs.insert(dir.clone());
             if let Ok(entries) = std::fs::read_dir(&dir) {
                 for e in entries.flatten() {
                     if e.file_type().is_ok_and(|t| t.is_dir()) {
@@ -87,39 +75,28 @@ impl Watcher {
     /// Waits for the next change and returns the path that changed.
     pub async fn changed(&mut self) -> io::Result<PathBuf> {
         loop {
-            let mut guard = self.fd.readable().await?;
-            let events = match guard.get_inner().0.read_events() {
-                Ok(ev) => ev,
-                Err(nix::errno::Errno::EAGAIN) => {
-                    guard.clear_ready();
-                    continue;
+            let (path, mask) = match self.sub.next().await {
+                Change::Path { path, mask } => (path, mask),
+                Change::Lost => {
+                    // Some changes (maybe new folders) were missed: watch the
+                    // whole tree again and report the root as changed.
+                    if self.root.is_dir() {
+                        let root = self.root.clone();
+                        let _ = self.add_tree(&root);
+                    }
+                    return Ok(self.root.clone());
                 }
-                Err(e) => return Err(e.into()),
             };
-            drop(guard);
-            let mut first = None;
-            for ev in events {
-                let Some(dir) = self.dirs.get(&ev.wd).cloned() else {
-                    continue;
-                };
-                let path = match &ev.name {
-                    Some(name) => dir.join(name),
-                    None => dir,
-                };
-                if path.starts_with(&self.ignore) {
-                    continue;
-                }
-                if ev.mask.contains(AddWatchFlags::IN_ISDIR)
-                    && ev.mask.contains(AddWatchFlags::IN_CREATE)
-                    && !self.skipped(&path)
-                {
-                    let _ = self.add_tree(&path);
-                }
-                first.get_or_insert(path);
+            if path.starts_with(&self.ignore) {
+                continue;
             }
-            if let Some(p) = first {
-                return Ok(p);
+            if mask.contains(AddWatchFlags::IN_ISDIR)
+                && mask.contains(AddWatchFlags::IN_CREATE)
+                && !self.skipped(&path)
+            {
+                let _ = self.add_tree(&path);
             }
+            return Ok(path);
         }
     }
 }
