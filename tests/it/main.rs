@@ -11,6 +11,7 @@ mod api_fuzz;
 mod api_metrics;
 mod api_openapi;
 mod api_tcp;
+mod bounded_streams;
 mod cli_errors;
 mod cli_remote;
 mod crash_restore;
