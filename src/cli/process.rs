@@ -418,6 +418,18 @@ pub async fn act(a: TargetArgs, action: ActionKind) -> Result<(), CliError> {
             println!("{}", table(&shown));
         }
     }
+    // A start that failed (the program gone, no descriptor left) is a failure.
+    if matches!(
+        action,
+        ActionKind::Start | ActionKind::Restart | ActionKind::Reload
+    ) {
+        for v in shown.iter().filter(|v| v.status != Status::Online) {
+            if let Some(error) = &v.error {
+                eprintln!("✘ {} (id {}) did not start: {error}", v.name, v.id);
+                failed += 1;
+            }
+        }
+    }
     if failed > 0 {
         Err(CliError::Partial(failed))
     } else {

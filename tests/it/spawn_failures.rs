@@ -133,6 +133,10 @@ fn a_program_deleted_after_creation_shows_the_error_and_is_not_starting() {
         "list shows the error: {text}"
     );
 
+    // A restart while it is still missing says so and fails.
+    let out = home.opm(&["restart", "gone"]).failed();
+    assert!(out.stderr.contains("command not found: ./tool"), "{out}");
+
     // Put back, a restart runs it and the error is gone.
     std::fs::write(&tool, "#!/bin/sh\nexec sleep 1000\n").expect("write tool");
     std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -168,17 +172,29 @@ fn a_start_with_no_file_descriptor_left_fails_with_a_clear_error_and_is_retried(
 
     // Hold connections on the socket until one descriptor is left: the
     // start's own connection takes it, and the spawn finds none.
+    // First the daemon settles (the CLI's own connection closes).
+    let mut base = used_below(daemon, LIMIT);
+    let mut steady = 0;
+    wait_until(
+        Duration::from_secs(5),
+        "the daemon's descriptors to settle",
+        || {
+            let now = used_below(daemon, LIMIT);
+            steady = if now == base { steady + 1 } else { 0 };
+            base = now;
+            steady >= 10
+        },
+    );
     let mut held = Vec::new();
-    while used_below(daemon, LIMIT) < LIMIT - 1 {
-        let before = used_below(daemon, LIMIT);
+    while base + (held.len() as u64) < LIMIT - 1 {
         let mut conn = UnixStream::connect(home.join("opm.sock")).expect("connect");
         // A partial request keeps the daemon reading, never answering.
         conn.write_all(b"GET /daemon/li").expect("write");
         held.push(conn);
+        let want = base + held.len() as u64;
         wait_until(Duration::from_secs(5), "the daemon to accept", || {
-            used_below(daemon, LIMIT) > before
+            used_below(daemon, LIMIT) >= want
         });
-        assert!(held.len() < LIMIT as usize, "the daemon never ran out");
     }
 
     // The store's write may need a descriptor or two of its own (then the
