@@ -17,7 +17,7 @@ fn open_stream(home: &TestHome, path: &str) -> (u16, String, UnixStream) {
     let mut s = UnixStream::connect(home.join("opm.sock")).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
-    s.write_all(&head("GET", path, Auth::None, &[], None))
+    s.write_all(&head("localhost", "GET", path, Auth::None, &[], None))
         .expect("send");
     let mut raw = Vec::new();
     let mut buf = [0u8; 4096];
