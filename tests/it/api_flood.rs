@@ -8,7 +8,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::api_client::api_config;
+use crate::api_client::{api_config, exchange, host, ApiHome, Auth, Response};
 use crate::common::{free_port, raise_own_fd_limit, run, wait_until, with_fd_limit, TestHome};
 
 /// What the daemon's `[daemon.web] max_connections` defaults to.
@@ -124,4 +124,38 @@ fn half_open_connections_leave_the_socket_answering_and_restarts_going() {
     let mut answer = String::new();
     let _ = c.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// One request to the daemon on 127.0.0.1:`port` from the source address
+/// `from` (any 127.x.y.z is loopback on Linux).
+fn request_from(from: [u8; 4], port: u16, auth: Auth<'_>) -> Response {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    s.bind(&std::net::SocketAddr::from((from, 0)).into())
+        .expect("bind the source address");
+    s.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .expect("connect");
+    let stream: TcpStream = s.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    exchange(stream, &host(port), "GET", "/daemon/list", auth, &[], None).expect("request")
+}
+
+#[test]
+fn each_request_knows_its_peer_so_a_guesser_locks_out_only_itself() {
+    let api = ApiHome::start();
+    let guesser = [127, 0, 0, 2];
+    for i in 0..10 {
+        let r = request_from(
+            guesser,
+            api.port,
+            Auth::Token(&format!("guess-{i}-0123456789")),
+        );
+        assert_eq!(r.status, 401, "{r}");
+    }
+    let r = request_from(guesser, api.port, Auth::Token(&api.token));
+    assert_eq!(r.status, 429, "the guesser is locked out: {r}");
+    let r = request_from([127, 0, 0, 1], api.port, Auth::Token(&api.token));
+    assert_eq!(r.status, 200, "another address is not: {r}");
 }
