@@ -3,6 +3,7 @@
 //! their request leave the unix socket answering and a crash loop
 //! restarting; connections over the cap are closed at once, the rest when
 //! their headers do not arrive in time, and the TCP API answers again.
+//! Each request knows its peer, so a token guesser locks out only itself.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
