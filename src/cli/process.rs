@@ -349,7 +349,7 @@ pub async fn start(a: StartArgs) -> Result<(), CliError> {
                     _ => "it is kept",
                 };
                 eprintln!(
-                    "✘ {} (id {}) did not start: {error}; {next} (`opm remove {}` drops it)",
+                    "✘ {} (id {}) {error}; {next} (`opm remove {}` drops it)",
                     v.name, v.id, v.id
                 );
             }
@@ -425,7 +425,7 @@ pub async fn act(a: TargetArgs, action: ActionKind) -> Result<(), CliError> {
     ) {
         for v in shown.iter().filter(|v| v.status != Status::Online) {
             if let Some(error) = &v.error {
-                eprintln!("✘ {} (id {}) did not start: {error}", v.name, v.id);
+                eprintln!("✘ {} (id {}) {error}", v.name, v.id);
                 failed += 1;
             }
         }

@@ -210,7 +210,7 @@ fn a_start_with_no_file_descriptor_left_fails_with_a_clear_error_and_is_retried(
         let name = format!("nofd-{attempt}");
         let out = home.opm(&["start", "sleep 1000", "--name", &name]).failed();
         assert!(out.stderr.contains("Too many open files"), "{out}");
-        if out.stderr.contains("did not start") || held.len() < 2 {
+        if out.stderr.contains("cannot start") || held.len() < 2 {
             break (name, out);
         }
         let before = used_below(daemon, LIMIT);
@@ -220,9 +220,10 @@ fn a_start_with_no_file_descriptor_left_fails_with_a_clear_error_and_is_retried(
         });
     };
     assert!(
-        out.stderr.contains(&format!("{name} (id ")) && out.stderr.contains("did not start"),
+        out.stderr.contains(&format!("{name} (id ")) && out.stderr.contains("cannot start: "),
         "{out}"
     );
+    assert!(out.stderr.contains("no file descriptor left"), "{out}");
 
     drop(held);
     // Backed off and retried: it runs once descriptors are free again.
