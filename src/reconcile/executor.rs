@@ -589,18 +589,7 @@ impl Executor {
                 self.event(spec, kind, format!("pid {}", child.pid));
             }
             Err(e) => {
-                let e = match e.raw_os_error() {
-                    Some(libc::EMFILE | libc::ENFILE) => {
-                        let limit = nix::sys::resource::getrlimit(
-                            nix::sys::resource::Resource::RLIMIT_NOFILE,
-                        )
-                        .map_or_else(|_| "?".to_string(), |(soft, _)| soft.to_string());
-                        format!(
-                            "{e}: the daemon has no file descriptor left (its limit is {limit})"
-                        )
-                    }
-                    _ => e.to_string(),
-                };
+                let e = e.to_string();
                 slot.obs = plan::on_spawn_failed(spec, &slot.obs, &e, now);
                 // Look again at once: the plan decides between a retry after
                 // backoff and `errored`.

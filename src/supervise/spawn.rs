@@ -224,6 +224,20 @@ pub fn check_command(
 /// program is reported as such, and a failure to start never leaves a child
 /// behind.
 pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
+    spawn_inner(spec).map_err(|e| match e.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE) => {
+            let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map_or_else(|_| "?".to_string(), |(soft, _)| soft.to_string());
+            io::Error::new(
+                e.kind(),
+                format!("{e}: the daemon has no file descriptor left (its limit is {limit})"),
+            )
+        }
+        _ => e,
+    })
+}
+
+fn spawn_inner(spec: &SpawnSpec) -> io::Result<Spawned> {
     use std::ffi::CString;
     use std::os::fd::AsRawFd;
 
