@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use crate::common::{kill_pid, pid_of, run, wait_until, with_fd_limit, TestHome};
+use crate::common::{kill_pid, pid_of, wait_until, TestHome};
 
 #[test]
 fn a_missing_command_is_refused_and_nothing_is_stored() {
@@ -163,41 +163,54 @@ fn used_below(pid: i32, limit: u64) -> u64 {
         .unwrap_or(0)
 }
 
+/// Sets `pid`'s `RLIMIT_NOFILE` (soft and hard), as `prlimit(1)` does.
+fn set_fd_limit(pid: i32, limit: u64) {
+    let lim = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: prlimit reads the struct we own and writes nothing (old is null).
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
 #[test]
 fn a_start_with_no_file_descriptor_left_fails_with_a_clear_error_and_is_retried() {
-    const LIMIT: u64 = 40;
     let home = TestHome::new();
-    // The daemon inherits soft = hard = LIMIT, so raising it to the hard
-    // limit at start changes nothing.
-    let mut cmd = home.command(&["daemon", "restore"]);
-    with_fd_limit(&mut cmd, LIMIT);
-    run(cmd).ok();
+    home.opm(&["daemon", "restore"]).ok();
     let daemon = home.daemon_pid().expect("the daemon runs");
+    // A low limit on the running daemon (it raised its own at start): a
+    // dozen descriptors over what it holds now.
+    let mut limit = 16;
+    while used_below(daemon, limit) + 12 > limit {
+        limit += 4;
+    }
+    set_fd_limit(daemon, limit);
 
     // Hold connections on the socket until one descriptor is left: the
     // start's own connection takes it, and the spawn finds none.
     // First the daemon settles (the CLI's own connection closes).
-    let mut base = used_below(daemon, LIMIT);
+    let mut base = used_below(daemon, limit);
     let mut steady = 0;
     wait_until(
         Duration::from_secs(5),
         "the daemon's descriptors to settle",
         || {
-            let now = used_below(daemon, LIMIT);
+            let now = used_below(daemon, limit);
             steady = if now == base { steady + 1 } else { 0 };
             base = now;
             steady >= 10
         },
     );
     let mut held = Vec::new();
-    while base + (held.len() as u64) < LIMIT - 1 {
+    while base + (held.len() as u64) < limit - 1 {
         let mut conn = UnixStream::connect(home.join("opm.sock")).expect("connect");
         // A partial request keeps the daemon reading, never answering.
         conn.write_all(b"GET /daemon/li").expect("write");
         held.push(conn);
         let want = base + held.len() as u64;
         wait_until(Duration::from_secs(5), "the daemon to accept", || {
-            used_below(daemon, LIMIT) >= want
+            used_below(daemon, limit) >= want
         });
     }
 
@@ -213,10 +226,10 @@ fn a_start_with_no_file_descriptor_left_fails_with_a_clear_error_and_is_retried(
         if out.stderr.contains("cannot start") || held.len() < 2 {
             break (name, out);
         }
-        let before = used_below(daemon, LIMIT);
+        let before = used_below(daemon, limit);
         held.pop();
         wait_until(Duration::from_secs(5), "the daemon to close one", || {
-            used_below(daemon, LIMIT) < before
+            used_below(daemon, limit) < before
         });
     };
     assert!(
