@@ -10,7 +10,9 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::api_client::{api_config, exchange, host, ApiHome, Auth, Response};
-use crate::common::{free_port, raise_own_fd_limit, run, wait_until, with_fd_limit, TestHome};
+use crate::common::{
+    free_port, raise_own_fd_limit, run, wait_until, with_fd_limit, with_fd_limits, TestHome,
+};
 
 /// What the daemon's `[daemon.web] max_connections` defaults to.
 const CAP: usize = 256;
@@ -159,4 +161,20 @@ fn each_request_knows_its_peer_so_a_guesser_locks_out_only_itself() {
     assert_eq!(r.status, 429, "the guesser is locked out: {r}");
     let r = request_from([127, 0, 0, 1], api.port, Auth::Token(&api.token));
     assert_eq!(r.status, 200, "another address is not: {r}");
+}
+
+#[test]
+fn the_daemon_raises_its_soft_descriptor_limit_to_the_hard_one() {
+    let home = TestHome::new();
+    let mut cmd = home.command(&["daemon", "restore"]);
+    with_fd_limits(&mut cmd, 512, 4096);
+    run(cmd).ok();
+    let daemon = home.daemon_pid().expect("the daemon runs");
+    let limits = std::fs::read_to_string(format!("/proc/{daemon}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("the open files line");
+    let values: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(values, ["4096", "4096"], "{line}");
 }

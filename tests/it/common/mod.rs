@@ -531,13 +531,18 @@ pub fn unique(prefix: &str) -> String {
 /// Makes `cmd` (and the daemon it may start, which inherits it) run with
 /// `RLIMIT_NOFILE` soft = hard = `limit`, so the daemon cannot raise it.
 pub fn with_fd_limit(cmd: &mut Command, limit: u64) {
+    with_fd_limits(cmd, limit, limit);
+}
+
+/// Makes `cmd` run with `RLIMIT_NOFILE` = (`soft`, `hard`).
+pub fn with_fd_limits(cmd: &mut Command, soft: u64, hard: u64) {
     use std::os::unix::process::CommandExt;
     // SAFETY: setrlimit is async-signal-safe and touches no memory of ours.
     unsafe {
         cmd.pre_exec(move || {
             let lim = libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: limit,
+                rlim_cur: soft,
+                rlim_max: hard,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
                 return Err(std::io::Error::last_os_error());
