@@ -10,6 +10,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::fsutil::write_atomic_exact;
+
+/// config.toml may hold tokens: every write leaves it 0600.
+pub const CONFIG_MODE: u32 = 0o600;
+
 /// The files of one opm home.
 #[derive(Debug, Clone)]
 pub struct Home {
@@ -454,14 +459,14 @@ impl Config {
         let path = home.config();
         match std::fs::read_to_string(&path) {
             Ok(text) if text == OLD_DEFAULT_CONFIG => {
-                write_atomic(&path, DEFAULT_CONFIG.as_bytes())
+                write_atomic_exact(&path, DEFAULT_CONFIG.as_bytes(), CONFIG_MODE)
                     .map_err(|e| ConfigError::Io(path.clone(), e))?;
                 Config::parse(DEFAULT_CONFIG, &path)
             }
             Ok(text) => Config::parse(&text, &path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 home.ensure()?;
-                write_atomic(&path, DEFAULT_CONFIG.as_bytes())
+                write_atomic_exact(&path, DEFAULT_CONFIG.as_bytes(), CONFIG_MODE)
                     .map_err(|e| ConfigError::Io(path.clone(), e))?;
                 Config::parse(DEFAULT_CONFIG, &path)
             }
@@ -644,7 +649,8 @@ pub fn set_role(home: &Home, role: Role) -> Result<(), ConfigError> {
     doc["role"] = toml_edit::value(role.as_str());
     let new_text = doc.to_string();
     Config::parse(&new_text, &path)?;
-    write_atomic(&path, new_text.as_bytes()).map_err(|e| ConfigError::Io(path, e))
+    write_atomic_exact(&path, new_text.as_bytes(), CONFIG_MODE)
+        .map_err(|e| ConfigError::Io(path, e))
 }
 
 /// Stores `token` as `[daemon.web.secure] token` with `enabled = true` in
@@ -680,7 +686,8 @@ pub fn set_secure_token(home: &Home, token: &str) -> Result<Config, ConfigError>
         new_text.push('\n');
     }
     let config = Config::parse(&new_text, &path)?;
-    write_atomic(&path, new_text.as_bytes()).map_err(|e| ConfigError::Io(path, e))?;
+    write_atomic_exact(&path, new_text.as_bytes(), CONFIG_MODE)
+        .map_err(|e| ConfigError::Io(path, e))?;
     Ok(config)
 }
 
@@ -702,38 +709,6 @@ pub fn random_token() -> std::io::Result<String> {
         filled += n as usize;
     }
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Writes a file so that a crash leaves either the old or the new content:
-/// a temporary file in the same folder, fsync, rename, fsync of the folder.
-/// The file is born 0600: what opm writes (config with tokens, dumps with
-/// environments) is for its owner only.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        // A leftover temporary file keeps its old mode: set it again.
-        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 #[cfg(test)]

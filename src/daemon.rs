@@ -9,9 +9,7 @@ use tokio::net::UnixListener;
 use tokio::sync::watch;
 
 use crate::api::{self, Ctx, TcpSlot, Tokens};
-use crate::config::{
-    random_token, set_secure_token, write_atomic, Config, ConfigError, Home, Role,
-};
+use crate::config::{random_token, set_secure_token, Config, ConfigError, Home, Role};
 use crate::reconcile::executor::Executor;
 use crate::role::server::Registry;
 use crate::service::Service;
@@ -22,6 +20,8 @@ use crate::store::{Store, StoreError};
 pub struct DaemonOptions {
     pub api: bool,
     pub webui: bool,
+    /// Refuse a damaged database instead of rebuilding it from the snapshot.
+    pub no_recover: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +50,7 @@ pub fn forget_secret_env() {
 /// Runs the daemon until SIGTERM, SIGINT or `POST /daemon/stop`.
 pub fn run(home: Home, opts: DaemonOptions) -> Result<(), DaemonError> {
     home.ensure()?;
+    crate::failpoint::setup();
     // Before anything is read or written there: a home anyone may read
     // would give the tokens away.
     for change in home.make_private()? {
@@ -81,16 +82,20 @@ pub fn run(home: Home, opts: DaemonOptions) -> Result<(), DaemonError> {
         Ok(_) => {}
         Err(e) => crate::daemon_log(format_args!("cannot raise the file descriptor limit: {e}")),
     }
-    let store = Arc::new(Store::open(&home.db())?);
+    let store = Arc::new(Store::open_with(&home.db(), !opts.no_recover)?);
+    if let Some(r) = store.recovery() {
+        report_recovery(&store, r);
+    }
     // Again for what the store just created (its folder and files hold the
     // agents' tokens); later files are born inside these 0700 folders.
     home.make_private()?;
     // After the database lock: of two daemons started at once, only the one
     // that runs writes the join token.
     let config = crate::role::server::ensure_join_token(&home, config)?;
-    write_atomic(
+    crate::fsutil::write_atomic(
         &home.pid_file(),
         format!("{}\n", std::process::id()).as_bytes(),
+        0o600,
     )
     .map_err(|e| DaemonError::Io(home.pid_file().display().to_string(), e))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -177,6 +182,7 @@ async fn serve(
             .run(),
     );
 
+    crate::failpoint::arm();
     crate::daemon_log(format_args!(
         "daemon {} started (pid {}, role {}, home {})",
         env!("CARGO_PKG_VERSION"),
@@ -229,6 +235,32 @@ fn bind_private(home: &Home) -> std::io::Result<UnixListener> {
     let listener = UnixListener::bind(&socket)?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
+}
+
+/// Says loudly, in the log and the events, that the database was rebuilt.
+fn report_recovery(store: &Store, r: &crate::store::Recovery) {
+    let copy = match &r.damaged_copy {
+        Some(p) => format!("the damaged copy is kept at {}", p.display()),
+        None => "there was no database to keep".to_string(),
+    };
+    let detail = format!(
+        "the database was damaged ({}); rebuilt from {} (written {}, {} processes); {copy}",
+        r.reason,
+        r.snapshot.display(),
+        crate::spec::utc_timestamp(r.snapshot_written_ms),
+        r.processes
+    );
+    crate::daemon_log(format_args!("RECOVERED: {detail}"));
+    let event = crate::spec::Event {
+        at_ms: r.at_ms,
+        id: crate::store::DAEMON_EVENT_ID,
+        name: "daemon".into(),
+        kind: "recovered".into(),
+        detail,
+    };
+    if let Err(e) = store.push_event(&event).and_then(|()| store.flush()) {
+        crate::daemon_log(format_args!("cannot record the recovery event: {e}"));
+    }
 }
 
 async fn wait_true(mut rx: watch::Receiver<bool>) {

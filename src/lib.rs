@@ -10,6 +10,8 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod failpoint;
+pub mod fsutil;
 pub mod model;
 pub mod reconcile;
 pub mod role;

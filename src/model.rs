@@ -275,6 +275,26 @@ pub struct Health {
     /// What weakens this daemon's security (e.g. a TCP API without a token).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Set when this daemon found its database damaged and rebuilt it from
+    /// the snapshot; null otherwise.
+    #[serde(default)]
+    pub recovered: Option<Recovered>,
+}
+
+/// A rebuild of a damaged database (`Health::recovered`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recovered {
+    /// When the daemon rebuilt it (ms since the epoch).
+    pub at_ms: u64,
+    /// What was wrong with the database.
+    pub reason: String,
+    /// The snapshot it was rebuilt from, and when that was written.
+    pub from: String,
+    pub snapshot_written_ms: u64,
+    /// Where the damaged database was moved; null when it was missing.
+    pub damaged_copy: Option<String>,
+    /// Process definitions restored.
+    pub processes: usize,
 }
 
 /// Every error body of the API.

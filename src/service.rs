@@ -304,12 +304,15 @@ impl Service {
                 )));
             }
         }
-        let created = self.store.create(new).map_err(|e| match e {
-            StoreError::DuplicateName(n) => {
-                ServiceError::Conflict(format!("a process named {n:?} already exists"))
-            }
-            other => ServiceError::Store(other),
-        })?;
+        let store = self.store.clone();
+        let created = blocking(move || store.create(new))
+            .await
+            .map_err(|e| match e {
+                StoreError::DuplicateName(n) => {
+                    ServiceError::Conflict(format!("a process named {n:?} already exists"))
+                }
+                other => ServiceError::Store(other),
+            })?;
         let ids: Vec<u64> = created.iter().map(|s| s.id).collect();
         self.rec.wake(ids.clone());
         let want = ids.clone();
@@ -512,7 +515,10 @@ impl Service {
             }
             specs.push(spec);
         }
-        self.store.update(&specs)?;
+        let specs = {
+            let store = self.store.clone();
+            blocking(move || store.update(&specs).map(|()| specs)).await?
+        };
         self.rec.wake(ids.clone());
         let longest_kill = specs.iter().map(|s| s.kill_timeout_ms).max().unwrap_or(0);
         let timeout = Duration::from_millis(longest_kill) + STOP_WAIT_SLACK;
@@ -741,8 +747,30 @@ impl Service {
             home: self.home.root.display().to_string(),
             schema_version: self.store.schema_version(),
             memory: proc::stat(pid).map_or(0, |s| s.rss_pages * proc::page_size()),
+            recovered: self.store.recovery().map(|r| crate::model::Recovered {
+                at_ms: r.at_ms,
+                reason: r.reason.clone(),
+                from: r.snapshot.display().to_string(),
+                snapshot_written_ms: r.snapshot_written_ms,
+                damaged_copy: r.damaged_copy.as_ref().map(|p| p.display().to_string()),
+                processes: r.processes,
+            }),
         }
     }
+}
+
+/// Runs a store mutation on tokio's blocking pool: its commit waits for
+/// fsyncs, and concurrent requests must wait there together (the store's
+/// group commit) instead of holding the runtime's two worker threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(StoreError::Io(
+            "the store's writer thread".into(),
+            std::io::Error::other(e.to_string()),
+        ))
+    })
 }
 
 /// Whether a start of `generation` has been carried out (forked, failed or

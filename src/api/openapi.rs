@@ -149,6 +149,10 @@ pub fn document() -> Value {
         }
     }
     let target = json!({ "oneOf": [{ "type": "integer" }, { "type": "string", "description": "a name, digits for an id, or \"all\"" }] });
+    let recovered = json!({ "type": "object", "nullable": true, "description": "set when this daemon rebuilt a damaged database from its snapshot", "properties": {
+        "at_ms": { "type": "integer" }, "reason": { "type": "string" }, "from": { "type": "string" },
+        "snapshot_written_ms": { "type": "integer" }, "damaged_copy": { "type": "string", "nullable": true }, "processes": { "type": "integer" }
+    }});
     json!({
         "openapi": "3.0.3",
         "info": { "title": "opm", "version": env!("CARGO_PKG_VERSION"), "description": "The opm daemon's API. Over TCP every route needs the token (GET /health without it says only that the daemon is up); changes need Content-Type: application/json, and Host and Origin must be the daemon's own." },
@@ -194,7 +198,8 @@ pub fn document() -> Value {
                     "stopped": { "type": "integer" }, "errored": { "type": "integer" },
                     "api": { "type": "string", "nullable": true }, "api_error": { "type": "string", "nullable": true },
                     "uptime_ms": { "type": "integer" }, "home": { "type": "string" }, "schema_version": { "type": "integer" },
-                    "memory": { "type": "integer" }
+                    "memory": { "type": "integer" },
+                    "recovered": recovered
                 }},
                 "RegisterRequest": { "type": "object", "required": ["name", "hostname", "endpoint", "version", "token"], "additionalProperties": false, "properties": {
                     "id": { "type": "string", "nullable": true, "description": "the id the server gave this agent, when registering again (with its credential in the agent-token header)" },

@@ -49,6 +49,10 @@ pub struct RestoreArgs {
     /// Serve the web UI (implies the API)
     #[arg(long)]
     pub webui: bool,
+    /// Refuse a damaged database and leave it untouched, instead of moving it
+    /// aside and rebuilding it from its snapshot
+    #[arg(long)]
+    pub no_recover: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -109,6 +113,7 @@ pub fn run_foreground(args: RestoreArgs) -> Result<(), CliError> {
         DaemonOptions {
             api: args.api,
             webui: args.webui,
+            no_recover: args.no_recover,
         },
     )
     .map_err(|e| match e {
@@ -167,6 +172,9 @@ fn spawn_daemon(home: &Home, opts: &RestoreArgs) -> Result<(), CliError> {
     }
     for name in crate::SECRET_ENV_VARS {
         cmd.env_remove(name);
+    }
+    if opts.no_recover {
+        cmd.arg("--no-recover");
     }
     cmd.env("OPM_HOME", &home.root)
         .stdin(Stdio::null())
@@ -307,6 +315,11 @@ async fn restore(args: RestoreArgs) -> Result<(), CliError> {
         );
         if (args.api || args.webui) && h.api.is_none() {
             println!("  the API is off in this daemon: `opm daemon stop` then `opm daemon restore --api` to turn it on");
+        }
+    }
+    if let Some(r) = &h.recovered {
+        for line in recovered_lines(r) {
+            println!("  {line}");
         }
     }
     match (&h.api, &h.api_error) {
@@ -459,7 +472,37 @@ async fn health(args: HealthArgs) -> Result<(), CliError> {
     for w in &h.warnings {
         println!("warning:     {w}");
     }
+    if let Some(r) = &h.recovered {
+        let mut lines = recovered_lines(r).into_iter();
+        if let Some(first) = lines.next() {
+            println!("recovered:   {first}");
+        }
+        for line in lines {
+            println!("             {line}");
+        }
+    }
     Ok(())
+}
+
+/// What `restore` and `health` say about a rebuilt database.
+fn recovered_lines(r: &crate::model::Recovered) -> Vec<String> {
+    vec![
+        format!(
+            "⚠ the database was damaged and was rebuilt at {}: {}",
+            format::timestamp(r.at_ms),
+            r.reason
+        ),
+        format!(
+            "from {} (written {}, {} processes)",
+            r.from,
+            format::timestamp(r.snapshot_written_ms),
+            r.processes
+        ),
+        match &r.damaged_copy {
+            Some(p) => format!("the damaged copy is kept at {p}"),
+            None => "the database folder was missing: nothing to keep".to_string(),
+        },
+    ]
 }
 
 /// `opm kill`: stop every process, then the daemon.

@@ -95,25 +95,7 @@ pub fn table(views: &[ProcessView]) -> String {
 
 /// A Unix time in ms as `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn timestamp(ms: u64) -> String {
-    let secs = (ms / 1000) as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
+    crate::spec::utc_timestamp(ms)
 }
 
 /// `100ms`, `2s`, `1.5s`, `3m`, `1h`, or plain milliseconds.

@@ -12,7 +12,7 @@ use super::daemon::{local, target, RestoreArgs};
 use super::format::{self, parse_bytes, parse_duration_ms, print_json, table};
 use super::{CliError, Format, Remote};
 use crate::client::Client;
-use crate::config::write_atomic;
+use crate::fsutil::write_atomic;
 use crate::model::{
     ActionKind, ActionRequest, ActionResponse, CreateBody, CreateRequest, Dump, EnvResponse,
     LogsResponse, ProcessInfo, ProcessView, Status, Target,
@@ -634,7 +634,8 @@ pub async fn save(a: SaveArgs) -> Result<(), CliError> {
         toml::to_string_pretty(&dump_to_file(&dump)).map_err(|e| CliError::Io(e.to_string()))?;
     let text =
         format!("# Written by `opm save`; `opm restore` brings these processes back.\n{text}");
-    write_atomic(&path, text.as_bytes())
+    // The dump holds the processes' environments: 0600.
+    write_atomic(&path, text.as_bytes(), 0o600)
         .map_err(|e| CliError::Io(format!("cannot write {}: {e}", path.display())))?;
     println!(
         "✔ saved {} processes to {}",

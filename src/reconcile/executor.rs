@@ -575,6 +575,9 @@ impl Executor {
         let was_started = slot.obs.starts > 0;
         match result {
             Ok(child) => {
+                // Spawned, its pid not yet recorded: the next daemon finds it
+                // by its spawn marker.
+                fail::fail_point!("executor::after-spawn");
                 slot.obs = plan::on_spawned(
                     spec,
                     &slot.obs,

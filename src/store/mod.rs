@@ -3,22 +3,32 @@
 //! processes: the reconciler decides, the store keeps.
 //!
 //! Opening is careful. An existing database is first opened as a copy and
-//! checked (schema version, every value's checksum, names ↔ processes), so a
-//! damaged database or one of a newer schema is refused with the real one
-//! left byte-for-byte as it was: sled's own recovery may rewrite files, and
-//! that must not happen to data we cannot read. An acknowledged mutation is
-//! flushed before the method returns.
+//! checked (schema version, every value's checksum, names ↔ processes, the
+//! flush sequence against the snapshot's), so sled's own recovery never
+//! rewrites files we cannot read. A database of a newer schema is refused
+//! and left byte-for-byte as it was. A damaged one is moved aside
+//! (`db.damaged-<UTC time>`, never deleted) and rebuilt from the snapshot
+//! (`snapshot.rs`), unless the caller asked to refuse instead.
+//!
+//! An acknowledged mutation is durable when the method returns, power cut
+//! included: sled's flush (which is only `sync_file_range`), then an
+//! `fdatasync` of its log, then the snapshot written atomically. Concurrent
+//! callers share that work (group commit, see `Store::flush`).
 
 pub mod codec;
 pub mod migrate;
+pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, RwLock};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
 use crate::spec::{Event, Observed, Spec};
+
+use snapshot::Snapshot;
 
 pub const META: &str = "meta";
 pub const PROCESSES: &str = "processes";
@@ -30,17 +40,24 @@ pub const EVENTS: &str = "events";
 pub const SCHEMA_KEY: &[u8] = b"schema";
 const NEXT_ID_KEY: &[u8] = b"next_id";
 
+/// The process id of events about the daemon itself (a recovery).
+pub const DAEMON_EVENT_ID: u64 = u64::MAX - 1;
+
 /// The events log keeps this many entries; older ones are dropped.
 pub const EVENTS_LIMIT: u64 = 10_000;
 
 /// How long opening waits for a lock held by a daemon that is exiting.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
 
-/// The `meta` key of the flush sequence, mirrored in `<db>.seq` after each
-/// flush: a database that recovers to an older sequence than the mirror has
-/// lost acknowledged writes (sled stops its recovery at the first damaged
-/// record), and is refused.
+/// The `meta` key of the flush sequence. Each commit records its sequence
+/// here and then in the snapshot: a database that recovers to an older
+/// sequence than the snapshot's has lost acknowledged writes (sled stops its
+/// recovery at the first damaged record), and is rebuilt from the snapshot.
 const FLUSH_SEQ_KEY: &[u8] = b"flush_seq";
+
+/// The snapshot is born 0600, always: like the database, it holds agent
+/// tokens and every process's environment.
+pub const SNAPSHOT_MODE: u32 = 0o600;
 
 /// The smallest `conf` sled writes; shorter means damaged (sled itself would
 /// quietly write a new one).
@@ -54,6 +71,10 @@ const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 pub enum StoreError {
     #[error("the database is damaged ({0}); it was left untouched. Move it away (it is OPM_HOME/db) to start afresh, or restore a backup")]
     Damaged(String),
+    #[error("the database is damaged ({why}); it was left untouched because recovery was not wanted. `opm daemon restore` (without --no-recover) moves it aside and rebuilds it from {snapshot}")]
+    DamagedNotRecovered { why: String, snapshot: PathBuf },
+    #[error("the database is damaged ({why}) and cannot be rebuilt ({snapshot}); it was left untouched. Move it away (it is OPM_HOME/db) to start afresh, or restore a backup")]
+    DamagedNoSnapshot { why: String, snapshot: String },
     #[error("the database has schema version {found}, newer than this opm supports ({supported}); it was left untouched. Upgrade opm")]
     Newer { found: u32, supported: u32 },
     #[error("another opm daemon is using this database ({0})")]
@@ -78,6 +99,33 @@ pub struct NewSpec {
     pub explicit_name: bool,
 }
 
+/// How a damaged database was replaced when the store opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// When the rebuild happened (ms since the epoch).
+    pub at_ms: u64,
+    /// What was wrong with the database.
+    pub reason: String,
+    /// The snapshot it was rebuilt from, and when that was written.
+    pub snapshot: PathBuf,
+    pub snapshot_written_ms: u64,
+    /// Where the damaged database was moved (None when it was missing).
+    pub damaged_copy: Option<PathBuf>,
+    /// Process definitions restored.
+    pub processes: usize,
+}
+
+/// The group commit's state: tickets handed out, tickets durable, and
+/// whether a leader is committing right now.
+#[derive(Debug, Default)]
+struct CommitState {
+    requested: u64,
+    durable: u64,
+    leading: bool,
+    /// Commits carried out (each one fsync round), for benches and tests.
+    commits: u64,
+}
+
 pub struct Store {
     db: sled::Db,
     meta: sled::Tree,
@@ -86,11 +134,17 @@ pub struct Store {
     runtime: sled::Tree,
     events: sled::Tree,
     event_seq: AtomicU64,
-    /// The flush sequence; its lock keeps the stored value, the flush and
-    /// the mirror in one order across threads.
-    flush_seq: std::sync::Mutex<u64>,
-    seq_file: PathBuf,
+    commit: Mutex<CommitState>,
+    committed: Condvar,
+    /// Multi-tree transactions hold it shared; the snapshot takes it alone,
+    /// so it never sees half of one.
+    writes: RwLock<()>,
+    /// sled's log and its folder, fsynced by each commit.
+    log_file: std::fs::File,
+    dir: PathBuf,
+    snapshot_file: PathBuf,
     schema: u32,
+    recovery: Option<Recovery>,
     /// Held for the life of the store: one daemon per database.
     _lock: std::fs::File,
 }
@@ -251,19 +305,13 @@ fn recorded_seq(db: &sled::Db) -> Result<u64, StoreError> {
     }
 }
 
-/// The sequence mirrored beside the database, if the file is there.
-fn mirrored_seq(path: &Path) -> Result<Option<u64>, StoreError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            text.trim().parse().map(Some).map_err(|_| {
-                StoreError::Damaged(format!("{} does not hold a number", path.display()))
-            })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(StoreError::Io(path.to_path_buf(), e)),
-    }
+/// The sequence an older opm mirrored in `db.seq`, when that file is there
+/// and whole. A file that does not hold a number (the old writer truncated
+/// it in place) says nothing, and is not a reason to refuse anything.
+fn legacy_seq(path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.trim().parse().ok()
 }
-
 /// sled rewrites a missing or short `conf` without a word; a database with
 /// data but no whole `conf` is damaged.
 fn check_conf(dir: &Path) -> Result<(), StoreError> {
@@ -279,50 +327,171 @@ fn check_conf(dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Checks an existing database on a copy (see the module doc), leaving the
+/// real one untouched.
+fn verify_copy(dir: &Path, parent: &Path, acknowledged: Option<u64>) -> Result<(), StoreError> {
+    check_conf(dir)?;
+    let copy = parent.join(format!(".db-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&copy);
+    copy_dir(dir, &copy).map_err(|e| StoreError::Io(copy.clone(), e))?;
+    let copy_for_check = copy.clone();
+    // sled may panic on some damaged files; on a copy that is just a
+    // finding.
+    let checked = std::panic::catch_unwind(move || -> Result<u32, StoreError> {
+        let db = open_sled(&copy_for_check)?;
+        if !db.was_recovered() {
+            return Err(StoreError::Damaged(
+                "sled found no database in the files".into(),
+            ));
+        }
+        check(&db, false, acknowledged)
+    });
+    let _ = std::fs::remove_dir_all(&copy);
+    match checked {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(StoreError::Damaged("sled could not read the files".into())),
+    }
+}
+
+/// A name beside `dir` for its damaged copy: `db.damaged-<UTC time>`.
+fn damaged_name(dir: &Path, now_ms: u64) -> PathBuf {
+    let (y, mo, d, h, mi, s) = crate::spec::civil_utc(now_ms);
+    let base = format!(
+        "{}.damaged-{y:04}-{mo:02}-{d:02}T{h:02}-{mi:02}-{s:02}Z",
+        dir.file_name().map_or("db".into(), |n| n.to_string_lossy())
+    );
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    let mut candidate = parent.join(&base);
+    let mut n = 1;
+    while candidate.exists() {
+        candidate = parent.join(format!("{base}-{n}"));
+        n += 1;
+    }
+    candidate
+}
+
+/// Moves the damaged database aside and writes a fresh one from `snap`.
+fn rebuild(dir: &Path, snap: &Snapshot, now_ms: u64) -> Result<Option<PathBuf>, StoreError> {
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| StoreError::Io(p, e)
+    };
+    let aside = if dir.exists() {
+        let aside = damaged_name(dir, now_ms);
+        std::fs::rename(dir, &aside).map_err(io(dir))?;
+        crate::fsutil::sync_dir(parent).map_err(io(parent))?;
+        Some(aside)
+    } else {
+        None
+    };
+    let db = open_sled(dir)?;
+    for (name, entries) in &snap.trees {
+        let tree = db.open_tree(name)?;
+        for (k, v) in entries {
+            tree.insert(k.as_slice(), v.as_slice())?;
+        }
+    }
+    db.open_tree(META)?
+        .insert(FLUSH_SEQ_KEY, codec::encode(&snap.seq)?)?;
+    db.flush()?;
+    drop(db);
+    crate::fsutil::sync_dir(parent).map_err(io(parent))?;
+    Ok(aside)
+}
+
 impl Store {
-    /// Opens (or creates) the database in `dir`. See the module doc.
+    /// Opens (or creates) the database in `dir`, rebuilding a damaged one
+    /// from its snapshot. See the module doc.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with(dir, true)
+    }
+
+    /// Opens the database in `dir`; with `recover` false a damaged database
+    /// is refused and left untouched instead of rebuilt.
+    pub fn open_with(dir: &Path, recover: bool) -> Result<Store, StoreError> {
         let parent = dir.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|e| StoreError::Io(parent.to_path_buf(), e))?;
         let lock = lock(dir)?;
+        let snapshot_file = dir.with_extension("snapshot");
+        crate::fsutil::remove_leftovers(&snapshot_file);
         let exists = dir.exists()
             && std::fs::read_dir(dir)
                 .map_err(|e| StoreError::Io(dir.to_path_buf(), e))?
                 .next()
                 .is_some();
-        let seq_file = dir.with_extension("seq");
-        let mirrored = if exists {
-            mirrored_seq(&seq_file)?
+        let snap = Snapshot::read(&snapshot_file);
+        let legacy_file = dir.with_extension("seq");
+        let acknowledged = [
+            snap.as_ref().ok().and_then(|s| s.as_ref()).map(|s| s.seq),
+            legacy_seq(&legacy_file),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        let verdict = if exists {
+            verify_copy(dir, parent, acknowledged)
+        } else if matches!(snap, Ok(Some(_))) {
+            Err(StoreError::Damaged(
+                "the database folder is missing or empty, but its snapshot is there".into(),
+            ))
         } else {
-            None
+            Ok(())
         };
-        if exists {
-            check_conf(dir)?;
-            let copy = parent.join(format!(".db-check-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&copy);
-            copy_dir(dir, &copy).map_err(|e| StoreError::Io(copy.clone(), e))?;
-            let copy_for_check = copy.clone();
-            // sled may panic on some damaged files; on a copy that is just a
-            // refusal.
-            let checked = std::panic::catch_unwind(move || -> Result<u32, StoreError> {
-                let db = open_sled(&copy_for_check)?;
-                if !db.was_recovered() {
-                    return Err(StoreError::Damaged(
-                        "sled found no database in the files".into(),
-                    ));
+        let mut recovery = None;
+        let mut acknowledged = acknowledged;
+        match verdict {
+            Ok(()) => {}
+            Err(StoreError::Damaged(why)) => {
+                let snap = match snap {
+                    Ok(Some(snap)) => snap,
+                    Ok(None) => {
+                        return Err(StoreError::DamagedNoSnapshot {
+                            why,
+                            snapshot: format!("there is no {}", snapshot_file.display()),
+                        })
+                    }
+                    Err(bad) => {
+                        return Err(StoreError::DamagedNoSnapshot {
+                            why,
+                            snapshot: format!("the snapshot is damaged too: {bad}"),
+                        })
+                    }
+                };
+                if let Some(found) = snap.schema().filter(|v| *v > migrate::CURRENT) {
+                    return Err(StoreError::Newer {
+                        found,
+                        supported: migrate::CURRENT,
+                    });
                 }
-                check(&db, false, mirrored)
-            });
-            let _ = std::fs::remove_dir_all(&copy);
-            match checked {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(StoreError::Damaged("sled could not read the files".into())),
+                if !recover {
+                    return Err(StoreError::DamagedNotRecovered {
+                        why,
+                        snapshot: snapshot_file,
+                    });
+                }
+                let now = crate::spec::now_ms();
+                let aside = rebuild(dir, &snap, now)?;
+                acknowledged = Some(snap.seq);
+                recovery = Some(Recovery {
+                    at_ms: now,
+                    reason: why,
+                    snapshot: snapshot_file.clone(),
+                    snapshot_written_ms: snap.written_ms,
+                    damaged_copy: aside,
+                    processes: snap.processes(),
+                });
             }
+            Err(e) => return Err(e),
         }
+        let fresh = !exists && recovery.is_none();
         let db = open_sled(dir)?;
-        let schema = check(&db, !exists, mirrored)?;
-        let flush_seq = std::sync::Mutex::new(recorded_seq(&db)?);
+        let schema = check(&db, fresh, acknowledged)?;
+        let log_path = dir.join("db");
+        let log_file =
+            std::fs::File::open(&log_path).map_err(|e| StoreError::Io(log_path.clone(), e))?;
+        let committed_seq = recorded_seq(&db)?;
         let meta = db.open_tree(META)?;
         let events = db.open_tree(EVENTS)?;
         let event_seq = events
@@ -337,17 +506,48 @@ impl Store {
             meta,
             events,
             event_seq: AtomicU64::new(event_seq),
-            flush_seq,
-            seq_file,
+            commit: Mutex::new(CommitState {
+                requested: committed_seq,
+                durable: committed_seq,
+                ..CommitState::default()
+            }),
+            committed: Condvar::new(),
+            writes: RwLock::new(()),
+            log_file,
+            dir: dir.to_path_buf(),
+            snapshot_file,
             schema,
+            recovery,
             db,
             _lock: lock,
         };
         for tree in [ROLE, AGENTS] {
             store.db.open_tree(tree)?;
         }
+        // The conf file is written once, when sled creates the database.
+        if let Ok(conf) = std::fs::File::open(dir.join("conf")) {
+            conf.sync_all()
+                .map_err(|e| StoreError::Io(dir.join("conf"), e))?;
+        }
         store.flush()?;
+        // The snapshot now carries the sequence the old mirror did.
+        if legacy_file.exists() {
+            let _ = std::fs::remove_file(&legacy_file);
+        }
         Ok(store)
+    }
+
+    /// How a damaged database was rebuilt when this store opened, if it was.
+    pub fn recovery(&self) -> Option<&Recovery> {
+        self.recovery.as_ref()
+    }
+
+    /// How many commits (fsync rounds) this store has made.
+    pub fn commits(&self) -> u64 {
+        self.commit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .commits
     }
 
     pub fn schema_version(&self) -> u32 {
@@ -359,24 +559,94 @@ impl Store {
         Ok(self.db.open_tree(name)?)
     }
 
-    /// Makes every write so far durable, and mirrors the flush sequence
-    /// beside the database (see `FLUSH_SEQ_KEY`).
+    /// Makes every write made before the call durable (see the module doc).
+    ///
+    /// Group commit: each call takes a ticket. When no commit is running,
+    /// the caller leads one that covers every ticket handed out so far;
+    /// otherwise it waits, and a commit that started after its ticket covers
+    /// it. N concurrent callers therefore pay two commits at most, not N.
+    /// A lock poisoned by a panicking thread still holds consistent counters
+    /// (they change only under it, by plain assignments).
     pub fn flush(&self) -> Result<(), StoreError> {
-        // A poisoned lock still holds the last sequence written.
-        let mut guard = self.flush_seq.lock().unwrap_or_else(|p| p.into_inner());
-        *guard += 1;
-        let seq = *guard;
+        let mut state = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+        state.requested += 1;
+        let ticket = state.requested;
+        loop {
+            if state.durable >= ticket {
+                return Ok(());
+            }
+            if state.leading {
+                state = self
+                    .committed
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            state.leading = true;
+            let upto = state.requested;
+            drop(state);
+            let result = self.commit_upto(upto);
+            state = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+            state.leading = false;
+            if result.is_ok() {
+                state.durable = state.durable.max(upto);
+                state.commits += 1;
+            }
+            self.committed.notify_all();
+            // On failure the waiters take the lead in turn and try again.
+            result?;
+        }
+    }
+
+    /// One commit: records `seq`, has sled write its log, fsyncs it, and
+    /// writes the snapshot.
+    fn commit_upto(&self, seq: u64) -> Result<(), StoreError> {
         self.meta.insert(FLUSH_SEQ_KEY, codec::encode(&seq)?)?;
+        fail::fail_point!("store::before-flush");
         self.db.flush()?;
-        // After the flush: the mirror never claims more than the log holds.
-        // No fsync: it guards against damage to the log, not power cuts.
-        std::fs::write(&self.seq_file, format!("{seq}\n"))
-            .map_err(|e| StoreError::Io(self.seq_file.clone(), e))?;
-        Ok(())
+        fail::fail_point!("store::after-flush");
+        // sled's flush is sync_file_range: the data may still sit in the
+        // drive's cache and the file's size in the journal.
+        self.log_file
+            .sync_data()
+            .map_err(|e| StoreError::Io(self.dir.join("db"), e))?;
+        crate::fsutil::sync_dir(&self.dir).map_err(|e| StoreError::Io(self.dir.clone(), e))?;
+        fail::fail_point!("store::after-fsync");
+        self.write_snapshot(seq)
+    }
+
+    fn write_snapshot(&self, seq: u64) -> Result<(), StoreError> {
+        let snap = {
+            let _alone = self.writes.write().unwrap_or_else(|p| p.into_inner());
+            let mut trees = Vec::with_capacity(snapshot::TREES.len());
+            for name in snapshot::TREES {
+                let tree = self.db.open_tree(name)?;
+                let entries = tree
+                    .iter()
+                    .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())))
+                    .collect::<Result<Vec<_>, _>>()?;
+                trees.push((name.to_string(), entries));
+            }
+            Snapshot {
+                seq,
+                written_ms: crate::spec::now_ms(),
+                trees,
+            }
+        };
+        let bytes = snap.encode().map_err(StoreError::Encode)?;
+        crate::fsutil::write_atomic_exact(&self.snapshot_file, &bytes, SNAPSHOT_MODE)
+            .map_err(|e| StoreError::Io(self.snapshot_file.clone(), e))
+    }
+
+    /// Shared hold on the trees for a multi-tree transaction (see `writes`).
+    fn writing(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.writes.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Creates processes in one transaction (ids, names, specs) and flushes.
     pub fn create(&self, new: Vec<NewSpec>) -> Result<Vec<Spec>, StoreError> {
+        fail::fail_point!("store::before-insert");
+        let writing = self.writing();
         let created = (&self.processes, &self.names, &self.meta)
             .transaction(|(p, n, m)| {
                 let mut next_id: u64 = match m.get(NEXT_ID_KEY)? {
@@ -397,12 +667,16 @@ impl Store {
                 Ok(out)
             })
             .map_err(tx_err)?;
+        drop(writing);
+        fail::fail_point!("store::after-insert");
         self.flush()?;
         Ok(created)
     }
 
     /// Replaces the specs (same ids and names) in one transaction and flushes.
     pub fn update(&self, specs: &[Spec]) -> Result<(), StoreError> {
+        fail::fail_point!("store::before-insert");
+        let writing = self.writing();
         self.processes
             .transaction(|p| {
                 for spec in specs {
@@ -414,11 +688,15 @@ impl Store {
                 Ok(())
             })
             .map_err(tx_err)?;
+        drop(writing);
+        fail::fail_point!("store::after-insert");
         self.flush()
     }
 
     /// Forgets a process: spec, name and runtime, in one transaction; flushes.
     pub fn remove(&self, id: u64) -> Result<(), StoreError> {
+        fail::fail_point!("store::before-insert");
+        let writing = self.writing();
         (&self.processes, &self.names, &self.runtime)
             .transaction(|(p, n, r)| {
                 let key = codec::id_key(id);
@@ -431,6 +709,8 @@ impl Store {
                 Ok(())
             })
             .map_err(tx_err)?;
+        drop(writing);
+        fail::fail_point!("store::after-insert");
         self.flush()
     }
 
