@@ -12,8 +12,9 @@
 //!
 //! An acknowledged mutation is durable when the method returns, power cut
 //! included: sled's flush (which is only `sync_file_range`), then an
-//! `fdatasync` of its log, then the snapshot written atomically. Concurrent
-//! callers share that work (group commit, see `Store::flush`).
+//! `fdatasync` of its log, then the snapshot and the sequence mirror
+//! (`db.seq`) written atomically. Concurrent callers share that work (group
+//! commit, see `Store::flush`).
 
 pub mod codec;
 pub mod migrate;
@@ -50,9 +51,10 @@ pub const EVENTS_LIMIT: u64 = 10_000;
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// The `meta` key of the flush sequence. Each commit records its sequence
-/// here and then in the snapshot: a database that recovers to an older
-/// sequence than the snapshot's has lost acknowledged writes (sled stops its
-/// recovery at the first damaged record), and is rebuilt from the snapshot.
+/// here, then in the snapshot and in `db.seq`: a database that recovers to
+/// an older sequence than they hold has lost acknowledged writes (sled stops
+/// its recovery at the first damaged record, silently), and is rebuilt from
+/// the snapshot.
 const FLUSH_SEQ_KEY: &[u8] = b"flush_seq";
 
 /// The snapshot is born 0600, always: like the database, it holds agent
@@ -143,6 +145,10 @@ pub struct Store {
     log_file: std::fs::File,
     dir: PathBuf,
     snapshot_file: PathBuf,
+    /// `db.seq`: the last commit's sequence, a second witness beside the
+    /// snapshot's (see `FLUSH_SEQ_KEY`), so a damaged snapshot does not hide
+    /// a damaged database.
+    seq_file: PathBuf,
     schema: u32,
     recovery: Option<Recovery>,
     /// Held for the life of the store: one daemon per database.
@@ -305,10 +311,10 @@ fn recorded_seq(db: &sled::Db) -> Result<u64, StoreError> {
     }
 }
 
-/// The sequence an older opm mirrored in `db.seq`, when that file is there
-/// and whole. A file that does not hold a number (the old writer truncated
-/// it in place) says nothing, and is not a reason to refuse anything.
-fn legacy_seq(path: &Path) -> Option<u64> {
+/// The sequence mirrored in `db.seq`, when that file is there and whole. A
+/// file that does not hold a number (an older opm truncated it in place)
+/// says nothing, and is not a reason to refuse anything.
+fn mirrored_seq(path: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;
     text.trim().parse().ok()
 }
@@ -415,17 +421,18 @@ impl Store {
         std::fs::create_dir_all(parent).map_err(|e| StoreError::Io(parent.to_path_buf(), e))?;
         let lock = lock(dir)?;
         let snapshot_file = dir.with_extension("snapshot");
+        let seq_file = dir.with_extension("seq");
         crate::fsutil::remove_leftovers(&snapshot_file);
+        crate::fsutil::remove_leftovers(&seq_file);
         let exists = dir.exists()
             && std::fs::read_dir(dir)
                 .map_err(|e| StoreError::Io(dir.to_path_buf(), e))?
                 .next()
                 .is_some();
         let snap = Snapshot::read(&snapshot_file);
-        let legacy_file = dir.with_extension("seq");
         let acknowledged = [
             snap.as_ref().ok().and_then(|s| s.as_ref()).map(|s| s.seq),
-            legacy_seq(&legacy_file),
+            mirrored_seq(&seq_file),
         ]
         .into_iter()
         .flatten()
@@ -459,6 +466,15 @@ impl Store {
                         })
                     }
                 };
+                if let Some(mirrored) = acknowledged.filter(|a| *a > snap.seq) {
+                    return Err(StoreError::DamagedNoSnapshot {
+                        why,
+                        snapshot: format!(
+                            "its snapshot holds writes up to {} but {mirrored} were acknowledged",
+                            snap.seq
+                        ),
+                    });
+                }
                 if let Some(found) = snap.schema().filter(|v| *v > migrate::CURRENT) {
                     return Err(StoreError::Newer {
                         found,
@@ -516,6 +532,7 @@ impl Store {
             log_file,
             dir: dir.to_path_buf(),
             snapshot_file,
+            seq_file,
             schema,
             recovery,
             db,
@@ -530,10 +547,6 @@ impl Store {
                 .map_err(|e| StoreError::Io(dir.join("conf"), e))?;
         }
         store.flush()?;
-        // The snapshot now carries the sequence the old mirror did.
-        if legacy_file.exists() {
-            let _ = std::fs::remove_file(&legacy_file);
-        }
         Ok(store)
     }
 
@@ -612,7 +625,9 @@ impl Store {
             .map_err(|e| StoreError::Io(self.dir.join("db"), e))?;
         crate::fsutil::sync_dir(&self.dir).map_err(|e| StoreError::Io(self.dir.clone(), e))?;
         fail::fail_point!("store::after-fsync");
-        self.write_snapshot(seq)
+        self.write_snapshot(seq)?;
+        crate::fsutil::write_atomic_exact(&self.seq_file, format!("{seq}\n").as_bytes(), 0o600)
+            .map_err(|e| StoreError::Io(self.seq_file.clone(), e))
     }
 
     fn write_snapshot(&self, seq: u64) -> Result<(), StoreError> {

@@ -1,6 +1,10 @@
-//! The database is never lost or overwritten: a damaged one or one of a
-//! newer schema is refused and left byte-for-byte as it was; an older one
-//! is migrated, including the schema-1 database kept in `tests/data/v1-db`.
+//! The database is never lost, never overwritten, and never keeps opm from
+//! starting: a damaged one is moved aside (`db.damaged-<time>`, byte for byte
+//! as it was) and rebuilt from the snapshot with every process, which the
+//! daemon then adopts and reports in `daemon restore` and `daemon health`;
+//! with `--no-recover` it is refused and left untouched; one of a newer
+//! schema is always refused untouched; an older one is migrated, including
+//! the schema-1 database kept in `tests/data/v1-db`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,26 +17,46 @@ use opm::store::Store;
 
 use crate::common::{alive, copy_dir, pid_of, snapshot_dir, wait_until, Output, TestHome};
 
-/// A home whose daemon has stored two processes and then stopped.
-fn home_with_a_stopped_daemon() -> TestHome {
+/// A home whose daemon has stored two processes (`a` running, `b` stopped)
+/// and then stopped itself; returns it with `a`'s pid.
+fn home_with_a_stopped_daemon() -> (TestHome, i32) {
     let home = TestHome::new();
-    home.start("sleep 1000", "a", &[]);
+    let a = pid_of(&home.start("sleep 1000", "a", &[]));
     home.start("sleep 1000", "b", &[]);
-    home.opm(&["stop", "all"]).ok();
+    home.opm(&["stop", "b"]).ok();
     home.opm(&["daemon", "stop"]).ok();
     assert!(!home.join("opm.sock").exists());
-    home
+    assert!(alive(a), "a outlives the daemon");
+    (home, a)
 }
 
-/// Runs `opm list` on a home whose database must be refused, and checks
-/// that nothing under `db/` changed and no daemon was left running.
+/// `OPM_HOME/db`, `db.snapshot` and `db.seq`, every byte.
+fn db_and_snapshot(home: &TestHome) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = home.snapshot("db");
+    for beside in ["db.snapshot", "db.seq"] {
+        if let Ok(bytes) = std::fs::read(home.join(beside)) {
+            files.insert(PathBuf::from("..").join(beside), bytes);
+        }
+    }
+    files
+}
+
+/// Runs `opm daemon restore --no-recover` on a home whose database must be
+/// refused, and checks that the database and its snapshot did not change
+/// and no daemon was left running.
 #[track_caller]
 fn assert_refused(home: &TestHome, why: &str) -> Output {
-    let before = home.snapshot("db");
-    let out = home.opm(&["list", "--format", "json"]).failed();
+    let before = db_and_snapshot(home);
+    let out = home.opm(&["daemon", "restore", "--no-recover"]).failed();
     assert!(out.stderr.contains(why), "stderr should say {why:?}: {out}");
-    let after = home.snapshot("db");
-    assert_same_files(&before, &after);
+    assert!(out.stderr.contains("left untouched"), "{out}");
+    assert_same_files(&before, &db_and_snapshot(home));
+    assert_no_daemon_and_no_leftovers(home);
+    out
+}
+
+#[track_caller]
+fn assert_no_daemon_and_no_leftovers(home: &TestHome) {
     assert!(
         home.daemon_pid().is_none_or(|p| !alive(p)),
         "no daemon may run on a refused database"
@@ -50,7 +74,85 @@ fn assert_refused(home: &TestHome, why: &str) -> Output {
         leftovers.is_empty(),
         "the check's copy is removed: {leftovers:?}"
     );
-    out
+}
+
+/// The damaged copies beside the database.
+fn damaged_copies(home: &TestHome) -> Vec<PathBuf> {
+    std::fs::read_dir(home.path())
+        .expect("read the home")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("db.damaged-"))
+        })
+        .collect()
+}
+
+/// Runs `opm daemon restore` on a damaged home (`a` running as `a_pid`, `b`
+/// stopped) and checks the rebuild: said in the output, in `daemon health`
+/// (text and JSON), the damaged files kept aside byte for byte (`damaged`
+/// is `None` when the folder was missing), both processes back with `a`
+/// adopted, not started again.
+#[track_caller]
+fn assert_recovered(home: &TestHome, a_pid: i32, damaged: Option<&BTreeMap<PathBuf, Vec<u8>>>) {
+    let out = home.opm(&["daemon", "restore"]).ok();
+    assert!(out.stdout.contains("daemon started"), "{out}");
+    assert!(
+        out.stdout
+            .contains("the database was damaged and was rebuilt"),
+        "restore says so: {out}"
+    );
+    let list = home.list();
+    let names: Vec<&str> = list
+        .iter()
+        .map(|p| p["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["a", "b"], "every process is back: {list:#?}");
+    assert_eq!(list[0]["status"], "online");
+    assert_eq!(pid_of(&list[0]), a_pid, "a is adopted, not started twice");
+    assert_eq!(list[1]["status"], "stopped", "b stays stopped");
+    assert_eq!(
+        crate::common::pids_with_env(home.marker())
+            .into_iter()
+            .filter(|p| crate::common::comm(*p).as_deref() == Some("sleep"))
+            .count(),
+        1,
+        "exactly one sleep runs"
+    );
+
+    let text = home.opm(&["daemon", "health"]).ok();
+    assert!(text.stdout.contains("recovered:"), "{text}");
+    let health = home.opm(&["daemon", "health", "--format", "json"]).ok();
+    let health: serde_json::Value = serde_json::from_str(&health.stdout).expect("JSON");
+    let r = &health["recovered"];
+    assert!(r.is_object(), "health reports the recovery: {health:#}");
+    assert_eq!(r["processes"], 2);
+    assert!(r["at_ms"].as_u64().is_some_and(|t| t > 0), "{r}");
+    assert!(!r["reason"].as_str().expect("reason").is_empty());
+    assert_eq!(
+        r["from"].as_str().expect("from"),
+        home.join("db.snapshot").display().to_string()
+    );
+    let copies = damaged_copies(home);
+    match damaged {
+        Some(files) => {
+            assert_eq!(copies.len(), 1, "{copies:?}");
+            assert_eq!(
+                r["damaged_copy"].as_str().expect("damaged_copy"),
+                copies[0].display().to_string()
+            );
+            assert_same_files(files, &snapshot_dir(&copies[0]));
+        }
+        None => {
+            assert!(copies.is_empty(), "{copies:?}");
+            assert!(r["damaged_copy"].is_null(), "{r}");
+        }
+    }
+    let info = home.opm(&["info", "a", "--format", "json"]).ok();
+    assert!(info.success());
+    let log = std::fs::read_to_string(home.join("daemon.log")).expect("daemon.log");
+    assert!(log.contains("RECOVERED"), "the log says so:\n{log}");
 }
 
 #[track_caller]
@@ -75,47 +177,117 @@ fn garble(file: &Path, fraction: f64) {
     std::fs::write(file, bytes).expect("write the damaged file");
 }
 
-#[test]
-fn a_database_damaged_anywhere_is_refused_and_left_untouched() {
-    let home = home_with_a_stopped_daemon();
-    let pristine = std::fs::read(home.join("db/db")).expect("read db/db");
-    for fraction in [0.25, 0.5, 0.75] {
-        std::fs::write(home.join("db/db"), &pristine).expect("restore db/db");
-        garble(&home.join("db/db"), fraction);
-        assert_refused(&home, "damaged");
-    }
-}
-
-#[test]
-fn a_truncated_conf_file_is_refused_and_left_untouched() {
-    let home = home_with_a_stopped_daemon();
-    let conf = home.join("db/conf");
-    let bytes = std::fs::read(&conf).expect("read db/conf");
-    std::fs::write(&conf, &bytes[..bytes.len() / 2]).expect("truncate db/conf");
-    let out = assert_refused(&home, "damaged");
-    assert!(out.stderr.contains("left untouched"), "{out}");
-}
-
-#[test]
-fn a_garbled_conf_file_is_refused_and_left_untouched() {
-    let home = home_with_a_stopped_daemon();
-    std::fs::write(home.join("db/conf"), b"segment_size: banana\n\xff\x00\xfe")
-        .expect("garble db/conf");
+/// Damages a fresh home with `damage`, shows that `--no-recover` refuses it
+/// untouched, then that a plain restore rebuilds it with every process.
+#[track_caller]
+fn refused_then_recovered(damage: impl Fn(&TestHome)) {
+    let (home, a) = home_with_a_stopped_daemon();
+    damage(&home);
+    let damaged = home.snapshot("db");
     assert_refused(&home, "damaged");
+    assert_recovered(&home, a, Some(&damaged));
 }
 
 #[test]
-fn an_emptied_or_tiny_conf_file_is_refused_and_left_untouched() {
-    for content in [&b""[..], &b"\xff\xff\xff"[..]] {
-        let home = home_with_a_stopped_daemon();
-        std::fs::write(home.join("db/conf"), content).expect("damage db/conf");
-        assert_refused(&home, "damaged");
+fn a_database_with_flipped_bytes_anywhere_is_rebuilt_from_the_snapshot() {
+    for fraction in [0.25, 0.5, 0.75] {
+        refused_then_recovered(|home| garble(&home.join("db/db"), fraction));
     }
 }
 
 #[test]
-fn a_database_of_a_newer_schema_is_refused_and_left_untouched() {
-    let home = home_with_a_stopped_daemon();
+fn a_truncated_database_is_rebuilt_from_the_snapshot() {
+    refused_then_recovered(|home| {
+        let log = home.join("db/db");
+        let bytes = std::fs::read(&log).expect("read db/db");
+        std::fs::write(&log, &bytes[..bytes.len() / 2]).expect("truncate db/db");
+    });
+}
+
+#[test]
+fn a_database_with_a_deleted_file_is_rebuilt_from_the_snapshot() {
+    refused_then_recovered(|home| std::fs::remove_file(home.join("db/db")).expect("rm db/db"));
+    refused_then_recovered(|home| std::fs::remove_file(home.join("db/conf")).expect("rm db/conf"));
+}
+
+#[test]
+fn a_truncated_emptied_or_garbled_conf_file_is_rebuilt_from_the_snapshot() {
+    refused_then_recovered(|home| {
+        let conf = home.join("db/conf");
+        let bytes = std::fs::read(&conf).expect("read db/conf");
+        std::fs::write(&conf, &bytes[..bytes.len() / 2]).expect("truncate db/conf");
+    });
+    refused_then_recovered(|home| {
+        std::fs::write(home.join("db/conf"), b"").expect("empty db/conf")
+    });
+    refused_then_recovered(|home| {
+        std::fs::write(home.join("db/conf"), b"segment_size: banana\n\xff\x00\xfe")
+            .expect("garble db/conf")
+    });
+}
+
+#[test]
+fn a_missing_database_folder_is_rebuilt_from_the_snapshot() {
+    let (home, a) = home_with_a_stopped_daemon();
+    std::fs::remove_dir_all(home.join("db")).expect("rm -r db");
+    let out = home.opm(&["daemon", "restore", "--no-recover"]).failed();
+    assert!(out.stderr.contains("missing"), "{out}");
+    assert!(!home.join("db").exists(), "nothing was created");
+    assert_recovered(&home, a, None);
+}
+
+#[test]
+fn a_damaged_database_without_a_usable_snapshot_is_refused_and_left_untouched() {
+    let (home, _) = home_with_a_stopped_daemon();
+    garble(&home.join("db/db"), 0.5);
+    garble(&home.join("db.snapshot"), 0.5);
+    let before = db_and_snapshot(&home);
+    let out = home.opm(&["list"]).failed();
+    assert!(out.stderr.contains("damaged"), "{out}");
+    assert!(out.stderr.contains("snapshot is damaged too"), "{out}");
+    assert!(out.stderr.contains("left untouched"), "{out}");
+    assert_same_files(&before, &db_and_snapshot(&home));
+    assert_no_daemon_and_no_leftovers(&home);
+    assert!(damaged_copies(&home).is_empty());
+}
+
+#[test]
+fn a_damaged_snapshot_beside_a_sound_database_is_written_again() {
+    let (home, a) = home_with_a_stopped_daemon();
+    std::fs::write(home.join("db.snapshot"), b"garbage").expect("damage the snapshot");
+    let list = home.list();
+    assert_eq!(list.len(), 2);
+    assert_eq!(pid_of(&list[0]), a);
+    let health = home.opm(&["daemon", "health", "--format", "json"]).ok();
+    let health: serde_json::Value = serde_json::from_str(&health.stdout).expect("JSON");
+    assert!(
+        health["recovered"].is_null(),
+        "nothing was rebuilt: {health:#}"
+    );
+    let snap = std::fs::read(home.join("db.snapshot")).expect("snapshot");
+    assert!(snap.starts_with(b"opmsnap"), "the snapshot is whole again");
+}
+
+#[test]
+fn the_snapshot_and_the_database_are_private_to_the_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let (home, _) = home_with_a_stopped_daemon();
+    let mode = |p: &str| {
+        std::fs::metadata(home.join(p))
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("db.snapshot"), 0o600);
+    assert_eq!(mode("db"), 0o700);
+    assert_eq!(mode("db/db"), 0o600);
+    assert_eq!(mode("config.toml"), 0o600);
+}
+
+#[test]
+fn a_database_of_a_newer_schema_is_refused_and_left_untouched_even_with_recovery() {
+    let (home, _) = home_with_a_stopped_daemon();
     {
         let store = Store::open(&home.join("db")).expect("open the store in-process");
         store
@@ -125,11 +297,18 @@ fn a_database_of_a_newer_schema_is_refused_and_left_untouched() {
             .expect("write meta.schema");
         store.flush().expect("flush");
     }
-    let out = assert_refused(&home, "newer");
-    assert!(
-        out.stderr.contains("99"),
-        "the message names the version: {out}"
-    );
+    let before = db_and_snapshot(&home);
+    for args in [&["list"][..], &["daemon", "restore"][..]] {
+        let out = home.opm(args).failed();
+        assert!(out.stderr.contains("newer"), "{out}");
+        assert!(
+            out.stderr.contains("99"),
+            "the message names the version: {out}"
+        );
+        assert_same_files(&before, &db_and_snapshot(&home));
+        assert_no_daemon_and_no_leftovers(&home);
+    }
+    assert!(damaged_copies(&home).is_empty(), "never recovered");
 }
 
 /// A schema-1 process spec, as opm wrote it before restart policies.
@@ -286,4 +465,19 @@ fn the_kept_schema_1_database_still_opens_and_its_process_runs() {
     assert!(info["max_memory"].is_null());
 
     assert_same_files(&kept, &snapshot_dir(&fixture));
+}
+
+#[test]
+fn an_emptied_sequence_mirror_never_keeps_opm_from_starting() {
+    // What an older opm's in-place rewrite left after a SIGKILL.
+    let (home, a) = home_with_a_stopped_daemon();
+    std::fs::write(home.join("db.seq"), b"").expect("empty db.seq");
+    let list = home.list();
+    assert_eq!(list.len(), 2, "{list:#?}");
+    assert_eq!(pid_of(&list[0]), a);
+    let seq = std::fs::read_to_string(home.join("db.seq")).expect("db.seq");
+    assert!(
+        seq.trim().parse::<u64>().is_ok(),
+        "written whole again: {seq:?}"
+    );
 }
