@@ -337,8 +337,19 @@ fn check_conf(dir: &Path) -> Result<(), StoreError> {
 /// real one untouched.
 fn verify_copy(dir: &Path, parent: &Path, acknowledged: Option<u64>) -> Result<(), StoreError> {
     check_conf(dir)?;
+    // Copies a killed daemon left: the lock is ours, nobody else checks now.
+    if let Ok(entries) = std::fs::read_dir(parent) {
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".db-check-")
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
     let copy = parent.join(format!(".db-check-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&copy);
     copy_dir(dir, &copy).map_err(|e| StoreError::Io(copy.clone(), e))?;
     let copy_for_check = copy.clone();
     // sled may panic on some damaged files; on a copy that is just a

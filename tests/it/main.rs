@@ -15,6 +15,7 @@ mod bounded_streams;
 mod cli_errors;
 mod cli_remote;
 mod crash_restore;
+mod durability;
 mod fixture;
 mod logs;
 mod process_lifecycle;
