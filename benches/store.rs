@@ -6,7 +6,11 @@
 //!
 //! - `store/open`: `Store::open` of a fresh directory, and of one that holds
 //!   100 processes (the daemon's start: the copy-and-check, then the real open).
-//! - `store/create_one`: one `create` of one process, which flushes.
+//! - `store/create_one`: one `create` of one process, which commits (flush,
+//!   fsync, snapshot).
+//! - `store/create_100/concurrent` and `/sequential`: 100 creates of one
+//!   process each, from 100 threads at once (they share commits) or one
+//!   after another (each pays its own).
 //! - `store/specs`: `specs()` over 100 and 1,000 stored processes.
 //! - `store/put_runtime_flush`: `put_runtime` of one process, then `flush`.
 //! - `plan/*`: `plan(&spec, &observed, now)` for a running process, a crashed
@@ -116,6 +120,40 @@ fn store_benches(c: &mut Criterion) {
                 black_box(created);
             })
         });
+    }
+
+    // 100 creates at once (group commit) against the same 100 in a row.
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = populated(dir.path(), 100);
+        let mut round = 0u64;
+        g.sample_size(10);
+        g.bench_function("create_100/concurrent", |b| {
+            b.iter(|| {
+                round += 1;
+                std::thread::scope(|s| {
+                    for i in 0..100 {
+                        let store = &store;
+                        s.spawn(move || {
+                            store
+                                .create(vec![new_spec(&format!("c{round}-{i}"))])
+                                .expect("create")
+                        });
+                    }
+                });
+            })
+        });
+        g.bench_function("create_100/sequential", |b| {
+            b.iter(|| {
+                round += 1;
+                for i in 0..100 {
+                    store
+                        .create(vec![new_spec(&format!("s{round}-{i}"))])
+                        .expect("create");
+                }
+            })
+        });
+        g.sample_size(20);
     }
 
     for n in [100usize, 1_000] {

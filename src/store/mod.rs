@@ -840,3 +840,73 @@ fn pick_name(
     }
     unreachable!("u64 suffixes do not run out")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str) -> NewSpec {
+        NewSpec {
+            spec: Spec {
+                id: 0,
+                name: name.to_string(),
+                command: "sleep 1000".into(),
+                cwd: "/".into(),
+                env: Vec::new(),
+                restart: crate::spec::RestartPolicy::default(),
+                kill_timeout_ms: crate::spec::DEFAULT_KILL_TIMEOUT_MS,
+                max_memory: None,
+                watch: None,
+                desired: crate::spec::Desired::Running,
+                generation: 1,
+                created_ms: 0,
+            },
+            explicit_name: true,
+        }
+    }
+
+    #[test]
+    fn concurrent_creates_share_their_commits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("db")).expect("open");
+        let before = store.commits();
+        std::thread::scope(|s| {
+            for i in 0..100 {
+                let store = &store;
+                s.spawn(move || store.create(vec![spec(&format!("p{i}"))]).expect("create"));
+            }
+        });
+        let commits = store.commits() - before;
+        assert!(commits >= 1, "the creates were committed");
+        assert!(commits < 100, "100 creates paid {commits} commits");
+        assert_eq!(store.specs().expect("specs").len(), 100);
+    }
+
+    #[test]
+    fn every_acknowledged_create_is_in_the_snapshot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("db");
+        let store = Store::open(&db).expect("open");
+        store.create(vec![spec("a")]).expect("create");
+        let snap = Snapshot::read(&db.with_extension("snapshot"))
+            .expect("readable")
+            .expect("written");
+        assert_eq!(snap.processes(), 1);
+        assert_eq!(snap.schema(), Some(migrate::CURRENT));
+        assert_eq!(Some(snap.seq), mirrored_seq(&db.with_extension("seq")));
+    }
+
+    #[test]
+    fn a_damaged_copy_gets_a_utc_name_that_never_overwrites_another() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("db");
+        let first = damaged_name(&db, 1_795_942_960_448);
+        assert_eq!(
+            first.file_name().expect("name").to_string_lossy(),
+            "db.damaged-2026-11-29T09-02-40Z"
+        );
+        std::fs::create_dir(&first).expect("mkdir");
+        let second = damaged_name(&db, 1_795_942_960_448);
+        assert_ne!(first, second);
+    }
+}

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -173,12 +173,13 @@ fn a_storm_of_daemon_kills_loses_nothing_and_runs_nothing_twice() {
     };
     let done = AtomicBool::new(false);
     let kills = AtomicUsize::new(0);
+    let answers = AtomicUsize::new(0);
     let mut acked: BTreeMap<String, Expect> = BTreeMap::new();
     let mut unsure: Vec<String> = Vec::new();
     let mut refusals = Vec::new();
     let mut ops = 0usize;
     let mut acknowledged = 0usize;
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     std::thread::scope(|s| {
         s.spawn(|| {
             let mut last = None;
@@ -194,12 +195,20 @@ fn a_storm_of_daemon_kills_loses_nothing_and_runs_nothing_twice() {
                 };
                 // A fifth of the kills land while the daemon starts (opening
                 // the store, adopting), the rest among the commands it serves.
+                // A fifth of the kills land while the daemon starts (opening
+                // the store, adopting); the rest once it has answered a
+                // command, among the next ones (commits, spawns, stops).
                 if random(5) > 0 {
-                    let socket = home.join("opm.sock");
-                    wait_until(Duration::from_secs(20), "the daemon to serve", || {
-                        exited(pid) || std::os::unix::net::UnixStream::connect(&socket).is_ok()
+                    // A stop of an adopted process can take a second or two
+                    // (its group is polled until gone): kill during it too.
+                    let answered = answers.load(Ordering::SeqCst);
+                    let patience = Instant::now() + Duration::from_millis(200 + random(300));
+                    wait_until(Duration::from_secs(20), "the daemon to answer", || {
+                        exited(pid)
+                            || answers.load(Ordering::SeqCst) > answered
+                            || Instant::now() > patience
                     });
-                    std::thread::sleep(Duration::from_millis(random(150)));
+                    std::thread::sleep(Duration::from_millis(random(60)));
                 } else {
                     std::thread::sleep(Duration::from_millis(random(30)));
                 }
@@ -252,13 +261,23 @@ fn a_storm_of_daemon_kills_loses_nothing_and_runs_nothing_twice() {
                     (start_args(&mark, &name), name, Expect::Running)
                 };
             ops += 1;
+            let t0 = started.elapsed();
             let out = opm(&home, &args);
+            if std::env::var("STORM_DEBUG").is_ok() {
+                println!(
+                    "{t0:?}..{:?} {} {}",
+                    started.elapsed(),
+                    args[0],
+                    out.success()
+                );
+            }
             if out.stderr.contains("damaged") {
                 refusals.push(out.to_string());
             }
             unsure.retain(|u| *u != name);
             if out.success() {
                 acknowledged += 1;
+                answers.fetch_add(1, Ordering::SeqCst);
                 acked.insert(name, expect);
             } else {
                 // The daemon died under the command: it may or may not

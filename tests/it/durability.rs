@@ -242,3 +242,95 @@ fn a_daemon_killed_between_spawn_and_record_finds_its_child_by_the_spawn_marker(
     });
     assert!(found, "adopted by its spawn marker: {:#}", info["events"]);
 }
+
+/// When the syscall on `lines[i]` returned successfully: its own line, or
+/// the `<... NAME resumed>` line of the same thread.
+fn completed_at(lines: &[&str], i: usize, name: &str) -> Option<usize> {
+    let line = lines[i];
+    if !line.contains("<unfinished ...>") {
+        return line.trim_end().ends_with("= 0").then_some(i);
+    }
+    let tid = line.split_whitespace().next()?;
+    let resumed = format!("<... {name} resumed>");
+    lines
+        .iter()
+        .enumerate()
+        .skip(i + 1)
+        .find(|(_, l)| l.split_whitespace().next() == Some(tid) && l.contains(&resumed))
+        .and_then(|(j, l)| l.trim_end().ends_with("= 0").then_some(j))
+}
+
+#[test]
+fn the_answer_to_a_start_is_written_only_after_an_fsync_covering_its_write() {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_err()
+    {
+        let reason = "strace is not installed (apt-get install strace)";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{reason}");
+        println!("skipped: {reason}");
+        return;
+    }
+    let home = TestHome::new();
+    home.opm(&["daemon", "restore"]).ok();
+    let daemon = home.daemon_pid().expect("daemon pid");
+    let trace = home.join("strace.out");
+    let err = home.join("strace.err");
+    let mut strace = std::process::Command::new("strace")
+        .args(["-f", "-y", "-s", "48", "-e"])
+        .arg("trace=fsync,fdatasync,rename,renameat,renameat2,sync_file_range,write,writev,pwrite64,sendto,sendmsg")
+        .arg("-o")
+        .arg(&trace)
+        .arg("-p")
+        .arg(daemon.to_string())
+        .stderr(std::fs::File::create(&err).expect("strace.err"))
+        .spawn()
+        .expect("run strace");
+    wait_until(Duration::from_secs(10), "strace to attach", || {
+        std::fs::read_to_string(&err).is_ok_and(|e| e.contains("attached"))
+    });
+    let p = home.start("sleep 1000", "a", &[]);
+    assert_eq!(p["status"], "online");
+    crate::common::kill_pid(strace.id() as i32, libc::SIGINT);
+    let _ = strace.wait();
+
+    let text = std::fs::read_to_string(&trace).expect("the trace");
+    let lines: Vec<&str> = text.lines().collect();
+    let answer = lines
+        .iter()
+        .position(|l| l.contains("HTTP/1.1 201"))
+        .unwrap_or_else(|| panic!("no answer to the create in the trace:\n{text}"));
+    let log = "/db/db>";
+    let last_write = lines[..answer]
+        .iter()
+        .rposition(|l| (l.contains("pwrite64(") || l.contains("write(")) && l.contains(log))
+        .unwrap_or_else(|| panic!("the create wrote nothing to the log before answering:\n{text}"));
+    let flushed = lines[last_write..answer]
+        .iter()
+        .any(|l| l.contains("sync_file_range(") && l.contains(log));
+    assert!(flushed, "sled flushed its write before the answer:\n{text}");
+    let synced = (last_write..answer).find_map(|i| {
+        ["fdatasync", "fsync"].into_iter().find_map(|name| {
+            let l = lines[i];
+            (l.contains(&format!(" {name}(")) && l.contains(log))
+                .then(|| completed_at(&lines, i, name))
+                .flatten()
+        })
+    });
+    let synced = synced.unwrap_or_else(|| {
+        panic!("no fsync of the log between its last write (line {last_write}) and the answer (line {answer}):\n{text}")
+    });
+    assert!(
+        synced < answer,
+        "the fsync (line {synced}) returned before the answer (line {answer}) was written:\n{text}"
+    );
+    let snapshot = lines[synced..answer]
+        .iter()
+        .any(|l| l.contains("rename(") && l.contains("db.snapshot\""));
+    assert!(
+        snapshot,
+        "the snapshot was renamed into place before the answer:\n{text}"
+    );
+}
