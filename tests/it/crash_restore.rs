@@ -261,16 +261,7 @@ fn a_storm_of_daemon_kills_loses_nothing_and_runs_nothing_twice() {
                     (start_args(&mark, &name), name, Expect::Running)
                 };
             ops += 1;
-            let t0 = started.elapsed();
             let out = opm(&home, &args);
-            if std::env::var("STORM_DEBUG").is_ok() {
-                println!(
-                    "{t0:?}..{:?} {} {}",
-                    started.elapsed(),
-                    args[0],
-                    out.success()
-                );
-            }
             if out.stderr.contains("damaged") {
                 refusals.push(out.to_string());
             }
