@@ -6,8 +6,8 @@
 //!
 //! - `store/open`: `Store::open` of a fresh directory, and of one that holds
 //!   100 processes (the daemon's start: the copy-and-check, then the real open).
-//! - `store/create_one`: one `create` of one process, which commits (flush,
-//!   fsync, snapshot).
+//! - `store/create_one/{100,1000}`: one `create` of one process into a store
+//!   of 100 or 1,000, which commits (flush, fsync, snapshot).
 //! - `store/create_100/concurrent` and `/sequential`: 100 creates of one
 //!   process each, from 100 threads at once (they share commits) or one
 //!   after another (each pays its own).
@@ -106,52 +106,84 @@ fn store_benches(c: &mut Criterion) {
         })
     });
 
-    // One create (one transaction and a flush) into a store of 100 processes.
-    {
+    // One create (one transaction and a commit) into a store of 100 and of
+    // 1,000 processes; the one created is removed again outside the timing,
+    // so the store keeps its size (the snapshot a commit writes grows with it).
+    for n in [100usize, 1_000] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = populated(dir.path(), 100);
+        let store = populated(dir.path(), n);
         let mut i = 0u64;
-        g.bench_function("create_one", |b| {
-            b.iter(|| {
-                i += 1;
-                let created = store
-                    .create(vec![new_spec(&format!("bench-{i}"))])
-                    .expect("create");
-                black_box(created);
-            })
+        g.bench_with_input(BenchmarkId::new("create_one", n), &n, |b, _| {
+            b.iter_batched(
+                || {
+                    for spec in store.specs().expect("specs").into_iter().skip(n) {
+                        store.remove(spec.id).expect("remove");
+                    }
+                    i += 1;
+                    i
+                },
+                |i| {
+                    black_box(
+                        store
+                            .create(vec![new_spec(&format!("bench-{i}"))])
+                            .expect("create"),
+                    )
+                },
+                BatchSize::PerIteration,
+            )
         });
     }
 
-    // 100 creates at once (group commit) against the same 100 in a row.
+    // 100 creates at once (group commit) against the same 100 in a row, into
+    // a store of 100 processes (brought back to those 100 outside the timing).
     {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = populated(dir.path(), 100);
         let mut round = 0u64;
+        let trim = |store: &Store| {
+            for spec in store.specs().expect("specs").into_iter().skip(100) {
+                store.remove(spec.id).expect("remove");
+            }
+        };
         g.sample_size(10);
         g.bench_function("create_100/concurrent", |b| {
-            b.iter(|| {
-                round += 1;
-                std::thread::scope(|s| {
-                    for i in 0..100 {
-                        let store = &store;
-                        s.spawn(move || {
-                            store
-                                .create(vec![new_spec(&format!("c{round}-{i}"))])
-                                .expect("create")
-                        });
-                    }
-                });
-            })
+            b.iter_batched(
+                || {
+                    trim(&store);
+                    round += 1;
+                    round
+                },
+                |round| {
+                    std::thread::scope(|s| {
+                        for i in 0..100 {
+                            let store = &store;
+                            s.spawn(move || {
+                                store
+                                    .create(vec![new_spec(&format!("c{round}-{i}"))])
+                                    .expect("create")
+                            });
+                        }
+                    });
+                },
+                BatchSize::PerIteration,
+            )
         });
         g.bench_function("create_100/sequential", |b| {
-            b.iter(|| {
-                round += 1;
-                for i in 0..100 {
-                    store
-                        .create(vec![new_spec(&format!("s{round}-{i}"))])
-                        .expect("create");
-                }
-            })
+            b.iter_batched(
+                || {
+                    trim(&store);
+                    round += 1;
+                    round
+                },
+                |round| {
+                    for i in 0..100 {
+                        store
+                            .create(vec![new_spec(&format!("s{round}-{i}"))])
+                            .expect("create");
+                    }
+                },
+                BatchSize::PerIteration,
+            )
         });
         g.sample_size(20);
     }
