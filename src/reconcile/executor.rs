@@ -382,7 +382,10 @@ impl Executor {
                 }
             }
             // The intent must be durable before any fork: see the module doc.
-            if let Err(e) = self.store.flush() {
+            // In the log only: the pass's closing flush puts it (and the
+            // pids) in the snapshot too, and a thousand starts then pay one
+            // snapshot per batch instead of two.
+            if let Err(e) = self.store.flush_log() {
                 dlog!("cannot flush spawn intents, not starting anything yet: {e}");
                 for id in std::mem::take(&mut spawns) {
                     self.retry_later(id, now);
