@@ -13,7 +13,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{alive, run, wait_until, Output, TestHome, MARKER_VAR};
+use crate::common::{alive, needs, require, run, wait_until, Output, TestHome, MARKER_VAR};
 
 const TOKEN: &str = "netns-server-token-0123456789";
 const INTERVAL_MS: u64 = 300;
@@ -41,23 +41,6 @@ impl Drop for Net {
         for ns in self.hosts.iter().chain(std::iter::once(&self.hub)) {
             let _ = ip(&["netns", "del", ns]);
         }
-    }
-}
-
-fn why_skip() -> Option<String> {
-    // SAFETY: geteuid only reads the process's credentials.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root: network namespaces need CAP_SYS_ADMIN".into());
-    }
-    match Command::new("ip")
-        .args(["netns", "list"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-    {
-        Ok(s) if s.success() => None,
-        Ok(s) => Some(format!("`ip netns list` failed ({s})")),
-        Err(e) => Some(format!("no `ip` command ({e}): install iproute2")),
     }
 }
 
@@ -145,8 +128,10 @@ fn status_on_server(ns: &str, server: &TestHome, name: &str) -> Option<String> {
 
 #[test]
 fn cutting_an_agents_link_makes_it_offline_and_restoring_it_brings_it_back() {
-    if let Some(reason) = why_skip() {
-        println!("skipped: {reason}");
+    let needs = needs()
+        .root("network namespaces need CAP_SYS_ADMIN")
+        .netns();
+    if !require(needs.done()) {
         return;
     }
     let tag = format!("{}", std::process::id() % 100_000);

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::api_client::{host, tcp, tcp_with, unix, Auth, Response};
-use crate::common::{environ, free_port, pid_of, run, unique, wait_until, Output, TestHome};
+use crate::common::{
+    environ, free_port, needs, pid_of, require, run, unique, wait_until, Output, TestHome,
+};
 
 /// A daemon serving the API on a free port of 127.0.0.1 with the config
 /// `extra` (below `[daemon.web]`'s address and port) and `opm daemon
@@ -424,16 +426,10 @@ fn an_agent_without_the_token_of_a_server_that_wants_one_is_told_how_to_get_it()
 /// when this machine cannot switch users (not root, or no setpriv): then the
 /// test says why, and fails under CI.
 fn as_nobody(script: &str) -> Option<Output> {
-    let can = nix::unistd::geteuid().is_root()
-        && Command::new("setpriv")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-    if !can {
-        let why = "reading as another user needs root and setpriv (util-linux)";
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
-        eprintln!("skipped: {why}");
+    let needs = needs()
+        .root("reading as another user needs root")
+        .tool("setpriv", "util-linux");
+    if !require(needs.done()) {
         return None;
     }
     let mut cmd = Command::new("setpriv");
@@ -488,10 +484,11 @@ fn a_home_created_0755_becomes_private_and_another_user_reads_no_token() {
 
 #[test]
 fn a_home_owned_by_another_user_is_refused() {
-    if !nix::unistd::geteuid().is_root() {
-        let why = "giving a folder to another user needs root";
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
-        eprintln!("skipped: {why}");
+    if !require(
+        needs()
+            .root("giving a folder to another user needs root")
+            .done(),
+    ) {
         return;
     }
     let home = TestHome::new();

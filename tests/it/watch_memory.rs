@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::common::{alive, wait_until, TestHome};
+use crate::common::{alive, needs, require, wait_until, TestHome};
 
 #[test]
 fn a_change_under_the_watched_path_restarts_the_process_once_per_burst() {
@@ -76,6 +76,9 @@ fn a_missing_watch_path_is_refused() {
 
 #[test]
 fn a_process_over_its_memory_limit_is_restarted() {
+    if !require(needs().tool("python3", "python3").done()) {
+        return;
+    }
     let home = TestHome::new();
     // Holds about 64 MiB once started; the limit is 20 MiB.
     let hog = "python3 -c \"import time; b = bytearray(64 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); time.sleep(1000)\"";

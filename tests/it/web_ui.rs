@@ -4,8 +4,9 @@
 //! and a server's agents page acting on an agent's process. Everything
 //! listens on 127.0.0.1 only.
 //!
-//! Without `chromium` and `chromedriver` on the PATH the browser tests say so
-//! and return (`.ci/run` installs both). With `OPM_SCREENSHOTS=DIR` they also
+//! Without `chromium` and `chromedriver` the browser tests fail under
+//! `CI=true` and are recorded as skipped elsewhere (`common::require`;
+//! `.ci/run` installs both). With `OPM_SCREENSHOTS=DIR` they also
 //! save the screenshots of the README there (`scripts/screenshots.sh`).
 
 use std::io::{Read, Write};
@@ -19,7 +20,8 @@ use fantoccini::actions::{InputSource, MouseActions, PointerAction};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
-use crate::common::{kill_pid, unique, wait_until, TestHome};
+use crate::common::prereq::which;
+use crate::common::{kill_pid, require, unique, wait_until, TestHome};
 
 /// How long the page may take to show a change (it polls every 2 s).
 const UI_DEADLINE: Duration = Duration::from_secs(30);
@@ -40,34 +42,41 @@ fn write_config(home: &TestHome, text: &str) {
     std::fs::write(home.join("config.toml"), text).expect("write config.toml");
 }
 
-/// A program found on the PATH.
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+/// The browser and its driver: `OPM_TEST_CHROMIUM` / `OPM_TEST_CHROMEDRIVER`
+/// when set (a name on the PATH or a path), else found on the PATH.
+fn tools() -> (Option<PathBuf>, Option<PathBuf>) {
+    let pick = |var: &str, names: &[&str]| match std::env::var(var) {
+        Ok(v) => which(&v),
+        Err(_) => names.iter().find_map(|n| which(n)),
+    };
+    (
+        pick(
+            "OPM_TEST_CHROMIUM",
+            &["chromium", "chromium-browser", "google-chrome"],
+        ),
+        pick("OPM_TEST_CHROMEDRIVER", &["chromedriver"]),
+    )
 }
 
-/// The browser and its driver, or why the browser tests cannot run here.
-fn tools() -> Result<(PathBuf, PathBuf), String> {
-    let driver = which("chromedriver").ok_or("chromedriver is not on the PATH")?;
-    let browser = ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .find_map(|n| which(n))
-        .ok_or("chromium is not on the PATH")?;
-    Ok((browser, driver))
-}
-
-/// Runs `body` with a fresh browser, or prints why it cannot and returns.
-fn with_browser(test: &str, body: impl FnOnce(&Browser)) {
-    let (browser, driver) = match tools() {
-        Ok(t) => t,
-        Err(why) => {
-            eprintln!(
-                "SKIPPED {test}: {why} (apt-get install chromium chromium-driver; .ci/run does)"
-            );
-            return;
-        }
+/// Runs `body` with a fresh browser; without one, fails under CI and
+/// records the skip elsewhere (`common::require`).
+fn with_browser(body: impl FnOnce(&Browser)) {
+    let (browser, driver) = tools();
+    let mut missing = Vec::new();
+    if browser.is_none() {
+        missing
+            .push("no chromium (apt-get install chromium; OPM_TEST_CHROMIUM names another)".into());
+    }
+    if driver.is_none() {
+        missing.push(
+            "no chromedriver (apt-get install chromium-driver; OPM_TEST_CHROMEDRIVER names another)".into(),
+        );
+    }
+    if !require(missing) {
+        return;
+    }
+    let (Some(browser), Some(driver)) = (browser, driver) else {
+        unreachable!("require returned true, so both were found");
     };
     let _one = BROWSER_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let b = Browser::start(&browser, &driver);
@@ -402,7 +411,7 @@ fn the_process_list_acts_and_the_process_page_streams_its_logs() {
     // No token was configured: the daemon generated one.
     let token = home.token();
 
-    with_browser("the_process_list_acts", |b| {
+    with_browser(|b| {
         let base = format!("http://127.0.0.1:{port}/");
         b.goto(&base);
         sign_in(b, &token);
@@ -509,7 +518,7 @@ fn with_security_the_page_asks_for_the_token_and_shows_nothing_without_it() {
     home.start("sleep 1000", "private-job", &[]);
     wait_for_api(port);
 
-    with_browser("with_security", |b| {
+    with_browser(|b| {
         let base = format!("http://127.0.0.1:{port}/");
         b.goto(&base);
         wait_until(UI_DEADLINE, "the login screen", || b.visible("#token"));
@@ -609,7 +618,7 @@ fn on_a_server_the_agents_page_shows_an_agent_and_stops_its_process() {
         ])
         .ok();
 
-    with_browser("on_a_server", |b| {
+    with_browser(|b| {
         b.goto(&format!("http://127.0.0.1:{port}/"));
         sign_in(b, &token);
         wait_until(UI_DEADLINE, "the server's health in the header", || {

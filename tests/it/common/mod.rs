@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod prereq;
+pub use prereq::{needs, require};
+
 /// The marker variable every process of a `TestHome` carries.
 pub const MARKER_VAR: &str = "OPM_TEST_HOME";
 
