@@ -8,6 +8,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::api_client::{tcp, unix, ApiHome, Auth, Response};
+use crate::common::{free_port, TestHome};
 
 /// Routes that are pages, not JSON, and so stay out of `/openapi.json`.
 /// Only static UI files may be listed here.
@@ -274,15 +275,20 @@ fn every_route_in_the_source_is_documented() {
         "routes missing from /openapi.json:\n{}",
         missing.join("\n")
     );
-    // The exceptions are pages, never JSON.
+    // The exceptions are pages, never JSON: with the UI on, each is served.
+    let web = TestHome::new();
+    let port = free_port();
+    web.write_config(&format!(
+        "[daemon.web]\nui = true\naddress = \"127.0.0.1\"\nport = {port}\n"
+    ));
+    web.opm(&["daemon", "restore"]).ok();
     for (method, path) in UI_PAGES {
-        let r = unix(&api.home, method, path, None);
-        if r.status == 200 {
-            let ctype = r.header("content-type").unwrap_or_default();
-            assert!(
-                !ctype.contains("json"),
-                "{method} {path} is listed as a UI page but answers JSON"
-            );
-        }
+        let r = tcp(port, method, path, Auth::None, None);
+        assert_eq!(r.status, 200, "{method} {path} with the UI on: {r}");
+        let ctype = r.header("content-type").unwrap_or_default();
+        assert!(
+            !ctype.is_empty() && !ctype.contains("json"),
+            "{method} {path} is listed as a UI page but answers {ctype:?}"
+        );
     }
 }

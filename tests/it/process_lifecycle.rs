@@ -183,7 +183,9 @@ fn restart_all_brings_stopped_processes_back() {
     }
     home.opm(&["stop", "all"]).ok();
     home.opm(&["restart", "all"]).ok();
-    home.list().iter().for_each(|p| {
+    let list = home.list();
+    assert_eq!(names(&list), ["a", "b", "c"], "{list:#?}");
+    list.iter().for_each(|p| {
         assert_online(p);
     });
 }
@@ -218,7 +220,9 @@ fn all_targets_every_process() {
     for pid in &second {
         assert!(!alive(*pid), "{pid} still runs after stop all");
     }
-    home.list().iter().for_each(assert_stopped);
+    let list = home.list();
+    assert_eq!(list.len(), 3, "{list:#?}");
+    list.iter().for_each(assert_stopped);
 
     home.opm(&["delete", "all"]).ok();
     assert!(home.list().is_empty());

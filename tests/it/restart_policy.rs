@@ -2,7 +2,7 @@
 //! delay, `errored` after too many quick crashes, no restart with
 //! `--no-autorestart`, and a fast first restart after a crash.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -154,13 +154,13 @@ fn without_autorestart_a_clean_exit_leaves_the_process_stopped() {
 fn a_crashed_process_is_restarted_within_a_second() {
     let home = TestHome::new();
     let old = pid_of(&home.start("sleep 1000", "victim", &[]));
-    let killed_at = Instant::now();
     kill_pid(old, libc::SIGKILL);
-    wait_until(Duration::from_secs(1), "a new pid within a second", || {
+    // Polling with whole CLI runs on a loaded machine is slow; the daemon's
+    // own event times say how fast the restart was.
+    wait_until(Duration::from_secs(10), "a new pid", || {
         let p = home.process("victim");
         p["status"] == "online" && p["pid"].as_i64().is_some_and(|pid| pid != i64::from(old))
     });
-    let took = killed_at.elapsed();
     let p = home.process("victim");
     let new = pid_of(&p);
     assert!(alive(new), "the new run {new} is alive");
@@ -168,5 +168,11 @@ fn a_crashed_process_is_restarted_within_a_second() {
     assert_eq!(p["restarts"], 1, "{p:#}");
     let info = home.info("victim");
     assert_eq!(info["last_exit"]["signal"], 9, "{info:#}");
-    assert!(took < Duration::from_secs(1), "{took:?}");
+    let gaps = restart_gaps(&events(&info));
+    assert_eq!(gaps.len(), 1, "{info:#}");
+    assert!(
+        gaps[0] < 1000,
+        "restarted {} ms after the crash: {info:#}",
+        gaps[0]
+    );
 }
