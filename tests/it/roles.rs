@@ -114,10 +114,10 @@ pub fn server(join_token: Option<&str>) -> Server {
 fn offline_silence(srv: &Server, name: &str) -> u64 {
     let log = std::fs::read_to_string(srv.home.join("daemon.log")).expect("daemon.log");
     log.lines()
+        .rev()
         .filter(|l| l.contains(&format!("agent_offline {name} (")))
         .filter_map(|l| l.split("no heartbeat for ").nth(1))
-        .filter_map(|rest| rest.trim_end_matches(" ms").trim().parse().ok())
-        .last()
+        .find_map(|rest| rest.trim_end_matches(" ms").trim().parse().ok())
         .unwrap_or_else(|| panic!("no agent_offline event for {name} in:\n{log}"))
 }
 
