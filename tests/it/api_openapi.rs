@@ -222,13 +222,21 @@ fn every_documented_path_is_routed() {
         if !routed(&on_unix) {
             failures.push(format!("{method} {template} on the unix socket: {on_unix}"));
         }
-        if !unix_only {
-            let on_tcp = tcp(api.port, method, &path, Auth::Bearer(&api.token), body);
-            if !routed(&on_tcp) {
-                failures.push(format!("{method} {template} over TCP: {on_tcp}"));
-            }
+        let on_tcp = tcp(api.port, method, &path, Auth::Bearer(&api.token), body);
+        if *unix_only && routed(&on_tcp) {
+            failures.push(format!(
+                "{method} {template} is unix-socket only but TCP routes it: {on_tcp}"
+            ));
+        }
+        if !unix_only && !routed(&on_tcp) {
+            failures.push(format!("{method} {template} over TCP: {on_tcp}"));
         }
     }
+    let unix_only = ops.iter().filter(|(_, _, u)| *u).count();
+    assert!(
+        unix_only >= 3,
+        "agent status, connect and disconnect are unix-socket only: {ops:?}"
+    );
     for (method, path) in last {
         let r = tcp(
             api.port,

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use opm::spec::{Observed, Phase};
+use opm::store::Store;
 use serde_json::Value;
 
 use crate::common::{
@@ -293,4 +295,102 @@ fn a_storm_of_daemon_kills_loses_nothing_and_runs_nothing_twice() {
     );
     home.opm(&["daemon", "restore"]).ok();
     verify(&home, &mark, &acked, &unsure);
+}
+
+/// A `sleep 1000` outside opm, carrying the home's marker so its drop ends it.
+fn decoy(home: &TestHome) -> std::process::Child {
+    let mut cmd = std::process::Command::new("sleep");
+    cmd.arg("1000")
+        .env(crate::common::MARKER_VAR, home.path())
+        .stdin(std::process::Stdio::null());
+    cmd.spawn().expect("start a decoy sleep")
+}
+
+/// With the daemon stopped, rewrites the recorded runtime of process `id`.
+fn edit_runtime(home: &TestHome, id: u64, edit: impl FnOnce(&mut Observed)) {
+    let store = Store::open(&home.join("db")).expect("open the stopped daemon's store");
+    let mut observed = store.runtime(id).expect("read").expect("a runtime record");
+    edit(&mut observed);
+    store.put_runtime(id, &observed).expect("write");
+    store.flush().expect("flush");
+}
+
+#[test]
+fn a_recorded_pid_alive_with_another_start_time_is_not_adopted() {
+    let home = TestHome::new();
+    let mark = unique("reuse");
+    let a = start_marked(&home, &mark, "a");
+    home.opm(&["daemon", "stop"]).ok();
+    kill_pid(a, libc::SIGKILL);
+    wait_until(Duration::from_secs(5), "a to die", || exited(a));
+    // The pid now names another program, started later: pid reuse.
+    let mut other = decoy(&home);
+    let other_pid = other.id() as i32;
+    edit_runtime(&home, 0, |o| match &mut o.phase {
+        Phase::Running { pid, .. } => *pid = other_pid as u32,
+        p => panic!("a was recorded running: {p:?}"),
+    });
+
+    wait_until(Duration::from_secs(10), "a to run again", || {
+        let p = home.process("a");
+        p["status"] == "online" && p["pid"].as_i64().is_some_and(|p| p != i64::from(other_pid))
+    });
+    assert_eq!(copies(&mark, "a").len(), 1, "a was started once");
+    assert!(
+        alive(other_pid),
+        "the stranger was neither adopted nor killed"
+    );
+    assert!(other.try_wait().expect("wait").is_none());
+    crate::common::kill_child(&mut other);
+}
+
+#[test]
+fn a_pid_recorded_in_another_boot_is_not_adopted() {
+    let home = TestHome::new();
+    let mark = unique("boot");
+    let a = start_marked(&home, &mark, "a");
+    home.opm(&["daemon", "stop"]).ok();
+    // Same pid and start time, but recorded before a (pretend) reboot.
+    edit_runtime(&home, 0, |o| {
+        assert!(!o.boot_id.is_empty(), "the boot is recorded");
+        o.boot_id = "00000000-0000-0000-0000-000000000000".into();
+    });
+    wait_until(Duration::from_secs(10), "a started again", || {
+        let p = home.process("a");
+        p["status"] == "online" && p["pid"].as_i64().is_some_and(|p| p != i64::from(a))
+    });
+    let now = copies(&mark, "a");
+    assert_eq!(
+        now.len(),
+        2,
+        "the old run is left alone, a new one started: {now:?}"
+    );
+    assert!(alive(a));
+    kill_pid(a, libc::SIGKILL);
+}
+
+#[test]
+fn remove_and_a_start_of_a_stopped_process_survive_a_daemon_killed_right_after_the_answer() {
+    let home = TestHome::new();
+    let mark = unique("durable");
+    let a = start_marked(&home, &mark, "a");
+    start_marked(&home, &mark, "b");
+    home.opm(&["stop", "b"]).ok();
+
+    home.opm(&["remove", "a"]).ok();
+    home.kill_daemon();
+    assert!(!alive(a));
+    let list = home.list();
+    assert_eq!(list.len(), 1, "the removal was kept: {list:#?}");
+    assert_eq!(list[0]["name"], "b");
+    assert!(copies(&mark, "a").is_empty(), "a is not started again");
+
+    home.opm(&["start", "b"]).ok();
+    home.kill_daemon();
+    wait_until(Duration::from_secs(10), "b online after the crash", || {
+        home.process("b")["status"] == "online"
+    });
+    let b = home.process("b");
+    assert_eq!(b["desired"], "running", "the start was kept: {b:#}");
+    assert_eq!(copies(&mark, "b"), [pid_of(&b)], "b runs exactly once");
 }

@@ -165,3 +165,42 @@ fn follow_shows_lines_written_after_it_started() {
         "only one line of tail: {seen:?}"
     );
 }
+
+#[test]
+fn a_child_keeps_writing_its_logs_with_the_daemon_gone() {
+    let home = TestHome::new();
+    home.start(
+        "sh -c 'i=0; while :; do i=$((i+1)); echo tick-$i; echo tock-$i >&2; sleep 0.05; done'",
+        "ticker",
+        &[],
+    );
+    let out = "logs/ticker-0.out.log";
+    let err = "logs/ticker-0.err.log";
+    wait_until(Duration::from_secs(10), "the first ticks", || {
+        read(&home, out).contains("tick-1\n") && read(&home, err).contains("tock-1\n")
+    });
+    home.kill_daemon();
+    let (out_then, err_then) = (read(&home, out).len(), read(&home, err).len());
+    // Twenty more lines on each stream, written with no daemon at all.
+    wait_until(
+        Duration::from_secs(10),
+        "lines written without the daemon",
+        || {
+            read(&home, out)[out_then..].lines().count() >= 20
+                && read(&home, err)[err_then..].lines().count() >= 20
+        },
+    );
+    assert!(
+        home.daemon_pid().is_none_or(|p| !home.owns(p)),
+        "no daemon ran meanwhile"
+    );
+    let text = read(&home, out);
+    let ticks: Vec<u64> = text
+        .lines()
+        .map(|l| l.trim_start_matches("tick-").parse().expect("a tick"))
+        .collect();
+    assert!(
+        ticks.windows(2).all(|w| w[1] == w[0] + 1),
+        "no line lost or doubled: {text}"
+    );
+}

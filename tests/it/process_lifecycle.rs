@@ -367,3 +367,71 @@ desired = "stopped"
     assert_eq!(worker["autorestart"], false);
     assert_eq!(worker["cwd"], home.join("apps").to_str().expect("utf-8"));
 }
+
+#[test]
+fn kill_stops_every_process_then_the_daemon() {
+    let home = TestHome::new();
+    let a = assert_online(&home.start("sleep 1000", "a", &[]));
+    let b = assert_online(&home.start("sleep 1000", "b", &[]));
+    let daemon = home.daemon_pid().expect("a daemon runs");
+    let out = home.opm(&["kill"]).ok();
+    assert!(out.stdout.contains("stopped 2 processes"), "{out}");
+    assert!(!alive(a) && !alive(b), "kill ended both processes");
+    wait_until(Duration::from_secs(10), "the daemon to exit", || {
+        crate::common::exited(daemon)
+    });
+    assert!(!home.join("opm.sock").exists(), "the socket is gone");
+    // The next daemon keeps them stopped: kill is a stop, not a crash.
+    let list = home.list();
+    assert_eq!(names(&list), ["a", "b"], "{list:#?}");
+    list.iter().for_each(assert_stopped);
+    // With no daemon running, kill says so and succeeds.
+    home.opm(&["daemon", "stop"]).ok();
+    let out = home.opm(&["kill"]).ok();
+    assert!(out.stdout.contains("not running"), "{out}");
+}
+
+#[test]
+fn save_then_restore_and_resurrect_bring_the_list_back_with_its_settings() {
+    let home = TestHome::new();
+    home.start(
+        "sleep 1000",
+        "web",
+        &["--env", "PORT=3000", "--max-restarts", "7"],
+    );
+    home.start("sleep 1000", "idle", &[]);
+    home.opm(&["stop", "idle"]).ok();
+    let out = home.opm(&["save"]).ok();
+    assert!(out.stdout.contains("saved 2 processes"), "{out}");
+    let dump = std::fs::read_to_string(home.join("dump.toml")).expect("dump.toml");
+    assert!(dump.contains("PORT") && dump.contains("web"), "{dump}");
+
+    home.opm(&["delete", "all"]).ok();
+    assert!(home.list().is_empty());
+    let out = home.opm(&["resurrect"]).ok();
+    assert!(out.stdout.contains("2 created"), "{out}");
+    let web = assert_online(&home.process("web"));
+    let env = environ(web).expect("environ of web");
+    assert!(env.iter().any(|e| e == "PORT=3000"), "{env:?}");
+    assert_eq!(home.info("web")["max_restarts"], 7);
+    assert_stopped(&home.process("idle"));
+
+    // Restoring again creates nothing twice and leaves the running one alone.
+    let out = home.opm(&["restore"]).ok();
+    assert!(out.stdout.contains("0 created"), "{out}");
+    assert_eq!(names(&home.list()), ["web", "idle"]);
+    assert_eq!(assert_online(&home.process("web")), web);
+}
+
+#[test]
+fn env_prints_what_opm_adds_and_the_child_has_exactly_that() {
+    let home = TestHome::new();
+    let pid = assert_online(&home.start("sleep 1000", "a", &["--env", "FOO=bar baz"]));
+    let out = home.opm(&["env", "a"]).ok();
+    let printed: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(printed, ["FOO=bar baz", "OPM_ID=0", "OPM_NAME=a"], "{out}");
+    let env = environ(pid).expect("environ of a");
+    for line in printed {
+        assert!(env.iter().any(|e| e == line), "{line} not in {env:?}");
+    }
+}

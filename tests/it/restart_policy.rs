@@ -176,3 +176,32 @@ fn a_crashed_process_is_restarted_within_a_second() {
         gaps[0]
     );
 }
+
+#[test]
+fn start_clears_errored_and_runs_the_process_again() {
+    let home = TestHome::new();
+    home.opm(&[
+        "start",
+        "sh -c 'test -e fixed || exit 5; exec sleep 1000'",
+        "--name",
+        "flaky",
+        "--max-restarts",
+        "1",
+        "--restart-delay",
+        "10ms",
+    ])
+    .ok();
+    wait_until(Duration::from_secs(10), "flaky to be errored", || {
+        home.process("flaky")["status"] == "errored"
+    });
+    assert!(home.info("flaky")["errored_reason"].is_string());
+    std::fs::write(home.join("fixed"), "").expect("create the flag");
+    home.opm(&["start", "flaky"]).ok();
+    wait_until(Duration::from_secs(10), "flaky to be online", || {
+        home.process("flaky")["status"] == "online"
+    });
+    assert!(alive(pid_of(&home.process("flaky"))));
+    let info = home.info("flaky");
+    assert!(info["errored_reason"].is_null(), "{info:#}");
+    assert_eq!(info["status"], "online");
+}
