@@ -1038,4 +1038,83 @@ mod tests {
             Err(RegistryError::NotFound(_))
         ));
     }
+
+    #[test]
+    fn the_interval_grows_with_the_fleet_and_carries_up_to_a_fifth_of_jitter() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(&dir.path().join("db")).expect("store"));
+        let (events, _) = tokio::sync::broadcast::channel(4);
+        let config = ServerSection {
+            heartbeat_interval_ms: 1000,
+            max_heartbeats_per_second: 100,
+            ..ServerSection::default()
+        };
+        let reg = Registry::load(store, config, events).expect("load");
+        // Up to 100 agents beat at the base interval; 1000 would beat 1000
+        // times a second at it, so each is paced to 10 s.
+        for (agents, base) in [(1, 1000), (100, 1000), (1000, 10_000), (5000, 50_000)] {
+            let seen: Vec<u64> = (0..200).map(|_| reg.interval_ms(agents)).collect();
+            for &ms in &seen {
+                assert!(
+                    (base..=base + base / 5).contains(&ms),
+                    "{agents} agents: {ms} ms is not within {base} + 20 %"
+                );
+            }
+            let distinct: std::collections::BTreeSet<u64> = seen.iter().copied().collect();
+            assert!(
+                distinct.len() > 20,
+                "{agents} agents: the jitter spreads the beats, got {distinct:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn heartbeats_are_written_back_in_one_batch_not_one_write_each() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(&dir.path().join("db")).expect("store"));
+        let (events, _) = tokio::sync::broadcast::channel(16);
+        let reg = Registry::load(store.clone(), ServerSection::default(), events).expect("load");
+        let ids: Vec<String> = ["a", "b", "c"]
+            .iter()
+            .map(|name| {
+                let req = RegisterRequest {
+                    id: None,
+                    name: (*name).into(),
+                    hostname: "h".into(),
+                    endpoint: "http://127.0.0.1:9".into(),
+                    version: "1".into(),
+                    token: "agent-api-token-0123".into(),
+                    processes: Vec::new(),
+                };
+                reg.register(&Caller::Join, req).expect("join").id
+            })
+            .collect();
+        reg.write_back().expect("settle the registrations");
+        let tree = store.tree(AGENTS).expect("tree");
+        let stored = |id: &str| -> AgentRecord {
+            let v = tree.get(id.as_bytes()).expect("read").expect("stored");
+            codec::decode(AGENTS, id.as_bytes(), &v).expect("decode")
+        };
+        let before: Vec<u64> = ids.iter().map(|id| stored(id).last_seen_ms).collect();
+        std::thread::sleep(Duration::from_millis(5));
+        for id in &ids {
+            reg.heartbeat(&Caller::Agent(id.clone()), id, &[])
+                .expect("beat");
+        }
+        let unwritten: Vec<u64> = ids.iter().map(|id| stored(id).last_seen_ms).collect();
+        assert_eq!(unwritten, before, "a heartbeat alone writes nothing");
+        assert!(reg
+            .list()
+            .iter()
+            .all(|a| before.iter().all(|b| a.last_seen_ms > *b)));
+        assert_eq!(
+            reg.write_back().expect("write back"),
+            3,
+            "one batch of three"
+        );
+        for (id, b) in ids.iter().zip(&before) {
+            assert!(stored(id).last_seen_ms > *b, "{id} written back");
+        }
+        assert_eq!(reg.write_back().expect("again"), 0, "nothing left dirty");
+    }
 }

@@ -706,3 +706,45 @@ fn the_server_follows_an_agents_log_live() {
     );
     assert_eq!(status, 404);
 }
+
+#[test]
+fn an_agent_backs_off_while_its_server_is_down() {
+    let srv = server(None);
+    let a = agent(&srv, "patient", &srv.join);
+    wait_until(Duration::from_secs(10), "the agent online", || {
+        srv.status_of("patient").as_deref() == Some("online")
+    });
+    srv.home.kill_daemon();
+    // The server's port now takes connections and drops them: every
+    // heartbeat fails, and the test sees when each one came.
+    let listener = TcpListener::bind(("127.0.0.1", srv.port)).expect("take the server's port");
+    let mut attempts: Vec<Instant> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while attempts.len() < 4 {
+        assert!(Instant::now() < deadline, "too few attempts: {attempts:?}");
+        let (conn, _) = listener.accept().expect("accept");
+        drop(conn);
+        // One attempt may open more than one connection at once.
+        if attempts
+            .last()
+            .is_none_or(|t| t.elapsed() > Duration::from_millis(150))
+        {
+            attempts.push(Instant::now());
+        }
+    }
+    let gaps: Vec<u128> = attempts
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis())
+        .collect();
+    // Each failure doubles the wait (with jitter): two failures on, the gap
+    // is well over twice as long. Retrying at the interval would keep it flat.
+    assert!(
+        gaps[2] >= 2 * gaps[0],
+        "no backoff between attempts: {gaps:?} ms"
+    );
+    assert!(
+        gaps.iter().all(|g| *g <= 31_000),
+        "a wait passed the 30 s cap: {gaps:?} ms"
+    );
+    assert!(a.home.daemon_pid().is_some_and(alive), "the agent lives on");
+}
