@@ -4,7 +4,7 @@
 //! daemon then adopts and reports in `daemon restore` and `daemon health`;
 //! with `--no-recover` it is refused and left untouched; one of a newer
 //! schema is always refused untouched; an older one is migrated, including
-//! the schema-1 database kept in `tests/data/v1-db`.
+//! the databases of schemas 1 and 2 kept in `tests/data/`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use opm::spec::{Desired, RestartPolicy, DEFAULT_KILL_TIMEOUT_MS};
 use opm::store::codec::{encode, id_key};
-use opm::store::migrate::m0002_restart_policy::SpecV1;
+use opm::store::migrate::m0002_restart_policy::{SpecV1, SpecV2};
 use opm::store::Store;
 
 use crate::common::{alive, copy_dir, pid_of, snapshot_dir, wait_until, Output, TestHome};
@@ -480,4 +480,120 @@ fn an_emptied_sequence_mirror_never_keeps_opm_from_starting() {
         seq.trim().parse::<u64>().is_ok(),
         "written whole again: {seq:?}"
     );
+}
+
+/// The process of `tests/data/v2-db`: a schema-2 spec (restart policy, kill
+/// timeout and memory limit, but no watch path) with nothing left at default.
+fn v2_spec() -> SpecV2 {
+    SpecV2 {
+        id: 0,
+        name: "legacy2".to_string(),
+        command: "sleep 1000".to_string(),
+        cwd: "/".to_string(),
+        env: vec![("LEGACY".to_string(), "2".to_string())],
+        restart: RestartPolicy {
+            autorestart: true,
+            max_restarts: 7,
+            restart_delay_ms: 250,
+            min_uptime_ms: 2500,
+        },
+        kill_timeout_ms: 3000,
+        max_memory: Some(512 * 1024 * 1024),
+        desired: Desired::Running,
+        generation: 1,
+        created_ms: 1_700_000_000_000,
+    }
+}
+
+/// Writes a schema-2 database holding `spec` into `dir`, with plain sled,
+/// the same way as `write_v1_db`. This is how `tests/data/v2-db` was made,
+/// with `v2_spec()`.
+fn write_v2_db(dir: &Path, spec: &SpecV2) {
+    let db = sled::open(dir).expect("create a sled database");
+    for tree in [
+        "meta",
+        "processes",
+        "names",
+        "runtime",
+        "role",
+        "agents",
+        "events",
+    ] {
+        db.open_tree(tree).expect("create a tree");
+    }
+    let meta = db.open_tree("meta").expect("meta");
+    meta.insert(b"schema", encode(&2u32).expect("encode"))
+        .expect("write the schema");
+    meta.insert(b"next_id", encode(&(spec.id + 1)).expect("encode"))
+        .expect("write next_id");
+    db.open_tree("processes")
+        .expect("processes")
+        .insert(id_key(spec.id), encode(spec).expect("encode"))
+        .expect("write the spec");
+    db.open_tree("names")
+        .expect("names")
+        .insert(spec.name.as_bytes(), encode(&spec.id).expect("encode"))
+        .expect("write the name");
+    db.flush().expect("flush");
+}
+
+/// What a migrated `v2_spec()` must look like: every field kept, no watch.
+fn assert_is_migrated_v2(spec: &opm::spec::Spec) {
+    let old = v2_spec();
+    assert_eq!(spec.restart, old.restart);
+    assert_eq!(spec.kill_timeout_ms, old.kill_timeout_ms);
+    assert_eq!(spec.max_memory, old.max_memory);
+    assert_eq!(spec.watch, None);
+    assert_eq!(
+        (spec.id, spec.name.as_str(), spec.command.as_str()),
+        (0, "legacy2", "sleep 1000")
+    );
+    assert_eq!((spec.cwd.as_str(), &spec.env), ("/", &old.env));
+    assert_eq!(
+        (spec.desired, spec.generation, spec.created_ms),
+        (old.desired, old.generation, old.created_ms)
+    );
+}
+
+#[test]
+fn a_schema_2_database_is_migrated_when_the_store_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("db");
+    write_v2_db(&db, &v2_spec());
+    let store = Store::open(&db).expect("open and migrate");
+    assert_eq!(store.schema_version(), opm::store::migrate::CURRENT);
+    assert_is_migrated_v2(&store.get(0).expect("read").expect("kept"));
+    assert_eq!(store.id_by_name("legacy2").expect("names"), Some(0));
+}
+
+#[test]
+fn the_kept_schema_2_database_still_opens_and_its_process_runs() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/v2-db");
+    let kept = snapshot_dir(&fixture);
+    assert!(
+        kept.keys().any(|p| p.ends_with("db")),
+        "tests/data/v2-db holds a sled database: {:?}",
+        kept.keys().collect::<Vec<_>>()
+    );
+    let home = TestHome::new();
+    copy_dir(&fixture, &home.join("db"));
+    wait_until(Duration::from_secs(10), "legacy2 to be online", || {
+        let list = home.list();
+        list.len() == 1 && list[0]["status"] == "online"
+    });
+    let pid = pid_of(&home.process("legacy2"));
+    let env = crate::common::environ(pid).expect("environ");
+    assert!(env.iter().any(|e| e == "LEGACY=2"), "{env:?}");
+    let info = home.info("legacy2");
+    assert_eq!(info["max_restarts"], 7, "{info:#}");
+    assert_eq!(info["restart_delay_ms"], 250);
+    assert_eq!(info["min_uptime_ms"], 2500);
+    assert_eq!(info["kill_timeout_ms"], 3000);
+    assert_eq!(info["max_memory"], 512 * 1024 * 1024);
+    assert!(info["watch"].is_null(), "{info:#}");
+    home.opm(&["daemon", "stop"]).ok();
+    let store = Store::open(&home.join("db")).expect("reopen");
+    assert_is_migrated_v2(&store.get(0).expect("read").expect("kept"));
+    drop(store);
+    assert_same_files(&kept, &snapshot_dir(&fixture));
 }
