@@ -1,4 +1,4 @@
-//! The HTTP client of the CLI (and, later, of a server calling its agents):
+//! The HTTP client of the CLI (and of a server calling its agents):
 //! hyper over the daemon's unix socket, or over TCP to another opm with its
 //! token. One connection per client; JSON in and out; API errors come back
 //! as `ClientError::Api` with the daemon's own message.

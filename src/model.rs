@@ -1,5 +1,5 @@
 //! The types that cross the wire: API request and response bodies and the
-//! `opm list --format json` objects. Shared by the daemon, the CLI and (later)
+//! `opm list --format json` objects. Shared by the daemon, the CLI and
 //! a server talking to its agents. No I/O here; only shapes and validation of
 //! shapes.
 

@@ -27,7 +27,7 @@ use crate::supervise::{logs, proc, spawn};
 
 /// How long CPU and memory samples are reused by `list`.
 pub const USAGE_TTL: Duration = Duration::from_millis(1000);
-/// The longest a create or start waits for the fork before answering.
+/// The longest a create or start waits for the spawn before answering.
 pub const SPAWN_WAIT: Duration = Duration::from_secs(3);
 /// Added to a process's kill timeout when a stop waits for it.
 pub const STOP_WAIT_SLACK: Duration = Duration::from_secs(3);
@@ -272,7 +272,7 @@ impl Service {
     }
 
     /// Validates and stores new processes in one transaction, then waits
-    /// (briefly) for them to be forked so the answer shows their pids.
+    /// (briefly) for them to be spawned so the answer shows their pids.
     pub async fn create(&self, body: CreateBody) -> Result<Vec<ProcessView>, ServiceError> {
         let requests = match body {
             CreateBody::One(r) => vec![*r],
@@ -773,7 +773,7 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
-/// Whether a start of `generation` has been carried out (forked, failed or
+/// Whether a start of `generation` has been carried out (spawned, failed or
 /// given up on), so its answer can be given.
 ///
 /// The published spec must be the one this request wrote (same desired

@@ -100,7 +100,7 @@ pub fn signal_name(sig: i32) -> &'static str {
 pub enum Phase {
     /// Never started.
     Idle,
-    /// About to fork: recorded (and flushed) first, so that a daemon killed
+    /// About to spawn: recorded (and flushed) first, so that a daemon killed
     /// between the spawn and recording the pid can find the child by its nonce.
     Spawning {
         nonce: u64,

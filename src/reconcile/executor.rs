@@ -1,4 +1,4 @@
-//! The executor: the one task that performs the plan's actions (fork, signal,
+//! The executor: the one task that performs the plan's actions (spawn, signal,
 //! mark, forget), watches each running group leader through a pidfd, and
 //! feeds what it saw back through the pure transitions of `plan`. It owns the
 //! `runtime` records: every change is written to the store and flushed once
@@ -28,7 +28,7 @@ pub const MEMORY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// of a burst (an editor's save, a build), so one burst means one restart.
 pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(300);
 
-/// The most forks one reconcile pass makes.
+/// The most spawns one reconcile pass makes.
 pub const SPAWN_BATCH: usize = 64;
 
 /// The environment variable that marks a child with the nonce of its spawn.
@@ -343,7 +343,7 @@ impl Executor {
         }
     }
 
-    /// One reconcile pass over `dirty`: plan and act for each id, fork the
+    /// One reconcile pass over `dirty`: plan and act for each id, run the
     /// spawns after their intents are durable, persist and publish.
     fn pass(&mut self, dirty: BTreeSet<u64>) {
         if dirty.is_empty() {
@@ -360,7 +360,7 @@ impl Executor {
                 }
             }
         }
-        // A large batch is forked a slice per pass, so exits, stops and
+        // A large batch is spawned a slice per pass, so exits, stops and
         // reads are served in between; the rest look again at once.
         if spawns.len() > SPAWN_BATCH {
             for id in spawns.split_off(SPAWN_BATCH) {
@@ -381,7 +381,7 @@ impl Executor {
                     }
                 }
             }
-            // The intent must be durable before any fork: see the module doc.
+            // The intent must be durable before any spawn: see the module doc.
             // In the log only: the pass's closing flush puts it (and the
             // pids) in the snapshot too, and a thousand starts then pay one
             // snapshot per batch instead of two.
@@ -391,7 +391,7 @@ impl Executor {
                     self.retry_later(id, now);
                 }
             }
-            // Readers see the whole batch (as starting) while it is forked,
+            // Readers see the whole batch (as starting) while it is spawned,
             // which for a thousand processes takes a while.
             self.publish(&dirty);
             self.spawn_all(spawns);
@@ -519,7 +519,7 @@ impl Executor {
         Ok(())
     }
 
-    /// Forks the runs of `ids` (their intents are durable), on a few
+    /// Spawns the runs of `ids` (their intents are durable), on a few
     /// threads when there are several: each spawn waits for its child's exec.
     fn spawn_all(&mut self, ids: Vec<u64>) {
         let jobs: Vec<(u64, Spec, u64)> = ids
@@ -730,7 +730,7 @@ impl Executor {
     }
 }
 
-/// Forks one run of `spec`, marked with `nonce`.
+/// Spawns one run of `spec`, marked with `nonce`.
 fn spawn_run(home: &Home, spec: &Spec, nonce: u64) -> std::io::Result<spawn::Spawned> {
     let (program, args) = spawn::split_command(&spec.command)
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;

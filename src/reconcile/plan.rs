@@ -17,7 +17,7 @@ pub const GROUP_RECHECK_MS: u64 = 20;
 /// Something the executor must do for one process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Record the intent, then fork and exec the command.
+    /// Record the intent, then spawn the command (`posix_spawn`).
     Spawn,
     /// SIGTERM to the process group; SIGKILL follows at the deadline.
     Terminate { pgid: u32 },
@@ -209,7 +209,7 @@ pub fn on_spawned(
     next
 }
 
-/// Fork or exec failed before the program ran: it counts as an unstable exit.
+/// The spawn failed before the program ran: it counts as an unstable exit.
 pub fn on_spawn_failed(spec: &Spec, obs: &Observed, error: &str, now_ms: u64) -> Observed {
     let mut next = obs.clone();
     if obs.generation < spec.generation {

@@ -118,7 +118,7 @@ pub async fn resume_agent(ctx: &Ctx) -> bool {
     true
 }
 
-/// `opm agent connect`: see DESIGN.md, Roles.
+/// `opm agent connect`: joins a server (README, "Server and agents").
 pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refusal> {
     let svc = &ctx.svc;
     let bad = |m: String| (StatusCode::BAD_REQUEST, m);

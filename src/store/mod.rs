@@ -1,4 +1,4 @@
-//! The sled store: the trees of DESIGN.md, their codecs, the schema version
+//! The sled store: its trees (listed in ARCHITECTURE.md), their codecs, the schema version
 //! and the migrations runner. It knows records and transactions, not
 //! processes: the reconciler decides, the store keeps.
 //!

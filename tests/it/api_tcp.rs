@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::api_client::{api_config, connect_tcp, head, host, tcp, tcp_with, unix, ApiHome, Auth};
 use crate::common::{alive, free_port, unique, wait_until, TestHome};
 
-/// Every route of DESIGN.md's API section that a standalone or server
+/// Every route of the API (see `/openapi.json`) that a standalone or server
 /// daemon serves over TCP, as (method, path template). `/daemon/stop` is
 /// left out here: the test asks it last, once.
 const DESIGN_ROUTES: &[(&str, &str)] = &[
