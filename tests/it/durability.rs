@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::common::{exited, pid_of, pids_with_env, unique, wait_until, Output, TestHome};
+use crate::common::{
+    exited, needs, pid_of, pids_with_env, require, unique, wait_until, Output, TestHome,
+};
 
 /// What an acknowledged change left a process to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,15 +96,15 @@ pub fn verify(home: &TestHome, mark: &str, acked: &BTreeMap<String, Expect>, uns
 }
 
 /// Whether the crash points are compiled in; when they are not, the test
-/// fails under CI and says why elsewhere.
+/// fails under CI and says why elsewhere (`common::require`).
 pub fn failpoints_or_skip() -> bool {
-    if cfg!(feature = "failpoints") {
-        return true;
+    let mut missing = Vec::new();
+    if !cfg!(feature = "failpoints") {
+        missing.push(
+            "the crash points are not compiled in: run `cargo test --features failpoints`".into(),
+        );
     }
-    let reason = "the crash points are not compiled in: run `cargo test --features failpoints`";
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{reason}");
-    println!("skipped: {reason}");
-    false
+    require(missing)
 }
 
 /// The crash points of the write paths, in the order a write passes them,
@@ -266,15 +268,7 @@ fn completed_at(lines: &[&str], i: usize, name: &str) -> Option<usize> {
 
 #[test]
 fn the_answer_to_a_start_is_written_only_after_an_fsync_covering_its_write() {
-    if std::process::Command::new("strace")
-        .arg("-V")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_err()
-    {
-        let reason = "strace is not installed (apt-get install strace)";
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{reason}");
-        println!("skipped: {reason}");
+    if !require(needs().tool("strace", "strace").done()) {
         return;
     }
     let home = TestHome::new();
