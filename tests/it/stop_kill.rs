@@ -117,7 +117,9 @@ fn a_program_that_obeys_sigterm_stops_promptly() {
     let began = Instant::now();
     home.opm(&["stop", "polite"]).ok();
     let took = began.elapsed();
-    assert!(took < Duration::from_secs(2), "stop took {took:?}");
+    // Half the kill timeout: a stop that waited for SIGKILL takes all of it,
+    // while a loaded machine's CLI run and fsyncs stay well under.
+    assert!(took < Duration::from_secs(5), "stop took {took:?}");
     assert!(!alive(pid));
     let info = home.info("polite");
     assert_eq!(info["status"], "stopped");
@@ -128,13 +130,15 @@ fn a_program_that_obeys_sigterm_stops_promptly() {
 fn a_program_that_obeys_sigterm_stops_promptly_with_its_children() {
     let home = TestHome::new();
     let cmd = script(&home, "polite.sh", "sleep 1000 &\nsleep 1000 &\nwait\n");
-    let p = home.start(&cmd, "polite", &["--kill-timeout", "5s"]);
+    let p = home.start(&cmd, "polite", &["--kill-timeout", "10s"]);
     let leader = pid_of(&p);
     let members = settled_group(leader, 2);
     let began = Instant::now();
     home.opm(&["stop", "polite"]).ok();
     let took = began.elapsed();
-    assert!(took < Duration::from_secs(2), "stop took {took:?}");
+    // Half the kill timeout: a stop that waited for SIGKILL takes all of it,
+    // while a loaded machine's CLI run and fsyncs stay well under.
+    assert!(took < Duration::from_secs(5), "stop took {took:?}");
     assert_group_gone(leader, &members);
     let info = home.info("polite");
     assert_eq!(info["status"], "stopped");
