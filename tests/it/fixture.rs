@@ -1,4 +1,6 @@
-//! The test fixture itself: a dropped `TestHome` leaves nothing running.
+//! The test fixture itself: a dropped `TestHome` leaves nothing running,
+//! and a test whose tools are missing fails under CI and is reported as
+//! skipped elsewhere, never silently passed.
 
 use std::time::Duration;
 
@@ -40,4 +42,51 @@ fn dropping_a_test_home_kills_its_daemon_and_every_process_it_started() {
     for pid in before {
         assert!(!alive(pid), "pid {pid} survived the drop");
     }
+}
+
+/// Runs one test of this binary in a child test run, with `env`.
+fn run_one_test(
+    name: &str,
+    env: &[(&str, &str)],
+    skipped: &std::path::Path,
+) -> crate::common::Output {
+    let mut cmd = std::process::Command::new(std::env::current_exe().expect("the test binary"));
+    cmd.args([name, "--exact", "--test-threads=1"])
+        .env_remove("CI")
+        .env("OPM_TEST_SKIPPED_LIST", skipped);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    crate::common::run(cmd)
+}
+
+#[test]
+fn a_test_without_its_tools_fails_under_ci_and_is_listed_as_skipped_elsewhere() {
+    const BROWSER_TEST: &str =
+        "web_ui::with_security_the_page_asks_for_the_token_and_shows_nothing_without_it";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let skipped = dir.path().join("skipped.txt");
+    let no_driver = ("OPM_TEST_CHROMEDRIVER", "/nonexistent/chromedriver");
+
+    let ci = run_one_test(BROWSER_TEST, &[no_driver, ("CI", "true")], &skipped);
+    assert!(!ci.success(), "under CI a missing chromedriver fails: {ci}");
+    assert!(
+        ci.stdout.contains("cannot run under CI=true") && ci.stdout.contains("chromedriver"),
+        "and says why: {ci}"
+    );
+    assert!(!skipped.exists(), "a CI failure is not a skip");
+
+    let local = run_one_test(BROWSER_TEST, &[no_driver], &skipped);
+    assert!(local.success(), "{local}");
+    assert!(
+        local
+            .stderr
+            .contains(&format!("SKIPPED {BROWSER_TEST}: no chromedriver")),
+        "the skip shows among the results: {local}"
+    );
+    let listed = std::fs::read_to_string(&skipped).expect("the skipped list");
+    assert!(
+        listed.starts_with(&format!("SKIPPED {BROWSER_TEST}")),
+        "{listed}"
+    );
 }

@@ -53,8 +53,12 @@ pub fn require(missing: Vec<String>) -> bool {
     false
 }
 
-/// `target/skipped-tests.txt`: where skips outside CI are listed.
+/// `target/skipped-tests.txt`: where skips outside CI are listed
+/// (`OPM_TEST_SKIPPED_LIST` names another file).
 pub fn skipped_list() -> PathBuf {
+    if let Some(path) = std::env::var_os("OPM_TEST_SKIPPED_LIST") {
+        return PathBuf::from(path);
+    }
     // target/debug/opm → target/
     Path::new(env!("CARGO_BIN_EXE_opm"))
         .ancestors()
