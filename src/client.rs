@@ -1,7 +1,14 @@
-//! The HTTP client of the CLI (and of a server calling its agents):
-//! hyper over the daemon's unix socket, or over TCP to another opm with its
-//! token. One connection per client; JSON in and out; API errors come back
-//! as `ClientError::Api` with the daemon's own message.
+//! The HTTP client of the CLI, of a server calling its agents and of an
+//! agent calling its server: hyper over the daemon's unix socket, or over
+//! TCP (plain or TLS) to another opm with its token. JSON in and out; API
+//! errors come back as `ClientError::Api` with the daemon's own message.
+//!
+//! Over TCP, connections are kept alive and shared by every client of the
+//! process with the same trust (one pool per pinned fingerprint), and TLS
+//! sessions are resumed, so that repeated calls (heartbeats, a server's
+//! calls to an agent) do not pay a connection and a handshake each. A TLS
+//! endpoint trusts its pinned fingerprint only (`crate::tls`), or, without
+//! a pin, a certificate signed by a known authority.
 
 use std::path::PathBuf;
 
@@ -13,6 +20,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::{TcpStream, UnixStream};
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::client::legacy::connect::{Connected, Connection};
+
 use crate::model::ApiError;
 
 #[derive(Debug, Clone)]
@@ -23,13 +38,29 @@ pub enum Endpoint {
         port: u16,
         prefix: String,
         token: Option<String>,
+        /// `Some` for https: the pinned fingerprint, if any.
+        tls: Option<Tls>,
     },
+}
+
+/// How an https endpoint is trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    /// The certificate's pinned fingerprint (`SHA256:…`); without one, the
+    /// certificate must be signed by a known authority.
+    pub fingerprint: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot connect to {0}: {1}")]
     Connect(String, #[source] std::io::Error),
+    /// The TLS handshake failed (a certificate not trusted, not TLS at all).
+    #[error("{0}")]
+    Tls(String),
+    /// The peer's certificate is not the pinned one.
+    #[error("{1}")]
+    Pin(crate::tls::PinMismatch, String),
     #[error("{0}")]
     Http(String),
     /// The daemon answered with an error.
@@ -45,11 +76,18 @@ pub enum ClientError {
 }
 
 impl Endpoint {
-    /// `http://host[:port][/prefix]`.
+    /// `http://host[:port][/prefix]` or `https://…` (trusted by a known
+    /// authority until `with_fingerprint` pins it).
     pub fn parse_url(url: &str, token: Option<String>) -> Result<Endpoint, ClientError> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            ClientError::BadUrl(format!("{url:?} is not an http:// URL (for https, put a proxy in front and use it through http on localhost)"))
-        })?;
+        let (rest, tls, default_port) = if let Some(r) = url.strip_prefix("http://") {
+            (r, None, 80)
+        } else if let Some(r) = url.strip_prefix("https://") {
+            (r, Some(Tls { fingerprint: None }), 443)
+        } else {
+            return Err(ClientError::BadUrl(format!(
+                "{url:?} is not an http:// or https:// URL"
+            )));
+        };
         let (authority, prefix) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/').to_string()),
             None => (rest, String::new()),
@@ -64,7 +102,7 @@ impl Endpoint {
                     port,
                 )
             }
-            _ => (authority.to_string(), 80),
+            _ => (authority.to_string(), default_port),
         };
         if host.is_empty() {
             return Err(ClientError::BadUrl(format!("no host in {url:?}")));
@@ -74,15 +112,57 @@ impl Endpoint {
             port,
             prefix,
             token: token.filter(|t| !t.is_empty()),
+            tls,
         })
+    }
+
+    /// The same endpoint, trusting only the certificate of `fingerprint`
+    /// (an https URL only).
+    pub fn with_fingerprint(self, fingerprint: Option<&str>) -> Result<Endpoint, ClientError> {
+        let Some(fp) = fingerprint.filter(|f| !f.is_empty()) else {
+            return Ok(self);
+        };
+        let fp = crate::tls::parse_fingerprint(fp).map_err(ClientError::BadUrl)?;
+        match self {
+            Endpoint::Tcp {
+                host,
+                port,
+                prefix,
+                token,
+                tls: Some(_),
+            } => Ok(Endpoint::Tcp {
+                host,
+                port,
+                prefix,
+                token,
+                tls: Some(Tls {
+                    fingerprint: Some(fp),
+                }),
+            }),
+            e => Err(ClientError::BadUrl(format!(
+                "a certificate fingerprint goes with an https:// URL, not {}",
+                e.describe()
+            ))),
+        }
     }
 
     pub fn describe(&self) -> String {
         match self {
             Endpoint::Unix(p) => p.display().to_string(),
             Endpoint::Tcp {
-                host, port, prefix, ..
-            } => format!("http://{host}:{port}{prefix}"),
+                host,
+                port,
+                prefix,
+                tls,
+                ..
+            } => {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                if host.contains(':') {
+                    format!("{scheme}://[{host}]:{port}{prefix}")
+                } else {
+                    format!("{scheme}://{host}:{port}{prefix}")
+                }
+            }
         }
     }
 }
@@ -161,41 +241,37 @@ impl Client {
         self
     }
 
-    async fn connect(&self) -> Result<Sender, ClientError> {
+    /// Sends `req`: over a new connection on the unix socket, over a
+    /// pooled one on TCP.
+    async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let describe = self.endpoint.describe();
-        let (sender, conn_task) = match &self.endpoint {
+        match &self.endpoint {
             Endpoint::Unix(path) => {
                 let stream = UnixStream::connect(path)
                     .await
                     .map_err(|e| ClientError::Connect(describe.clone(), e))?;
-                let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                let (mut sender, conn): (Sender, _) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .map_err(|e| ClientError::Http(e.to_string()))?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                sender
+                    .send_request(req)
                     .await
-                    .map_err(|e| ClientError::Http(e.to_string()))?;
-                (
-                    s,
-                    tokio::spawn(async move {
-                        let _ = conn.await;
-                    }),
-                )
+                    .map_err(|e| ClientError::Http(e.to_string()))
             }
-            Endpoint::Tcp { host, port, .. } => {
-                let stream = TcpStream::connect((host.as_str(), *port))
+            Endpoint::Tcp { tls, .. } => {
+                let pool = pool(tls.as_ref())?;
+                pool.request(req)
                     .await
-                    .map_err(|e| ClientError::Connect(describe.clone(), e))?;
-                let _ = stream.set_nodelay(true);
-                let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(|e| ClientError::Http(e.to_string()))?;
-                (
-                    s,
-                    tokio::spawn(async move {
-                        let _ = conn.await;
-                    }),
-                )
+                    .map_err(|e| connect_error(&e, &describe))
             }
-        };
-        drop(conn_task);
-        Ok(sender)
+        }
     }
 
     fn build(
@@ -209,20 +285,32 @@ impl Client {
         let (host, uri) = match &self.endpoint {
             Endpoint::Unix(_) => ("localhost".to_string(), path.to_string()),
             Endpoint::Tcp {
-                host, port, prefix, ..
-            } if host.contains(':') => (format!("[{host}]:{port}"), format!("{prefix}{path}")),
-            Endpoint::Tcp {
-                host, port, prefix, ..
-            } => (format!("{host}:{port}"), format!("{prefix}{path}")),
+                host,
+                port,
+                prefix,
+                tls,
+                ..
+            } => {
+                let authority = if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                };
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                let uri = format!("{scheme}://{authority}{prefix}{path}");
+                (authority, uri)
+            }
         };
         // A daemon takes changes only as JSON, with or without a body.
         let json = body.is_some() || !matches!(method, Method::GET | Method::HEAD);
-        // One request per connection: nothing lingers to delay a graceful shutdown.
         let mut req = Request::builder()
             .method(method)
             .uri(uri)
-            .header("host", host)
-            .header("connection", "close");
+            .header("host", host);
+        if let Endpoint::Unix(_) = &self.endpoint {
+            // One request per connection: nothing lingers to delay a graceful shutdown.
+            req = req.header("connection", "close");
+        }
         for (k, v) in &self.headers {
             req = req.header(k.as_str(), v.as_str());
         }
@@ -243,12 +331,8 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
-        let mut sender = self.connect().await?;
         let req = self.build(method, path, body)?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let resp = self.send(req).await?;
         let status = resp.status();
         let Some(limit) = self.body_limit else {
             let bytes = resp
@@ -315,12 +399,8 @@ impl Client {
 
     /// Opens a streaming GET (server-sent events) and returns its body.
     pub async fn stream(&self, path: &str) -> Result<hyper::body::Incoming, ClientError> {
-        let mut sender = self.connect().await?;
         let req = self.build(Method::GET, path, None)?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let resp = self.send(req).await?;
         if !resp.status().is_success() {
             let status = resp.status();
             let bytes = resp
@@ -335,6 +415,170 @@ impl Client {
             return Err(ClientError::Api { status, message });
         }
         Ok(resp.into_body())
+    }
+}
+
+/// How long an idle pooled connection is kept: less than a daemon's
+/// `HEADER_READ_TIMEOUT`, after which it closes idle connections itself.
+pub const POOL_IDLE: Duration = Duration::from_secs(8);
+
+type Pool = hyper_util::client::legacy::Client<Connector, Full<Bytes>>;
+
+/// The pool of connections for one kind of trust (plain, or TLS with one
+/// pin), shared by the whole process.
+fn pool(tls: Option<&Tls>) -> Result<Pool, ClientError> {
+    type Key = Option<Option<String>>;
+    static POOLS: OnceLock<Mutex<std::collections::HashMap<Key, Pool>>> = OnceLock::new();
+    let key: Key = tls.map(|t| t.fingerprint.clone());
+    let pools = POOLS.get_or_init(Default::default);
+    if let Some(p) = pools.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return Ok(p.clone());
+    }
+    let config = match tls {
+        Some(t) => {
+            Some(crate::tls::client_config(t.fingerprint.as_deref()).map_err(ClientError::Tls)?)
+        }
+        None => None,
+    };
+    let pool = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .pool_max_idle_per_host(8)
+        .build(Connector { tls: config });
+    let mut pools = pools.lock().unwrap_or_else(|p| p.into_inner());
+    // The pools of agents long gone are not kept for ever.
+    if pools.len() > 20_000 {
+        pools.clear();
+    }
+    pools.insert(key, pool.clone());
+    Ok(pool)
+}
+
+/// A failed pooled request, as a user should read it: a refused
+/// certificate names the fingerprint expected and the one shown.
+fn connect_error(e: &hyper_util::client::legacy::Error, url: &str) -> ClientError {
+    if let Some(m) = crate::tls::mismatch_of(e) {
+        let message = format!(
+            "refusing {url}: its certificate fingerprint is {}, expected {} (the pinned one). Someone may be standing in the middle; if the certificate changed on purpose, pin the new one",
+            m.got, m.expected
+        );
+        return ClientError::Pin(m, message);
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if let Some(r) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                return ClientError::Tls(crate::tls::describe(r, url));
+            }
+            if e.is_connect() {
+                return ClientError::Connect(
+                    url.to_string(),
+                    std::io::Error::new(io.kind(), io.to_string()),
+                );
+            }
+        }
+        cur = err.source();
+    }
+    let mut text = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        text = format!("{text}: {s}");
+        src = s.source();
+    }
+    ClientError::Http(text)
+}
+
+/// Opens TCP connections, wrapped in TLS when configured.
+#[derive(Clone)]
+pub struct Connector {
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A pooled connection: plain TCP or TLS.
+pub enum Conn {
+    Plain(TokioIo<TcpStream>),
+    Tls(Box<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>),
+}
+
+impl tower_service::Service<hyper::Uri> for Connector {
+    type Response = Conn;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Conn, std::io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: hyper::Uri) -> Self::Future {
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+            let host = uri
+                .host()
+                .ok_or_else(|| bad(format!("no host in {uri}")))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let port = uri
+                .port_u16()
+                .unwrap_or(if tls.is_some() { 443 } else { 80 });
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            let _ = tcp.set_nodelay(true);
+            let Some(config) = tls else {
+                return Ok(Conn::Plain(TokioIo::new(tcp)));
+            };
+            let name = crate::tls::server_name(&host).map_err(bad)?;
+            let stream = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?;
+            Ok(Conn::Tls(Box::new(TokioIo::new(stream))))
+        })
+    }
+}
+
+impl Connection for Conn {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl hyper::rt::Read for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl hyper::rt::Write for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 
@@ -417,6 +661,7 @@ mod tests {
             port,
             prefix,
             token,
+            tls: None,
         } = Endpoint::parse_url("http://127.0.0.1:9876/opm/", Some("t".into())).expect("url")
         else {
             panic!("tcp")
@@ -429,7 +674,18 @@ mod tests {
             Endpoint::parse_url("http://example", None),
             Ok(Endpoint::Tcp { port: 80, .. })
         ));
-        assert!(Endpoint::parse_url("https://x", None).is_err());
+        assert!(matches!(
+            Endpoint::parse_url("https://x", None),
+            Ok(Endpoint::Tcp {
+                port: 443,
+                tls: Some(Tls { fingerprint: None }),
+                ..
+            })
+        ));
+        assert!(Endpoint::parse_url("ftp://x", None).is_err());
+        assert!(Endpoint::parse_url("http://x", None)
+            .and_then(|e| e.with_fingerprint(Some(&crate::tls::fingerprint(b"c"))))
+            .is_err());
         assert!(Endpoint::parse_url("http://x:notaport", None).is_err());
     }
 }

@@ -299,6 +299,31 @@ pub struct WebSection {
     /// The most live log streams open at once (unix socket and TCP).
     #[serde(default = "default_max_streams")]
     pub max_streams: usize,
+    /// TLS on the TCP API.
+    #[serde(default)]
+    pub tls: TlsSection,
+}
+
+/// `[daemon.web.tls]`: on by default on any address but a loopback one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Unset: on for a non-loopback address, off on loopback.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// The user's certificate (PEM, the chain from the leaf); with `key`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// The user's private key (PEM); with `cert`.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+impl TlsSection {
+    /// Whether a listener on `ip` serves TLS.
+    pub fn on_for(&self, ip: IpAddr) -> bool {
+        self.enabled.unwrap_or(!ip.is_loopback())
+    }
 }
 
 impl Default for WebSection {
@@ -312,6 +337,7 @@ impl Default for WebSection {
             allowed_hosts: Vec::new(),
             max_connections: default_max_connections(),
             max_streams: default_max_streams(),
+            tls: TlsSection::default(),
         }
     }
 }
@@ -381,6 +407,10 @@ pub struct ServerEntry {
     pub url: String,
     #[serde(default)]
     pub token: String,
+    /// The fingerprint of the server's TLS certificate (`SHA256:…`), for an
+    /// https URL: the only certificate trusted there.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
 }
 
 impl fmt::Debug for ServerEntry {
@@ -388,6 +418,7 @@ impl fmt::Debug for ServerEntry {
         f.debug_struct("ServerEntry")
             .field("url", &self.url)
             .field("token", &"<hidden>")
+            .field("fingerprint", &self.fingerprint)
             .finish()
     }
 }
@@ -413,6 +444,15 @@ max_streams = 256     # live log streams open at once
 # address.
 enabled = true
 token = ""
+
+[daemon.web.tls]
+# On by default on any address but a loopback one (127.0.0.1, ::1), where
+# enabled = true turns it on. Without cert and key, opm generates a
+# self-signed certificate in OPM_HOME/tls at first need; `opm daemon health`
+# shows its fingerprint, which clients pin.
+# enabled = true
+# cert = "/etc/opm/cert.pem"
+# key = "/etc/opm/key.pem"
 "#;
 
 /// The default file of opm 0.1.0 and earlier, which had the token off.

@@ -164,7 +164,10 @@ async fn serve(
         if api_wanted || registry.is_some() {
             let tokens = api::agents::tokens_for(&ctx);
             // A failure is recorded for `daemon health` and the log.
-            let _ = ctx.tcp.start(&ctx, &config.api_address(), tokens).await;
+            let _ = ctx
+                .tcp
+                .start(&ctx, &config.api_address(), tokens, false)
+                .await;
         }
         let serves_tcp = api_wanted || registry.is_some();
         if let (true, Some(warning)) = (serves_tcp, config.tokenless_warning()) {

@@ -19,6 +19,7 @@ pub mod service;
 pub mod spec;
 pub mod store;
 pub mod supervise;
+pub mod tls;
 
 /// Environment variables that carry opm's secrets to the CLI. The daemon
 /// drops them at start and never passes them to a managed process.

@@ -279,6 +279,13 @@ pub struct Health {
     /// the snapshot; null otherwise.
     #[serde(default)]
     pub recovered: Option<Recovered>,
+    /// The TCP API's URL (`https://…` when it serves TLS), or null when off.
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// The fingerprint of the TCP API's TLS certificate (`SHA256:…`), which
+    /// clients pin; null when it serves plain HTTP.
+    #[serde(default)]
+    pub tls_fingerprint: Option<String>,
 }
 
 /// A rebuild of a damaged database (`Health::recovered`).

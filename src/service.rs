@@ -57,6 +57,9 @@ pub struct ApiState {
     pub error: Option<String>,
     /// The listener takes no token (`enabled = false`, on loopback only).
     pub tokenless: bool,
+    /// The fingerprint of the certificate the listener serves TLS with;
+    /// `None` when it speaks plain HTTP.
+    pub tls_fingerprint: Option<String>,
 }
 
 struct UsageCache {
@@ -727,7 +730,17 @@ impl Service {
             .flatten()
             .into_iter()
             .collect();
+        let api_url = api.address.as_ref().map(|a| {
+            let scheme = if api.tls_fingerprint.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{a}")
+        });
         Health {
+            api_url,
+            tls_fingerprint: api.tls_fingerprint,
             token_file,
             warnings,
             agents_online,

@@ -137,9 +137,46 @@ pub struct TcpSlot {
 impl TcpSlot {
     /// Listens on `address` with `tokens`, replacing any listener. Records the
     /// outcome in the service's API state, and returns the bound address.
-    pub async fn start(&self, ctx: &Ctx, address: &str, tokens: Tokens) -> Result<String, String> {
+    /// TLS is on when `[daemon.web.tls]` says so for the address, or when
+    /// `force_tls` (an agent linked to an https server).
+    pub async fn start(
+        &self,
+        ctx: &Ctx,
+        address: &str,
+        tokens: Tokens,
+        force_tls: bool,
+    ) -> Result<String, String> {
         self.stop();
         let tokenless = tokens.admin.is_none();
+        let tls_config = &ctx.svc.config.daemon.web.tls;
+        let identity = match address.parse::<std::net::SocketAddr>() {
+            Ok(addr) if force_tls || tls_config.on_for(addr.ip()) => {
+                let extra: Vec<String> = (!addr.ip().is_unspecified())
+                    .then(|| addr.ip().to_string())
+                    .into_iter()
+                    .collect();
+                match crate::tls::server_identity(
+                    &ctx.svc.home,
+                    tls_config.cert.as_deref(),
+                    tls_config.key.as_deref(),
+                    &extra,
+                ) {
+                    Ok(id) => Some(id),
+                    Err(e) => {
+                        let message = format!("cannot serve TLS on {address}: {e}");
+                        crate::daemon_log(format_args!("API not started: {message}"));
+                        *ctx.svc.api.lock().unwrap_or_else(|p| p.into_inner()) = ApiState {
+                            address: None,
+                            error: Some(message.clone()),
+                            tokenless,
+                            tls_fingerprint: None,
+                        };
+                        return Err(message);
+                    }
+                }
+            }
+            _ => None,
+        };
         let bound = match address.parse::<std::net::SocketAddr>() {
             Ok(addr) if tokenless && !addr.ip().is_loopback() => Err(format!(
                 "{} is not a loopback address: opm serves TCP there only with a token",
@@ -164,10 +201,12 @@ impl TcpSlot {
                 let (stop, stop_rx) = watch::channel(false);
                 let mut daemon_stop = ctx.shutdown.subscribe();
                 let mut own_stop = stop_rx;
+                let tls_fingerprint = identity.as_ref().map(|i| i.fingerprint.clone());
                 tokio::spawn(tcp::serve(
                     listener,
                     routes,
                     ctx.svc.config.daemon.web.max_connections,
+                    identity.map(|i| i.config),
                     async move {
                         tokio::select! {
                             _ = daemon_stop.wait_for(|v| *v) => {}
@@ -175,11 +214,17 @@ impl TcpSlot {
                         }
                     },
                 ));
-                crate::daemon_log(format_args!("API listening on http://{local}"));
+                match &tls_fingerprint {
+                    Some(fp) => crate::daemon_log(format_args!(
+                        "API listening on https://{local} (certificate {fp})"
+                    )),
+                    None => crate::daemon_log(format_args!("API listening on http://{local}")),
+                }
                 set_state(ApiState {
                     address: Some(local.clone()),
                     error: None,
                     tokenless,
+                    tls_fingerprint,
                 });
                 *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(TcpHandle { stop });
                 Ok(local)
@@ -191,6 +236,7 @@ impl TcpSlot {
                     address: None,
                     error: Some(message.clone()),
                     tokenless,
+                    tls_fingerprint: None,
                 });
                 Err(message)
             }

@@ -6,6 +6,12 @@
 //! accepting instead of spinning. Each request carries its peer's address
 //! (`peer_addr`). warp's own server takes only its listener types, so the
 //! warp filters are served here through hyper.
+//!
+//! With TLS, each connection's first byte is looked at before the
+//! handshake: a TLS handshake starts with 0x16; anything else (plain HTTP
+//! sent to the TLS port) gets a plain `400` that says to use https, and the
+//! connection is closed at once. The handshake must end within
+//! `HANDSHAKE_TIMEOUT`; the connection cap counts TLS connections alike.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use warp::filters::BoxedFilter;
 use warp::Filter;
@@ -23,6 +30,9 @@ use warp::Filter;
 /// A request's headers must be complete this long after the connection
 /// started waiting for them, or the connection is closed.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A TLS handshake (its first byte included) must end within this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// After the listener stops, open connections get this long to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -104,8 +114,10 @@ pub async fn serve(
     listener: TcpListener,
     routes: BoxedFilter<(warp::reply::Response,)>,
     max_connections: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
     stop: impl Future<Output = ()>,
 ) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(max_connections));
     let (closing, closing_rx) = watch::channel(false);
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -145,23 +157,88 @@ pub async fn serve(
             inner: TowerToHyperService::new(warp::service(routes.clone())),
             peer,
         };
-        let conn = http.serve_connection(TokioIo::new(stream), service);
-        let mut closing = closing_rx.clone();
+        let closing = closing_rx.clone();
+        let http = http.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let mut conn = std::pin::pin!(conn);
-            let closed = async move {
-                let _ = closing.wait_for(|v| *v).await;
-            };
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = closed => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+            match acceptor {
+                None => run(&http, stream, service, closing).await,
+                Some(acceptor) => {
+                    let Some(tls) = handshake(&acceptor, stream).await else {
+                        return;
+                    };
+                    run(&http, tls, service, closing).await
                 }
             }
         });
     }
     drop(listener);
     let _ = closing.send(true);
+}
+
+/// Serves one connection until it ends, or gracefully once `closing` is set.
+async fn run<I, S>(
+    http: &hyper::server::conn::http1::Builder,
+    io: I,
+    service: S,
+    mut closing: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Send,
+    S::Future: Send,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = http.serve_connection(TokioIo::new(io), service);
+    let mut conn = std::pin::pin!(conn);
+    let closed = async move {
+        let _ = closing.wait_for(|v| *v).await;
+    };
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = closed => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+        }
+    }
+}
+
+/// What plain HTTP sent to the TLS port gets.
+const PLAIN_HTTP_ANSWER: &str = "this port speaks HTTPS (TLS): use https:// instead of http://\n";
+
+/// The TLS handshake of an accepted connection, within `HANDSHAKE_TIMEOUT`;
+/// `None` when it failed (plain HTTP got its 400).
+async fn handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let mut first = [0u8; 1];
+    let peeked = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await;
+    match peeked {
+        Ok(Ok(1)) if first[0] == 0x16 => {}
+        Ok(Ok(1)) => {
+            let mut stream = stream;
+            let answer = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{PLAIN_HTTP_ANSWER}",
+                PLAIN_HTTP_ANSWER.len()
+            );
+            // Read what the client sent while answering, so that closing
+            // does not reset the connection before it reads the answer.
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.shutdown().await;
+                let mut sink = [0u8; 4096];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            })
+            .await;
+            return None;
+        }
+        _ => return None,
+    }
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Some(tls),
+        _ => None,
+    }
 }

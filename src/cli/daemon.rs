@@ -268,13 +268,14 @@ pub fn target(remote: &Remote) -> Result<Client, CliError> {
     let endpoint = match config.servers.get(server) {
         Some(entry) => {
             Endpoint::parse_url(&entry.url, Some(flag.unwrap_or_else(|| entry.token.clone())))?
+                .with_fingerprint(remote.fingerprint.as_deref().or(entry.fingerprint.as_deref()))?
         }
         None if server.starts_with("http://") || server.starts_with("https://") => {
             let token = match flag {
                 Some(t) => Some(t),
                 None => super::given_token(None, None, "OPM_TOKEN")?,
             };
-            Endpoint::parse_url(server, token)?
+            Endpoint::parse_url(server, token)?.with_fingerprint(remote.fingerprint.as_deref())?
         }
         // On a server, any other name is one of its agents.
         None if config.role == Role::Server => {
@@ -449,7 +450,10 @@ async fn health(args: HealthArgs) -> Result<(), CliError> {
     );
     println!("memory:      {}", format::bytes(h.memory));
     match (&h.api, &h.api_error) {
-        (Some(a), _) => println!("api:         http://{a}"),
+        (Some(a), _) => println!(
+            "api:         {}",
+            h.api_url.clone().unwrap_or_else(|| format!("http://{a}"))
+        ),
         (None, Some(e)) => println!("api:         not serving: {e}"),
         (None, None) => println!("api:         off"),
     }
@@ -466,6 +470,9 @@ async fn health(args: HealthArgs) -> Result<(), CliError> {
     }
     if let Some(file) = &h.token_file {
         println!("token:       in {file} (`opm daemon token` prints it)");
+    }
+    if let Some(fp) = &h.tls_fingerprint {
+        println!("certificate: {fp}");
     }
     println!("home:        {}", h.home);
     println!("schema:      v{}", h.schema_version);

@@ -48,6 +48,9 @@ pub struct Remote {
     /// Read the server's token from file F (its first line)
     #[arg(long, value_name = "F", requires = "server")]
     pub token_file: Option<std::path::PathBuf>,
+    /// Trust the https server's certificate only if its fingerprint is FP (SHA256:…, as `opm daemon health` shows it)
+    #[arg(long, value_name = "FP", requires = "server")]
+    pub fingerprint: Option<String>,
 }
 
 /// A token given as `--token T`, `--token-file F` (first line) or the

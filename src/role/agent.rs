@@ -83,6 +83,13 @@ impl std::fmt::Debug for AgentLink {
     }
 }
 
+impl AgentLink {
+    /// Whether the agent's API serves TLS: when its server speaks https.
+    pub fn tls(&self) -> bool {
+        self.server.starts_with("https://")
+    }
+}
+
 pub fn load_link(store: &Store) -> Result<Option<AgentLink>, StoreError> {
     let tree = store.tree(ROLE)?;
     let Some(v) = tree.get(LINK_KEY)? else {

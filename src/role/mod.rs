@@ -104,7 +104,11 @@ pub async fn resume_agent(ctx: &Ctx) -> bool {
             return false;
         }
     };
-    if let Err(e) = ctx.tcp.start(ctx, &link.bind, agent_tokens(&link)).await {
+    if let Err(e) = ctx
+        .tcp
+        .start(ctx, &link.bind, agent_tokens(&link), link.tls())
+        .await
+    {
         agent::agent_log(
             &ctx.svc.home.agent_log(),
             &format!("agent API not serving: {e}"),
@@ -218,7 +222,7 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
     });
     if !keep_api {
         ctx.tcp
-            .start(ctx, &bind, agent_tokens(&link))
+            .start(ctx, &bind, agent_tokens(&link), link.tls())
             .await
             .map_err(|e| {
                 (
@@ -241,7 +245,11 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
             match was_running {
                 Some(old) => {
                     if !keep_api {
-                        if let Err(e) = ctx.tcp.start(ctx, &old.bind, agent_tokens(&old)).await {
+                        if let Err(e) = ctx
+                            .tcp
+                            .start(ctx, &old.bind, agent_tokens(&old), old.tls())
+                            .await
+                        {
                             agent::agent_log(
                                 &svc.home.agent_log(),
                                 &format!("agent API not serving: {e}"),
@@ -288,7 +296,7 @@ async fn restore_api(ctx: &Ctx) {
         let tokens = crate::api::agents::tokens_for(ctx);
         let _ = ctx
             .tcp
-            .start(ctx, &ctx.svc.config.api_address(), tokens)
+            .start(ctx, &ctx.svc.config.api_address(), tokens, false)
             .await;
     } else {
         *ctx.svc.api.lock().unwrap_or_else(|p| p.into_inner()) =

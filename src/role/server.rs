@@ -798,6 +798,7 @@ fn agent_client(rec: &AgentRecord) -> Result<Client, ClientError> {
         port,
         prefix: String::new(),
         token: Some(rec.token.clone()),
+        tls: None,
     })
     .with_body_limit(AGENT_ANSWER_LIMIT))
 }
