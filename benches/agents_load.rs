@@ -152,6 +152,7 @@ async fn run(n: usize) {
                     version: "bench".into(),
                     token: format!("agent-token-{i:012}"),
                     processes: summary(),
+                    fingerprint: None,
                 };
                 let a: HeartbeatAnswer = client
                     .post("/daemon/agents/register", &req)

@@ -377,6 +377,11 @@ pub struct RegisterRequest {
     pub token: String,
     #[serde(default)]
     pub processes: Vec<ProcessView>,
+    /// The fingerprint of the agent API's TLS certificate (`SHA256:…`):
+    /// required with an https endpoint, which the server then trusts only
+    /// with it.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
 }
 
 /// The server's answer to a registration or a heartbeat.
@@ -455,6 +460,9 @@ pub struct AgentStatus {
     /// credential revoked, or the token is wrong. It must join again.
     #[serde(default)]
     pub refused: bool,
+    /// The pinned fingerprint of the server's certificate (https).
+    #[serde(default)]
+    pub server_fingerprint: Option<String>,
 }
 
 /// `POST /daemon/agent/connect` (local socket only).
@@ -466,6 +474,10 @@ pub struct ConnectRequest {
     pub name: Option<String>,
     /// `host:port` the agent's API listens on and the server reaches it at.
     pub api_address: Option<String>,
+    /// The server certificate's fingerprint to pin (https); without it, the
+    /// one the server shows is pinned (trust on first use).
+    #[serde(default)]
+    pub fingerprint: Option<String>,
 }
 
 /// `text` with control characters (newlines, escape sequences) shown as

@@ -698,6 +698,7 @@ impl Service {
                 heartbeat_interval_ms: None,
                 connected_since_ms: None,
                 refused: false,
+                server_fingerprint: None,
             },
         }
     }

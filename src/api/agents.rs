@@ -88,6 +88,23 @@ pub fn agent_facing(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
         .and_then(
             |caller: Caller, req: RegisterRequest, ctx: Ctx| async move {
                 let reg = registry(&ctx)?;
+                // An agent of a TLS server is called over TLS only.
+                let tls = ctx
+                    .svc
+                    .api
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .tls_fingerprint
+                    .is_some();
+                if tls && !req.endpoint.starts_with("https://") {
+                    return Err(refuse(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "this server speaks TLS and calls its agents over TLS only, but the endpoint {:?} is http: the agent's API must serve https (an agent connected to an https:// server URL does)",
+                            escape_control(&req.endpoint)
+                        ),
+                    ));
+                }
                 let answer = reg.register(&caller, req).map_err(registry_error)?;
                 Ok::<_, Rejection>(warp::reply::json(&answer).into_response())
             },
@@ -130,6 +147,10 @@ fn agent_failure(rec: &AgentRecord, e: &crate::client::ClientError) -> Resp {
     use crate::client::ClientError;
     let what = match e {
         ClientError::TooLarge(n) => format!("answered more than {n} bytes; the server reads no more"),
+        ClientError::Pin(m, _) => format!(
+            "was refused: its certificate fingerprint is {}, expected {} (the one it registered with); someone may be standing in the middle. If the agent's certificate changed on purpose, it registers the new one when its daemon restarts",
+            m.got, m.expected
+        ),
         ClientError::Api { status, .. } if *status == StatusCode::UNAUTHORIZED => {
             "refused the server's credentials (the agent's API token changed: connect the agent again)".to_string()
         }

@@ -47,6 +47,9 @@ pub struct ConnectArgs {
     /// host:port this agent's API listens on and the server reaches it at (default 127.0.0.1:9877)
     #[arg(long, value_name = "A")]
     pub api_address: Option<String>,
+    /// Pin the https server's certificate ahead of time: its fingerprint (SHA256:…) as `opm daemon health` shows it on the server; without it, the one the server shows now is pinned
+    #[arg(long, value_name = "FP")]
+    pub fingerprint: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +79,7 @@ async fn connect(a: ConnectArgs) -> Result<(), CliError> {
         token,
         name: a.name,
         api_address: a.api_address,
+        fingerprint: a.fingerprint,
     };
     let tokenless = req.token.is_empty();
     let s: AgentStatus = match client.post("/daemon/agent/connect", &req).await {
@@ -94,6 +98,9 @@ async fn connect(a: ConnectArgs) -> Result<(), CliError> {
         s.name.as_deref().unwrap_or("?"),
         s.agent_id.as_deref().unwrap_or("?")
     );
+    if let Some(fp) = &s.server_fingerprint {
+        println!("  server certificate: {fp} (pinned)");
+    }
     if let Some(e) = &s.endpoint {
         println!("  agent API: {e}");
     }
@@ -116,6 +123,9 @@ async fn status(a: FormatArgs) -> Result<(), CliError> {
     };
     println!("role:       {}", s.role);
     println!("server:     {server}");
+    if let Some(fp) = &s.server_fingerprint {
+        println!("pinned:     {fp}");
+    }
     println!(
         "agent:      {} (id {})",
         s.name.as_deref().unwrap_or("?"),

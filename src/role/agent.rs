@@ -56,6 +56,27 @@ pub struct AgentLink {
     /// This agent's credential, issued by the server when it joined; empty
     /// before that.
     pub credential: String,
+    /// The pinned fingerprint of the server's certificate (https); empty for
+    /// an http server.
+    pub server_fingerprint: String,
+    /// The fingerprint of this agent's own API certificate, sent at
+    /// registration; empty when its API speaks plain HTTP.
+    pub api_fingerprint: String,
+}
+
+/// A link as written before TLS.
+#[derive(Deserialize)]
+struct AgentLinkV2 {
+    server: String,
+    server_token: String,
+    id: String,
+    name: String,
+    hostname: String,
+    bind: String,
+    endpoint: String,
+    token: String,
+    connected_ms: u64,
+    credential: String,
 }
 
 /// A link as written before agents had credentials.
@@ -97,8 +118,8 @@ pub fn load_link(store: &Store) -> Result<Option<AgentLink>, StoreError> {
     };
     match codec::decode(ROLE, LINK_KEY, &v) {
         Ok(link) => Ok(Some(link)),
-        // An older link has no credential: the agent joins again.
-        Err(e) => match codec::decode::<AgentLinkV1>(ROLE, LINK_KEY, &v) {
+        Err(e) => match codec::decode::<AgentLinkV2>(ROLE, LINK_KEY, &v) {
+            // A link from before TLS: an http server, nothing pinned.
             Ok(old) => Ok(Some(AgentLink {
                 server: old.server,
                 server_token: old.server_token,
@@ -109,9 +130,28 @@ pub fn load_link(store: &Store) -> Result<Option<AgentLink>, StoreError> {
                 endpoint: old.endpoint,
                 token: old.token,
                 connected_ms: old.connected_ms,
-                credential: String::new(),
+                credential: old.credential,
+                server_fingerprint: String::new(),
+                api_fingerprint: String::new(),
             })),
-            Err(_) => Err(e),
+            // An older link has no credential: the agent joins again.
+            Err(_) => match codec::decode::<AgentLinkV1>(ROLE, LINK_KEY, &v) {
+                Ok(old) => Ok(Some(AgentLink {
+                    server: old.server,
+                    server_token: old.server_token,
+                    id: old.id,
+                    name: old.name,
+                    hostname: old.hostname,
+                    bind: old.bind,
+                    endpoint: old.endpoint,
+                    token: old.token,
+                    connected_ms: old.connected_ms,
+                    credential: String::new(),
+                    server_fingerprint: String::new(),
+                    api_fingerprint: String::new(),
+                })),
+                Err(_) => Err(e),
+            },
         },
     }
 }
@@ -165,6 +205,8 @@ impl AgentRuntime {
             heartbeat_interval_ms: s.interval_ms,
             connected_since_ms: Some(link.connected_ms),
             refused: s.refused,
+            server_fingerprint: (!link.server_fingerprint.is_empty())
+                .then_some(link.server_fingerprint),
         }
     }
 }
@@ -196,11 +238,18 @@ pub fn agent_log(path: &PathBuf, message: &str) {
 /// A client for the server: the join token, and this agent's credential
 /// once it has one. Answers are read up to a small limit.
 fn server_client(link: &AgentLink) -> Result<Client, ClientError> {
-    let client = Client::new(Endpoint::parse_url(
-        &link.server,
-        Some(link.server_token.clone()),
-    )?)
-    .with_body_limit(SERVER_ANSWER_LIMIT);
+    let endpoint = Endpoint::parse_url(&link.server, Some(link.server_token.clone()))?;
+    let endpoint = match &endpoint {
+        // An https server is trusted by its pinned certificate only.
+        Endpoint::Tcp { tls: Some(_), .. } if link.server_fingerprint.is_empty() => {
+            return Err(ClientError::Tls(format!(
+                "no certificate fingerprint is pinned for {}: connect again (opm agent connect {} --token JOIN)",
+                link.server, link.server
+            )))
+        }
+        _ => endpoint.with_fingerprint(Some(&link.server_fingerprint))?,
+    };
+    let client = Client::new(endpoint).with_body_limit(SERVER_ANSWER_LIMIT);
     Ok(if link.credential.is_empty() {
         client
     } else {
@@ -218,6 +267,9 @@ pub enum LinkError {
     Unreachable(String, String),
     #[error("the server refused this agent: {0}")]
     Refused(String),
+    /// The server's certificate is not the pinned one.
+    #[error("{0}")]
+    Untrusted(String),
     #[error("the server does not know this agent")]
     Unknown,
     #[error("the server answered {0}: {1}")]
@@ -239,6 +291,10 @@ async fn timed<T>(
             StatusCode::NOT_FOUND => LinkError::Unknown,
             s => LinkError::Other(s, message),
         }),
+        Ok(Err(ClientError::Pin(m, _))) => Err(LinkError::Untrusted(format!(
+            "refusing the server at {server}: its certificate fingerprint is {}, expected {} (the pinned one); someone may be standing in the middle. If the server's certificate changed on purpose: opm agent connect {server} --token JOIN --fingerprint {}",
+            m.got, m.expected, m.got
+        ))),
         Ok(Err(e)) => Err(LinkError::Unreachable(server.to_string(), e.to_string())),
     }
 }
@@ -257,6 +313,7 @@ pub async fn register(
         version: env!("CARGO_PKG_VERSION").to_string(),
         token: link.token.clone(),
         processes,
+        fingerprint: (!link.api_fingerprint.is_empty()).then(|| link.api_fingerprint.clone()),
     };
     timed(client.post("/daemon/agents/register", &req), &link.server).await
 }
@@ -382,6 +439,19 @@ pub async fn run(
                 s.last_error =
                     Some("the server had forgotten this agent; registering again".into());
                 wait = Duration::ZERO;
+            }
+            Err(e @ LinkError::Untrusted(_)) => {
+                refusals = refusals.saturating_add(1);
+                failures = 0;
+                let backoff = DEFAULT_HEARTBEAT_INTERVAL
+                    .saturating_mul(1u32 << refusals.min(8))
+                    .min(REFUSED_RETRY_CAP);
+                if refusals == 1 || refusals.is_power_of_two() {
+                    agent_log(&log, &format!("{e} (attempt {refusals})"));
+                }
+                s.connected = false;
+                s.last_error = Some(e.to_string());
+                wait = backoff;
             }
             Err(e @ LinkError::Refused(_)) => {
                 refusals = refusals.saturating_add(1);

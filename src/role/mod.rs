@@ -122,6 +122,16 @@ pub async fn resume_agent(ctx: &Ctx) -> bool {
     true
 }
 
+/// The fingerprint of the certificate the TCP API serves, if it serves TLS.
+fn api_fingerprint(ctx: &Ctx) -> Option<String> {
+    ctx.svc
+        .api
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .tls_fingerprint
+        .clone()
+}
+
 /// `opm agent connect`: joins a server (README, "Server and agents").
 pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refusal> {
     let svc = &ctx.svc;
@@ -130,7 +140,14 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
         return Err((StatusCode::CONFLICT, "this opm is a server (role = \"server\"): agents connect to it, it does not connect to another".into()));
     }
     let server = req.server.trim_end_matches('/').to_string();
-    crate::client::Endpoint::parse_url(&server, None).map_err(|e| bad(e.to_string()))?;
+    let server_endpoint =
+        crate::client::Endpoint::parse_url(&server, None).map_err(|e| bad(e.to_string()))?;
+    let (https, server_host, server_port) = match &server_endpoint {
+        crate::client::Endpoint::Tcp {
+            host, port, tls, ..
+        } => (tls.is_some(), host.clone(), *port),
+        crate::client::Endpoint::Unix(_) => (false, String::new(), 0),
+    };
     // Without a token, the server decides: only one whose TCP API has no
     // token (loopback only) takes it.
     let previous = agent::load_link(&svc.store)
@@ -167,10 +184,34 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
             "--api-address {bind:?} must be host:port with an IP address, e.g. 10.0.0.5:9877"
         ))
     })?;
+    // The agent's API speaks TLS with an https server, and wherever
+    // [daemon.web.tls] wants it for its address.
+    let api_tls = https || web.tls.on_for(addr.ip());
+    let scheme = if api_tls { "https" } else { "http" };
     let endpoint = if addr.ip().is_unspecified() {
-        format!("http://{host}:{}", addr.port())
+        format!("{scheme}://{host}:{}", addr.port())
     } else {
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
+    };
+    // The server's certificate: the one given, else the one pinned for
+    // this server before, else the one it shows now (trust on first use).
+    let server_fingerprint = match &req.fingerprint {
+        Some(_) if !https => {
+            return Err(bad(format!(
+                "--fingerprint goes with an https:// server URL, not {server}"
+            )))
+        }
+        Some(fp) => crate::tls::parse_fingerprint(fp).map_err(bad)?,
+        None if !https => String::new(),
+        None => match previous
+            .as_ref()
+            .filter(|l| l.server == server && !l.server_fingerprint.is_empty())
+        {
+            Some(l) => l.server_fingerprint.clone(),
+            None => crate::tls::probe(&server_host, server_port)
+                .await
+                .map_err(|e| (StatusCode::BAD_GATEWAY, format!("registration failed: {e}")))?,
+        },
     };
     // Registering again with the same server keeps the id and credential.
     let (id, credential) = match &previous {
@@ -202,6 +243,8 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
         token,
         connected_ms: crate::spec::now_ms(),
         credential,
+        server_fingerprint,
+        api_fingerprint: String::new(),
     };
     let running = svc.agent.lock().unwrap_or_else(|p| p.into_inner()).take();
     // Connecting again on the same address keeps the agent API as it
@@ -214,7 +257,10 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
         .clone();
     let keep_api = running.as_ref().is_some_and(|rt| {
         let old = rt.link();
-        old.bind == bind && old.token == link.token && serving.as_deref() == Some(bind.as_str())
+        old.bind == bind
+            && old.token == link.token
+            && old.endpoint == link.endpoint
+            && serving.as_deref() == Some(bind.as_str())
     });
     let was_running = running.map(|rt| {
         let _ = rt.stop.send(true);
@@ -231,6 +277,7 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
                 )
             })?;
     }
+    link.api_fingerprint = api_fingerprint(ctx).unwrap_or_default();
     let mut answer = agent::register(&link, svc.list()).await;
     if matches!(answer, Err(LinkError::Refused(_))) && !link.credential.is_empty() {
         // The old credential was revoked (or the server lost it): join anew.
@@ -262,6 +309,7 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
             }
             let status = match e {
                 LinkError::Refused(_) => StatusCode::UNAUTHORIZED,
+                LinkError::Untrusted(_) => StatusCode::BAD_GATEWAY,
                 LinkError::Other(s, _) if s.is_client_error() => s,
                 _ => StatusCode::BAD_GATEWAY,
             };

@@ -63,6 +63,25 @@ pub struct AgentRecord {
     pub last_seen_ms: u64,
     pub online: bool,
     pub processes: ProcessCounts,
+    /// The fingerprint of the agent API's certificate (https endpoints):
+    /// the server trusts nothing else there. Empty for http.
+    pub fingerprint: String,
+}
+
+/// A record as written before TLS.
+#[derive(Deserialize)]
+struct AgentRecordV2 {
+    id: String,
+    name: String,
+    hostname: String,
+    endpoint: String,
+    version: String,
+    token: String,
+    credential: String,
+    registered_ms: u64,
+    last_seen_ms: u64,
+    online: bool,
+    processes: ProcessCounts,
 }
 
 /// A record as written before agents had credentials: read only to say
@@ -192,19 +211,36 @@ impl Registry {
             let (k, v) = item?;
             let rec: AgentRecord = match codec::decode(AGENTS, &k, &v) {
                 Ok(rec) => rec,
-                Err(e) => match codec::decode::<AgentRecordV1>(AGENTS, &k, &v) {
-                    Ok(old) => {
-                        // Its agent had no credential: it cannot prove who it
-                        // is, so it joins again (by itself, with its join token).
-                        crate::daemon_log(format_args!(
+                Err(e) => match codec::decode::<AgentRecordV2>(AGENTS, &k, &v) {
+                    // From before TLS: an http endpoint, nothing pinned.
+                    Ok(old) => AgentRecord {
+                        id: old.id,
+                        name: old.name,
+                        hostname: old.hostname,
+                        endpoint: old.endpoint,
+                        version: old.version,
+                        token: old.token,
+                        credential: old.credential,
+                        registered_ms: old.registered_ms,
+                        last_seen_ms: old.last_seen_ms,
+                        online: old.online,
+                        processes: old.processes,
+                        fingerprint: String::new(),
+                    },
+                    Err(_) => match codec::decode::<AgentRecordV1>(AGENTS, &k, &v) {
+                        Ok(old) => {
+                            // Its agent had no credential: it cannot prove who it
+                            // is, so it joins again (by itself, with its join token).
+                            crate::daemon_log(format_args!(
                             "agent {} ({}) was registered by an older opm without a credential: forgotten; it must join again",
                             escape_control(&old.name),
                             escape_control(&old.id)
                         ));
-                        tree.remove(&k)?;
-                        continue;
-                    }
-                    Err(_) => return Err(e),
+                            tree.remove(&k)?;
+                            continue;
+                        }
+                        Err(_) => return Err(e),
+                    },
                 },
             };
             live.insert(
@@ -387,6 +423,11 @@ impl Registry {
                 last_seen_ms: now,
                 online: true,
                 processes: ProcessCounts::of(&req.processes),
+                fingerprint: req
+                    .fingerprint
+                    .as_deref()
+                    .and_then(|f| crate::tls::parse_fingerprint(f).ok())
+                    .unwrap_or_default(),
             };
             let n = state.live.len() + usize::from(!state.live.contains_key(&id));
             let interval = self.interval_ms(n);
@@ -682,24 +723,26 @@ fn view(rec: &AgentRecord) -> AgentView {
     }
 }
 
-/// An agent's endpoint: `http://host:port`, nothing more (no path, query,
-/// user info or fragment), so the server can only ever call its own fixed
-/// paths on it. Returns the host and the port.
-pub fn parse_endpoint(endpoint: &str) -> Result<(String, u16), String> {
+/// An agent's endpoint: `http://host:port` or `https://host:port`, nothing
+/// more (no path, query, user info or fragment), so the server can only
+/// ever call its own fixed paths on it. Returns the host, the port and
+/// whether it is https.
+pub fn parse_endpoint(endpoint: &str) -> Result<(String, u16, bool), String> {
     let bad = |why: &str| {
         Err(format!(
-            "invalid endpoint {:?}: {why}; it must be http://host:port",
+            "invalid endpoint {:?}: {why}; it must be https://host:port or http://host:port",
             escape_control(endpoint)
         ))
     };
     if endpoint.len() > 300 {
         return bad("too long");
     }
-    if endpoint.starts_with("https://") {
-        return bad("https is not supported yet (opm has no TLS client): put the agent on a private network or a tunnel and use http");
-    }
-    let Some(rest) = endpoint.strip_prefix("http://") else {
-        return bad("not an http:// URL");
+    let (rest, tls) = if let Some(r) = endpoint.strip_prefix("https://") {
+        (r, true)
+    } else if let Some(r) = endpoint.strip_prefix("http://") {
+        (r, false)
+    } else {
+        return bad("not an http:// or https:// URL");
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains(['/', '?', '#']) {
@@ -734,7 +777,7 @@ pub fn parse_endpoint(endpoint: &str) -> Result<(String, u16), String> {
         }
         host.to_string()
     };
-    Ok((host, port))
+    Ok((host, port, tls))
 }
 
 /// Text from an agent that ends up in tables and logs: bounded, and with
@@ -779,7 +822,22 @@ fn validate(req: &RegisterRequest) -> Result<(), RegistryError> {
     }
     clean_text("hostname", &req.hostname, 255)?;
     clean_text("version", &req.version, 64)?;
-    parse_endpoint(&req.endpoint).map_err(RegistryError::Invalid)?;
+    let (_, _, https) = parse_endpoint(&req.endpoint).map_err(RegistryError::Invalid)?;
+    match (&req.fingerprint, https) {
+        (None, true) => {
+            return bad(
+                "an https endpoint needs the fingerprint of the agent's certificate (field fingerprint)"
+                    .into(),
+            )
+        }
+        (Some(_), false) => {
+            return bad("a certificate fingerprint goes with an https endpoint only".into())
+        }
+        (Some(fp), true) => {
+            crate::tls::parse_fingerprint(fp).map_err(RegistryError::Invalid)?;
+        }
+        (None, false) => {}
+    }
     if req.token.len() < 16 || req.token.len() > 256 {
         return bad("the agent token must be 16 to 256 characters".into());
     }
@@ -792,13 +850,25 @@ fn validate(req: &RegisterRequest) -> Result<(), RegistryError> {
 /// A client for an agent's API, at its validated endpoint, with its token,
 /// reading at most `AGENT_ANSWER_LIMIT` bytes of an answer.
 fn agent_client(rec: &AgentRecord) -> Result<Client, ClientError> {
-    let (host, port) = parse_endpoint(&rec.endpoint).map_err(ClientError::BadUrl)?;
+    let (host, port, https) = parse_endpoint(&rec.endpoint).map_err(ClientError::BadUrl)?;
+    let tls = match (https, rec.fingerprint.is_empty()) {
+        (false, _) => None,
+        (true, false) => Some(crate::client::Tls {
+            fingerprint: Some(rec.fingerprint.clone()),
+        }),
+        (true, true) => {
+            return Err(ClientError::Tls(format!(
+                "no certificate fingerprint is known for {}: the agent must register again",
+                rec.endpoint
+            )))
+        }
+    };
     Ok(Client::new(Endpoint::Tcp {
         host,
         port,
         prefix: String::new(),
         token: Some(rec.token.clone()),
-        tls: None,
+        tls,
     })
     .with_body_limit(AGENT_ANSWER_LIMIT))
 }
@@ -901,15 +971,15 @@ mod tests {
     fn an_endpoint_is_http_host_port_and_nothing_more() {
         assert_eq!(
             parse_endpoint("http://10.0.0.5:9877"),
-            Ok(("10.0.0.5".into(), 9877))
+            Ok(("10.0.0.5".into(), 9877, false))
         );
         assert_eq!(
-            parse_endpoint("http://agent-1.lan:9877/"),
-            Ok(("agent-1.lan".into(), 9877))
+            parse_endpoint("https://agent-1.lan:9877/"),
+            Ok(("agent-1.lan".into(), 9877, true))
         );
         assert_eq!(
             parse_endpoint("http://[::1]:9877"),
-            Ok(("::1".into(), 9877))
+            Ok(("::1".into(), 9877, false))
         );
         for bad in [
             "http://h:1/path",
@@ -921,7 +991,7 @@ mod tests {
             "http://h:0",
             "http://h:99999",
             "http://:1",
-            "https://h:1",
+            "https://h:1/p",
             "ftp://h:1",
             "http://h h:1",
             "http://h\n:1",
@@ -1007,6 +1077,7 @@ mod tests {
             version: "1".into(),
             token: "agent-api-token-0123".into(),
             processes: Vec::new(),
+            fingerprint: None,
         };
         let a = reg.register(&Caller::Join, req(None, "a")).expect("join");
         let credential = a.credential.clone().expect("a credential");
