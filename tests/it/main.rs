@@ -26,5 +26,6 @@ mod security;
 mod spawn_failures;
 mod stop_kill;
 mod store_safety;
+mod tls;
 mod watch_memory;
 mod web_ui;

@@ -159,6 +159,17 @@ fn cutting_an_agents_link_makes_it_offline_and_restoring_it_brings_it_back() {
         out.success() && out.stdout.contains("10.200.0.1:9876"),
         "{out}"
     );
+    // Off loopback, TLS is on by default.
+    let health = json(opm_in(
+        &s_ns,
+        &server,
+        &["daemon", "health", "--format", "json"],
+    ));
+    assert_eq!(health["api_url"], "https://10.200.0.1:9876", "{health}");
+    let fingerprint = health["tls_fingerprint"]
+        .as_str()
+        .expect("the server's certificate fingerprint")
+        .to_string();
 
     // Agents join with the join token the server generated, never the admin token.
     let join = crate::roles::join_token_of(&server);
@@ -174,7 +185,7 @@ fn cutting_an_agents_link_makes_it_offline_and_restoring_it_brings_it_back() {
             &[
                 "agent",
                 "connect",
-                "http://10.200.0.1:9876",
+                "https://10.200.0.1:9876",
                 "--name",
                 name,
                 "--token",
@@ -184,6 +195,15 @@ fn cutting_an_agents_link_makes_it_offline_and_restoring_it_brings_it_back() {
             ],
         );
         assert!(out.success(), "{out}");
+        assert!(
+            out.stdout
+                .contains(&format!("server certificate: {fingerprint} (pinned)")),
+            "{out}"
+        );
+        assert!(
+            out.stdout.contains(&format!("https://{addr}:9877")),
+            "{out}"
+        );
         assert!(opm_in(ns, home, &["start", "sleep 1000", "--name", "job"]).success());
         let list = json(opm_in(ns, home, &["list", "--format", "json"]));
         pids.push(list[0]["pid"].as_i64().expect("pid"));
@@ -196,7 +216,20 @@ fn cutting_an_agents_link_makes_it_offline_and_restoring_it_brings_it_back() {
                 && status_on_server(&s_ns, &server, "a2").as_deref() == Some("online")
         },
     );
-    // The server reaches each agent's API across the bridge.
+    let listed = json(opm_in(
+        &s_ns,
+        &server,
+        &["agent", "list", "--format", "json"],
+    ));
+    for row in listed.as_array().expect("a list") {
+        assert!(
+            row["endpoint"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("https://10.200.0.")),
+            "{row}"
+        );
+    }
+    // The server reaches each agent's API across the bridge, over TLS.
     let via = json(opm_in(
         &s_ns,
         &server,
