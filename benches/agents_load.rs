@@ -5,8 +5,13 @@
 //! /proc/PID/stat) and RSS, the latency of `GET /daemon/agents/list`, and of
 //! the heartbeats themselves. Bounded in time and count; only 127.0.0.1.
 //!
+//! Each simulated agent has its own connections (kept alive between
+//! heartbeats, as a real agent's are), and, with `tls`, speaks TLS to the
+//! server with its certificate pinned (sessions resumed).
+//!
 //! `cargo bench --bench agents_load` (N = 100, 1000, 5000), or
-//! `cargo bench --bench agents_load -- 1000` for one size.
+//! `cargo bench --bench agents_load -- 1000` for one size, and
+//! `cargo bench --bench agents_load -- tls 1000 5000` over TLS.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -77,6 +82,8 @@ struct Server {
     home: tempfile::TempDir,
     pid: u32,
     port: u16,
+    /// The certificate's fingerprint when the server speaks TLS.
+    fingerprint: Option<String>,
 }
 
 impl Drop for Server {
@@ -87,13 +94,14 @@ impl Drop for Server {
     }
 }
 
-fn start_server() -> Server {
+fn start_server(tls: bool) -> Server {
     let home = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     std::fs::write(
         home.path().join("config.toml"),
         format!(
             "role = \"server\"\n[daemon.web]\napi = true\naddress = \"127.0.0.1\"\nport = {port}\n[daemon.web.secure]\nenabled = true\ntoken = \"{TOKEN}\"\n\
+             [daemon.web.tls]\nenabled = {tls}\n\
              [server]\njoin_token = \"{JOIN}\"\nmax_agents = 1000000\nmax_registrations_per_minute = 100000000\n"
         ),
     )
@@ -110,38 +118,52 @@ fn start_server() -> Server {
         .trim()
         .parse()
         .expect("pid");
-    Server { home, pid, port }
+    let health = std::process::Command::new(env!("CARGO_BIN_EXE_opm"))
+        .args(["daemon", "health", "--format", "json"])
+        .env("OPM_HOME", home.path())
+        .output()
+        .expect("health");
+    let health: serde_json::Value = serde_json::from_slice(&health.stdout).expect("health JSON");
+    let fingerprint = health["tls_fingerprint"].as_str().map(String::from);
+    assert_eq!(fingerprint.is_some(), tls, "TLS as asked: {health}");
+    Server {
+        home,
+        pid,
+        port,
+        fingerprint,
+    }
 }
 
-async fn run(n: usize) {
-    let server = start_server();
-    let client = Client::new(
+/// A registered agent: its id and its own client (with its credential).
+type Registered = (String, Client);
+
+async fn run(n: usize, tls: bool) {
+    let server = start_server(tls);
+    let scheme = if tls { "https" } else { "http" };
+    let endpoint = |token: &str| {
         Endpoint::parse_url(
-            &format!("http://127.0.0.1:{}", server.port),
-            Some(TOKEN.into()),
+            &format!("{scheme}://127.0.0.1:{}", server.port),
+            Some(token.into()),
         )
-        .expect("url"),
-    );
+        .and_then(|e| e.with_fingerprint(server.fingerprint.as_deref()))
+        .expect("url")
+    };
+    let client = Client::new(endpoint(TOKEN));
     // Agents join with the join token; their heartbeats carry their credential.
-    let joiner = Client::new(
-        Endpoint::parse_url(
-            &format!("http://127.0.0.1:{}", server.port),
-            Some(JOIN.into()),
-        )
-        .expect("url"),
-    );
+    let joiner = Client::new(endpoint(JOIN));
+    let agent_endpoint = endpoint(JOIN);
     let base_rss = rss_kib(server.pid);
 
     // Register every agent (WORKERS at a time).
     let t = Instant::now();
     let next_due: Arc<Mutex<Vec<(Instant, usize)>>> = Arc::new(Mutex::new(Vec::with_capacity(n)));
-    let ids: Arc<Mutex<Vec<(String, String)>>> =
-        Arc::new(Mutex::new(vec![(String::new(), String::new()); n]));
+    let ids: Arc<Mutex<Vec<Option<Registered>>>> = Arc::new(Mutex::new(vec![None; n]));
     let mut handles = Vec::new();
     for w in 0..WORKERS {
         let client = joiner.clone();
         let ids = ids.clone();
         let due = next_due.clone();
+        let agent_endpoint = agent_endpoint.clone();
         handles.push(tokio::spawn(async move {
             for i in (w..n).step_by(WORKERS) {
                 let req = RegisterRequest {
@@ -158,8 +180,12 @@ async fn run(n: usize) {
                     .post("/daemon/agents/register", &req)
                     .await
                     .expect("register");
-                ids.lock().expect("lock")[i] =
-                    (a.id.clone(), a.credential.clone().expect("a credential"));
+                // Each agent heartbeats on connections of its own.
+                let own = Client::new(agent_endpoint.clone())
+                    .with_own_pool()
+                    .expect("pool")
+                    .with_header("agent-token", &a.credential.clone().expect("a credential"));
+                ids.lock().expect("lock")[i] = Some((a.id.clone(), own));
                 due.lock().expect("lock").push((
                     Instant::now() + Duration::from_millis(a.heartbeat_interval_ms),
                     i,
@@ -180,7 +206,6 @@ async fn run(n: usize) {
     let end = window_start + WINDOW;
     let mut handles = Vec::new();
     for _ in 0..WORKERS {
-        let client = client.clone();
         let due = next_due.clone();
         let beats = beats.clone();
         let lat = beat_lat.clone();
@@ -203,8 +228,7 @@ async fn run(n: usize) {
                 if Instant::now() >= end {
                     return;
                 }
-                let (id, credential) = ids.lock().expect("lock")[i].clone();
-                let c = client.clone().with_header("agent-token", &credential);
+                let (id, c) = ids.lock().expect("lock")[i].clone().expect("registered");
                 let t = Instant::now();
                 let a: HeartbeatAnswer = c
                     .post(
@@ -251,7 +275,8 @@ async fn run(n: usize) {
     bl.sort();
     let n_beats = beats.load(Ordering::Relaxed);
     println!(
-        "| {n} | {:.0} ms | {:.0}/s | {:.1} % | {} → {} MiB | {:.2} / {:.2} ms | {:.2} / {:.2} ms |",
+        "| {n}{} | {:.0} ms | {:.0}/s | {:.1} % | {} → {} MiB | {:.2} / {:.2} ms | {:.2} / {:.2} ms |",
+        if tls { " (TLS)" } else { "" },
         register_time.as_secs_f64() * 1000.0,
         n_beats as f64 / secs,
         cpu,
@@ -266,6 +291,7 @@ async fn run(n: usize) {
 }
 
 fn main() {
+    let tls = std::env::args().any(|a| a == "tls");
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -287,6 +313,6 @@ fn main() {
     println!("| agents | register all | heartbeats | server CPU | server RSS | agents/list p50 / p99 | heartbeat p50 / p99 |");
     println!("|---|---|---|---|---|---|---|");
     for n in sizes {
-        rt.block_on(run(n));
+        rt.block_on(run(n, tls));
     }
 }

@@ -175,6 +175,8 @@ pub struct Client {
     agent: Option<String>,
     /// The most bytes of an answer's body this client reads.
     body_limit: Option<usize>,
+    /// Its own connections, instead of the process's shared pool.
+    own_pool: Option<Pool>,
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
@@ -186,7 +188,17 @@ impl Client {
             headers: Vec::new(),
             agent: None,
             body_limit: None,
+            own_pool: None,
         }
+    }
+
+    /// The same client with connections of its own, not shared with the
+    /// other clients of the process (what a separate agent would have).
+    pub fn with_own_pool(mut self) -> Result<Client, ClientError> {
+        if let Endpoint::Tcp { tls, .. } = &self.endpoint {
+            self.own_pool = Some(new_pool(tls.as_ref())?);
+        }
+        Ok(self)
     }
 
     /// The same client, refusing (`ClientError::TooLarge`) any answer whose
@@ -266,7 +278,10 @@ impl Client {
                     .map_err(|e| ClientError::Http(e.to_string()))
             }
             Endpoint::Tcp { tls, .. } => {
-                let pool = pool(tls.as_ref())?;
+                let pool = match &self.own_pool {
+                    Some(p) => p.clone(),
+                    None => pool(tls.as_ref())?,
+                };
                 pool.request(req)
                     .await
                     .map_err(|e| connect_error(&e, &describe))
@@ -452,6 +467,22 @@ fn pool(tls: Option<&Tls>) -> Result<Pool, ClientError> {
     }
     pools.insert(key, pool.clone());
     Ok(pool)
+}
+
+fn new_pool(tls: Option<&Tls>) -> Result<Pool, ClientError> {
+    let config = match tls {
+        Some(t) => {
+            Some(crate::tls::client_config(t.fingerprint.as_deref()).map_err(ClientError::Tls)?)
+        }
+        None => None,
+    };
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .pool_max_idle_per_host(8)
+            .build(Connector { tls: config }),
+    )
 }
 
 /// A failed pooled request, as a user should read it: a refused

@@ -122,6 +122,20 @@ fn tcp_routes(
         .boxed()
 }
 
+/// The connection cap of the TCP listener: `[daemon.web] max_connections`,
+/// plus, on a server, one kept-alive connection per agent it may have
+/// (`[server] max_agents`), so that agents' heartbeats never crowd out
+/// everyone else.
+fn max_connections(ctx: &Ctx) -> usize {
+    let config = &ctx.svc.config;
+    let agents = if ctx.svc.registry.is_some() {
+        config.server.max_agents
+    } else {
+        0
+    };
+    config.daemon.web.max_connections.saturating_add(agents)
+}
+
 /// A running TCP listener.
 struct TcpHandle {
     stop: watch::Sender<bool>,
@@ -205,7 +219,7 @@ impl TcpSlot {
                 tokio::spawn(tcp::serve(
                     listener,
                     routes,
-                    ctx.svc.config.daemon.web.max_connections,
+                    max_connections(ctx),
                     identity.map(|i| i.config),
                     async move {
                         tokio::select! {
