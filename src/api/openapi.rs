@@ -199,15 +199,18 @@ pub fn document() -> Value {
                     "api": { "type": "string", "nullable": true }, "api_error": { "type": "string", "nullable": true },
                     "uptime_ms": { "type": "integer" }, "home": { "type": "string" }, "schema_version": { "type": "integer" },
                     "memory": { "type": "integer" },
-                    "recovered": recovered
+                    "recovered": recovered,
+                    "api_url": { "type": "string", "nullable": true, "description": "the TCP API's URL, https:// when it serves TLS" },
+                    "tls_fingerprint": { "type": "string", "nullable": true, "description": "SHA256: and the base64 SHA-256 of the TLS certificate, which clients pin; null without TLS" }
                 }},
                 "RegisterRequest": { "type": "object", "required": ["name", "hostname", "endpoint", "version", "token"], "additionalProperties": false, "properties": {
                     "id": { "type": "string", "nullable": true, "description": "the id the server gave this agent, when registering again (with its credential in the agent-token header)" },
                     "name": { "type": "string", "description": "unique; letters, digits, '.', '_', '-'; never the shape of an id (ag- and 16 hex digits)" },
                     "hostname": { "type": "string", "description": "at most 255 bytes, no control characters" },
-                    "endpoint": { "type": "string", "description": "http://host:port of the agent's API: no path, query, user info or fragment" },
+                    "endpoint": { "type": "string", "description": "https://host:port (or http://host:port to a server without TLS) of the agent's API: no path, query, user info or fragment" },
                     "version": { "type": "string" }, "token": { "type": "string", "description": "the agent's API token (at least 16 characters)" },
-                    "processes": { "type": "array", "items": r("ProcessView") }
+                    "processes": { "type": "array", "items": r("ProcessView") },
+                    "fingerprint": { "type": "string", "nullable": true, "description": "the fingerprint (SHA256:…) of the agent API's certificate; required with an https endpoint, the only certificate the server trusts there" }
                 }},
                 "HeartbeatRequest": { "type": "object", "additionalProperties": false, "properties": {
                     "processes": { "type": "array", "items": r("ProcessView") }
@@ -231,11 +234,13 @@ pub fn document() -> Value {
                     "endpoint": { "type": "string", "nullable": true }, "connected": { "type": "boolean" },
                     "last_heartbeat_ms": { "type": "integer", "nullable": true }, "last_error": { "type": "string", "nullable": true },
                     "heartbeat_interval_ms": { "type": "integer", "nullable": true }, "connected_since_ms": { "type": "integer", "nullable": true },
-                    "refused": { "type": "boolean", "description": "the server refused this agent at the last attempt (removed, revoked or wrong token)" }
+                    "refused": { "type": "boolean", "description": "the server refused this agent at the last attempt (removed, revoked or wrong token)" },
+                    "server_fingerprint": { "type": "string", "nullable": true, "description": "the pinned fingerprint of the server's certificate (https)" }
                 }},
                 "ConnectRequest": { "type": "object", "required": ["server", "token"], "additionalProperties": false, "properties": {
                     "server": { "type": "string" }, "token": { "type": "string" },
-                    "name": { "type": "string", "nullable": true }, "api_address": { "type": "string", "nullable": true }
+                    "name": { "type": "string", "nullable": true }, "api_address": { "type": "string", "nullable": true },
+                    "fingerprint": { "type": "string", "nullable": true, "description": "the server certificate's fingerprint to pin; without it, the one it shows is pinned (trust on first use)" }
                 }},
                 "Metrics": { "type": "object", "properties": {
                     "daemon": { "type": "object", "properties": {

@@ -33,7 +33,7 @@ pub struct RemoveArgs {
 
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
-    /// The server's URL, e.g. http://192.168.1.100:9876
+    /// The server's URL, e.g. https://192.168.1.100:9876
     pub url: String,
     /// This agent's name (default: the host name)
     #[arg(long)]

@@ -324,9 +324,17 @@ async fn restore(args: RestoreArgs) -> Result<(), CliError> {
         }
     }
     match (&h.api, &h.api_error) {
-        (Some(addr), _) => println!("  API: http://{addr}"),
+        (Some(addr), _) => println!(
+            "  API: {}",
+            h.api_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{addr}"))
+        ),
         (None, Some(err)) => println!("  API: not serving: {err}"),
         _ => {}
+    }
+    if let Some(fp) = &h.tls_fingerprint {
+        println!("  certificate: {fp} (clients pin it: --fingerprint)");
     }
     if let Some(file) = &h.token_file {
         println!("  token: in {file} ([daemon.web.secure] token); `opm daemon token` prints it");
@@ -335,7 +343,7 @@ async fn restore(args: RestoreArgs) -> Result<(), CliError> {
         println!("  ⚠ {w}");
     }
     if let (true, Some(addr)) = (h.role == Role::Server.as_str(), &h.api) {
-        print_join_hint(addr, &home);
+        print_join_hint(addr, h.tls_fingerprint.as_deref(), &home);
     }
     Ok(())
 }
@@ -386,14 +394,20 @@ fn token(args: TokenArgs) -> Result<(), CliError> {
 }
 
 /// How an agent joins this server: the command to run on the agent.
-fn print_join_hint(addr: &str, home: &Home) {
+fn print_join_hint(addr: &str, fingerprint: Option<&str>, home: &Home) {
+    let scheme = if fingerprint.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let url = match addr.parse::<std::net::SocketAddr>() {
         Ok(a) if a.ip().is_unspecified() => {
-            format!("http://{}:{}", crate::role::hostname(), a.port())
+            format!("{scheme}://{}:{}", crate::role::hostname(), a.port())
         }
-        _ => format!("http://{addr}"),
+        _ => format!("{scheme}://{addr}"),
     };
-    println!("  agents join with: opm agent connect {url} --name NAME --token JOIN");
+    let pin = fingerprint.map_or(String::new(), |fp| format!(" --fingerprint {fp}"));
+    println!("  agents join with: opm agent connect {url} --name NAME --token JOIN{pin}");
     println!(
         "  JOIN is this server's join token: [server] join_token in {} (`opm daemon token --join` prints it)",
         home.config().display()
