@@ -164,17 +164,19 @@ async fn run(n: usize, tls: bool) {
         let ids = ids.clone();
         let due = next_due.clone();
         let agent_endpoint = agent_endpoint.clone();
+        let fingerprint = server.fingerprint.clone();
         handles.push(tokio::spawn(async move {
             for i in (w..n).step_by(WORKERS) {
                 let req = RegisterRequest {
                     id: None,
                     name: format!("agent-{i}"),
                     hostname: format!("host-{i}"),
-                    endpoint: "http://127.0.0.1:9".into(),
+                    endpoint: format!("{scheme}://127.0.0.1:9"),
                     version: "bench".into(),
                     token: format!("agent-token-{i:012}"),
                     processes: summary(),
-                    fingerprint: None,
+                    // A TLS server takes https endpoints only, with a pin.
+                    fingerprint: fingerprint.clone(),
                 };
                 let a: HeartbeatAnswer = client
                     .post("/daemon/agents/register", &req)
