@@ -513,3 +513,61 @@ fn traffic_between_agent_and_server_carries_no_token_in_clear() {
         );
     }
 }
+
+#[test]
+fn a_users_certificate_and_key_are_served_and_half_a_pair_is_refused() {
+    let first = tls_server(None);
+    let theirs = first.home.join("tls");
+    // Another daemon serves the same certificate from the user's paths.
+    let home = TestHome::new();
+    let port = free_port();
+    let web = format!(
+        "[daemon.web]\napi = true\naddress = \"127.0.0.1\"\nport = {port}\n\
+         [daemon.web.secure]\nenabled = true\ntoken = \"{TOKEN}\"\n"
+    );
+    home.write_config(&format!(
+        "{web}[daemon.web.tls]\nenabled = true\ncert = \"{}\"\nkey = \"{}\"\n",
+        theirs.join("cert.pem").display(),
+        theirs.join("key.pem").display()
+    ));
+    home.opm(&["daemon", "restore"]).ok();
+    assert_eq!(
+        health(&home)["tls_fingerprint"],
+        first.fingerprint.as_str(),
+        "the user's certificate is the one served"
+    );
+    assert!(
+        !home.join("tls").exists(),
+        "nothing is generated when the user brings a certificate"
+    );
+    let out = TestHome::new()
+        .opm(&[
+            "list",
+            "--server",
+            &format!("https://127.0.0.1:{port}"),
+            "--token",
+            TOKEN,
+            "--fingerprint",
+            &first.fingerprint,
+            "--format",
+            "json",
+        ])
+        .ok();
+    assert!(out.stdout.trim_start().starts_with('['), "{out}");
+    home.opm(&["daemon", "stop"]).ok();
+
+    // A certificate without its key: the API says why it does not serve.
+    home.write_config(&format!(
+        "{web}[daemon.web.tls]\nenabled = true\ncert = \"{}\"\n",
+        theirs.join("cert.pem").display()
+    ));
+    home.opm(&["daemon", "restore"]).ok();
+    let h = health(&home);
+    assert_eq!(h["api"], serde_json::Value::Null, "{h}");
+    assert!(
+        h["api_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("both cert and key")),
+        "{h}"
+    );
+}
