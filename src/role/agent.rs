@@ -498,3 +498,51 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_from_before_tls_loads_with_nothing_pinned() {
+        #[derive(Serialize)]
+        struct V2 {
+            server: String,
+            server_token: String,
+            id: String,
+            name: String,
+            hostname: String,
+            bind: String,
+            endpoint: String,
+            token: String,
+            connected_ms: u64,
+            credential: String,
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("db")).expect("store");
+        let old = V2 {
+            server: "http://127.0.0.1:9876".into(),
+            server_token: "join".into(),
+            id: "ag-0123456789abcdef".into(),
+            name: "a".into(),
+            hostname: "h".into(),
+            bind: "127.0.0.1:9877".into(),
+            endpoint: "http://127.0.0.1:9877".into(),
+            token: "t".repeat(24),
+            connected_ms: 1,
+            credential: "c".repeat(64),
+        };
+        store
+            .tree(ROLE)
+            .expect("tree")
+            .insert(LINK_KEY, codec::encode(&old).expect("encode"))
+            .expect("insert");
+        let link = load_link(&store).expect("load").expect("a link");
+        assert_eq!(link.credential, old.credential);
+        assert!(link.server_fingerprint.is_empty() && link.api_fingerprint.is_empty());
+        assert!(!link.tls());
+        // Saved again, it reads back whole.
+        save_link(&store, &link).expect("save");
+        assert_eq!(load_link(&store).expect("load"), Some(link));
+    }
+}

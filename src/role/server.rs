@@ -1064,6 +1064,55 @@ mod tests {
     }
 
     #[test]
+    fn a_record_from_before_tls_loads_with_nothing_pinned() {
+        #[derive(Serialize)]
+        struct V2 {
+            id: String,
+            name: String,
+            hostname: String,
+            endpoint: String,
+            version: String,
+            token: String,
+            credential: String,
+            registered_ms: u64,
+            last_seen_ms: u64,
+            online: bool,
+            processes: ProcessCounts,
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(&dir.path().join("db")).expect("store"));
+        let old = V2 {
+            id: "ag-0123456789abcdef".into(),
+            name: "plain".into(),
+            hostname: "h".into(),
+            endpoint: "http://127.0.0.1:9".into(),
+            version: "0".into(),
+            token: "t".repeat(16),
+            credential: "c".repeat(64),
+            registered_ms: 1_700_000_000_000,
+            last_seen_ms: 1_700_000_000_000,
+            online: true,
+            processes: ProcessCounts::of(&[]),
+        };
+        store
+            .tree(AGENTS)
+            .expect("tree")
+            .insert(old.id.as_bytes(), codec::encode(&old).expect("encode"))
+            .expect("insert");
+        let (events, _) = tokio::sync::broadcast::channel(4);
+        let reg = Registry::load(store, ServerSection::default(), events).expect("load");
+        let rec = reg.get("plain").expect("kept");
+        assert_eq!(
+            (rec.credential.as_str(), rec.fingerprint.as_str()),
+            (old.credential.as_str(), "")
+        );
+        assert_eq!(
+            reg.agent_by_credential(&old.credential),
+            Some(old.id.clone())
+        );
+    }
+
+    #[test]
     fn a_join_issues_an_id_and_credential_that_alone_let_the_agent_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Store::open(&dir.path().join("db")).expect("store"));
