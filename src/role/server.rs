@@ -1206,6 +1206,7 @@ mod tests {
                     version: "1".into(),
                     token: "agent-api-token-0123".into(),
                     processes: Vec::new(),
+                    fingerprint: None,
                 };
                 reg.register(&Caller::Join, req).expect("join").id
             })
