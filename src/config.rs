@@ -671,9 +671,15 @@ impl Config {
     }
 }
 
-/// Sets `role` in `config.toml`, keeping the user's comments, order and
-/// other keys as they are.
-pub fn set_role(home: &Home, role: Role) -> Result<(), ConfigError> {
+/// Edits `config.toml` in place as a document: the user's comments, order
+/// and other keys stay as they are. The result must still be a valid
+/// configuration before it replaces the file (atomically, mode 0600); a
+/// missing file is edited from the default one. Returns the configuration
+/// as it now reads.
+fn edit_config(
+    home: &Home,
+    change: impl FnOnce(&mut toml_edit::DocumentMut),
+) -> Result<Config, ConfigError> {
     let path = home.config();
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -686,41 +692,7 @@ pub fn set_role(home: &Home, role: Role) -> Result<(), ConfigError> {
                 path: path.clone(),
                 message: e.to_string().trim_end().to_string(),
             })?;
-    doc["role"] = toml_edit::value(role.as_str());
-    let new_text = doc.to_string();
-    Config::parse(&new_text, &path)?;
-    write_atomic_exact(&path, new_text.as_bytes(), CONFIG_MODE)
-        .map_err(|e| ConfigError::Io(path, e))
-}
-
-/// Stores `token` as `[daemon.web.secure] token` with `enabled = true` in
-/// `config.toml`, keeping the rest of the file as it is, and returns the
-/// configuration as it now reads.
-pub fn set_secure_token(home: &Home, token: &str) -> Result<Config, ConfigError> {
-    let path = home.config();
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => DEFAULT_CONFIG.to_string(),
-        Err(e) => return Err(ConfigError::Io(path, e)),
-    };
-    let mut doc: toml_edit::DocumentMut =
-        text.parse()
-            .map_err(|e: toml_edit::TomlError| ConfigError::Parse {
-                path: path.clone(),
-                message: e.to_string().trim_end().to_string(),
-            })?;
-    let table = |item: &mut toml_edit::Item| {
-        if !item.is_table() {
-            let mut t = toml_edit::Table::new();
-            t.set_implicit(true);
-            *item = toml_edit::Item::Table(t);
-        }
-    };
-    table(&mut doc["daemon"]);
-    table(&mut doc["daemon"]["web"]);
-    table(&mut doc["daemon"]["web"]["secure"]);
-    doc["daemon"]["web"]["secure"]["enabled"] = toml_edit::value(true);
-    doc["daemon"]["web"]["secure"]["token"] = toml_edit::value(token);
+    change(&mut doc);
     let mut new_text = doc.to_string();
     if !new_text.ends_with('\n') {
         new_text.push('\n');
@@ -729,6 +701,42 @@ pub fn set_secure_token(home: &Home, token: &str) -> Result<Config, ConfigError>
     write_atomic_exact(&path, new_text.as_bytes(), CONFIG_MODE)
         .map_err(|e| ConfigError::Io(path, e))?;
     Ok(config)
+}
+
+/// The table at `key` of `parent`, made (without a header of its own when
+/// it only holds tables) if the file has none.
+fn table<'a>(parent: &'a mut toml_edit::Item, key: &str) -> &'a mut toml_edit::Item {
+    let item = &mut parent[key];
+    if !item.is_table() {
+        let mut t = toml_edit::Table::new();
+        t.set_implicit(true);
+        *item = toml_edit::Item::Table(t);
+    }
+    item
+}
+
+/// Sets `role` in `config.toml`, keeping the rest of the file as it is.
+pub fn set_role(home: &Home, role: Role) -> Result<(), ConfigError> {
+    edit_config(home, |doc| doc["role"] = toml_edit::value(role.as_str())).map(|_| ())
+}
+
+/// Stores `token` as `[daemon.web.secure] token` with `enabled = true` in
+/// `config.toml`, keeping the rest of the file as it is, and returns the
+/// configuration as it now reads.
+pub fn set_secure_token(home: &Home, token: &str) -> Result<Config, ConfigError> {
+    edit_config(home, |doc| {
+        let secure = table(table(table(doc.as_item_mut(), "daemon"), "web"), "secure");
+        secure["enabled"] = toml_edit::value(true);
+        secure["token"] = toml_edit::value(token);
+    })
+}
+
+/// Stores `token` as `[server] join_token` in `config.toml`, keeping the
+/// rest of the file as it is, and returns the configuration as it now reads.
+pub fn set_join_token(home: &Home, token: &str) -> Result<Config, ConfigError> {
+    edit_config(home, |doc| {
+        table(doc.as_item_mut(), "server")["join_token"] = toml_edit::value(token);
+    })
 }
 
 /// A new secret: 32 bytes from the kernel's random source, as 64 hex digits.

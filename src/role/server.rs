@@ -882,53 +882,14 @@ pub fn ensure_join_token(
     if config.role != Role::Server || !config.server.join_token.is_empty() {
         return Ok(config);
     }
-    let path = home.config();
     let token = super::random_hex(32).map_err(|e| ConfigError::Io("/dev/urandom".into(), e))?;
-    let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Io(path.clone(), e))?;
-    let mut doc: toml_edit::DocumentMut =
-        text.parse()
-            .map_err(|e: toml_edit::TomlError| ConfigError::Parse {
-                path: path.clone(),
-                message: e.to_string().trim_end().to_string(),
-            })?;
-    doc["server"]["join_token"] = toml_edit::value(token.as_str());
-    let new_text = doc.to_string();
-    crate::config::Config::parse(&new_text, &path)?;
-    write_private(&path, new_text.as_bytes()).map_err(|e| ConfigError::Io(path.clone(), e))?;
-    config.server.join_token = token;
+    let path = home.config();
+    config = crate::config::set_join_token(home, &token)?;
     crate::daemon_log(format_args!(
         "generated a join token for agents: [server] join_token in {}",
         path.display()
     ));
     Ok(config)
-}
-
-/// Writes a file that holds a secret: created 0600 in the same folder,
-/// fsynced, renamed over the old one, folder fsynced.
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 /// Calls an agent's API with its token; returns the status and body (at
