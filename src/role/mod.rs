@@ -7,15 +7,6 @@
 pub mod agent;
 pub mod server;
 
-use std::io::Read;
-
-/// `n` random bytes from the kernel, as lowercase hex.
-pub fn random_hex(n: usize) -> std::io::Result<String> {
-    let mut buf = vec![0u8; n];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// A cheap random number for jitter (not for secrets).
 pub fn jitter_seed() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,14 +21,6 @@ pub fn jitter_seed() -> u64 {
     x ^= x << 17;
     STATE.store(x, Ordering::Relaxed);
     x
-}
-
-/// This machine's host name.
-pub fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "unknown".to_string())
 }
 
 use std::sync::{Arc, Mutex};
@@ -152,16 +135,16 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
     // token (loopback only) takes it.
     let previous = agent::load_link(&svc.store)
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let host = hostname();
+    let host = crate::supervise::proc::hostname();
     let name = match req
         .name
         .clone()
         .or_else(|| previous.as_ref().map(|l| l.name.clone()))
     {
         Some(n) => n,
-        None => crate::service::derive_name(&host),
+        None => crate::spec::derive_name(&host),
     };
-    crate::service::validate_name(&name).map_err(|e| bad(e.to_string()))?;
+    crate::spec::validate_name(&name).map_err(bad)?;
     let web = &svc.config.daemon.web;
     let default_port = if web.port == 9876 {
         AGENT_DEFAULT_PORT
@@ -222,7 +205,7 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
         Some(l) => l.token.clone(),
         None => {
             let random = |n| {
-                random_hex(n).map_err(|e| {
+                crate::token::random_hex(n).map_err(|e| {
                     (
                         StatusCode::INTERNAL_SERVER_ERROR,
                         format!("no randomness: {e}"),
