@@ -148,7 +148,7 @@ async fn serve(
         tcp: Arc::new(TcpSlot::default()),
     };
 
-    let linked_agent = config.role == Role::Agent && crate::role::resume_agent(&ctx).await;
+    let linked_agent = config.role == Role::Agent && crate::api::link::resume_agent(&ctx).await;
     if config.role == Role::Agent && !linked_agent {
         crate::daemon_log(format_args!(
             "role = agent but not connected to a server: run `opm agent connect <url>`"
