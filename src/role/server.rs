@@ -401,7 +401,7 @@ impl Registry {
                     }
                     let random = |n| {
                         crate::token::random_hex(n).map_err(|e| {
-                            RegistryError::Store(StoreError::Io("/dev/urandom".into(), e))
+                            RegistryError::Store(StoreError::Io("getrandom".into(), e))
                         })
                     };
                     (format!("ag-{}", random(8)?), random(32)?, now, true)
