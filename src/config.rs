@@ -342,11 +342,16 @@ impl Default for WebSection {
     }
 }
 
+/// The default of `[daemon.web] max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// The default of `[daemon.web] max_streams`: live log streams open at once.
+pub const DEFAULT_MAX_STREAMS: usize = 256;
+
 fn default_max_connections() -> usize {
-    crate::api::tcp::DEFAULT_MAX_CONNECTIONS
+    DEFAULT_MAX_CONNECTIONS
 }
 fn default_max_streams() -> usize {
-    crate::api::process::DEFAULT_MAX_STREAMS
+    DEFAULT_MAX_STREAMS
 }
 
 fn default_address() -> String {
@@ -739,26 +744,6 @@ pub fn set_join_token(home: &Home, token: &str) -> Result<Config, ConfigError> {
     })
 }
 
-/// A new secret: 32 bytes from the kernel's random source, as 64 hex digits.
-pub fn random_token() -> std::io::Result<String> {
-    let mut buf = [0u8; 32];
-    let mut filled = 0;
-    while filled < buf.len() {
-        // SAFETY: getrandom writes at most `len` bytes into the buffer we own.
-        let n =
-            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-            continue;
-        }
-        filled += n as usize;
-    }
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -912,9 +897,7 @@ mod tests {
         .expect("write");
         std::fs::set_permissions(home.config(), std::fs::Permissions::from_mode(0o644))
             .expect("chmod");
-        let token = random_token().expect("random");
-        assert_eq!(token.len(), 64);
-        assert_ne!(token, random_token().expect("random"));
+        let token = crate::token::random_token().expect("random");
         let c = set_secure_token(&home, &token).expect("store");
         assert_eq!(c.daemon.web.secure.token, token);
         assert!(c.daemon.web.secure.enabled);

@@ -9,11 +9,12 @@ use tokio::net::UnixListener;
 use tokio::sync::watch;
 
 use crate::api::{self, Ctx, TcpSlot, Tokens};
-use crate::config::{random_token, set_secure_token, Config, ConfigError, Home, Role};
+use crate::config::{set_secure_token, Config, ConfigError, Home, Role};
 use crate::reconcile::executor::Executor;
 use crate::role::server::Registry;
 use crate::service::Service;
 use crate::store::{Store, StoreError};
+use crate::token::random_token;
 
 /// Options from `opm daemon restore [--api] [--webui]`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -147,7 +148,7 @@ async fn serve(
         tcp: Arc::new(TcpSlot::default()),
     };
 
-    let linked_agent = config.role == Role::Agent && crate::role::resume_agent(&ctx).await;
+    let linked_agent = config.role == Role::Agent && crate::api::link::resume_agent(&ctx).await;
     if config.role == Role::Agent && !linked_agent {
         crate::daemon_log(format_args!(
             "role = agent but not connected to a server: run `opm agent connect <url>`"

@@ -20,6 +20,7 @@ pub mod spec;
 pub mod store;
 pub mod supervise;
 pub mod tls;
+pub mod token;
 
 /// Environment variables that carry opm's secrets to the CLI. The daemon
 /// drops them at start and never passes them to a managed process.

@@ -21,7 +21,10 @@ use crate::reconcile::plan::{restart_due_ms, status};
 use crate::reconcile::{Entry, Handle};
 use crate::role::agent::AgentRuntime;
 use crate::role::server::Registry;
-use crate::spec::{now_ms, Desired, Phase, RestartPolicy, Spec, DEFAULT_KILL_TIMEOUT_MS};
+use crate::spec::{
+    derive_name, now_ms, validate_name, Desired, Phase, RestartPolicy, Spec,
+    DEFAULT_KILL_TIMEOUT_MS,
+};
 use crate::store::{NewSpec, Store, StoreError};
 use crate::supervise::{logs, proc, spawn};
 
@@ -85,11 +88,6 @@ pub struct Service {
     started: Instant,
     usage: Mutex<UsageCache>,
 }
-
-/// Interpreters that take a script file as their first argument.
-const INTERPRETERS: &[&str] = &[
-    "node", "nodejs", "python", "python3", "bash", "sh", "ruby", "perl", "deno", "bun", "php",
-];
 
 impl Service {
     pub fn new(
@@ -394,7 +392,7 @@ impl Service {
         let command = with_interpreter(script, &cwd);
         let (name, explicit_name) = match r.name {
             Some(n) => {
-                validate_name(&n)?;
+                validate_name(&n).map_err(ServiceError::BadRequest)?;
                 (n, true)
             }
             None => (derive_name(&command), false),
@@ -804,71 +802,6 @@ fn settled_start(e: &Entry, desired: Desired, generation: u64) -> bool {
             e.obs.phase,
             Phase::Spawning { .. } | Phase::Stopping { .. } | Phase::Idle
         )
-}
-
-/// A name users can type: letters, digits, `.`, `_`, `-`; not only digits
-/// (that would be an id) and not `all`.
-pub fn validate_name(name: &str) -> Result<(), ServiceError> {
-    let ok_chars = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if name.is_empty() || name.len() > 64 || !ok_chars || name.starts_with(['.', '-']) {
-        return Err(ServiceError::BadRequest(format!(
-            "invalid name {name:?}: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
-        )));
-    }
-    if name.chars().all(|c| c.is_ascii_digit()) || name == "all" {
-        return Err(ServiceError::BadRequest(format!(
-            "invalid name {name:?}: it would be read as an id or as 'all'"
-        )));
-    }
-    Ok(())
-}
-
-/// A default name from the command: the script's file name without its
-/// extension (`node app.js` → `app`), else the program's.
-pub fn derive_name(command: &str) -> String {
-    let words: Vec<&str> = command.split_whitespace().collect();
-    let first = words.first().copied().unwrap_or("process");
-    let base = |w: &str| {
-        Path::new(w)
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
-    let word = match words.get(1) {
-        Some(second)
-            if INTERPRETERS.contains(&base(first).as_str()) && !second.starts_with('-') =>
-        {
-            *second
-        }
-        _ => first,
-    };
-    let file = base(word);
-    let stem = Path::new(&file)
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or(file);
-    let cleaned: String = stem
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let cleaned = cleaned
-        .trim_start_matches(['.', '-'])
-        .chars()
-        .take(48)
-        .collect::<String>();
-    if validate_name(&cleaned).is_ok() {
-        cleaned
-    } else {
-        "process".to_string()
-    }
 }
 
 /// `app.js` → `node app.js` when the first word is a script file in `cwd`

@@ -235,3 +235,74 @@ pub fn utc_timestamp(ms: u64) -> String {
     let (y, m, d, h, mi, s) = civil_utc(ms);
     format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC")
 }
+// --- Names -------------------------------------------------------------
+
+/// Interpreters that take a script file as their first argument.
+const INTERPRETERS: &[&str] = &[
+    "node", "nodejs", "python", "python3", "bash", "sh", "ruby", "perl", "deno", "bun", "php",
+];
+
+/// A name users can type: letters, digits, `.`, `_`, `-`; not only digits
+/// (that would be an id) and not `all`.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if name.is_empty() || name.len() > 64 || !ok_chars || name.starts_with(['.', '-']) {
+        return Err(format!(
+            "invalid name {name:?}: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
+        ));
+    }
+    if name.chars().all(|c| c.is_ascii_digit()) || name == "all" {
+        return Err(format!(
+            "invalid name {name:?}: it would be read as an id or as 'all'"
+        ));
+    }
+    Ok(())
+}
+
+/// A default name from the command: the script's file name without its
+/// extension (`node app.js` → `app`), else the program's.
+pub fn derive_name(command: &str) -> String {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let first = words.first().copied().unwrap_or("process");
+    let base = |w: &str| {
+        std::path::Path::new(w)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let word = match words.get(1) {
+        Some(second)
+            if INTERPRETERS.contains(&base(first).as_str()) && !second.starts_with('-') =>
+        {
+            *second
+        }
+        _ => first,
+    };
+    let file = base(word);
+    let stem = std::path::Path::new(&file)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or(file);
+    let cleaned: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let cleaned = cleaned
+        .trim_start_matches(['.', '-'])
+        .chars()
+        .take(48)
+        .collect::<String>();
+    if validate_name(&cleaned).is_ok() {
+        cleaned
+    } else {
+        "process".to_string()
+    }
+}

@@ -145,7 +145,7 @@ pub fn server_identity(
 /// This machine's names and addresses, for a generated certificate.
 fn machine_names(extra: &[String]) -> Vec<String> {
     let mut names = vec![
-        crate::role::hostname(),
+        crate::supervise::proc::hostname(),
         "localhost".to_string(),
         "127.0.0.1".to_string(),
         "::1".to_string(),

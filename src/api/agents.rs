@@ -349,7 +349,7 @@ pub fn local_routes(ctx: Ctx) -> BoxedFilter<(Resp,)> {
         .and(json_body::<ConnectRequest>())
         .and(with_ctx(ctx.clone()))
         .and_then(|req: ConnectRequest, ctx: Ctx| async move {
-            match crate::role::connect(&ctx, req).await {
+            match super::link::connect(&ctx, req).await {
                 Ok(status) => Ok::<_, Rejection>(warp::reply::json(&status).into_response()),
                 Err((status, message)) => Err(refuse(status, message)),
             }
@@ -358,7 +358,7 @@ pub fn local_routes(ctx: Ctx) -> BoxedFilter<(Resp,)> {
         .and(warp::post())
         .and(with_ctx(ctx))
         .and_then(|ctx: Ctx| async move {
-            match crate::role::disconnect(&ctx).await {
+            match super::link::disconnect(&ctx).await {
                 Ok(v) => Ok::<_, Rejection>(warp::reply::json(&v).into_response()),
                 Err((status, message)) => Err(refuse(status, message)),
             }

@@ -5,6 +5,7 @@ pub mod agents;
 pub mod auth;
 pub mod errors;
 pub mod guard;
+pub mod link;
 pub mod metrics;
 pub mod openapi;
 pub mod process;

@@ -23,9 +23,6 @@ const CHANGE_QUEUE: usize = 64;
 
 type Resp = warp::reply::Response;
 
-/// The default of `[daemon.web] max_streams`: live log streams open at once.
-pub const DEFAULT_MAX_STREAMS: usize = 256;
-
 fn reject_service(e: crate::service::ServiceError) -> Rejection {
     warp::reject::custom(Refusal::from(e))
 }

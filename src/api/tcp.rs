@@ -43,9 +43,6 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How often a refused connection or a failed accept is logged, at most.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// The default of `[daemon.web] max_connections`.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
-
 /// The TCP peer of a request, set on every request served here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);

@@ -383,7 +383,7 @@ fn token(args: TokenArgs) -> Result<(), CliError> {
     }
     home.ensure()?;
     let token =
-        crate::config::random_token().map_err(|e| CliError::Io(format!("no randomness: {e}")))?;
+        crate::token::random_token().map_err(|e| CliError::Io(format!("no randomness: {e}")))?;
     crate::config::set_secure_token(&home, &token)?;
     eprintln!(
         "generated a new token and stored it in {} ([daemon.web.secure] token)",
@@ -402,7 +402,11 @@ fn print_join_hint(addr: &str, fingerprint: Option<&str>, home: &Home) {
     };
     let url = match addr.parse::<std::net::SocketAddr>() {
         Ok(a) if a.ip().is_unspecified() => {
-            format!("{scheme}://{}:{}", crate::role::hostname(), a.port())
+            format!(
+                "{scheme}://{}:{}",
+                crate::supervise::proc::hostname(),
+                a.port()
+            )
         }
         _ => format!("{scheme}://{addr}"),
     };

@@ -217,7 +217,7 @@ pub fn agent_log(path: &PathBuf, message: &str) {
     let secs = now / 1000;
     let line = format!(
         "{} {:02}:{:02}:{:02}.{:03} {message}\n",
-        crate::cli::format::timestamp(now)
+        crate::spec::utc_timestamp(now)
             .split(' ')
             .next()
             .unwrap_or(""),

@@ -325,7 +325,7 @@ impl Registry {
         let mut found = None;
         for l in state.live.values() {
             if !l.rec.credential.is_empty()
-                && crate::api::auth::constant_time_eq(
+                && crate::token::constant_time_eq(
                     l.rec.credential.as_bytes(),
                     credential.as_bytes(),
                 )
@@ -400,8 +400,8 @@ impl Registry {
                         )));
                     }
                     let random = |n| {
-                        super::random_hex(n).map_err(|e| {
-                            RegistryError::Store(StoreError::Io("/dev/urandom".into(), e))
+                        crate::token::random_hex(n).map_err(|e| {
+                            RegistryError::Store(StoreError::Io("getrandom".into(), e))
                         })
                     };
                     (format!("ag-{}", random(8)?), random(32)?, now, true)
@@ -808,7 +808,7 @@ fn validate(req: &RegisterRequest) -> Result<(), RegistryError> {
         }
     }
     clean_text("name", &req.name, 64)?;
-    if crate::service::validate_name(&req.name).is_err() {
+    if crate::spec::validate_name(&req.name).is_err() {
         return bad(format!(
             "invalid agent name {:?}: use 1 to 64 letters, digits, '.', '_' or '-'",
             req.name
@@ -882,7 +882,7 @@ pub fn ensure_join_token(
     if config.role != Role::Server || !config.server.join_token.is_empty() {
         return Ok(config);
     }
-    let token = super::random_hex(32).map_err(|e| ConfigError::Io("/dev/urandom".into(), e))?;
+    let token = crate::token::random_hex(32).map_err(|e| ConfigError::Io("getrandom".into(), e))?;
     let path = home.config();
     config = crate::config::set_join_token(home, &token)?;
     crate::daemon_log(format_args!(

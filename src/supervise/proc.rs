@@ -320,6 +320,14 @@ pub fn raise_fd_limit() -> std::io::Result<(u64, u64)> {
     Ok((soft, soft.max(hard)))
 }
 
+/// This machine's host name.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
