@@ -325,7 +325,7 @@ fn a_non_loopback_address_without_a_token_is_refused_at_start() {
 
 #[test]
 fn token_off_on_loopback_works_without_a_token_with_a_warning() {
-    // ROLE-SYSTEM.md's token-less use: a server on loopback, read with curl.
+    // The role system's documented token-less use: a server on loopback, read with curl.
     let home = TestHome::new();
     let port = free_port();
     home.write_config(&format!(
