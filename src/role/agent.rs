@@ -64,21 +64,6 @@ pub struct AgentLink {
     pub api_fingerprint: String,
 }
 
-/// A link as written before TLS.
-#[derive(Deserialize)]
-struct AgentLinkV2 {
-    server: String,
-    server_token: String,
-    id: String,
-    name: String,
-    hostname: String,
-    bind: String,
-    endpoint: String,
-    token: String,
-    connected_ms: u64,
-    credential: String,
-}
-
 /// A link as written before agents had credentials.
 #[derive(Deserialize)]
 struct AgentLinkV1 {
@@ -118,8 +103,9 @@ pub fn load_link(store: &Store) -> Result<Option<AgentLink>, StoreError> {
     };
     match codec::decode(ROLE, LINK_KEY, &v) {
         Ok(link) => Ok(Some(link)),
-        Err(e) => match codec::decode::<AgentLinkV2>(ROLE, LINK_KEY, &v) {
-            // A link from before TLS: an http server, nothing pinned.
+        // A link from before agents had credentials (and TLS): an http
+        // server, nothing pinned; the agent joins again.
+        Err(e) => match codec::decode::<AgentLinkV1>(ROLE, LINK_KEY, &v) {
             Ok(old) => Ok(Some(AgentLink {
                 server: old.server,
                 server_token: old.server_token,
@@ -130,28 +116,11 @@ pub fn load_link(store: &Store) -> Result<Option<AgentLink>, StoreError> {
                 endpoint: old.endpoint,
                 token: old.token,
                 connected_ms: old.connected_ms,
-                credential: old.credential,
+                credential: String::new(),
                 server_fingerprint: String::new(),
                 api_fingerprint: String::new(),
             })),
-            // An older link has no credential: the agent joins again.
-            Err(_) => match codec::decode::<AgentLinkV1>(ROLE, LINK_KEY, &v) {
-                Ok(old) => Ok(Some(AgentLink {
-                    server: old.server,
-                    server_token: old.server_token,
-                    id: old.id,
-                    name: old.name,
-                    hostname: old.hostname,
-                    bind: old.bind,
-                    endpoint: old.endpoint,
-                    token: old.token,
-                    connected_ms: old.connected_ms,
-                    credential: String::new(),
-                    server_fingerprint: String::new(),
-                    api_fingerprint: String::new(),
-                })),
-                Err(_) => Err(e),
-            },
+            Err(_) => Err(e),
         },
     }
 }
@@ -496,53 +465,5 @@ pub async fn run(
                 wait = backoff / 2 + jitter;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_link_from_before_tls_loads_with_nothing_pinned() {
-        #[derive(Serialize)]
-        struct V2 {
-            server: String,
-            server_token: String,
-            id: String,
-            name: String,
-            hostname: String,
-            bind: String,
-            endpoint: String,
-            token: String,
-            connected_ms: u64,
-            credential: String,
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("db")).expect("store");
-        let old = V2 {
-            server: "http://127.0.0.1:9876".into(),
-            server_token: "join".into(),
-            id: "ag-0123456789abcdef".into(),
-            name: "a".into(),
-            hostname: "h".into(),
-            bind: "127.0.0.1:9877".into(),
-            endpoint: "http://127.0.0.1:9877".into(),
-            token: "t".repeat(24),
-            connected_ms: 1,
-            credential: "c".repeat(64),
-        };
-        store
-            .tree(ROLE)
-            .expect("tree")
-            .insert(LINK_KEY, codec::encode(&old).expect("encode"))
-            .expect("insert");
-        let link = load_link(&store).expect("load").expect("a link");
-        assert_eq!(link.credential, old.credential);
-        assert!(link.server_fingerprint.is_empty() && link.api_fingerprint.is_empty());
-        assert!(!link.tls());
-        // Saved again, it reads back whole.
-        save_link(&store, &link).expect("save");
-        assert_eq!(load_link(&store).expect("load"), Some(link));
     }
 }

@@ -68,22 +68,6 @@ pub struct AgentRecord {
     pub fingerprint: String,
 }
 
-/// A record as written before TLS.
-#[derive(Deserialize)]
-struct AgentRecordV2 {
-    id: String,
-    name: String,
-    hostname: String,
-    endpoint: String,
-    version: String,
-    token: String,
-    credential: String,
-    registered_ms: u64,
-    last_seen_ms: u64,
-    online: bool,
-    processes: ProcessCounts,
-}
-
 /// A record as written before agents had credentials: read only to say
 /// that its agent must join again.
 #[derive(Deserialize)]
@@ -211,36 +195,19 @@ impl Registry {
             let (k, v) = item?;
             let rec: AgentRecord = match codec::decode(AGENTS, &k, &v) {
                 Ok(rec) => rec,
-                Err(e) => match codec::decode::<AgentRecordV2>(AGENTS, &k, &v) {
-                    // From before TLS: an http endpoint, nothing pinned.
-                    Ok(old) => AgentRecord {
-                        id: old.id,
-                        name: old.name,
-                        hostname: old.hostname,
-                        endpoint: old.endpoint,
-                        version: old.version,
-                        token: old.token,
-                        credential: old.credential,
-                        registered_ms: old.registered_ms,
-                        last_seen_ms: old.last_seen_ms,
-                        online: old.online,
-                        processes: old.processes,
-                        fingerprint: String::new(),
-                    },
-                    Err(_) => match codec::decode::<AgentRecordV1>(AGENTS, &k, &v) {
-                        Ok(old) => {
-                            // Its agent had no credential: it cannot prove who it
-                            // is, so it joins again (by itself, with its join token).
-                            crate::daemon_log(format_args!(
+                Err(e) => match codec::decode::<AgentRecordV1>(AGENTS, &k, &v) {
+                    Ok(old) => {
+                        // Its agent had no credential: it cannot prove who it
+                        // is, so it joins again (by itself, with its join token).
+                        crate::daemon_log(format_args!(
                             "agent {} ({}) was registered by an older opm without a credential: forgotten; it must join again",
                             escape_control(&old.name),
                             escape_control(&old.id)
                         ));
-                            tree.remove(&k)?;
-                            continue;
-                        }
-                        Err(_) => return Err(e),
-                    },
+                        tree.remove(&k)?;
+                        continue;
+                    }
+                    Err(_) => return Err(e),
                 },
             };
             live.insert(
@@ -1022,55 +989,6 @@ mod tests {
         let reg = Registry::load(store.clone(), ServerSection::default(), events).expect("load");
         assert!(reg.list().is_empty());
         assert!(tree.is_empty(), "the old record is gone from the tree");
-    }
-
-    #[test]
-    fn a_record_from_before_tls_loads_with_nothing_pinned() {
-        #[derive(Serialize)]
-        struct V2 {
-            id: String,
-            name: String,
-            hostname: String,
-            endpoint: String,
-            version: String,
-            token: String,
-            credential: String,
-            registered_ms: u64,
-            last_seen_ms: u64,
-            online: bool,
-            processes: ProcessCounts,
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(Store::open(&dir.path().join("db")).expect("store"));
-        let old = V2 {
-            id: "ag-0123456789abcdef".into(),
-            name: "plain".into(),
-            hostname: "h".into(),
-            endpoint: "http://127.0.0.1:9".into(),
-            version: "0".into(),
-            token: "t".repeat(16),
-            credential: "c".repeat(64),
-            registered_ms: 1_700_000_000_000,
-            last_seen_ms: 1_700_000_000_000,
-            online: true,
-            processes: ProcessCounts::of(&[]),
-        };
-        store
-            .tree(AGENTS)
-            .expect("tree")
-            .insert(old.id.as_bytes(), codec::encode(&old).expect("encode"))
-            .expect("insert");
-        let (events, _) = tokio::sync::broadcast::channel(4);
-        let reg = Registry::load(store, ServerSection::default(), events).expect("load");
-        let rec = reg.get("plain").expect("kept");
-        assert_eq!(
-            (rec.credential.as_str(), rec.fingerprint.as_str()),
-            (old.credential.as_str(), "")
-        );
-        assert_eq!(
-            reg.agent_by_credential(&old.credential),
-            Some(old.id.clone())
-        );
     }
 
     #[test]
