@@ -449,17 +449,7 @@ fn pool(tls: Option<&Tls>) -> Result<Pool, ClientError> {
     if let Some(p) = pools.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
         return Ok(p.clone());
     }
-    let config = match tls {
-        Some(t) => {
-            Some(crate::tls::client_config(t.fingerprint.as_deref()).map_err(ClientError::Tls)?)
-        }
-        None => None,
-    };
-    let pool = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE)
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        .pool_max_idle_per_host(8)
-        .build(Connector { tls: config });
+    let pool = new_pool(tls)?;
     let mut pools = pools.lock().unwrap_or_else(|p| p.into_inner());
     // The pools of agents long gone are not kept for ever.
     if pools.len() > 20_000 {
@@ -469,6 +459,7 @@ fn pool(tls: Option<&Tls>) -> Result<Pool, ClientError> {
     Ok(pool)
 }
 
+/// A pool of its own, for one kind of trust.
 fn new_pool(tls: Option<&Tls>) -> Result<Pool, ClientError> {
     let config = match tls {
         Some(t) => {

@@ -568,13 +568,6 @@ impl Config {
                     .to_string(),
             );
         }
-        let join = &self.server.join_token;
-        if !join.is_empty() && join.trim().len() < MIN_TOKEN_LEN {
-            problems.push(format!(
-                "server.join_token is too short ({} characters): use at least {MIN_TOKEN_LEN}",
-                join.trim().len()
-            ));
-        }
         if let Some(refusal) = self.tcp_refusal(web.api || web.ui || self.role == Role::Server) {
             problems.push(refusal);
         }
@@ -600,8 +593,10 @@ impl Config {
             problems.push("server.max_heartbeats_per_second must be at least 1".to_string());
         }
         let join = &self.server.join_token;
-        if !join.is_empty() && (join.len() < 16 || join.chars().any(|c| !c.is_ascii_graphic())) {
-            problems.push("server.join_token must be at least 16 visible characters (or empty: a server then generates one)".to_string());
+        if !join.is_empty()
+            && (join.len() < MIN_TOKEN_LEN || join.chars().any(|c| !c.is_ascii_graphic()))
+        {
+            problems.push(format!("server.join_token must be at least {MIN_TOKEN_LEN} visible characters (or empty: a server then generates one)"));
         }
         if !join.is_empty() && *join == web.secure.token {
             problems.push("server.join_token must differ from daemon.web.secure.token: agents never get the admin token".to_string());

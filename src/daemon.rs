@@ -262,7 +262,8 @@ fn report_recovery(store: &Store, r: &crate::store::Recovery) {
         kind: "recovered".into(),
         detail,
     };
-    if let Err(e) = store.push_event(&event).and_then(|()| store.flush()) {
+    // The snapshot holds no events: the log's own fsync is enough.
+    if let Err(e) = store.push_event(&event).and_then(|()| store.flush_log()) {
         crate::daemon_log(format_args!("cannot record the recovery event: {e}"));
     }
 }

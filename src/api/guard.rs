@@ -27,13 +27,11 @@ pub struct HostRules {
 
 impl HostRules {
     pub fn new(bound: SocketAddr, allowed: &[String]) -> HostRules {
-        let hostname = bound.ip().is_unspecified().then(|| {
-            nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_default()
-                .to_ascii_lowercase()
-        });
+        let hostname = bound
+            .ip()
+            .is_unspecified()
+            .then(|| crate::supervise::proc::hostname().to_ascii_lowercase())
+            .filter(|h| h != "unknown");
         HostRules {
             bound,
             names: allowed.iter().map(|n| n.to_ascii_lowercase()).collect(),

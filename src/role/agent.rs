@@ -412,9 +412,7 @@ pub async fn run(
             Err(e @ LinkError::Untrusted(_)) => {
                 refusals = refusals.saturating_add(1);
                 failures = 0;
-                let backoff = DEFAULT_HEARTBEAT_INTERVAL
-                    .saturating_mul(1u32 << refusals.min(8))
-                    .min(REFUSED_RETRY_CAP);
+                let backoff = refused_backoff(refusals);
                 if refusals == 1 || refusals.is_power_of_two() {
                     agent_log(&log, &format!("{e} (attempt {refusals})"));
                 }
@@ -429,9 +427,7 @@ pub async fn run(
                 // server that knows it (or lost every trace of this agent)
                 // lets it back in.
                 registered = false;
-                let backoff = DEFAULT_HEARTBEAT_INTERVAL
-                    .saturating_mul(1u32 << refusals.min(8))
-                    .min(REFUSED_RETRY_CAP);
+                let backoff = refused_backoff(refusals);
                 if refusals == 1 || refusals.is_power_of_two() {
                     agent_log(
                         &log,
@@ -466,4 +462,12 @@ pub async fn run(
             }
         }
     }
+}
+
+/// How long an agent waits after its `refusals`-th refusal in a row (its
+/// credential or its server's certificate): doubling, capped.
+fn refused_backoff(refusals: u32) -> Duration {
+    DEFAULT_HEARTBEAT_INTERVAL
+        .saturating_mul(1u32 << refusals.min(8))
+        .min(REFUSED_RETRY_CAP)
 }

@@ -374,8 +374,7 @@ impl Registry {
                     (format!("ag-{}", random(8)?), random(32)?, now, true)
                 }
             };
-            if let Some(other) = state.find(&req.name).filter(|o| *o != id) {
-                let _ = other;
+            if state.find(&req.name).is_some_and(|o| o != id) {
                 return Err(RegistryError::NameTaken(req.name));
             }
             let rec = AgentRecord {

@@ -629,12 +629,22 @@ impl Store {
     /// killed daemon finds them in the log; only a database damaged in that
     /// instant would be rebuilt without them.
     pub fn flush_log(&self) -> Result<(), StoreError> {
+        self.sync_log(false)
+    }
+
+    /// sled's flush, then an `fdatasync` of its log (sled's flush is
+    /// `sync_file_range`: the data may still sit in the drive's cache and the
+    /// file's size in the journal), and with `dir` an fsync of its folder.
+    fn sync_log(&self, dir: bool) -> Result<(), StoreError> {
         fail::fail_point!("store::before-flush");
         self.db.flush()?;
         fail::fail_point!("store::after-flush");
         self.log_file
             .sync_data()
             .map_err(|e| StoreError::Io(self.dir.join("db"), e))?;
+        if dir {
+            crate::fsutil::sync_dir(&self.dir).map_err(|e| StoreError::Io(self.dir.clone(), e))?;
+        }
         fail::fail_point!("store::after-fsync");
         Ok(())
     }
@@ -643,16 +653,7 @@ impl Store {
     /// writes the snapshot.
     fn commit_upto(&self, seq: u64) -> Result<(), StoreError> {
         self.meta.insert(FLUSH_SEQ_KEY, codec::encode(&seq)?)?;
-        fail::fail_point!("store::before-flush");
-        self.db.flush()?;
-        fail::fail_point!("store::after-flush");
-        // sled's flush is sync_file_range: the data may still sit in the
-        // drive's cache and the file's size in the journal.
-        self.log_file
-            .sync_data()
-            .map_err(|e| StoreError::Io(self.dir.join("db"), e))?;
-        crate::fsutil::sync_dir(&self.dir).map_err(|e| StoreError::Io(self.dir.clone(), e))?;
-        fail::fail_point!("store::after-fsync");
+        self.sync_log(true)?;
         self.write_snapshot(seq)?;
         crate::fsutil::write_atomic_exact(&self.seq_file, format!("{seq}\n").as_bytes(), 0o600)
             .map_err(|e| StoreError::Io(self.seq_file.clone(), e))
