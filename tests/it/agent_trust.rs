@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::common::free_port;
 use crate::common::{wait_until, TestHome};
-use crate::roles::{agent, free_port, http, server, Server};
+use crate::roles::{agent, http, server, Server};
 
 const ADMIN: &str = "server-token-for-tests-0123456789";
 

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::common::{alive, wait_until, TestHome};
+use crate::common::{alive, free_port, wait_until, TestHome};
 
 const TOKEN: &str = "server-token-for-tests-0123456789";
 const JOIN: &str = "join-token-for-tests-0123456789";
@@ -16,13 +16,6 @@ const AGENT_REFUSAL: &str =
     "✘ Agent role cannot perform remote operations. Only local process management is allowed.";
 
 /// A port on 127.0.0.1 that nothing listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// One HTTP/1.1 request; returns the status and the body.
 pub fn http(
     method: &str,

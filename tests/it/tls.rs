@@ -10,8 +10,9 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::free_port;
 use crate::common::{wait_until, TestHome};
-use crate::roles::{free_port, join_token_of};
+use crate::roles::join_token_of;
 
 const TOKEN: &str = "server-token-for-tls-tests-0123456789";
 const INTERVAL_MS: u64 = 400;

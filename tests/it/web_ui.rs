@@ -10,7 +10,7 @@
 //! save the screenshots of the README there (`scripts/screenshots.sh`).
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -21,7 +21,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
 use crate::common::prereq::which;
-use crate::common::{kill_pid, require, unique, wait_until, TestHome};
+use crate::common::{free_port, kill_pid, require, unique, wait_until, TestHome};
 
 /// How long the page may take to show a change (it polls every 2 s).
 const UI_DEADLINE: Duration = Duration::from_secs(30);
@@ -30,13 +30,6 @@ const UI_DEADLINE: Duration = Duration::from_secs(30);
 static BROWSER_LOCK: Mutex<()> = Mutex::new(());
 
 /// A port that was free a moment ago on 127.0.0.1.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
-}
-
 /// Writes `config.toml` into a home before its daemon starts.
 fn write_config(home: &TestHome, text: &str) {
     std::fs::write(home.join("config.toml"), text).expect("write config.toml");
