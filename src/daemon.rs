@@ -12,6 +12,7 @@ use crate::api::{self, Ctx, TcpSlot, Tokens};
 use crate::config::{set_secure_token, Config, ConfigError, Home, Role};
 use crate::reconcile::executor::Executor;
 use crate::role::server::Registry;
+use crate::role::RoleState;
 use crate::service::Service;
 use crate::store::{Store, StoreError};
 use crate::token::random_token;
@@ -133,17 +134,12 @@ async fn serve(
     } else {
         None
     };
-    let mut svc = Service::new(
-        store.clone(),
-        handle,
-        home.clone(),
-        config.clone(),
-        registry.clone(),
-    );
+    let mut svc = Service::new(store.clone(), handle, home.clone(), config.clone());
     svc.ui = config.daemon.web.ui || opts.webui;
     let svc = Arc::new(svc);
     let ctx = Ctx {
         svc: svc.clone(),
+        role: Arc::new(RoleState::new(config.role, registry.clone())),
         shutdown: shutdown_tx.clone(),
         tcp: Arc::new(TcpSlot::default()),
     };

@@ -337,6 +337,19 @@ pub struct Dump {
     pub processes: Vec<SavedProcess>,
 }
 
+/// The role's part of the health report, given by the role system to the
+/// service that writes the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleReport {
+    pub role: String,
+    /// (online, offline) agents, on a server.
+    pub agents: Option<(usize, usize)>,
+    /// The server this agent is linked to.
+    pub server: Option<String>,
+    /// Whether the last heartbeat to that server went through.
+    pub connected: bool,
+}
+
 /// The daemon's own figures in `GET /daemon/metrics`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DaemonMetrics {

@@ -23,10 +23,10 @@ type Resp = warp::reply::Response;
 
 /// The registry, or the refusal that says why this daemon has none.
 fn registry(ctx: &Ctx) -> Result<std::sync::Arc<Registry>, Rejection> {
-    if let Some(r) = &ctx.svc.registry {
+    if let Some(r) = &ctx.role.registry {
         return Ok(r.clone());
     }
-    Err(match ctx.svc.role() {
+    Err(match ctx.role.role() {
         Role::Agent => refuse(
             StatusCode::FORBIDDEN,
             "this opm is an agent: it manages only its own processes; agents are managed on the server",
@@ -63,7 +63,7 @@ fn caller(ctx: Ctx, tokens: Tokens) -> impl Filter<Extract = (Caller,), Error = 
             let ctx = ctx.clone();
             async move {
                 credential
-                    .and_then(|c| ctx.svc.registry.as_ref()?.agent_by_credential(&c))
+                    .and_then(|c| ctx.role.registry.as_ref()?.agent_by_credential(&c))
                     .map(Caller::Agent)
                     // Not this way: the token check decides.
                     .ok_or_else(warp::reject::not_found)
@@ -343,7 +343,7 @@ pub fn local_routes(ctx: Ctx) -> BoxedFilter<(Resp,)> {
     let status = warp::path!("daemon" / "agent" / "status")
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
-        .map(|ctx: Ctx| warp::reply::json(&ctx.svc.agent_status()).into_response());
+        .map(|ctx: Ctx| warp::reply::json(&ctx.role.agent_status()).into_response());
     let connect = warp::path!("daemon" / "agent" / "connect")
         .and(warp::post())
         .and(json_body::<ConnectRequest>())

@@ -40,7 +40,7 @@ pub fn start_agent(ctx: &Ctx, link: AgentLink, registered: Option<u64>) {
         registered,
     ));
     let old = ctx
-        .svc
+        .role
         .agent
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -100,7 +100,7 @@ fn api_fingerprint(ctx: &Ctx) -> Option<String> {
 pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refusal> {
     let svc = &ctx.svc;
     let bad = |m: String| (StatusCode::BAD_REQUEST, m);
-    if svc.role() == Role::Server {
+    if ctx.role.role() == Role::Server {
         return Err((StatusCode::CONFLICT, "this opm is a server (role = \"server\"): agents connect to it, it does not connect to another".into()));
     }
     let server = req.server.trim_end_matches('/').to_string();
@@ -210,7 +210,12 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
         server_fingerprint,
         api_fingerprint: String::new(),
     };
-    let running = svc.agent.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let running = ctx
+        .role
+        .agent
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
     // Connecting again on the same address keeps the agent API as it
     // serves (same token): closing it and binding anew could race its port.
     let serving = svc
@@ -288,7 +293,7 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     set_role(&svc.home, Role::Agent)
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    svc.set_role(Role::Agent);
+    ctx.role.set_role(Role::Agent);
     agent::agent_log(
         &svc.home.agent_log(),
         &format!(
@@ -297,13 +302,13 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
         ),
     );
     start_agent(ctx, link, Some(answer.heartbeat_interval_ms));
-    Ok(svc.agent_status())
+    Ok(ctx.role.agent_status())
 }
 
 /// The TCP API as the configuration alone would have it.
 async fn restore_api(ctx: &Ctx) {
     ctx.tcp.stop();
-    let wanted = ctx.svc.config.daemon.web.api || ctx.svc.registry.is_some();
+    let wanted = ctx.svc.config.daemon.web.api || ctx.role.registry.is_some();
     if wanted {
         let tokens = super::agents::tokens_for(ctx);
         let _ = ctx
@@ -319,7 +324,12 @@ async fn restore_api(ctx: &Ctx) {
 /// `opm agent disconnect`: leave the server, become standalone, keep running.
 pub async fn disconnect(ctx: &Ctx) -> Result<serde_json::Value, Refusal> {
     let svc = &ctx.svc;
-    let runtime = svc.agent.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let runtime = ctx
+        .role
+        .agent
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
     let link = match runtime {
         Some(rt) => {
             let _ = rt.stop.send(true);
@@ -339,7 +349,7 @@ pub async fn disconnect(ctx: &Ctx) -> Result<serde_json::Value, Refusal> {
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     set_role(&svc.home, Role::Standalone)
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    svc.set_role(Role::Standalone);
+    ctx.role.set_role(Role::Standalone);
     restore_api(ctx).await;
     let note = match &deregistered {
         Ok(()) => format!("deregistered from {}", link.server),

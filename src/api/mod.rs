@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use warp::filters::BoxedFilter;
 use warp::{Filter, Reply};
 
+use crate::role::RoleState;
 use crate::service::{ApiState, Service};
 pub use auth::Tokens;
 
@@ -58,6 +59,8 @@ struct LinesQuery {
 #[derive(Clone)]
 pub struct Ctx {
     pub svc: Arc<Service>,
+    /// The role in force, the agent registry, the link to a server.
+    pub role: Arc<RoleState>,
     /// Set to true to stop the daemon (`POST /daemon/stop`).
     pub shutdown: watch::Sender<bool>,
     /// The TCP listener, which the role system may start and stop.
@@ -72,7 +75,7 @@ pub fn routes(ctx: Ctx, tokens: Tokens, local: bool) -> BoxedFilter<(warp::reply
         // On TCP, without the admin token, only "up": no pid, version or paths.
         let full = move |scope: Option<auth::Scope>| {
             if local || scope == Some(auth::Scope::Admin) {
-                warp::reply::json(&ctx.svc.health()).into_response()
+                warp::reply::json(&ctx.svc.health(&ctx.role.report())).into_response()
             } else {
                 warp::reply::json(&serde_json::json!({ "status": "ok" })).into_response()
             }
@@ -129,7 +132,7 @@ fn tcp_routes(
 /// everyone else.
 fn max_connections(ctx: &Ctx) -> usize {
     let config = &ctx.svc.config;
-    let agents = if ctx.svc.registry.is_some() {
+    let agents = if ctx.role.registry.is_some() {
         config.server.max_agents
     } else {
         0

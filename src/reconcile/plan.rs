@@ -6,6 +6,7 @@
 //! performs the actions and feeds the facts back. Every transition has a test
 //! below that reads like a sentence.
 
+use crate::model::ActionKind;
 use crate::spec::{Desired, Exit, Observed, Phase, RestartPolicy, Spec};
 
 /// The longest wait between two automatic restarts.
@@ -355,6 +356,69 @@ pub fn on_restore(spec: &Spec, obs: &Observed, alive: bool, now_ms: u64) -> Obse
         }
         _ => obs.clone(),
     }
+}
+
+/// What a user's action does to the stored definition: the desired state it
+/// asks for, and a new generation when a (new) run is wanted. A start of a
+/// process that runs and is meant to run changes nothing, so two
+/// overlapping starts never spawn twice.
+pub fn on_user_action(spec: &mut Spec, obs: &Observed, action: ActionKind) {
+    match action {
+        ActionKind::Start => {
+            let live = obs.pid().is_some() && !matches!(obs.phase, Phase::Stopping { .. });
+            if spec.desired != Desired::Running || !live {
+                spec.desired = Desired::Running;
+                spec.generation += 1;
+            }
+        }
+        ActionKind::Stop => spec.desired = Desired::Stopped,
+        ActionKind::Restart | ActionKind::Reload => {
+            spec.desired = Desired::Running;
+            spec.generation += 1;
+        }
+        ActionKind::Remove => spec.desired = Desired::Removed,
+        ActionKind::Flush => {}
+    }
+}
+
+/// Whether the reconciler has carried out a user's action on one process,
+/// given what it publishes now (`None`: the process is gone), so the answer
+/// can be given. `desired` and `generation` are what the action stored.
+pub fn action_settled(
+    action: ActionKind,
+    now: Option<(&Spec, &Observed)>,
+    desired: Desired,
+    generation: u64,
+) -> bool {
+    match (action, now) {
+        (ActionKind::Remove, now) => now.is_none(),
+        (_, None) => true,
+        (ActionKind::Stop, Some((spec, obs))) => {
+            spec.desired == Desired::Stopped
+                && obs.pid().is_none()
+                && !matches!(obs.phase, Phase::Stopping { .. })
+        }
+        (_, Some((spec, obs))) => start_settled(spec, obs, desired, generation),
+    }
+}
+
+/// Whether a start of `generation` has been carried out (spawned, failed or
+/// given up on), so its answer can be given.
+///
+/// The published spec must be the one the request wrote (same desired
+/// state, same generation), else the reconciler has not looked yet.
+pub fn start_settled(spec: &Spec, obs: &Observed, desired: Desired, generation: u64) -> bool {
+    if spec.desired != desired || spec.generation < generation {
+        return false;
+    }
+    if desired != Desired::Running {
+        return true;
+    }
+    obs.generation >= generation
+        && !matches!(
+            obs.phase,
+            Phase::Spawning { .. } | Phase::Stopping { .. } | Phase::Idle
+        )
 }
 
 /// The status users see for a process.
@@ -846,5 +910,102 @@ mod tests {
             plan(&s, &alive, T0 + 500).actions,
             vec![Action::Kill { pgid: 42 }]
         );
+    }
+
+    #[test]
+    fn a_start_of_a_running_process_changes_nothing() {
+        let mut s = spec();
+        on_user_action(&mut s, &running(42, T0), ActionKind::Start);
+        assert_eq!((s.desired, s.generation), (Desired::Running, 1));
+    }
+
+    #[test]
+    fn a_start_of_a_stopped_process_asks_for_a_new_run() {
+        let mut s = Spec {
+            desired: Desired::Stopped,
+            ..spec()
+        };
+        on_user_action(&mut s, &Observed::new(), ActionKind::Start);
+        assert_eq!((s.desired, s.generation), (Desired::Running, 2));
+    }
+
+    #[test]
+    fn a_start_of_a_process_being_stopped_asks_for_a_new_run() {
+        let mut s = spec();
+        on_user_action(&mut s, &stopping(42, T0 + 100), ActionKind::Start);
+        assert_eq!(s.generation, 2);
+    }
+
+    #[test]
+    fn a_restart_or_reload_always_asks_for_a_new_run() {
+        for action in [ActionKind::Restart, ActionKind::Reload] {
+            let mut s = spec();
+            on_user_action(&mut s, &running(42, T0), action);
+            assert_eq!((s.desired, s.generation), (Desired::Running, 2));
+        }
+    }
+
+    #[test]
+    fn stop_and_remove_change_only_the_desired_state() {
+        let mut s = spec();
+        on_user_action(&mut s, &running(42, T0), ActionKind::Stop);
+        assert_eq!((s.desired, s.generation), (Desired::Stopped, 1));
+        on_user_action(&mut s, &running(42, T0), ActionKind::Remove);
+        assert_eq!((s.desired, s.generation), (Desired::Removed, 1));
+    }
+
+    #[test]
+    fn a_start_is_not_settled_until_the_reconciler_has_seen_its_generation() {
+        let s = spec();
+        // The published spec is still the previous generation.
+        assert!(!start_settled(&s, &running(42, T0), Desired::Running, 2));
+        // The new generation is published but not spawned yet.
+        let s2 = Spec {
+            generation: 2,
+            ..spec()
+        };
+        assert!(!start_settled(&s2, &running(42, T0), Desired::Running, 2));
+        let spawned = Observed {
+            generation: 2,
+            ..running(43, T0 + 10)
+        };
+        assert!(start_settled(&s2, &spawned, Desired::Running, 2));
+    }
+
+    #[test]
+    fn a_start_that_failed_to_spawn_is_settled() {
+        let s = spec();
+        let failed = on_spawn_failed(&s, &Observed::new(), "not executable", T0);
+        assert!(start_settled(&s, &failed, Desired::Running, 1));
+    }
+
+    #[test]
+    fn a_stop_is_settled_only_when_nothing_runs() {
+        let s = Spec {
+            desired: Desired::Stopped,
+            ..spec()
+        };
+        let settled =
+            |o: &Observed| action_settled(ActionKind::Stop, Some((&s, o)), Desired::Stopped, 1);
+        assert!(!settled(&running(42, T0)));
+        assert!(!settled(&stopping(42, T0 + 100)));
+        assert!(settled(&Observed::new()));
+    }
+
+    #[test]
+    fn a_remove_is_settled_when_the_process_is_gone() {
+        let s = spec();
+        assert!(!action_settled(
+            ActionKind::Remove,
+            Some((&s, &running(42, T0))),
+            Desired::Removed,
+            1
+        ));
+        assert!(action_settled(
+            ActionKind::Remove,
+            None,
+            Desired::Removed,
+            1
+        ));
     }
 }

@@ -25,7 +25,8 @@ use tokio::sync::watch;
 use crate::client::{Client, ClientError, Endpoint};
 use crate::model::{AgentStatus, HeartbeatAnswer, HeartbeatRequest, ProcessView, RegisterRequest};
 use crate::spec::now_ms;
-use crate::store::{codec, Store, StoreError, ROLE};
+use crate::store::records::Stored;
+use crate::store::{Store, StoreError};
 
 /// The interval before the server has said otherwise.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
@@ -36,7 +37,7 @@ pub const SERVER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest wait between two attempts after the server refused this agent.
 pub const REFUSED_RETRY_CAP: Duration = Duration::from_secs(300);
 
-const LINK_KEY: &[u8] = b"link";
+const LINK_KEY: &str = "link";
 
 /// An agent's link to its server.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,16 +98,20 @@ impl AgentLink {
 }
 
 pub fn load_link(store: &Store) -> Result<Option<AgentLink>, StoreError> {
-    let tree = store.tree(ROLE)?;
-    let Some(v) = tree.get(LINK_KEY)? else {
-        return Ok(None);
-    };
-    match codec::decode(ROLE, LINK_KEY, &v) {
-        Ok(link) => Ok(Some(link)),
+    store
+        .role_records()?
+        .get_stored(LINK_KEY)?
+        .map(decode_link)
+        .transpose()
+}
+
+fn decode_link(v: Stored) -> Result<AgentLink, StoreError> {
+    match v.decode() {
+        Ok(link) => Ok(link),
         // A link from before agents had credentials (and TLS): an http
         // server, nothing pinned; the agent joins again.
-        Err(e) => match codec::decode::<AgentLinkV1>(ROLE, LINK_KEY, &v) {
-            Ok(old) => Ok(Some(AgentLink {
+        Err(e) => match v.decode::<AgentLinkV1>() {
+            Ok(old) => Ok(AgentLink {
                 server: old.server,
                 server_token: old.server_token,
                 id: old.id,
@@ -119,19 +124,19 @@ pub fn load_link(store: &Store) -> Result<Option<AgentLink>, StoreError> {
                 credential: String::new(),
                 server_fingerprint: String::new(),
                 api_fingerprint: String::new(),
-            })),
+            }),
             Err(_) => Err(e),
         },
     }
 }
 
 pub fn save_link(store: &Store, link: &AgentLink) -> Result<(), StoreError> {
-    store.tree(ROLE)?.insert(LINK_KEY, codec::encode(link)?)?;
+    store.role_records()?.put(LINK_KEY, link)?;
     store.flush()
 }
 
 pub fn remove_link(store: &Store) -> Result<(), StoreError> {
-    store.tree(ROLE)?.remove(LINK_KEY)?;
+    store.role_records()?.remove(LINK_KEY)?;
     store.flush()
 }
 

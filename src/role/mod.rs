@@ -9,6 +9,73 @@
 pub mod agent;
 pub mod server;
 
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::config::Role;
+use crate::model::{AgentStatus, RoleReport};
+
+/// The role in force and what it runs: the agent registry on a server, the
+/// link to a server on a connected agent. The API holds it beside the
+/// service; the service never sees it.
+pub struct RoleState {
+    role: RwLock<Role>,
+    /// The agent registry, on a server.
+    pub registry: Option<Arc<server::Registry>>,
+    /// The link to a server, on a connected agent.
+    pub agent: Mutex<Option<agent::AgentRuntime>>,
+}
+
+impl RoleState {
+    pub fn new(role: Role, registry: Option<Arc<server::Registry>>) -> RoleState {
+        RoleState {
+            role: RwLock::new(role),
+            registry,
+            agent: Mutex::new(None),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        *self.role.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An agent's connect and disconnect change the role in force.
+    pub fn set_role(&self, role: Role) {
+        *self.role.write().unwrap_or_else(|p| p.into_inner()) = role;
+    }
+
+    /// The truth about this daemon's link to a server.
+    pub fn agent_status(&self) -> AgentStatus {
+        let role = self.role();
+        match &*self.agent.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(rt) => rt.status(role.as_str()),
+            None => AgentStatus {
+                role: role.as_str().to_string(),
+                server: None,
+                agent_id: None,
+                name: None,
+                endpoint: None,
+                connected: false,
+                last_heartbeat_ms: None,
+                last_error: None,
+                heartbeat_interval_ms: None,
+                connected_since_ms: None,
+                refused: false,
+                server_fingerprint: None,
+            },
+        }
+    }
+
+    /// The role's part of the health report.
+    pub fn report(&self) -> RoleReport {
+        RoleReport {
+            role: self.role().as_str().to_string(),
+            agents: self.registry.as_ref().map(|r| r.counts()),
+            server: self.agent_status().server,
+            connected: self.agent_status().connected,
+        }
+    }
+}
+
 /// A cheap random number for jitter (not for secrets).
 pub fn jitter_seed() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};

@@ -33,7 +33,8 @@ use crate::model::{
     escape_control, AgentView, HeartbeatAnswer, ProcessCounts, ProcessView, RegisterRequest,
 };
 use crate::spec::{now_ms, Event};
-use crate::store::{codec, Store, StoreError, AGENTS, ROLE};
+use crate::store::records::Records;
+use crate::store::{Store, StoreError};
 
 /// How long soft state (last seen, summaries) may wait before it is written.
 pub const WRITE_BACK_DELAY: Duration = Duration::from_secs(5);
@@ -162,8 +163,8 @@ impl State {
 }
 
 pub struct Registry {
-    tree: sled::Tree,
-    role_tree: sled::Tree,
+    tree: Records,
+    role_tree: Records,
     store: Arc<Store>,
     config: ServerSection,
     state: Mutex<State>,
@@ -186,16 +187,16 @@ impl Registry {
         config: ServerSection,
         events: tokio::sync::broadcast::Sender<Event>,
     ) -> Result<Registry, StoreError> {
-        let tree = store.tree(AGENTS)?;
-        let role_tree = store.tree(ROLE)?;
+        let tree = store.agent_records()?;
+        let role_tree = store.role_records()?;
         let now = now_ms();
         let mut live = HashMap::new();
         let restart_grace = config.heartbeat_interval_ms + 2 * config.heartbeat_grace_ms;
-        for item in tree.iter() {
-            let (k, v) = item?;
-            let rec: AgentRecord = match codec::decode(AGENTS, &k, &v) {
+        let mut forgotten = Vec::new();
+        tree.scan("", |k, v| {
+            let rec: AgentRecord = match v.decode() {
                 Ok(rec) => rec,
-                Err(e) => match codec::decode::<AgentRecordV1>(AGENTS, &k, &v) {
+                Err(e) => match v.decode::<AgentRecordV1>() {
                     Ok(old) => {
                         // Its agent had no credential: it cannot prove who it
                         // is, so it joins again (by itself, with its join token).
@@ -204,8 +205,8 @@ impl Registry {
                             escape_control(&old.name),
                             escape_control(&old.id)
                         ));
-                        tree.remove(&k)?;
-                        continue;
+                        forgotten.push(k.to_string());
+                        return Ok(());
                     }
                     Err(_) => return Err(e),
                 },
@@ -218,14 +219,16 @@ impl Registry {
                     dirty: false,
                 },
             );
+            Ok(())
+        })?;
+        for k in &forgotten {
+            tree.remove(k)?;
         }
         let mut revoked = HashMap::new();
-        for item in role_tree.scan_prefix(REVOKED_PREFIX) {
-            let (k, v) = item?;
-            let at: u64 = codec::decode(ROLE, &k, &v)?;
-            let id = String::from_utf8_lossy(&k[REVOKED_PREFIX.len()..]).into_owned();
-            revoked.insert(id, at);
-        }
+        role_tree.scan(REVOKED_PREFIX, |k, v| {
+            revoked.insert(k[REVOKED_PREFIX.len()..].to_string(), v.decode::<u64>()?);
+            Ok(())
+        })?;
         let joins = JoinBucket {
             tokens: config.max_registrations_per_minute as f64,
             at_ms: now,
@@ -282,8 +285,7 @@ impl Registry {
     }
 
     fn put(&self, rec: &AgentRecord) -> Result<(), StoreError> {
-        self.tree.insert(rec.id.as_bytes(), codec::encode(rec)?)?;
-        Ok(())
+        self.tree.put(&rec.id, rec)
     }
 
     /// The agent whose credential this is (compared in constant time).
@@ -529,19 +531,11 @@ impl Registry {
             }
             (rec, dropped)
         };
-        self.tree
-            .remove(rec.id.as_bytes())
-            .map_err(StoreError::from)?;
+        self.tree.remove(&rec.id)?;
         self.role_tree
-            .insert(
-                format!("{REVOKED_PREFIX}{}", rec.id).as_bytes(),
-                codec::encode(&now)?,
-            )
-            .map_err(StoreError::from)?;
+            .put(&format!("{REVOKED_PREFIX}{}", rec.id), &now)?;
         for id in dropped {
-            self.role_tree
-                .remove(format!("{REVOKED_PREFIX}{id}").as_bytes())
-                .map_err(StoreError::from)?;
+            self.role_tree.remove(&format!("{REVOKED_PREFIX}{id}"))?;
         }
         self.store.flush()?;
         self.event(&rec, "agent_removed", "credential revoked".into());
@@ -655,11 +649,8 @@ impl Registry {
         if dirty.is_empty() {
             return Ok(0);
         }
-        let mut batch = sled::Batch::default();
-        for rec in &dirty {
-            batch.insert(rec.id.as_bytes(), codec::encode(rec)?);
-        }
-        self.tree.apply_batch(batch)?;
+        self.tree
+            .put_all(dirty.iter().map(|rec| (rec.id.as_str(), rec)))?;
         self.store.flush()?;
         Ok(dirty.len())
     }
@@ -981,9 +972,8 @@ mod tests {
             online: true,
             summary: Vec::new(),
         };
-        let tree = store.tree(AGENTS).expect("tree");
-        tree.insert(old.id.as_bytes(), codec::encode(&old).expect("encode"))
-            .expect("insert");
+        let tree = store.agent_records().expect("tree");
+        tree.put(&old.id, &old).expect("insert");
         let (events, _) = tokio::sync::broadcast::channel(4);
         let reg = Registry::load(store.clone(), ServerSection::default(), events).expect("load");
         assert!(reg.list().is_empty());
@@ -1090,11 +1080,8 @@ mod tests {
             })
             .collect();
         reg.write_back().expect("settle the registrations");
-        let tree = store.tree(AGENTS).expect("tree");
-        let stored = |id: &str| -> AgentRecord {
-            let v = tree.get(id.as_bytes()).expect("read").expect("stored");
-            codec::decode(AGENTS, id.as_bytes(), &v).expect("decode")
-        };
+        let tree = store.agent_records().expect("tree");
+        let stored = |id: &str| -> AgentRecord { tree.get(id).expect("read").expect("stored") };
         let before: Vec<u64> = ids.iter().map(|id| stored(id).last_seen_ms).collect();
         std::thread::sleep(Duration::from_millis(5));
         for id in &ids {

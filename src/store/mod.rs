@@ -18,6 +18,7 @@
 
 pub mod codec;
 pub mod migrate;
+pub mod records;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};
@@ -579,8 +580,15 @@ impl Store {
     }
 
     /// The underlying database, for the role trees.
-    pub fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
-        Ok(self.db.open_tree(name)?)
+    /// The role system's own state (`role` tree): the agent's link, the
+    /// server's tombstones of removed agents.
+    pub fn role_records(&self) -> Result<records::Records, StoreError> {
+        records::Records::open(&self.db, ROLE)
+    }
+
+    /// A server's agent registrations (`agents` tree), keyed by agent id.
+    pub fn agent_records(&self) -> Result<records::Records, StoreError> {
+        records::Records::open(&self.db, AGENTS)
     }
 
     /// Makes every write made before the call durable (see the module doc).

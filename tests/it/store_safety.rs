@@ -289,13 +289,12 @@ fn the_snapshot_and_the_database_are_private_to_the_user() {
 fn a_database_of_a_newer_schema_is_refused_and_left_untouched_even_with_recovery() {
     let (home, _) = home_with_a_stopped_daemon();
     {
-        let store = Store::open(&home.join("db")).expect("open the store in-process");
-        store
-            .tree("meta")
+        let db = sled::open(home.join("db")).expect("open the database");
+        db.open_tree("meta")
             .expect("meta tree")
             .insert(b"schema", encode(&99u32).expect("encode"))
             .expect("write meta.schema");
-        store.flush().expect("flush");
+        db.flush().expect("flush");
     }
     let before = db_and_snapshot(&home);
     for args in [&["list"][..], &["daemon", "restore"][..]] {

@@ -1,0 +1,258 @@
+//! Creating processes: validating a definition, storing a batch in one transaction, and waiting briefly for the spawns so the answer shows pids (or why a command cannot run).
+
+use super::*;
+
+impl Service {
+    /// Validates and stores new processes in one transaction, then waits
+    /// (briefly) for them to be spawned so the answer shows their pids.
+    pub async fn create(&self, body: CreateBody) -> Result<Vec<ProcessView>, ServiceError> {
+        let requests = match body {
+            CreateBody::One(r) => vec![*r],
+            CreateBody::Many(v) => v,
+        };
+        if requests.is_empty() {
+            return Err(ServiceError::BadRequest(
+                "nothing to create: the list is empty".into(),
+            ));
+        }
+        let mut new = Vec::with_capacity(requests.len());
+        let mut errors = Vec::new();
+        for (i, r) in requests.into_iter().enumerate() {
+            match self.new_spec(r) {
+                Ok(n) => new.push(n),
+                Err(e) if i == 0 => errors.push(e.to_string()),
+                Err(e) => errors.push(format!("process {}: {e}", i + 1)),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ServiceError::BadRequest(errors.join("; ")));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for n in &new {
+            if n.explicit_name && !seen.insert(n.spec.name.clone()) {
+                return Err(ServiceError::Conflict(format!(
+                    "the name {:?} is given twice",
+                    n.spec.name
+                )));
+            }
+        }
+        let store = self.store.clone();
+        let created = blocking(move || store.create(new))
+            .await
+            .map_err(|e| match e {
+                StoreError::DuplicateName(n) => {
+                    ServiceError::Conflict(format!("a process named {n:?} already exists"))
+                }
+                other => ServiceError::Store(other),
+            })?;
+        let ids: Vec<u64> = created.iter().map(|s| s.id).collect();
+        self.rec.wake(ids.clone());
+        let want = ids.clone();
+        self.rec
+            .wait_for(SPAWN_WAIT, |procs| {
+                want.iter().all(|id| {
+                    procs
+                        .get(id)
+                        .is_some_and(|e| start_settled(&e.spec, &e.obs, e.spec.desired, 1))
+                })
+            })
+            .await;
+        self.settle_shells(&ids).await;
+        Ok(self.views(Some(&ids), false))
+    }
+
+    /// Gives the shell command lines among `ids` that just started a moment
+    /// to fail at once (a command the shell cannot find exits 127 right
+    /// away), so the answer tells that instead of "online".
+    async fn settle_shells(&self, ids: &[u64]) {
+        let shells: Vec<u64> = self
+            .entries(Some(ids))
+            .iter()
+            .filter(|e| spawn::runs_in_shell(&e.spec.command))
+            .filter(|e| matches!(e.obs.phase, Phase::Running { .. }))
+            .map(|e| e.spec.id)
+            .collect();
+        if shells.is_empty() {
+            return;
+        }
+        let settle_ms = SHELL_SETTLE.as_millis() as u64;
+        self.rec
+            .wait_for(SHELL_SETTLE, |procs| {
+                let now = now_ms();
+                shells.iter().all(|id| match procs.get(id) {
+                    Some(e) => match e.obs.phase {
+                        Phase::Running { since_ms, .. } => now >= since_ms + settle_ms,
+                        _ => true,
+                    },
+                    None => true,
+                })
+            })
+            .await;
+    }
+
+    fn new_spec(&self, r: CreateRequest) -> Result<NewSpec, ServiceError> {
+        let script = r.script.trim();
+        if script.is_empty() {
+            return Err(ServiceError::BadRequest(
+                "the command is empty: give a command line or a script".into(),
+            ));
+        }
+        if script.contains('\0') {
+            return Err(ServiceError::BadRequest(
+                "the command contains a NUL byte".into(),
+            ));
+        }
+        let cwd = match &r.path {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/")),
+        };
+        if !cwd.is_absolute() {
+            return Err(ServiceError::BadRequest(format!(
+                "the working directory {} is not an absolute path",
+                cwd.display()
+            )));
+        }
+        if !cwd.is_dir() {
+            return Err(ServiceError::BadRequest(format!(
+                "the working directory {} does not exist",
+                cwd.display()
+            )));
+        }
+        let command = with_interpreter(script, &cwd);
+        let (name, explicit_name) = match r.name {
+            Some(n) => {
+                validate_name(&n).map_err(ServiceError::BadRequest)?;
+                (n, true)
+            }
+            None => (derive_name(&command), false),
+        };
+        let mut env = Vec::new();
+        for (k, v) in r.env.unwrap_or_default() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+                return Err(ServiceError::BadRequest(format!("invalid environment variable {k:?}: a name needs no '=' or NUL, a value no NUL")));
+            }
+            env.push((k, v));
+        }
+        // A command that cannot run at all is an answer, not a stored
+        // process that retries forever (unless the caller keeps it anyway).
+        if r.unchecked != Some(true) {
+            spawn::check_command(&command, &cwd, &env)
+                .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        }
+        let defaults = RestartPolicy::default();
+        let restart = RestartPolicy {
+            autorestart: r.autorestart.unwrap_or(true),
+            max_restarts: r.max_restarts.unwrap_or(defaults.max_restarts),
+            restart_delay_ms: r.restart_delay_ms.unwrap_or(defaults.restart_delay_ms),
+            min_uptime_ms: r.min_uptime_ms.unwrap_or(defaults.min_uptime_ms),
+        };
+        if restart.restart_delay_ms > 3_600_000 || restart.min_uptime_ms > 86_400_000 {
+            return Err(ServiceError::BadRequest(
+                "restart delay must be at most 1 h and min uptime at most 24 h".into(),
+            ));
+        }
+        let kill_timeout_ms = r.kill_timeout_ms.unwrap_or(DEFAULT_KILL_TIMEOUT_MS);
+        if kill_timeout_ms > 600_000 {
+            return Err(ServiceError::BadRequest(
+                "kill timeout must be at most 10 minutes".into(),
+            ));
+        }
+        if r.max_memory == Some(0) {
+            return Err(ServiceError::BadRequest(
+                "max memory must be more than 0".into(),
+            ));
+        }
+        if let Some(w) = &r.watch {
+            let p = cwd.join(w);
+            if w.is_empty() || !p.exists() {
+                return Err(ServiceError::BadRequest(format!(
+                    "the watched path {} does not exist",
+                    p.display()
+                )));
+            }
+        }
+        let stopped = r.stopped.unwrap_or(false);
+        Ok(NewSpec {
+            spec: Spec {
+                id: 0,
+                name,
+                command,
+                cwd: cwd.display().to_string(),
+                env,
+                restart,
+                kill_timeout_ms,
+                max_memory: r.max_memory,
+                watch: r.watch.clone(),
+                desired: if stopped {
+                    Desired::Stopped
+                } else {
+                    Desired::Running
+                },
+                generation: if stopped { 0 } else { 1 },
+                created_ms: now_ms(),
+            },
+            explicit_name,
+        })
+    }
+}
+
+/// `app.js` → `node app.js` when the first word is a script file in `cwd`
+/// that is not executable by itself.
+pub fn with_interpreter(command: &str, cwd: &Path) -> String {
+    let Some(first) = command.split_whitespace().next() else {
+        return command.to_string();
+    };
+    let path = cwd.join(first);
+    let interpreter = match path.extension().and_then(|e| e.to_str()) {
+        Some("js" | "mjs" | "cjs") => "node",
+        Some("py") => "python3",
+        Some("sh") => "bash",
+        Some("rb") => "ruby",
+        Some("pl") => "perl",
+        Some("php") => "php",
+        _ => return command.to_string(),
+    };
+    if path.is_file() {
+        format!("{interpreter} {command}")
+    } else {
+        command.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_come_from_the_script() {
+        assert_eq!(derive_name("node app.js"), "app");
+        assert_eq!(derive_name("python3 /srv/worker.py --fast"), "worker");
+        assert_eq!(derive_name("/usr/bin/sleep 100"), "sleep");
+        assert_eq!(derive_name("./server"), "server");
+        assert_eq!(derive_name("123"), "process");
+    }
+
+    #[test]
+    fn names_that_read_as_ids_or_all_are_refused() {
+        assert!(validate_name("42").is_err());
+        assert!(validate_name("all").is_err());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("a b").is_err());
+        assert!(validate_name("-x").is_err());
+        assert!(validate_name("web-1.api_v2").is_ok());
+    }
+
+    #[test]
+    fn a_script_file_gets_its_interpreter() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("app.js"), "").expect("write");
+        assert_eq!(
+            with_interpreter("app.js --port 3", dir.path()),
+            "node app.js --port 3"
+        );
+        assert_eq!(with_interpreter("missing.js", dir.path()), "missing.js");
+        assert_eq!(with_interpreter("sleep 1", dir.path()), "sleep 1");
+    }
+}

@@ -1,0 +1,163 @@
+//! The daemon's operations, one method per thing a client can ask, split by
+//! operation: `views` (list, info, env, dump, metrics), `create`, `action`
+//! (start, stop, restart, reload, remove, flush), `logs` and `health`. Each
+//! validates input, writes the store (flushed before it answers), wakes the
+//! reconciler and waits for the outcome it asked for. The decisions that
+//! need no I/O (what an action does to desired state, when a start has
+//! settled) live in `reconcile::plan` beside their unit tests. The API maps
+//! these methods to routes; this layer knows nothing of HTTP nor of roles.
+
+mod action;
+mod create;
+mod health;
+mod logs;
+mod views;
+
+pub use create::with_interpreter;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, Home};
+use crate::model::{
+    ActionKind, ActionRequest, ActionResponse, CreateBody, CreateRequest, DaemonMetrics, Dump,
+    EnvResponse, EventView, ExitView, Health, LogsResponse, Metrics, ProcessInfo, ProcessView,
+    RoleReport, SavedProcess, Status, Target,
+};
+use crate::reconcile::plan::{
+    action_settled, on_user_action, restart_due_ms, start_settled, status,
+};
+use crate::reconcile::{Entry, Handle};
+use crate::spec::{
+    derive_name, now_ms, validate_name, Desired, Phase, RestartPolicy, Spec,
+    DEFAULT_KILL_TIMEOUT_MS,
+};
+use crate::store::{NewSpec, Store, StoreError};
+use crate::supervise::{self, proc, spawn};
+
+/// How long CPU and memory samples are reused by `list`.
+pub const USAGE_TTL: Duration = Duration::from_millis(1000);
+/// The longest a create or start waits for the spawn before answering.
+pub const SPAWN_WAIT: Duration = Duration::from_secs(3);
+/// Added to a process's kill timeout when a stop waits for it.
+pub const STOP_WAIT_SLACK: Duration = Duration::from_secs(3);
+/// The most lines `logs` returns.
+pub const MAX_LOG_LINES: usize = 10_000;
+/// How long a create or start of a shell command line waits for the shell
+/// to exit at once (127: command not found, 126: not executable), so that
+/// the answer can say so.
+pub const SHELL_SETTLE: Duration = Duration::from_millis(250);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why the TCP API is or is not serving.
+#[derive(Debug, Clone, Default)]
+pub struct ApiState {
+    pub address: Option<String>,
+    pub error: Option<String>,
+    /// The listener takes no token (`enabled = false`, on loopback only).
+    pub tokenless: bool,
+    /// The fingerprint of the certificate the listener serves TLS with;
+    /// `None` when it speaks plain HTTP.
+    pub tls_fingerprint: Option<String>,
+}
+
+struct UsageCache {
+    at: Option<Instant>,
+    values: HashMap<u32, proc::Usage>,
+    sampler: proc::Sampler,
+}
+
+pub struct Service {
+    pub store: Arc<Store>,
+    pub rec: Handle,
+    pub home: Home,
+    pub config: Config,
+    pub api: Mutex<ApiState>,
+    /// Whether the web UI is served (`ui = true` or `--webui`).
+    pub ui: bool,
+    started: Instant,
+    usage: Mutex<UsageCache>,
+}
+
+impl Service {
+    pub fn new(store: Arc<Store>, rec: Handle, home: Home, config: Config) -> Service {
+        Service {
+            store,
+            rec,
+            home,
+            ui: false,
+            config,
+            api: Mutex::new(ApiState::default()),
+            started: Instant::now(),
+            usage: Mutex::new(UsageCache {
+                at: None,
+                values: HashMap::new(),
+                sampler: proc::Sampler::new(),
+            }),
+        }
+    }
+
+    pub(super) fn entries(&self, ids: Option<&[u64]>) -> Vec<Entry> {
+        let procs = self.rec.shared.read();
+        match ids {
+            None => procs.values().cloned().collect(),
+            Some(ids) => ids.iter().filter_map(|id| procs.get(id).cloned()).collect(),
+        }
+    }
+
+    /// Ids named by the targets, in order, without repeats.
+    pub fn resolve(&self, targets: &[Target]) -> Result<Vec<u64>, ServiceError> {
+        let mut ids = Vec::new();
+        for t in targets {
+            let found: Vec<u64> = if t.is_all() {
+                self.rec.shared.read().keys().copied().collect()
+            } else {
+                vec![self.resolve_one(t)?]
+            };
+            for id in found {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    pub(super) fn resolve_one(&self, t: &Target) -> Result<u64, ServiceError> {
+        let found = match t {
+            Target::Id(id) => self.store.get(*id)?.map(|s| s.id),
+            Target::Name(name) => match name.parse::<u64>() {
+                Ok(id) => self.store.get(id)?.map(|s| s.id),
+                Err(_) => self.store.id_by_name(name)?,
+            },
+        };
+        found.ok_or_else(|| ServiceError::NotFound(format!("no process with id or name {t}")))
+    }
+}
+
+/// Runs a store mutation on tokio's blocking pool: its commit waits for
+/// fsyncs, and concurrent requests must wait there together (the store's
+/// group commit) instead of holding the runtime's two worker threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(StoreError::Io(
+            "the store's writer thread".into(),
+            std::io::Error::other(e.to_string()),
+        ))
+    })
+}

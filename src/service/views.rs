@@ -1,0 +1,193 @@
+//! Reading what the daemon knows: the list, one process's details, its environment, the dump that `opm save` writes, and the daemon's metrics. CPU and memory samples are shared between reads for `USAGE_TTL`.
+
+use super::*;
+
+impl Service {
+    /// CPU and memory per process group. `refresh` allows one scan of
+    /// /proc (for every running process, so `list` and `info` share it) when
+    /// the cached sample is older than `USAGE_TTL` or misses one of
+    /// `entries`; answers to mutations pass `false` and show what is cached
+    /// (nothing yet for a run that just started), so a start never pays for
+    /// a scan of the whole machine.
+    pub(super) fn usage(&self, entries: &[Entry], refresh: bool) -> HashMap<u32, proc::Usage> {
+        let mut cache = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = cache.at.is_some_and(|t| t.elapsed() < USAGE_TTL);
+        let covered = entries
+            .iter()
+            .filter_map(|e| e.obs.pid())
+            .all(|p| cache.values.contains_key(&p));
+        if refresh && !(fresh && covered) {
+            let pgids: Vec<u32> = self
+                .rec
+                .shared
+                .read()
+                .values()
+                .filter_map(|e| e.obs.pid())
+                .collect();
+            cache.values = cache.sampler.sample_groups(&pgids);
+            cache.at = Some(Instant::now());
+        }
+        entries
+            .iter()
+            .filter_map(|e| e.obs.pid())
+            .filter_map(|p| cache.values.get(&p).map(|u| (p, *u)))
+            .collect()
+    }
+
+    pub(super) fn view(entry: &Entry, usage: &HashMap<u32, proc::Usage>, now: u64) -> ProcessView {
+        let spec = &entry.spec;
+        let obs = &entry.obs;
+        let pid = obs.pid();
+        let uptime_ms = match obs.phase {
+            Phase::Running { since_ms, .. } => now.saturating_sub(since_ms),
+            _ => 0,
+        };
+        let u = pid.and_then(|p| usage.get(&p)).copied().unwrap_or_default();
+        ProcessView {
+            id: spec.id,
+            name: spec.name.clone(),
+            pid,
+            status: status(spec, obs),
+            restarts: obs.restarts(),
+            uptime_ms,
+            cpu: (u.cpu_percent * 10.0).round() / 10.0,
+            memory: u.memory_bytes,
+            command: spec.command.clone(),
+            cwd: spec.cwd.clone(),
+            autorestart: spec.restart.autorestart,
+            desired: spec.desired.as_str().to_string(),
+            error: obs.last_error.clone(),
+        }
+    }
+
+    pub(super) fn views(&self, ids: Option<&[u64]>, refresh: bool) -> Vec<ProcessView> {
+        let entries = self.entries(ids);
+        let usage = self.usage(&entries, refresh);
+        let now = now_ms();
+        entries
+            .iter()
+            .map(|e| Service::view(e, &usage, now))
+            .collect()
+    }
+
+    pub fn list(&self) -> Vec<ProcessView> {
+        self.views(None, true)
+    }
+
+    pub fn info(&self, target: &Target) -> Result<ProcessInfo, ServiceError> {
+        let id = self.resolve_one(target)?;
+        let entry = self.entries(Some(&[id])).pop().ok_or_else(|| {
+            ServiceError::NotFound(format!("no process with id or name {target}"))
+        })?;
+        let usage = self.usage(std::slice::from_ref(&entry), true);
+        let view = Service::view(&entry, &usage, now_ms());
+        let spec = &entry.spec;
+        let obs = &entry.obs;
+        let events = self
+            .store
+            .events(Some(id), 20)?
+            .into_iter()
+            .map(|e| EventView {
+                at_ms: e.at_ms,
+                id: e.id,
+                name: e.name,
+                kind: e.kind,
+                detail: e.detail,
+            })
+            .collect();
+        Ok(ProcessInfo {
+            view,
+            created_ms: spec.created_ms,
+            max_restarts: spec.restart.max_restarts,
+            restart_delay_ms: spec.restart.restart_delay_ms,
+            min_uptime_ms: spec.restart.min_uptime_ms,
+            kill_timeout_ms: spec.kill_timeout_ms,
+            max_memory: spec.max_memory,
+            watch: spec.watch.clone(),
+            env_keys: spec.env.iter().map(|(k, _)| k.clone()).collect(),
+            out_log: self.home.out_log(&spec.name, id).display().to_string(),
+            err_log: self.home.err_log(&spec.name, id).display().to_string(),
+            last_exit: obs.last_exit.as_ref().map(|e| ExitView {
+                code: e.code,
+                signal: e.signal,
+                at_ms: e.at_ms,
+                description: e.describe(),
+            }),
+            errored_reason: match &obs.phase {
+                Phase::Errored { reason, .. } => Some(reason.clone()),
+                _ => None,
+            },
+            restart_at_ms: restart_due_ms(spec, obs),
+            events,
+        })
+    }
+
+    pub fn env(&self, target: &Target) -> Result<EnvResponse, ServiceError> {
+        let id = self.resolve_one(target)?;
+        let spec = self
+            .store
+            .get(id)?
+            .ok_or_else(|| ServiceError::NotFound(format!("no process {id}")))?;
+        let mut env: BTreeMap<String, String> = spec.env.iter().cloned().collect();
+        env.insert("OPM_ID".into(), id.to_string());
+        env.insert("OPM_NAME".into(), spec.name.clone());
+        Ok(EnvResponse {
+            id,
+            name: spec.name,
+            env,
+        })
+    }
+
+    pub fn dump(&self) -> Result<Dump, ServiceError> {
+        let processes = self
+            .store
+            .specs()?
+            .into_iter()
+            .filter(|s| s.desired != Desired::Removed)
+            .map(|s| SavedProcess {
+                name: s.name,
+                script: s.command,
+                path: s.cwd,
+                env: s.env.into_iter().collect(),
+                autorestart: s.restart.autorestart,
+                max_restarts: s.restart.max_restarts,
+                restart_delay_ms: s.restart.restart_delay_ms,
+                min_uptime_ms: s.restart.min_uptime_ms,
+                kill_timeout_ms: s.kill_timeout_ms,
+                max_memory: s.max_memory,
+                watch: s.watch,
+                desired: s.desired.as_str().to_string(),
+            })
+            .collect();
+        Ok(Dump { processes })
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        let processes = self.list();
+        let pid = std::process::id();
+        let stat = proc::stat(pid);
+        let uptime_ms = self.started.elapsed().as_millis() as u64;
+        let cpu_avg = match &stat {
+            Some(s) if uptime_ms > 0 => {
+                let cpu_ms = (s.utime + s.stime) * 1000 / proc::clock_ticks().max(1);
+                ((cpu_ms as f64 / uptime_ms as f64) * 1000.0).round() as f32 / 10.0
+            }
+            _ => 0.0,
+        };
+        Metrics {
+            daemon: DaemonMetrics {
+                pid,
+                uptime_ms,
+                cpu_avg,
+                memory: stat.map_or(0, |s| s.rss_pages * proc::page_size()),
+                processes: processes.len(),
+                online: processes
+                    .iter()
+                    .filter(|p| p.status == Status::Online)
+                    .count(),
+                restarts: processes.iter().map(|p| u64::from(p.restarts)).sum(),
+            },
+            processes,
+        }
+    }
+}
