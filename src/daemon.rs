@@ -52,11 +52,13 @@ pub fn forget_secret_env() {
 /// Runs the daemon until SIGTERM, SIGINT or `POST /daemon/stop`.
 pub fn run(home: Home, opts: DaemonOptions) -> Result<(), DaemonError> {
     home.ensure()?;
+    crate::logging::init(&home.daemon_log())
+        .map_err(|e| DaemonError::Io(home.daemon_log().display().to_string(), e))?;
     crate::failpoint::setup();
     // Before anything is read or written there: a home anyone may read
     // would give the tokens away.
     for change in home.make_private()? {
-        crate::daemon_log(format_args!("made the home private: {change}"));
+        tracing::info!("made the home private: {change}");
     }
     let mut config = Config::load_or_create(&home)?;
     let web = &config.daemon.web;
@@ -72,17 +74,17 @@ pub fn run(home: Home, opts: DaemonOptions) -> Result<(), DaemonError> {
         // the user looks for settings (config.toml, 0600).
         let token = random_token().map_err(|e| DaemonError::Io("random token".into(), e))?;
         config = set_secure_token(&home, &token)?;
-        crate::daemon_log(format_args!(
+        tracing::info!(
             "generated a token for the TCP API and stored it in {} ([daemon.web.secure] token); `opm daemon token` prints it",
             home.config().display()
-        ));
+        );
     }
     match crate::supervise::proc::raise_fd_limit() {
-        Ok((before, after)) if before != after => crate::daemon_log(format_args!(
-            "file descriptor limit raised from {before} to {after}"
-        )),
+        Ok((before, after)) if before != after => {
+            tracing::info!("file descriptor limit raised from {before} to {after}")
+        }
         Ok(_) => {}
-        Err(e) => crate::daemon_log(format_args!("cannot raise the file descriptor limit: {e}")),
+        Err(e) => tracing::warn!("cannot raise the file descriptor limit: {e}"),
     }
     let store = Arc::new(Store::open_with(&home.db(), !opts.no_recover)?);
     if let Some(r) = store.recovery() {
@@ -123,11 +125,7 @@ async fn serve(
     exec.start();
     let exec_task = tokio::spawn(exec.run(shutdown_rx.clone()));
     let registry = if config.role == Role::Server {
-        let r = Arc::new(Registry::load(
-            store.clone(),
-            config.server.clone(),
-            handle.shared.events.clone(),
-        )?);
+        let r = Arc::new(Registry::load(store.clone(), config.server.clone())?);
         tokio::spawn(r.clone().run_liveness(shutdown_rx.clone()));
         tokio::spawn(r.clone().run_write_back(shutdown_rx.clone()));
         Some(r)
@@ -146,17 +144,15 @@ async fn serve(
 
     let linked_agent = config.role == Role::Agent && crate::api::link::resume_agent(&ctx).await;
     if config.role == Role::Agent && !linked_agent {
-        crate::daemon_log(format_args!(
-            "role = agent but not connected to a server: run `opm agent connect <url>`"
-        ));
+        tracing::warn!("role = agent but not connected to a server: run `opm agent connect <url>`");
     }
     if !linked_agent {
         let api_wanted = config.daemon.web.api || opts.api || svc.ui;
         if registry.is_some() && !api_wanted {
-            crate::daemon_log(format_args!(
+            tracing::info!(
                 "role = server needs the API: serving it on {}",
                 config.api_address()
-            ));
+            );
         }
         if api_wanted || registry.is_some() {
             let tokens = api::agents::tokens_for(&ctx);
@@ -168,7 +164,7 @@ async fn serve(
         }
         let serves_tcp = api_wanted || registry.is_some();
         if let (true, Some(warning)) = (serves_tcp, config.tokenless_warning()) {
-            crate::daemon_log(format_args!("warning: {warning}"));
+            tracing::warn!("{warning}");
         }
     }
     // The socket comes last: a client that reaches it finds the daemon whole
@@ -183,13 +179,13 @@ async fn serve(
     );
 
     crate::failpoint::arm();
-    crate::daemon_log(format_args!(
+    tracing::info!(
         "daemon {} started (pid {}, role {}, home {})",
         env!("CARGO_PKG_VERSION"),
         std::process::id(),
         config.role,
         home.root.display()
-    ));
+    );
 
     let signals = {
         let tx = shutdown_tx.clone();
@@ -202,8 +198,8 @@ async fn serve(
                 return;
             };
             tokio::select! {
-                _ = term.recv() => crate::daemon_log(format_args!("SIGTERM: stopping the daemon; processes keep running")),
-                _ = int.recv() => crate::daemon_log(format_args!("SIGINT: stopping the daemon; processes keep running")),
+                _ = term.recv() => tracing::info!("SIGTERM: stopping the daemon; processes keep running"),
+                _ = int.recv() => tracing::info!("SIGINT: stopping the daemon; processes keep running"),
             }
             let _ = tx.send(true);
         }
@@ -221,7 +217,7 @@ async fn serve(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), unix_server).await;
     let _ = std::fs::remove_file(&socket);
     store.flush()?;
-    crate::daemon_log(format_args!("daemon stopped"));
+    tracing::info!("daemon stopped");
     Ok(())
 }
 
@@ -250,7 +246,7 @@ fn report_recovery(store: &Store, r: &crate::store::Recovery) {
         crate::spec::utc_timestamp(r.snapshot_written_ms),
         r.processes
     );
-    crate::daemon_log(format_args!("RECOVERED: {detail}"));
+    tracing::error!("RECOVERED: {detail}");
     let event = crate::spec::Event {
         at_ms: r.at_ms,
         id: crate::store::DAEMON_EVENT_ID,
@@ -260,7 +256,7 @@ fn report_recovery(store: &Store, r: &crate::store::Recovery) {
     };
     // The snapshot holds no events: the log's own fsync is enough.
     if let Err(e) = store.push_event(&event).and_then(|()| store.flush_log()) {
-        crate::daemon_log(format_args!("cannot record the recovery event: {e}"));
+        tracing::error!("cannot record the recovery event: {e}");
     }
 }
 

@@ -28,13 +28,13 @@ pub fn setup() {
                 return;
             }
             if hits.fetch_add(1, Ordering::SeqCst) + 1 == nth {
-                crate::daemon_log(format_args!("fail point {label}: killing the daemon"));
+                tracing::warn!("fail point {label}: killing the daemon");
                 // SAFETY: raise only sends a signal to this process.
                 unsafe { libc::raise(libc::SIGKILL) };
             }
         });
         if let Err(e) = registered {
-            crate::daemon_log(format_args!("fail point {item}: {e}"));
+            tracing::error!("fail point {item}: {e}");
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod failpoint;
 pub mod fsutil;
+pub mod logging;
 pub mod model;
 pub mod reconcile;
 pub mod role;
@@ -25,17 +26,3 @@ pub mod token;
 /// Environment variables that carry opm's secrets to the CLI. The daemon
 /// drops them at start and never passes them to a managed process.
 pub const SECRET_ENV_VARS: &[&str] = &["OPM_TOKEN", "OPM_SERVER_TOKEN", "OPM_JOIN_TOKEN"];
-
-/// Writes one timestamped line to the daemon's log (its stderr, which the
-/// CLI points at `daemon.log` when it starts the daemon).
-pub fn daemon_log(args: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let now = spec::now_ms();
-    let secs = now / 1000;
-    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "{h:02}:{m:02}:{s:02}.{:03} {args}",
-        now % 1000
-    );
-}

@@ -185,12 +185,12 @@ fn generate(home: &Home, cert: &Path, key: &Path, extra: &[String]) -> Result<()
         .map_err(|e| format!("cannot write {}: {e}", key.display()))?;
     crate::fsutil::write_atomic_exact(cert, made.cert.pem().as_bytes(), 0o600)
         .map_err(|e| format!("cannot write {}: {e}", cert.display()))?;
-    crate::daemon_log(format_args!(
+    tracing::info!(
         "generated a self-signed TLS certificate {} for {} (fingerprint {})",
         cert.display(),
         names.join(", "),
         fingerprint(made.cert.der())
-    ));
+    );
     Ok(())
 }
 

@@ -64,7 +64,7 @@ pub async fn resume_agent(ctx: &Ctx) -> bool {
         Ok(Some(link)) => link,
         Ok(None) => return false,
         Err(e) => {
-            crate::daemon_log(format_args!("cannot read the agent link: {e}"));
+            tracing::error!("cannot read the agent link: {e}");
             return false;
         }
     };

@@ -182,7 +182,7 @@ impl TcpSlot {
                     Ok(id) => Some(id),
                     Err(e) => {
                         let message = format!("cannot serve TLS on {address}: {e}");
-                        crate::daemon_log(format_args!("API not started: {message}"));
+                        tracing::error!("API not started: {message}");
                         *ctx.svc.api.lock().unwrap_or_else(|p| p.into_inner()) = ApiState {
                             address: None,
                             error: Some(message.clone()),
@@ -233,10 +233,10 @@ impl TcpSlot {
                     },
                 ));
                 match &tls_fingerprint {
-                    Some(fp) => crate::daemon_log(format_args!(
-                        "API listening on https://{local} (certificate {fp})"
-                    )),
-                    None => crate::daemon_log(format_args!("API listening on http://{local}")),
+                    Some(fp) => {
+                        tracing::info!("API listening on https://{local} (certificate {fp})")
+                    }
+                    None => tracing::info!("API listening on http://{local}"),
                 }
                 set_state(ApiState {
                     address: Some(local.clone()),
@@ -249,7 +249,7 @@ impl TcpSlot {
             }
             Err(e) => {
                 let message = format!("cannot listen on {address}: {e}");
-                crate::daemon_log(format_args!("API not started: {message}"));
+                tracing::error!("API not started: {message}");
                 set_state(ApiState {
                     address: None,
                     error: Some(message.clone()),

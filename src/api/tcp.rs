@@ -99,7 +99,7 @@ impl Throttled {
             0 => String::new(),
             n => format!(" ({n} more since the last report)"),
         };
-        crate::daemon_log(format_args!("{what}{more}"));
+        tracing::warn!("{what}{more}");
         self.last = Some(Instant::now());
         self.skipped = 0;
     }

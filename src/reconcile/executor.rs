@@ -45,11 +45,6 @@ pub const STORE_RETRY: Duration = Duration::from_millis(500);
 /// left) tries again; it stays supervised, never taken for ended.
 pub const PIDFD_RETRY: Duration = Duration::from_millis(200);
 
-/// Log a line to the daemon's log (stderr, which is `daemon.log`).
-macro_rules! dlog {
-    ($($arg:tt)*) => { crate::daemon_log(format_args!($($arg)*)) };
-}
-
 struct Slot {
     spec: Spec,
     obs: Observed,
@@ -112,7 +107,7 @@ impl Executor {
         let ids = match self.restore() {
             Ok(ids) => ids,
             Err(e) => {
-                dlog!("cannot read the stored processes: {e}");
+                tracing::error!("cannot read the stored processes: {e}");
                 Vec::new()
             }
         };
@@ -158,7 +153,7 @@ impl Executor {
             self.pass(dirty);
         }
         if let Err(e) = self.store.flush() {
-            dlog!("flush at shutdown failed: {e}");
+            tracing::error!("flush at shutdown failed: {e}");
         }
     }
 
@@ -355,7 +350,11 @@ impl Executor {
             match self.step(id, now, &mut spawns) {
                 Ok(()) => {}
                 Err(e) => {
-                    dlog!("process {id}: {e}; looking again in {STORE_RETRY:?}");
+                    tracing::error!(
+                        id,
+                        name = self.name_of(id),
+                        "{e}; looking again in {STORE_RETRY:?}"
+                    );
                     self.retry_later(id, now);
                 }
             }
@@ -377,7 +376,7 @@ impl Executor {
                         at_ms: now,
                     };
                     if let Err(e) = self.store.put_runtime(id, &slot.obs) {
-                        dlog!("process {id}: cannot record the spawn: {e}");
+                        tracing::error!(id, name = %slot.spec.name, "cannot record the spawn: {e}");
                     }
                 }
             }
@@ -386,7 +385,7 @@ impl Executor {
             // pids) in the snapshot too, and a thousand starts then pay one
             // snapshot per batch instead of two.
             if let Err(e) = self.store.flush_log() {
-                dlog!("cannot flush spawn intents, not starting anything yet: {e}");
+                tracing::error!("cannot flush spawn intents, not starting anything yet: {e}");
                 for id in std::mem::take(&mut spawns) {
                     self.retry_later(id, now);
                 }
@@ -400,12 +399,12 @@ impl Executor {
             self.sync_watch(id);
             if let Some(slot) = self.slots.get(&id) {
                 if let Err(e) = self.store.put_runtime(id, &slot.obs) {
-                    dlog!("process {id}: cannot record its state: {e}");
+                    tracing::error!(id, name = %slot.spec.name, "cannot record its state: {e}");
                 }
             }
         }
         if let Err(e) = self.store.flush() {
-            dlog!("flush failed: {e}");
+            tracing::error!("flush failed: {e}");
         }
         self.publish(&dirty);
     }
@@ -492,7 +491,7 @@ impl Executor {
                         Signal::SIGTERM
                     };
                     if let Err(e) = spawn::signal_group(pgid, sig) {
-                        dlog!("process {id}: cannot send {sig} to group {pgid}: {e}");
+                        tracing::warn!(id, name = %slot.spec.name, "cannot send {sig} to group {pgid}: {e}");
                     }
                     slot.obs = plan::on_action(&slot.spec, &slot.obs, &action, now);
                     let spec = slot.spec.clone();
@@ -664,7 +663,12 @@ impl Executor {
                 });
                 self.watchers.insert(id, (path, task.abort_handle()));
             }
-            Err(e) => dlog!("process {id}: cannot watch {}: {e}", path.display()),
+            Err(e) => tracing::warn!(
+                id,
+                name = self.name_of(id),
+                "cannot watch {}: {e}",
+                path.display()
+            ),
         }
     }
 
@@ -686,7 +690,11 @@ impl Executor {
             }
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => report(&tx),
             Err(e) => {
-                dlog!("process {id}: cannot watch pid {pid} yet ({e}); trying again every {PIDFD_RETRY:?}");
+                tracing::warn!(
+                    id,
+                    name = self.name_of(id),
+                    "cannot watch pid {pid} yet ({e}); trying again every {PIDFD_RETRY:?}"
+                );
                 tokio::spawn(async move {
                     loop {
                         tokio::time::sleep(PIDFD_RETRY).await;
@@ -716,17 +724,25 @@ impl Executor {
             kind: kind.to_string(),
             detail,
         };
-        dlog!(
-            "{} {} [{}]: {}",
-            event.kind,
-            event.name,
-            event.id,
-            event.detail
-        );
-        if let Err(e) = self.store.push_event(&event) {
-            dlog!("cannot record an event: {e}");
+        let (id, name) = (event.id, event.name.as_str());
+        let text = match event.detail.as_str() {
+            "" => event.kind.clone(),
+            detail => format!("{kind}: {detail}"),
+        };
+        match kind {
+            "lost" | "errored" | "spawn_failed" | "memory_limit" => {
+                tracing::warn!(id, name, "{text}")
+            }
+            _ => tracing::info!(id, name, "{text}"),
         }
-        let _ = self.shared.events.send(event);
+        if let Err(e) = self.store.push_event(&event) {
+            tracing::error!(id, name, "cannot record an event: {e}");
+        }
+    }
+
+    /// The name of process `id`, for the log.
+    fn name_of(&self, id: u64) -> Option<&str> {
+        self.slots.get(&id).map(|s| s.spec.name.as_str())
     }
 }
 

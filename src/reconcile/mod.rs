@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
-use crate::spec::{Event, Observed, Spec};
+use crate::spec::{Observed, Spec};
 use crate::supervise::pidfd::ExitStatus;
 
 /// What the reconciler last published for one process.
@@ -45,7 +45,6 @@ pub enum Msg {
 pub struct Shared {
     procs: RwLock<BTreeMap<u64, Entry>>,
     changed: watch::Sender<u64>,
-    pub events: broadcast::Sender<Event>,
 }
 
 impl Shared {
@@ -53,7 +52,6 @@ impl Shared {
         Shared {
             procs: RwLock::new(BTreeMap::new()),
             changed: watch::channel(0).0,
-            events: broadcast::channel(1024).0,
         }
     }
 

@@ -172,7 +172,6 @@ pub struct Registry {
     changed: Notify,
     /// Wakes the write-back task when soft state changes.
     dirty: Notify,
-    events: tokio::sync::broadcast::Sender<Event>,
 }
 
 /// Agent events have no process id.
@@ -182,11 +181,7 @@ const REMOVED: &str = "this agent was removed from the server and its credential
 
 impl Registry {
     /// Loads the registry; every known agent gets a fresh grace period.
-    pub fn load(
-        store: Arc<Store>,
-        config: ServerSection,
-        events: tokio::sync::broadcast::Sender<Event>,
-    ) -> Result<Registry, StoreError> {
+    pub fn load(store: Arc<Store>, config: ServerSection) -> Result<Registry, StoreError> {
         let tree = store.agent_records()?;
         let role_tree = store.role_records()?;
         let now = now_ms();
@@ -200,11 +195,12 @@ impl Registry {
                     Ok(old) => {
                         // Its agent had no credential: it cannot prove who it
                         // is, so it joins again (by itself, with its join token).
-                        crate::daemon_log(format_args!(
+                        tracing::warn!(
+                            agent = %old.name,
                             "agent {} ({}) was registered by an older opm without a credential: forgotten; it must join again",
-                            escape_control(&old.name),
-                            escape_control(&old.id)
-                        ));
+                            old.name,
+                            old.id
+                        );
                         forgotten.push(k.to_string());
                         return Ok(());
                     }
@@ -245,7 +241,6 @@ impl Registry {
             }),
             changed: Notify::new(),
             dirty: Notify::new(),
-            events,
         })
     }
 
@@ -273,15 +268,13 @@ impl Registry {
             kind: kind.into(),
             detail,
         };
-        crate::daemon_log(format_args!(
-            "{} {} ({}): {}",
-            e.kind,
-            escape_control(&e.name),
-            escape_control(&rec.id),
-            escape_control(&e.detail)
-        ));
+        // The log escapes the agent's text (its name, its detail) itself.
+        if kind == "agent_offline" {
+            tracing::warn!(agent = %e.name, "{kind} {} ({}): {}", e.name, rec.id, e.detail);
+        } else {
+            tracing::info!(agent = %e.name, "{kind} {} ({}): {}", e.name, rec.id, e.detail);
+        }
         let _ = self.store.push_event(&e);
-        let _ = self.events.send(e);
     }
 
     fn put(&self, rec: &AgentRecord) -> Result<(), StoreError> {
@@ -624,7 +617,7 @@ impl Registry {
                 _ = shutdown.wait_for(|v| *v) => {}
             }
             if let Err(e) = self.write_back() {
-                crate::daemon_log(format_args!("cannot write the agent registry back: {e}"));
+                tracing::error!("cannot write the agent registry back: {e}");
             }
             if *shutdown.borrow() {
                 break;
@@ -842,10 +835,10 @@ pub fn ensure_join_token(
     let token = crate::token::random_hex(32).map_err(|e| ConfigError::Io("getrandom".into(), e))?;
     let path = home.config();
     config = crate::config::set_join_token(home, &token)?;
-    crate::daemon_log(format_args!(
+    tracing::info!(
         "generated a join token for agents: [server] join_token in {}",
         path.display()
-    ));
+    );
     Ok(config)
 }
 
@@ -974,8 +967,7 @@ mod tests {
         };
         let tree = store.agent_records().expect("tree");
         tree.put(&old.id, &old).expect("insert");
-        let (events, _) = tokio::sync::broadcast::channel(4);
-        let reg = Registry::load(store.clone(), ServerSection::default(), events).expect("load");
+        let reg = Registry::load(store.clone(), ServerSection::default()).expect("load");
         assert!(reg.list().is_empty());
         assert!(tree.is_empty(), "the old record is gone from the tree");
     }
@@ -984,8 +976,7 @@ mod tests {
     fn a_join_issues_an_id_and_credential_that_alone_let_the_agent_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Store::open(&dir.path().join("db")).expect("store"));
-        let (events, _) = tokio::sync::broadcast::channel(16);
-        let reg = Registry::load(store, ServerSection::default(), events).expect("load");
+        let reg = Registry::load(store, ServerSection::default()).expect("load");
         let req = |id: Option<&str>, name: &str| RegisterRequest {
             id: id.map(String::from),
             name: name.into(),
@@ -1032,13 +1023,12 @@ mod tests {
     fn the_interval_grows_with_the_fleet_and_carries_up_to_a_fifth_of_jitter() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Store::open(&dir.path().join("db")).expect("store"));
-        let (events, _) = tokio::sync::broadcast::channel(4);
         let config = ServerSection {
             heartbeat_interval_ms: 1000,
             max_heartbeats_per_second: 100,
             ..ServerSection::default()
         };
-        let reg = Registry::load(store, config, events).expect("load");
+        let reg = Registry::load(store, config).expect("load");
         // Up to 100 agents beat at the base interval; 1000 would beat 1000
         // times a second at it, so each is paced to 10 s.
         for (agents, base) in [(1, 1000), (100, 1000), (1000, 10_000), (5000, 50_000)] {
@@ -1061,8 +1051,7 @@ mod tests {
     fn heartbeats_are_written_back_in_one_batch_not_one_write_each() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Store::open(&dir.path().join("db")).expect("store"));
-        let (events, _) = tokio::sync::broadcast::channel(16);
-        let reg = Registry::load(store.clone(), ServerSection::default(), events).expect("load");
+        let reg = Registry::load(store.clone(), ServerSection::default()).expect("load");
         let ids: Vec<String> = ["a", "b", "c"]
             .iter()
             .map(|name| {

@@ -117,7 +117,7 @@ impl Hub {
                 Ok(events) => self.dispatch(events),
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => {
-                    crate::daemon_log(format_args!("inotify read failed: {e}"));
+                    tracing::error!("inotify read failed: {e}");
                     std::thread::sleep(Duration::from_secs(1));
                 }
             }

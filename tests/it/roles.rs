@@ -110,7 +110,7 @@ fn offline_silence(srv: &Server, name: &str) -> u64 {
         .rev()
         .filter(|l| l.contains(&format!("agent_offline {name} (")))
         .filter_map(|l| l.split("no heartbeat for ").nth(1))
-        .find_map(|rest| rest.trim_end_matches(" ms").trim().parse().ok())
+        .find_map(|rest| rest.split(" ms").next()?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no agent_offline event for {name} in:\n{log}"))
 }
 
