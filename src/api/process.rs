@@ -2,8 +2,7 @@
 //! env, dump, and the daemon's own stop.
 
 use std::convert::Infallible;
-use std::path::{Path, PathBuf};
-
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::mpsc;
@@ -17,9 +16,6 @@ use super::{json_body, with_ctx, Ctx, LinesQuery};
 use crate::model::{ActionRequest, CreateBody, Target};
 use crate::service::MAX_LOG_LINES;
 use crate::supervise::logs;
-
-/// Changes of the logs folder a stream may hold before it just re-reads.
-const CHANGE_QUEUE: usize = 64;
 
 type Resp = warp::reply::Response;
 
@@ -187,24 +183,17 @@ impl Drop for StreamSlot {
     }
 }
 
-/// The most bytes one read of a followed log takes in (a fast writer is
-/// read in slices, never all at once).
-const READ_SLICE: u64 = 1024 * 1024;
-
-/// A line longer than this is sent in pieces of this size.
-const MAX_LINE: usize = 64 * 1024;
-
 /// Server-sent events: the last `lines` lines of each log, then every new
-/// line as it is written (the daemon's one inotify instance tells when the
-/// logs folder changes, no polling). Events are named `out` or `err`.
+/// line as it is written (see `logs::Follower`). Events are named `out` or
+/// `err`; a failure to follow ends the stream with one named `error`.
 fn log_stream(out: PathBuf, err: PathBuf, lines: usize, slot: StreamSlot) -> Resp {
     // Where the stream starts is fixed before the answer goes out, so a line
     // written while the client connects is not lost.
-    let offsets = [&out, &err].map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0));
+    let follower = logs::Follower::new(out, err, lines);
     let (tx, rx) = mpsc::channel::<warp::sse::Event>(256);
     tokio::spawn(async move {
         let _slot = slot;
-        if let Err(e) = follow(&out, &err, offsets, lines, &tx).await {
+        if let Err(e) = follower.run(&tx).await {
             let _ = tx
                 .send(
                     warp::sse::Event::default()
@@ -220,105 +209,10 @@ fn log_stream(out: PathBuf, err: PathBuf, lines: usize, slot: StreamSlot) -> Res
     warp::sse::reply(warp::sse::keep_alive().stream(stream)).into_response()
 }
 
-struct Followed<'a> {
-    path: &'a Path,
-    kind: &'static str,
-    offset: u64,
-    partial: Vec<u8>,
-}
-
-impl Followed<'_> {
-    /// Sends every complete line written since the last read; false when
-    /// the client has gone.
-    async fn drain(&mut self, tx: &mpsc::Sender<warp::sse::Event>) -> bool {
-        loop {
-            let (bytes, next) = logs::read_from_at_most(self.path, self.offset, READ_SLICE)
-                .unwrap_or((Vec::new(), self.offset));
-            if next < self.offset {
-                self.partial.clear();
-            }
-            let more = bytes.len() as u64 == READ_SLICE;
-            self.offset = next;
-            self.partial.extend_from_slice(&bytes);
-            loop {
-                let line: Vec<u8> = match self.partial.iter().position(|b| *b == b'\n') {
-                    Some(pos) => {
-                        let mut line: Vec<u8> = self.partial.drain(..=pos).collect();
-                        line.pop();
-                        line
-                    }
-                    // A line without an end for too long goes out in pieces.
-                    None if self.partial.len() >= MAX_LINE => {
-                        self.partial.drain(..MAX_LINE).collect()
-                    }
-                    None => break,
-                };
-                let text = String::from_utf8_lossy(&line).into_owned();
-                let event = warp::sse::Event::default().event(self.kind).data(text);
-                if tx.send(event).await.is_err() {
-                    return false;
-                }
-            }
-            if !more {
-                return true;
-            }
-        }
-    }
-}
-
-async fn follow(
-    out: &Path,
-    err: &Path,
-    offsets: [u64; 2],
-    lines: usize,
-    tx: &mpsc::Sender<warp::sse::Event>,
-) -> std::io::Result<()> {
-    use crate::supervise::inotify::{Change, Hub};
-    let dir = out.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir)?;
-    let mut changes = Hub::global()?.subscribe(CHANGE_QUEUE);
-    changes.add(dir, true)?;
-    let mut files =
-        [(out, "out", offsets[0]), (err, "err", offsets[1])].map(|(path, kind, offset)| Followed {
-            path,
-            kind,
-            offset,
-            partial: Vec::new(),
-        });
-    if lines > 0 {
-        for f in &files {
-            for line in logs::tail_lines(f.path, lines)? {
-                if tx
-                    .send(warp::sse::Event::default().event(f.kind).data(line))
-                    .await
-                    .is_err()
-                {
-                    return Ok(());
-                }
-            }
-        }
-    }
-    let mut wanted = [true, true];
-    loop {
-        // Drain first: what was written before the watch existed goes out too.
-        for (f, wanted) in files.iter_mut().zip(wanted) {
-            if wanted && !f.drain(tx).await {
-                return Ok(());
-            }
-        }
-        // Wait for a change to one of the two files (the folder holds
-        // every process's logs).
-        wanted = loop {
-            let change = tokio::select! {
-                c = changes.next() => c,
-                _ = tx.closed() => return Ok(()),
-            };
-            match change {
-                Change::Lost => break [true, true],
-                Change::Path { path, .. } if path == out => break [true, false],
-                Change::Path { path, .. } if path == err => break [false, true],
-                Change::Path { .. } => {}
-            }
-        };
+impl From<logs::LogLine> for warp::sse::Event {
+    fn from(line: logs::LogLine) -> warp::sse::Event {
+        warp::sse::Event::default()
+            .event(line.stream.name())
+            .data(line.text)
     }
 }

@@ -1,13 +1,18 @@
 //! The per-process log files that children append to: reading the last lines
 //! (backwards, in blocks, without reading the whole file), following a file
-//! from a byte offset, and truncating (flushing) a log in place. Children
-//! hold their log open with `O_APPEND`, so after a truncate they simply
-//! continue writing at offset 0.
+//! from a byte offset, following a process's two logs live (`Follower`, for
+//! `opm logs --follow` and the live stream), and truncating (flushing) a log
+//! in place. Children hold their log open with `O_APPEND`, so after a
+//! truncate they simply continue writing at offset 0.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use tokio::sync::mpsc;
+
+use super::inotify::{Change, Hub};
 
 /// Size of the blocks `tail_lines` reads backwards.
 const BLOCK: u64 = 64 * 1024;
@@ -116,6 +121,172 @@ pub fn read_from_at_most(path: &Path, offset: u64, max: u64) -> io::Result<(Vec<
     (&mut file).take(max).read_to_end(&mut buf)?;
     let read = u64::try_from(buf.len()).map_err(io::Error::other)?;
     Ok((buf, start + read))
+}
+
+/// Which of a process's two logs a line is from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Out,
+    Err,
+}
+
+impl Stream {
+    /// `out` or `err`, as the live stream names its events.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stream::Out => "out",
+            Stream::Err => "err",
+        }
+    }
+}
+
+/// One line of a followed log, without its newline (invalid UTF-8 replaced).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub stream: Stream,
+    pub text: String,
+}
+
+/// Changes of the logs folder a follower may hold before it just re-reads.
+const CHANGE_QUEUE: usize = 64;
+
+/// The most bytes one read of a followed log takes in (a fast writer is
+/// read in slices, never all at once).
+const READ_SLICE: u64 = 1024 * 1024;
+
+/// A line longer than this is sent in pieces of this size.
+const MAX_LINE: usize = 64 * 1024;
+
+/// A process's two logs, followed live: the last lines of each, then every
+/// new line as it is written. The daemon's one inotify instance (shared with
+/// `--watch`) tells when the logs folder changes: no polling. A truncated
+/// log is read again from its start.
+pub struct Follower {
+    out: PathBuf,
+    err: PathBuf,
+    /// Where following starts: the ends of both logs when it was made.
+    offsets: [u64; 2],
+    lines: usize,
+}
+
+impl Follower {
+    /// Fixes where following starts (the logs' current ends), so a line
+    /// written between now and `run` is not lost; `run` first sends the
+    /// `lines` lines before that point.
+    pub fn new(out: PathBuf, err: PathBuf, lines: usize) -> Follower {
+        let offsets = [&out, &err].map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0));
+        Follower {
+            out,
+            err,
+            offsets,
+            lines,
+        }
+    }
+
+    /// Sends lines into `tx` until its receiver goes away (then `Ok`), or
+    /// the logs folder cannot be watched.
+    pub async fn run<T: From<LogLine>>(self, tx: &mpsc::Sender<T>) -> io::Result<()> {
+        let dir = self.out.parent().unwrap_or(Path::new("/"));
+        std::fs::create_dir_all(dir)?;
+        let mut changes = Hub::global()?.subscribe(CHANGE_QUEUE);
+        changes.add(dir, true)?;
+        let mut files = [
+            (&self.out, Stream::Out, self.offsets[0]),
+            (&self.err, Stream::Err, self.offsets[1]),
+        ]
+        .map(|(path, stream, offset)| Followed {
+            path,
+            stream,
+            offset,
+            partial: Vec::new(),
+        });
+        if self.lines > 0 {
+            for f in &files {
+                for text in tail_lines(f.path, self.lines)? {
+                    let line = LogLine {
+                        stream: f.stream,
+                        text,
+                    };
+                    if tx.send(line.into()).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        let mut wanted = [true, true];
+        loop {
+            // Drain first: what was written before the watch existed goes out too.
+            for (f, wanted) in files.iter_mut().zip(wanted) {
+                if wanted && !f.drain(tx).await {
+                    return Ok(());
+                }
+            }
+            // Wait for a change to one of the two files (the folder holds
+            // every process's logs).
+            wanted = loop {
+                let change = tokio::select! {
+                    c = changes.next() => c,
+                    _ = tx.closed() => return Ok(()),
+                };
+                match change {
+                    Change::Lost => break [true, true],
+                    Change::Path { path, .. } if path == self.out => break [true, false],
+                    Change::Path { path, .. } if path == self.err => break [false, true],
+                    Change::Path { .. } => {}
+                }
+            };
+        }
+    }
+}
+
+/// One followed file: where its next read starts, and the start of a line
+/// not ended yet.
+struct Followed<'a> {
+    path: &'a Path,
+    stream: Stream,
+    offset: u64,
+    partial: Vec<u8>,
+}
+
+impl Followed<'_> {
+    /// Sends every complete line written since the last read; false when
+    /// the receiver has gone.
+    async fn drain<T: From<LogLine>>(&mut self, tx: &mpsc::Sender<T>) -> bool {
+        loop {
+            let (bytes, next) = read_from_at_most(self.path, self.offset, READ_SLICE)
+                .unwrap_or((Vec::new(), self.offset));
+            if next < self.offset {
+                self.partial.clear();
+            }
+            let more = bytes.len() as u64 == READ_SLICE;
+            self.offset = next;
+            self.partial.extend_from_slice(&bytes);
+            loop {
+                let line: Vec<u8> = match self.partial.iter().position(|b| *b == b'\n') {
+                    Some(pos) => {
+                        let mut line: Vec<u8> = self.partial.drain(..=pos).collect();
+                        line.pop();
+                        line
+                    }
+                    // A line without an end for too long goes out in pieces.
+                    None if self.partial.len() >= MAX_LINE => {
+                        self.partial.drain(..MAX_LINE).collect()
+                    }
+                    None => break,
+                };
+                let line = LogLine {
+                    stream: self.stream,
+                    text: String::from_utf8_lossy(&line).into_owned(),
+                };
+                if tx.send(line.into()).await.is_err() {
+                    return false;
+                }
+            }
+            if !more {
+                return true;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -249,6 +420,48 @@ mod tests {
             read_from_at_most(&p, 6, 3).expect("read"),
             (b"gh".to_vec(), 8)
         );
+    }
+
+    async fn next(rx: &mut mpsc::Receiver<LogLine>) -> (Stream, String) {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a line in time")
+            .expect("the follower runs");
+        (line.stream, line.text)
+    }
+
+    #[tokio::test]
+    async fn a_follower_sends_the_tail_then_each_new_line_of_both_logs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (out, err) = (dir.path().join("a-out.log"), dir.path().join("a-err.log"));
+        fs::write(&out, "old1\nold2\n").expect("write");
+        let (tx, mut rx) = mpsc::channel::<LogLine>(16);
+        let follower = Follower::new(out.clone(), err.clone(), 1);
+        let task = tokio::spawn(async move { follower.run(&tx).await });
+        assert_eq!(next(&mut rx).await, (Stream::Out, "old2".to_string()));
+        let mut w = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&out)
+            .expect("open");
+        w.write_all(b"new\npart").expect("write");
+        assert_eq!(next(&mut rx).await, (Stream::Out, "new".to_string()));
+        fs::write(&err, "oops\n").expect("write");
+        assert_eq!(next(&mut rx).await, (Stream::Err, "oops".to_string()));
+        // The end of a line comes later: one line.
+        w.write_all(b"ial\n").expect("write");
+        assert_eq!(next(&mut rx).await, (Stream::Out, "partial".to_string()));
+        // Truncated (`opm flush`): read again from the start.
+        truncate(&out).expect("truncate");
+        w.write_all(b"again\n").expect("write");
+        assert_eq!(next(&mut rx).await, (Stream::Out, "again".to_string()));
+        // The receiver gone, the follower ends.
+        drop(rx);
+        w.write_all(b"nobody reads this\n").expect("write");
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(5), task)
+            .await
+            .expect("ends in time");
+        assert!(matches!(ended, Ok(Ok(()))), "{ended:?}");
     }
 
     #[test]
