@@ -15,7 +15,7 @@ use crate::common::{alive, free_port, unique, wait_until, TestHome};
 /// Every route of the API (see `/openapi.json`) that a standalone or server
 /// daemon serves over TCP, as (method, path template). `/daemon/stop` is
 /// left out here: the test asks it last, once.
-const DESIGN_ROUTES: &[(&str, &str)] = &[
+const API_ROUTES: &[(&str, &str)] = &[
     ("GET", "/health"),
     ("GET", "/openapi.json"),
     ("GET", "/daemon/list"),
@@ -57,9 +57,9 @@ fn status_of_head(port: u16, method: &str, path: &str, auth: Auth<'_>) -> (u16, 
     (status, text)
 }
 
-/// Every (method, path) to check: DESIGN's routes and whatever /openapi.json adds.
+/// Every (method, path) to check: `API_ROUTES` and whatever /openapi.json adds.
 fn route_list(api: &ApiHome) -> Vec<(String, String)> {
-    let mut routes: Vec<(String, String)> = DESIGN_ROUTES
+    let mut routes: Vec<(String, String)> = API_ROUTES
         .iter()
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
