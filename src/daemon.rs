@@ -52,14 +52,15 @@ pub fn forget_secret_env() {
 /// Runs the daemon until SIGTERM, SIGINT or `POST /daemon/stop`.
 pub fn run(home: Home, opts: DaemonOptions) -> Result<(), DaemonError> {
     home.ensure()?;
+    // Before anything is read or written there: a home anyone may read
+    // would give the tokens away (and a home of another user is refused).
+    let made_private = home.make_private()?;
     crate::logging::init(&home.daemon_log())
         .map_err(|e| DaemonError::Io(home.daemon_log().display().to_string(), e))?;
-    crate::failpoint::setup();
-    // Before anything is read or written there: a home anyone may read
-    // would give the tokens away.
-    for change in home.make_private()? {
+    for change in made_private {
         tracing::info!("made the home private: {change}");
     }
+    crate::failpoint::setup();
     let mut config = Config::load_or_create(&home)?;
     let web = &config.daemon.web;
     let serves_tcp = web.api || web.ui || opts.api || opts.webui || config.role == Role::Server;
