@@ -55,7 +55,7 @@ pub fn run(home: Home, opts: DaemonOptions) -> Result<(), DaemonError> {
     // Before anything is read or written there: a home anyone may read
     // would give the tokens away (and a home of another user is refused).
     let made_private = home.make_private()?;
-    crate::logging::init(&home.daemon_log())
+    crate::logging::init(&home.daemon_log(), &home.agent_log())
         .map_err(|e| DaemonError::Io(home.daemon_log().display().to_string(), e))?;
     for change in made_private {
         tracing::info!("made the home private: {change}");

@@ -7,6 +7,10 @@
 //! whatever the call site passed: text from elsewhere (an agent's hostname,
 //! an error from the network) can never forge a line or drive a terminal.
 //!
+//! An agent's link to its server (joining, heartbeats resumed, refusals)
+//! logs under the target [`AGENT_LINK`]: those lines go to `agent.log` as
+//! well, so what the link did is in one short file.
+//!
 //! `OPM_LOG` (else `RUST_LOG`) chooses what is written, as
 //! `level` or `target=level,…` (`debug`, `opm=debug,warp=warn`); by default
 //! opm's own lines from `info` up and nothing of its libraries.
@@ -35,27 +39,30 @@ pub const ENV: &str = "OPM_LOG";
 /// What is logged when neither `OPM_LOG` nor `RUST_LOG` says.
 pub const DEFAULT_FILTER: &str = "opm=info";
 
+/// The target of an agent's link events, which `agent.log` gets too.
+pub const AGENT_LINK: &str = "opm::agent_link";
+
 /// Sends the daemon's `tracing` events to the log file at `path` (created
 /// 0600, appended to), and to stderr too when stderr is somewhere else (a
-/// terminal, or a service manager's journal, for `opm daemon run`). Once
-/// per process: later calls change nothing.
-pub fn init(path: &Path) -> io::Result<()> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)?;
+/// terminal, or a service manager's journal, for `opm daemon run`); the
+/// agent link's events also to `agent_log` (created at its first line).
+/// Once per process: later calls change nothing.
+pub fn init(path: &Path, agent_log: &Path) -> io::Result<()> {
+    let file = open_log(path)?;
     let stderr_too = !same_file(&file, &io::stderr());
     let (filter, refused) = filter_from_env();
-    let layer = tracing_subscriber::fmt::layer()
+    let daemon_log = tracing_subscriber::fmt::layer()
         .event_format(LineFormat)
         .with_writer(LogFile { file, stderr_too })
         .with_filter(filter);
-    if tracing_subscriber::registry()
-        .with(layer)
-        .try_init()
-        .is_ok()
-    {
+    let agent_log = tracing_subscriber::fmt::layer()
+        .event_format(LineFormat)
+        .with_writer(AgentLog(agent_log.to_path_buf()))
+        .with_filter(Targets::new().with_target(AGENT_LINK, tracing::Level::INFO));
+    let subscriber = tracing_subscriber::registry()
+        .with(daemon_log)
+        .with(agent_log);
+    if subscriber.try_init().is_ok() {
         if let Some((value, e)) = refused {
             tracing::warn!("{ENV}={value:?} is not a log filter ({e}); using {DEFAULT_FILTER:?}");
         }
@@ -77,6 +84,14 @@ fn filter_from_env() -> (Targets, Option<(String, String)>) {
             Err(e) => (default(), Some((value, e.to_string()))),
         },
     }
+}
+
+fn open_log(path: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
 }
 
 fn same_file(file: &File, stderr: &io::Stderr) -> bool {
@@ -112,6 +127,31 @@ impl Write for &LogFile {
         if self.stderr_too {
             let _ = io::stderr().lock().write_all(buf);
         }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `agent.log`, opened for each line (they are few), so a daemon that is
+/// no agent has none.
+struct AgentLog(std::path::PathBuf);
+
+impl<'a> MakeWriter<'a> for AgentLog {
+    type Writer = AgentLogLine<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        AgentLogLine(&self.0)
+    }
+}
+
+struct AgentLogLine<'a>(&'a Path);
+
+impl Write for AgentLogLine<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        open_log(self.0)?.write_all(buf)?;
         Ok(buf.len())
     }
 

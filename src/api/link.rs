@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::{Ctx, Tokens};
 use crate::config::{set_role, Role, AGENT_DEFAULT_PORT};
+use crate::logging::AGENT_LINK;
 use crate::model::{AgentStatus, ConnectRequest};
 use crate::role::agent::{self, AgentLink, AgentRuntime, LinkError, LinkState};
 
@@ -28,14 +29,12 @@ pub fn start_agent(ctx: &Ctx, link: AgentLink, registered: Option<u64>) {
     let (stop, stop_rx) = watch::channel(false);
     let svc = ctx.svc.clone();
     let summary = move || svc.list();
-    let log = ctx.svc.home.agent_log();
     let link = Arc::new(Mutex::new(link));
     tokio::spawn(agent::run(
         link.clone(),
         state.clone(),
         summary,
         ctx.svc.store.clone(),
-        log,
         stop_rx,
         registered,
     ));
@@ -73,15 +72,9 @@ pub async fn resume_agent(ctx: &Ctx) -> bool {
         .start(ctx, &link.bind, agent_tokens(&link), link.tls())
         .await
     {
-        agent::agent_log(
-            &ctx.svc.home.agent_log(),
-            &format!("agent API not serving: {e}"),
-        );
+        tracing::error!(target: AGENT_LINK, "agent API not serving: {e}");
     }
-    agent::agent_log(
-        &ctx.svc.home.agent_log(),
-        &format!("daemon started: resuming the link to {}", link.server),
-    );
+    tracing::info!(target: AGENT_LINK, "daemon started: resuming the link to {}", link.server);
     start_agent(ctx, link, None);
     true
 }
@@ -266,10 +259,7 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
                             .start(ctx, &old.bind, agent_tokens(&old), old.tls())
                             .await
                         {
-                            agent::agent_log(
-                                &svc.home.agent_log(),
-                                &format!("agent API not serving: {e}"),
-                            );
+                            tracing::error!(target: AGENT_LINK, "agent API not serving: {e}");
                         }
                     }
                     start_agent(ctx, old, None);
@@ -294,13 +284,8 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
     set_role(&svc.home, Role::Agent)
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     ctx.role.set_role(Role::Agent);
-    agent::agent_log(
-        &svc.home.agent_log(),
-        &format!(
-            "connected to {server} as {} ({}), API at {}",
-            link.name, link.id, link.endpoint
-        ),
-    );
+    tracing::info!(target: AGENT_LINK, "connected to {server} as {} ({}), API at {}",
+            link.name, link.id, link.endpoint);
     start_agent(ctx, link, Some(answer.heartbeat_interval_ms));
     Ok(ctx.role.agent_status())
 }
@@ -358,7 +343,7 @@ pub async fn disconnect(ctx: &Ctx) -> Result<serde_json::Value, Refusal> {
             link.server
         ),
     };
-    agent::agent_log(&svc.home.agent_log(), &format!("disconnected: {note}"));
+    tracing::info!(target: AGENT_LINK, "disconnected: {note}");
     Ok(serde_json::json!({
         "disconnected": true,
         "server": link.server,

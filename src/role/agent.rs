@@ -13,8 +13,6 @@
 //! itself after a refusal. The admin token is never sent to or kept by an
 //! agent: a server refuses it at registration.
 
-use std::io::Write;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::client::{Client, ClientError, Endpoint};
+use crate::logging::AGENT_LINK;
 use crate::model::{AgentStatus, HeartbeatAnswer, HeartbeatRequest, ProcessView, RegisterRequest};
 use crate::spec::now_ms;
 use crate::store::records::Stored;
@@ -185,30 +184,6 @@ impl AgentRuntime {
     }
 }
 
-/// Appends a line to `agent.log`.
-pub fn agent_log(path: &PathBuf, message: &str) {
-    let now = now_ms();
-    let secs = now / 1000;
-    let line = format!(
-        "{} {:02}:{:02}:{:02}.{:03} {message}\n",
-        crate::spec::utc_timestamp(now)
-            .split(' ')
-            .next()
-            .unwrap_or(""),
-        (secs / 3600) % 24,
-        (secs / 60) % 60,
-        secs % 60,
-        now % 1000
-    );
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
-        let _ = f.write_all(line.as_bytes());
-    }
-}
-
 /// A client for the server: the join token, and this agent's credential
 /// once it has one. Answers are read up to a small limit.
 fn server_client(link: &AgentLink) -> Result<Client, ClientError> {
@@ -343,7 +318,6 @@ pub async fn run(
     state: Arc<Mutex<LinkState>>,
     summary: impl Fn() -> Vec<ProcessView> + Send + 'static,
     store: Arc<Store>,
-    log: PathBuf,
     mut stop: watch::Receiver<bool>,
     registered_with_interval: Option<u64>,
 ) {
@@ -372,14 +346,11 @@ pub async fn run(
                 if joined {
                     let mut l = link.lock().unwrap_or_else(|p| p.into_inner());
                     if let Err(e) = adopt_answer(&mut l, &answer, &store) {
-                        agent_log(&log, &format!("cannot save the new credential: {e}"));
+                        tracing::error!(target: AGENT_LINK, "cannot save the new credential: {e}");
                     }
                 }
                 if !registered || failures > 0 || refusals > 0 {
-                    agent_log(
-                        &log,
-                        &format!(
-                            "{} {} as {} ({})",
+                    tracing::info!(target: AGENT_LINK, "{} {} as {} ({})",
                             if joined {
                                 "joined"
                             } else if registered {
@@ -389,9 +360,7 @@ pub async fn run(
                             },
                             current.server,
                             current.name,
-                            answer.id
-                        ),
-                    );
+                            answer.id);
                 }
                 registered = true;
                 failures = 0;
@@ -404,10 +373,7 @@ pub async fn run(
                 wait = Duration::from_millis(answer.heartbeat_interval_ms.max(100));
             }
             Err(LinkError::Unknown) if registered => {
-                agent_log(
-                    &log,
-                    "the server does not know this agent any more: registering again",
-                );
+                tracing::warn!(target: AGENT_LINK, "the server does not know this agent any more: registering again");
                 registered = false;
                 s.connected = false;
                 s.last_error =
@@ -419,7 +385,7 @@ pub async fn run(
                 failures = 0;
                 let backoff = refused_backoff(refusals);
                 if refusals == 1 || refusals.is_power_of_two() {
-                    agent_log(&log, &format!("{e} (attempt {refusals})"));
+                    tracing::warn!(target: AGENT_LINK, "{e} (attempt {refusals})");
                 }
                 s.connected = false;
                 s.last_error = Some(e.to_string());
@@ -434,14 +400,9 @@ pub async fn run(
                 registered = false;
                 let backoff = refused_backoff(refusals);
                 if refusals == 1 || refusals.is_power_of_two() {
-                    agent_log(
-                        &log,
-                        &format!(
-                            "{e} (attempt {refusals}); asking again in {}s; to join again: opm agent connect {} --token JOIN",
+                    tracing::warn!(target: AGENT_LINK, "{e} (attempt {refusals}); asking again in {}s; to join again: opm agent connect {} --token JOIN",
                             backoff.as_secs(),
-                            current.server
-                        ),
-                    );
+                            current.server);
                 }
                 s.connected = false;
                 s.refused = true;
@@ -451,7 +412,7 @@ pub async fn run(
             Err(e) => {
                 failures = failures.saturating_add(1);
                 if failures == 1 || failures.is_power_of_two() {
-                    agent_log(&log, &format!("{e} (attempt {failures})"));
+                    tracing::warn!(target: AGENT_LINK, "{e} (attempt {failures})");
                 }
                 s.connected = false;
                 s.last_error = Some(e.to_string());
