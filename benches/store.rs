@@ -21,8 +21,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
+use opm::definition::{Bytes, ProcessDef};
 use opm::reconcile::plan::{on_exit, plan};
-use opm::spec::{Desired, Observed, Phase, RestartPolicy, Spec, DEFAULT_KILL_TIMEOUT_MS};
+use opm::spec::{Desired, Observed, Phase, Spec};
 use opm::store::{NewSpec, Store};
 
 const T0: u64 = 1_700_000_000_000;
@@ -31,19 +32,19 @@ fn spec(name: &str) -> Spec {
     Spec {
         id: 0,
         name: name.to_string(),
-        command: "node server.js --port 8080".to_string(),
-        cwd: "/srv/app".to_string(),
-        env: vec![
-            ("NODE_ENV".to_string(), "production".to_string()),
-            ("PORT".to_string(), "8080".to_string()),
-        ],
-        restart: RestartPolicy::default(),
-        kill_timeout_ms: DEFAULT_KILL_TIMEOUT_MS,
-        max_memory: Some(512 * 1024 * 1024),
-        watch: None,
         desired: Desired::Running,
         generation: 1,
         created_ms: T0,
+        def: ProcessDef {
+            script: "node server.js --port 8080".to_string(),
+            cwd: Some("/srv/app".to_string()),
+            env: vec![
+                ("NODE_ENV".to_string(), "production".to_string()),
+                ("PORT".to_string(), "8080".to_string()),
+            ],
+            max_memory: Some(Bytes(512 * 1024 * 1024)),
+            ..ProcessDef::default()
+        },
     }
 }
 

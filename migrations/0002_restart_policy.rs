@@ -5,11 +5,36 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{Desired, RestartPolicy, DEFAULT_KILL_TIMEOUT_MS};
+use crate::spec::Desired;
 use crate::store::migrate::rewrite_processes;
 use crate::store::StoreError;
 
 pub const VERSION: u32 = 2;
+
+/// The kill timeout of schema 2 and 3 records that had none.
+pub const DEFAULT_KILL_TIMEOUT_MS: u64 = 3_000;
+
+/// When and how often a process that exits is started again, as schemas
+/// 2 and 3 stored it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    pub autorestart: bool,
+    pub max_restarts: u32,
+    pub restart_delay_ms: u64,
+    pub min_uptime_ms: u64,
+}
+
+impl Default for RestartPolicy {
+    /// The defaults of schema 2, given to schema-1 records.
+    fn default() -> Self {
+        RestartPolicy {
+            autorestart: true,
+            max_restarts: 15,
+            restart_delay_ms: 100,
+            min_uptime_ms: 10_000,
+        }
+    }
+}
 
 /// A process spec as schema 1 stored it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

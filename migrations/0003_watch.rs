@@ -1,16 +1,35 @@
 //! Schema 3: a process spec carries the path it watches for changes
 //! (`--watch`). Schema-2 specs watch nothing.
 
-use crate::spec::Spec;
+use serde::{Deserialize, Serialize};
+
+use crate::spec::Desired;
 use crate::store::migrate::rewrite_processes;
 use crate::store::StoreError;
 
-pub use super::m0002_restart_policy::SpecV2;
+pub use super::m0002_restart_policy::{RestartPolicy, SpecV2};
 
 pub const VERSION: u32 = 3;
 
-pub fn convert(old: SpecV2) -> Spec {
-    Spec {
+/// A process spec as schema 3 stored it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecV3 {
+    pub id: u64,
+    pub name: String,
+    pub command: String,
+    pub cwd: String,
+    pub env: Vec<(String, String)>,
+    pub restart: RestartPolicy,
+    pub kill_timeout_ms: u64,
+    pub max_memory: Option<u64>,
+    pub watch: Option<String>,
+    pub desired: Desired,
+    pub generation: u64,
+    pub created_ms: u64,
+}
+
+pub fn convert(old: SpecV2) -> SpecV3 {
+    SpecV3 {
         id: old.id,
         name: old.name,
         command: old.command,

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod definition;
 pub mod failpoint;
 pub mod fsutil;
 pub mod logging;

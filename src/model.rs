@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::definition::ProcessDef;
+
 /// What a process is doing, as users see it (`list`, `info`, the API).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -98,43 +100,10 @@ pub struct ProcessInfo {
     /// When the next automatic restart is due (backoff), if one is pending.
     pub restart_at_ms: Option<u64>,
     pub events: Vec<EventView>,
-}
-
-/// `POST /daemon/create`. `script` is a command line (`node app.js`) or a path.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateRequest {
-    pub script: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Working directory; the daemon's when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub env: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub autorestart: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_restarts: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restart_delay_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_uptime_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kill_timeout_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_memory: Option<u64>,
-    /// Restart on changes under this path (absolute, or relative to `path`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub watch: Option<String>,
-    /// Create it stopped (used by `restore` of a saved list).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stopped: Option<bool>,
-    /// Store it even when its program cannot be found or run now (used by
-    /// `restore`: a saved process is never dropped). Otherwise such a
-    /// command is refused and nothing is stored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unchecked: Option<bool>,
+    /// The whole definition, every default written out, as `opm save`
+    /// writes it (`kill_signal`, and the options above in their file form).
+    #[serde(default, deserialize_with = "crate::definition::lenient")]
+    pub definition: ProcessDef,
 }
 
 /// The body of `POST /daemon/create`: one process or several in one
@@ -142,8 +111,8 @@ pub struct CreateRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum CreateBody {
-    One(Box<CreateRequest>),
-    Many(Vec<CreateRequest>),
+    One(Box<ProcessDef>),
+    Many(Vec<ProcessDef>),
 }
 
 /// What `POST /daemon/action` can ask for.
@@ -310,31 +279,11 @@ pub struct ApiError {
     pub error: String,
 }
 
-/// One process as `opm save` writes it and `opm restore` reads it back.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SavedProcess {
-    pub name: String,
-    pub script: String,
-    pub path: String,
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    pub autorestart: bool,
-    pub max_restarts: u32,
-    pub restart_delay_ms: u64,
-    pub min_uptime_ms: u64,
-    pub kill_timeout_ms: u64,
-    #[serde(default)]
-    pub max_memory: Option<u64>,
-    #[serde(default)]
-    pub watch: Option<String>,
-    /// `running` or `stopped`.
-    pub desired: String,
-}
-
 /// `GET /daemon/dump`: every process definition, for `opm save`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dump {
-    pub processes: Vec<SavedProcess>,
+    /// Each with its name, desired state and every default written out.
+    pub processes: Vec<ProcessDef>,
 }
 
 /// The role's part of the health report, given by the role system to the

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::definition::{DesiredState, ProcessDef};
+
 /// What the user wants of a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Desired {
@@ -24,50 +26,47 @@ impl Desired {
     }
 }
 
-/// When and how often a process that exits is started again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RestartPolicy {
-    pub autorestart: bool,
-    /// Consecutive unstable restarts allowed before the process is `errored`.
-    pub max_restarts: u32,
-    /// Delay before the second consecutive restart; doubles each time after.
-    pub restart_delay_ms: u64,
-    /// An exit after this much uptime is not a crash loop: the count starts again.
-    pub min_uptime_ms: u64,
-}
-
-impl Default for RestartPolicy {
-    fn default() -> Self {
-        RestartPolicy {
-            autorestart: true,
-            max_restarts: 15,
-            restart_delay_ms: 100,
-            min_uptime_ms: 10_000,
-        }
-    }
-}
-
-/// The time between SIGTERM and SIGKILL when a process is stopped.
-pub const DEFAULT_KILL_TIMEOUT_MS: u64 = 3_000;
-
-/// A process definition: everything `opm start` said, plus the desired state.
+/// A stored process: who it is and what the user wants of it (bincode), and
+/// its definition (`def`, JSON inside the record: see `definition`). `def`
+/// holds the resolved command (`script`, with its interpreter), the absolute
+/// working directory, the environment and the options; its `name`,
+/// `desired` and `unchecked` are not kept there (the fields below are).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Spec {
     pub id: u64,
     pub name: String,
-    pub command: String,
-    pub cwd: String,
-    pub env: Vec<(String, String)>,
-    pub restart: RestartPolicy,
-    pub kill_timeout_ms: u64,
-    /// Restart when the process group's resident memory passes this many bytes.
-    pub max_memory: Option<u64>,
-    /// Restart when a file under this path changes (absolute, or relative to `cwd`).
-    pub watch: Option<String>,
     pub desired: Desired,
     /// Bumped by every user start/restart: a run older than this is replaced.
     pub generation: u64,
     pub created_ms: u64,
+    #[serde(with = "crate::definition::as_json")]
+    pub def: ProcessDef,
+}
+
+impl Spec {
+    /// The command line it runs.
+    pub fn command(&self) -> &str {
+        &self.def.script
+    }
+
+    /// Its working directory (absolute).
+    pub fn cwd(&self) -> &str {
+        self.def.cwd.as_deref().unwrap_or("/")
+    }
+
+    /// The whole definition as a user would write it: name, desired state
+    /// and every default written out (`opm save`, `opm info`).
+    pub fn definition(&self) -> ProcessDef {
+        ProcessDef {
+            name: Some(self.name.clone()),
+            desired: Some(match self.desired {
+                Desired::Stopped => DesiredState::Stopped,
+                Desired::Running | Desired::Removed => DesiredState::Running,
+            }),
+            unchecked: None,
+            ..self.def.filled()
+        }
+    }
 }
 
 /// How a run ended.
@@ -111,7 +110,7 @@ pub enum Phase {
         start_time: u64,
         since_ms: u64,
     },
-    /// SIGTERM sent at `since_ms`; SIGKILL due at `deadline_ms`.
+    /// The stop signal sent at `since_ms`; SIGKILL due at `deadline_ms`.
     Stopping {
         pid: u32,
         start_time: u64,

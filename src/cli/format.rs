@@ -98,49 +98,6 @@ pub fn timestamp(ms: u64) -> String {
     crate::spec::utc_timestamp(ms)
 }
 
-/// `100ms`, `2s`, `1.5s`, `3m`, `1h`, or plain milliseconds.
-pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1000.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60_000.0)
-    } else if let Some(n) = s.strip_suffix('h') {
-        (n, 3_600_000.0)
-    } else {
-        (s, 1.0)
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 2s, 1m)"))?;
-    if !v.is_finite() || v < 0.0 {
-        return Err(format!("{s:?} is not a duration (e.g. 500ms, 2s, 1m)"));
-    }
-    Ok((v * mult).round() as u64)
-}
-
-/// `100M`, `1G`, `512K`, `1.5G`, or plain bytes.
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim().trim_end_matches(['b', 'B']).trim_end_matches('i');
-    let (num, mult) = match t.chars().last() {
-        Some('K' | 'k') => (&t[..t.len() - 1], 1024.0),
-        Some('M' | 'm') => (&t[..t.len() - 1], 1024.0 * 1024.0),
-        Some('G' | 'g') => (&t[..t.len() - 1], 1024.0 * 1024.0 * 1024.0),
-        _ => (t, 1.0),
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 100M, 1G, 512K)"))?;
-    if !v.is_finite() || v <= 0.0 {
-        return Err(format!("{s:?} is not a size above 0 (e.g. 100M, 1G, 512K)"));
-    }
-    Ok((v * mult).round() as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,20 +108,6 @@ mod tests {
         assert_eq!(duration(61_000), "1m 1s");
         assert_eq!(duration(3_720_000), "1h 2m");
         assert_eq!(duration(90_000_000), "1d 1h");
-    }
-
-    #[test]
-    fn sizes_and_durations_parse() {
-        assert_eq!(parse_bytes("100M"), Ok(100 * 1024 * 1024));
-        assert_eq!(parse_bytes("1.5G"), Ok(1_610_612_736));
-        assert_eq!(parse_bytes("2048"), Ok(2048));
-        assert!(parse_bytes("lots").is_err());
-        assert!(parse_bytes("0").is_err());
-        assert_eq!(parse_duration_ms("150ms"), Ok(150));
-        assert_eq!(parse_duration_ms("2s"), Ok(2000));
-        assert_eq!(parse_duration_ms("1m"), Ok(60_000));
-        assert_eq!(parse_duration_ms("250"), Ok(250));
-        assert!(parse_duration_ms("soon").is_err());
     }
 
     #[test]

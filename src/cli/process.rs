@@ -2,56 +2,27 @@
 //! flush, env, save, restore. Each builds a request, sends it to the daemon
 //! (or `--server`), and prints the answer.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use super::daemon::{local, target, RestoreArgs};
-use super::format::{self, parse_bytes, parse_duration_ms, print_json, table};
+use super::format::{self, print_json, table};
 use super::{CliError, Format, Remote};
 use crate::client::Client;
+use crate::definition::ProcessDef;
 use crate::fsutil::write_atomic;
 use crate::model::{
-    ActionKind, ActionRequest, ActionResponse, CreateBody, CreateRequest, Dump, EnvResponse,
-    LogsResponse, ProcessInfo, ProcessView, Status, Target,
+    ActionKind, ActionRequest, ActionResponse, CreateBody, Dump, EnvResponse, LogsResponse,
+    ProcessInfo, ProcessView, Status, Target,
 };
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
-    /// A command line ("node app.js"), a script (app.js, worker.py) or a .toml file of processes
-    pub script: String,
-    /// Name of the process (default: from the script)
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Working directory (default: the current one)
-    #[arg(long)]
-    pub cwd: Option<PathBuf>,
-    /// Environment variable K=V (repeatable)
-    #[arg(long = "env", value_name = "K=V")]
-    pub env: Vec<String>,
-    /// Restart when the process group's memory passes this size (e.g. 100M)
-    #[arg(long, value_name = "SIZE")]
-    pub max_memory: Option<String>,
-    /// Do not restart the process when it exits
-    #[arg(long)]
-    pub no_autorestart: bool,
-    /// Restart the process when a file under this path changes (relative to --cwd)
-    #[arg(long, value_name = "PATH")]
-    pub watch: Option<String>,
-    /// Consecutive quick restarts before the process is marked errored (default 15)
-    #[arg(long, value_name = "N")]
-    pub max_restarts: Option<u32>,
-    /// Delay before the second quick restart, doubling after (default 100ms)
-    #[arg(long, value_name = "DURATION")]
-    pub restart_delay: Option<String>,
-    /// Uptime after which an exit no longer counts as a crash loop (default 10s)
-    #[arg(long, value_name = "DURATION")]
-    pub min_uptime: Option<String>,
-    /// Time between SIGTERM and SIGKILL on stop (default 3s)
-    #[arg(long, value_name = "DURATION")]
-    pub kill_timeout: Option<String>,
+    /// The process: its script and options (`crate::definition`).
+    #[command(flatten)]
+    pub def: ProcessDef,
     #[command(flatten)]
     pub remote: Remote,
     #[arg(long, value_enum, default_value_t = Format::Default)]
@@ -125,81 +96,24 @@ pub struct SaveArgs {
     pub force: bool,
 }
 
-/// One `[[process]]` of a .toml process file, and of `dump.toml`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileProcess {
-    pub script: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cwd: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub autorestart: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_restarts: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restart_delay: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_uptime: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kill_timeout: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_memory: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub watch: Option<String>,
-    /// `stopped` to create it without starting it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub desired: Option<String>,
-}
-
+/// A .toml process file, and `dump.toml`: `[[process]]` entries, each a
+/// `ProcessDef` (the same keys as the API body).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessFile {
     #[serde(default)]
-    pub process: Vec<FileProcess>,
+    pub process: Vec<ProcessDef>,
 }
 
-impl FileProcess {
-    fn to_request(&self, base: &Path, at: &str) -> Result<CreateRequest, CliError> {
-        let bad = |e: String| CliError::Usage(format!("{at}: {e}"));
-        let ms = |v: &Option<String>| v.as_deref().map(parse_duration_ms).transpose().map_err(bad);
-        let cwd = match &self.cwd {
-            Some(c) => absolute(base, Path::new(c)),
-            None => base.to_path_buf(),
-        };
-        let stopped = match self.desired.as_deref() {
-            None | Some("running") => None,
-            Some("stopped") => Some(true),
-            Some(other) => {
-                return Err(bad(format!(
-                    "desired = {other:?} must be \"running\" or \"stopped\""
-                )))
-            }
-        };
-        Ok(CreateRequest {
-            script: self.script.clone(),
-            name: self.name.clone(),
-            path: Some(cwd.display().to_string()),
-            env: (!self.env.is_empty()).then(|| self.env.clone()),
-            autorestart: self.autorestart,
-            max_restarts: self.max_restarts,
-            restart_delay_ms: ms(&self.restart_delay)?,
-            min_uptime_ms: ms(&self.min_uptime)?,
-            kill_timeout_ms: ms(&self.kill_timeout)?,
-            max_memory: self
-                .max_memory
-                .as_deref()
-                .map(parse_bytes)
-                .transpose()
-                .map_err(bad)?,
-            watch: self.watch.clone(),
-            stopped,
-            unchecked: None,
-        })
-    }
+/// The definition with its working directory made absolute against `base`
+/// (the current directory, or the folder of the file it came from).
+fn rooted(mut def: ProcessDef, base: &Path) -> ProcessDef {
+    let cwd = match &def.cwd {
+        Some(c) => absolute(base, Path::new(c)),
+        None => base.to_path_buf(),
+    };
+    def.cwd = Some(cwd.display().to_string());
+    def
 }
 
 fn absolute(base: &Path, p: &Path) -> PathBuf {
@@ -215,7 +129,7 @@ fn current_dir() -> Result<PathBuf, CliError> {
         .map_err(|e| CliError::Io(format!("cannot read the current directory: {e}")))
 }
 
-fn read_process_file(path: &Path) -> Result<Vec<CreateRequest>, CliError> {
+fn read_process_file(path: &Path) -> Result<Vec<ProcessDef>, CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::Io(format!("cannot read {}: {e}", path.display())))?;
     let file: ProcessFile = toml::from_str(&text).map_err(|e| {
@@ -233,26 +147,23 @@ fn read_process_file(path: &Path) -> Result<Vec<CreateRequest>, CliError> {
     }
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let base = absolute(&current_dir()?, &base);
-    file.process
-        .iter()
-        .enumerate()
-        .map(|(i, p)| p.to_request(&base, &format!("{} process {}", path.display(), i + 1)))
-        .collect()
+    Ok(file.process.into_iter().map(|p| rooted(p, &base)).collect())
 }
 
 pub async fn start(a: StartArgs) -> Result<(), CliError> {
-    let is_file = a.script.ends_with(".toml") && Path::new(&a.script).is_file();
+    let script = a.def.script.trim().to_string();
+    let is_file = script.ends_with(".toml") && Path::new(&script).is_file();
     // `opm start NAME|ID` of a process that exists starts it, as PM2 users expect.
-    let single_word = !a.script.trim().is_empty() && !a.script.trim().contains(char::is_whitespace);
-    if single_word && !is_file && !Path::new(&a.script).exists() {
+    let single_word = !script.is_empty() && !script.contains(char::is_whitespace);
+    if single_word && !is_file && !Path::new(&script).exists() {
         let client = target(&a.remote)?;
         let known = client
-            .get::<ProcessInfo>(&format!("/daemon/info/{}", a.script.trim()))
+            .get::<ProcessInfo>(&format!("/daemon/info/{script}"))
             .await;
         if known.is_ok() {
             return act(
                 TargetArgs {
-                    targets: vec![a.script.trim().to_string()],
+                    targets: vec![script],
                     remote: a.remote,
                     format: a.format,
                 },
@@ -262,61 +173,26 @@ pub async fn start(a: StartArgs) -> Result<(), CliError> {
         }
     }
     let body = if is_file {
-        if a.name.is_some() || a.cwd.is_some() || !a.env.is_empty() {
+        if a.def.has_options() {
             return Err(CliError::Usage(
-                "--name, --cwd and --env apply to one process: set them in the file".into(),
+                "options apply to one process: set them in the file".into(),
             ));
         }
-        CreateBody::Many(read_process_file(Path::new(&a.script))?)
+        CreateBody::Many(read_process_file(Path::new(&script))?)
     } else {
-        let mut env = BTreeMap::new();
-        for kv in &a.env {
-            let (k, v) = kv
-                .split_once('=')
-                .filter(|(k, _)| !k.is_empty())
-                .ok_or_else(|| CliError::Usage(format!("--env {kv:?} must look like KEY=value")))?;
-            env.insert(k.to_string(), v.to_string());
-        }
-        let ms = |v: &Option<String>| {
-            v.as_deref()
-                .map(parse_duration_ms)
-                .transpose()
-                .map_err(CliError::Usage)
-        };
-        let cwd = match &a.cwd {
-            Some(c) if a.remote.server.is_none() => absolute(&current_dir()?, c),
-            Some(c) => c.clone(),
-            None if a.remote.server.is_none() => current_dir()?,
-            None => PathBuf::new(),
-        };
-        CreateBody::One(Box::new(CreateRequest {
-            script: a.script.clone(),
-            name: a.name.clone(),
-            path: (!cwd.as_os_str().is_empty()).then(|| cwd.display().to_string()),
-            env: (!env.is_empty()).then_some(env),
-            autorestart: a.no_autorestart.then_some(false),
-            max_restarts: a.max_restarts,
-            restart_delay_ms: ms(&a.restart_delay)?,
-            min_uptime_ms: ms(&a.min_uptime)?,
-            kill_timeout_ms: ms(&a.kill_timeout)?,
-            max_memory: a
-                .max_memory
-                .as_deref()
-                .map(parse_bytes)
-                .transpose()
-                .map_err(CliError::Usage)?,
-            watch: a.watch.clone(),
-            stopped: None,
-            unchecked: None,
-        }))
-    };
-    if let CreateBody::One(r) = &body {
-        if r.script.trim().is_empty() {
+        if script.is_empty() {
             return Err(CliError::Usage(
                 "the command is empty: give a command line or a script".into(),
             ));
         }
-    }
+        let def = if a.remote.server.is_none() {
+            rooted(a.def, &current_dir()?)
+        } else {
+            // Another machine's paths: sent as given.
+            a.def
+        };
+        CreateBody::One(Box::new(def))
+    };
     let client = target(&a.remote)?;
     let many = matches!(body, CreateBody::Many(_));
     let created: Vec<ProcessView> = if many {
@@ -481,6 +357,7 @@ pub async fn info(a: InfoArgs) -> Result<(), CliError> {
             i.max_restarts, i.restart_delay_ms, i.min_uptime_ms
         ),
     );
+    row("kill signal", i.definition.kill_signal().to_string());
     row("kill timeout", format!("{} ms", i.kill_timeout_ms));
     row("max memory", i.max_memory.map_or("-".into(), format::bytes));
     row("watch", i.watch.clone().unwrap_or_else(|| "-".into()));
@@ -591,29 +468,6 @@ pub async fn env(a: EnvArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn dump_to_file(d: &Dump) -> ProcessFile {
-    ProcessFile {
-        process: d
-            .processes
-            .iter()
-            .map(|p| FileProcess {
-                script: p.script.clone(),
-                name: Some(p.name.clone()),
-                cwd: Some(p.path.clone()),
-                env: p.env.clone(),
-                autorestart: Some(p.autorestart),
-                max_restarts: Some(p.max_restarts),
-                restart_delay: Some(format!("{}ms", p.restart_delay_ms)),
-                min_uptime: Some(format!("{}ms", p.min_uptime_ms)),
-                kill_timeout: Some(format!("{}ms", p.kill_timeout_ms)),
-                max_memory: p.max_memory.map(|m| m.to_string()),
-                watch: p.watch.clone(),
-                desired: Some(p.desired.clone()),
-            })
-            .collect(),
-    }
-}
-
 pub async fn save(a: SaveArgs) -> Result<(), CliError> {
     let (client, home, _) = local(&RestoreArgs::default())?;
     let dump: Dump = client.get("/daemon/dump").await?;
@@ -630,8 +484,10 @@ pub async fn save(a: SaveArgs) -> Result<(), CliError> {
             )));
         }
     }
-    let text =
-        toml::to_string_pretty(&dump_to_file(&dump)).map_err(|e| CliError::Io(e.to_string()))?;
+    let text = toml::to_string_pretty(&ProcessFile {
+        process: dump.processes.clone(),
+    })
+    .map_err(|e| CliError::Io(e.to_string()))?;
     let text =
         format!("# Written by `opm save`; `opm restore` brings these processes back.\n{text}");
     // The dump holds the processes' environments: 0600.
@@ -666,7 +522,7 @@ pub async fn restore() -> Result<(), CliError> {
             .and_then(|n| current.iter().find(|v| &v.name == n));
         match existing {
             Some(v) => {
-                let wants_running = req.stopped != Some(true);
+                let wants_running = !req.stopped();
                 if wants_running && matches!(v.status, Status::Stopped | Status::Errored) {
                     let _: ActionResponse = client
                         .post(
@@ -682,7 +538,7 @@ pub async fn restore() -> Result<(), CliError> {
             }
             // A saved process is stored even if its program is gone now:
             // it then shows the error instead of vanishing from the list.
-            None => create.push(CreateRequest {
+            None => create.push(ProcessDef {
                 unchecked: Some(true),
                 ..req
             }),

@@ -167,7 +167,7 @@ impl Executor {
         let memory = self
             .slots
             .values()
-            .any(|s| s.spec.max_memory.is_some() && s.obs.pid().is_some())
+            .any(|s| s.spec.def.max_memory.is_some() && s.obs.pid().is_some())
             .then_some(self.next_memory_check_ms);
         match (checks, memory) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -278,7 +278,7 @@ impl Executor {
                     plan::on_exit(&slot.spec, &slot.obs, pid, code, signal, group_alive, now);
                 if let (Some(code), Phase::Running { since_ms, .. }) = (code, &before.phase) {
                     let quick = now.saturating_sub(*since_ms) < SHELL_QUICK_EXIT.as_millis() as u64;
-                    if quick && spawn::runs_in_shell(&slot.spec.command) {
+                    if quick && spawn::runs_in_shell(slot.spec.command()) {
                         let err_log = self.home.err_log(&slot.spec.name, id);
                         let last = crate::supervise::logs::tail_lines(&err_log, 1)
                             .ok()
@@ -312,7 +312,7 @@ impl Executor {
         let limited: Vec<(u64, u32, u64)> = self
             .slots
             .iter()
-            .filter_map(|(id, s)| match (s.spec.max_memory, &s.obs.phase) {
+            .filter_map(|(id, s)| match (s.spec.def.max_memory(), &s.obs.phase) {
                 (Some(limit), Phase::Running { pid, .. }) if s.obs.restart_pending.is_none() => {
                     Some((*id, *pid, limit))
                 }
@@ -488,7 +488,7 @@ impl Executor {
                     let sig = if matches!(action, Action::Kill { .. }) {
                         Signal::SIGKILL
                     } else {
-                        Signal::SIGTERM
+                        slot.spec.def.kill_signal().0
                     };
                     if let Err(e) = spawn::signal_group(pgid, sig) {
                         tracing::warn!(id, name = %slot.spec.name, "cannot send {sig} to group {pgid}: {e}");
@@ -635,9 +635,9 @@ impl Executor {
         let wanted = self
             .slots
             .get(&id)
-            .and_then(|s| match (&s.spec.watch, s.spec.desired) {
+            .and_then(|s| match (&s.spec.def.watch, s.spec.desired) {
                 (Some(w), crate::spec::Desired::Running) => {
-                    Some(PathBuf::from(&s.spec.cwd).join(w))
+                    Some(PathBuf::from(s.spec.cwd()).join(w))
                 }
                 _ => None,
             });
@@ -748,13 +748,13 @@ impl Executor {
 
 /// Spawns one run of `spec`, marked with `nonce`.
 fn spawn_run(home: &Home, spec: &Spec, nonce: u64) -> std::io::Result<spawn::Spawned> {
-    let (program, args) = spawn::split_command(&spec.command)
+    let (program, args) = spawn::split_command(spec.command())
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
-    let mut env = spec.env.clone();
+    let mut env = spec.def.env.clone();
     env.push(("OPM_ID".into(), spec.id.to_string()));
     env.push(("OPM_NAME".into(), spec.name.clone()));
     env.push((SPAWN_MARKER.into(), nonce.to_string()));
-    let cwd = PathBuf::from(&spec.cwd);
+    let cwd = PathBuf::from(spec.cwd());
     let out_log = home.out_log(&spec.name, spec.id);
     let err_log = home.err_log(&spec.name, spec.id);
     spawn::spawn(&spawn::SpawnSpec {

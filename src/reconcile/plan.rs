@@ -7,7 +7,7 @@
 //! below that reads like a sentence.
 
 use crate::model::ActionKind;
-use crate::spec::{Desired, Exit, Observed, Phase, RestartPolicy, Spec};
+use crate::spec::{Desired, Exit, Observed, Phase, Spec};
 
 /// The longest wait between two automatic restarts.
 pub const BACKOFF_CAP_MS: u64 = 15_000;
@@ -20,7 +20,8 @@ pub const GROUP_RECHECK_MS: u64 = 20;
 pub enum Action {
     /// Record the intent, then spawn the command (`posix_spawn`).
     Spawn,
-    /// SIGTERM to the process group; SIGKILL follows at the deadline.
+    /// The stop signal (`kill_signal`) to the process group; SIGKILL
+    /// follows at the deadline.
     Terminate { pgid: u32 },
     /// SIGKILL to the process group.
     Kill { pgid: u32 },
@@ -60,15 +61,14 @@ impl Plan {
 /// The delay before the restart that follows the `unstable`-th consecutive
 /// unstable exit: none for the first, then `restart_delay` doubling up to
 /// the cap.
-pub fn backoff_ms(policy: &RestartPolicy, unstable: u32) -> u64 {
+pub fn backoff_ms(restart_delay_ms: u64, unstable: u32) -> u64 {
     if unstable <= 1 {
         return 0;
     }
     let doublings = (unstable - 2).min(32);
-    policy
-        .restart_delay_ms
+    restart_delay_ms
         .saturating_mul(1u64 << doublings)
-        .min(BACKOFF_CAP_MS.max(policy.restart_delay_ms))
+        .min(BACKOFF_CAP_MS.max(restart_delay_ms))
 }
 
 /// When the pending automatic restart is due, if one is. A start that
@@ -78,15 +78,15 @@ pub fn restart_due_ms(spec: &Spec, obs: &Observed) -> Option<u64> {
     match obs.phase {
         Phase::Exited { at_ms }
             if spec.desired == Desired::Running
-                && spec.restart.autorestart
-                && obs.unstable <= spec.restart.max_restarts =>
+                && spec.def.autorestart()
+                && obs.unstable <= spec.def.max_restarts() =>
         {
             let unstable = if obs.last_error.is_some() {
                 obs.unstable.max(2)
             } else {
                 obs.unstable
             };
-            Some(at_ms + backoff_ms(&spec.restart, unstable))
+            Some(at_ms + backoff_ms(spec.def.restart_delay_ms(), unstable))
         }
         _ => None,
     }
@@ -134,10 +134,10 @@ pub fn plan(spec: &Spec, obs: &Observed, now_ms: u64) -> Plan {
             if requested {
                 return Plan::act(Action::Spawn);
             }
-            if !spec.restart.autorestart {
+            if !spec.def.autorestart() {
                 return Plan::act(Action::MarkStopped);
             }
-            if obs.unstable > spec.restart.max_restarts {
+            if obs.unstable > spec.def.max_restarts() {
                 return Plan::act(Action::MarkErrored {
                     reason: errored_reason(spec, obs),
                 });
@@ -179,7 +179,9 @@ fn errored_reason(spec: &Spec, obs: &Observed) -> String {
     };
     format!(
         "exited {} times in a row within {} ms of starting (limit {} restarts); last: {last}",
-        obs.unstable, spec.restart.min_uptime_ms, spec.restart.max_restarts
+        obs.unstable,
+        spec.def.min_uptime_ms(),
+        spec.def.max_restarts()
     )
 }
 
@@ -241,7 +243,7 @@ pub fn on_exit(
             pid: p, since_ms, ..
         } if p == pid => {
             let uptime_ms = now_ms.saturating_sub(since_ms);
-            next.unstable = if uptime_ms >= spec.restart.min_uptime_ms {
+            next.unstable = if uptime_ms >= spec.def.min_uptime_ms() {
                 1
             } else {
                 obs.unstable.saturating_add(1)
@@ -303,7 +305,7 @@ pub fn on_action(spec: &Spec, obs: &Observed, action: &Action, now_ms: u64) -> O
                     pid,
                     start_time,
                     since_ms,
-                    deadline_ms: now_ms + spec.kill_timeout_ms,
+                    deadline_ms: now_ms + spec.def.kill_timeout_ms(),
                     killed: false,
                     leader_gone: false,
                 };
@@ -440,9 +442,11 @@ pub fn status(spec: &Spec, obs: &Observed) -> crate::model::Status {
             } else if obs.generation < spec.generation {
                 // A start the user asked for: the spawn comes at once.
                 Status::Starting
-            } else if !spec.restart.autorestart {
+            } else if !spec.def.autorestart() {
                 Status::Stopped
-            } else if obs.last_error.is_some() || backoff_ms(&spec.restart, obs.unstable) > 0 {
+            } else if obs.last_error.is_some()
+                || backoff_ms(spec.def.restart_delay_ms(), obs.unstable) > 0
+            {
                 Status::Waiting
             } else {
                 Status::Starting
@@ -454,28 +458,39 @@ pub fn status(spec: &Spec, obs: &Observed) -> crate::model::Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::definition::Millis;
 
     const T0: u64 = 1_000_000;
 
+    /// A process `api` that should run, generation 1, with a short policy
+    /// (3 quick restarts, 100 ms delay, stable after 1 s, 2 s kill timeout).
     fn spec() -> Spec {
         Spec {
             id: 1,
             name: "api".into(),
-            command: "node app.js".into(),
-            cwd: "/".into(),
-            env: Vec::new(),
-            restart: RestartPolicy {
-                autorestart: true,
-                max_restarts: 3,
-                restart_delay_ms: 100,
-                min_uptime_ms: 1_000,
-            },
-            kill_timeout_ms: 2_000,
-            max_memory: None,
-            watch: None,
             desired: Desired::Running,
             generation: 1,
             created_ms: T0,
+            def: crate::definition::ProcessDef {
+                script: "node app.js".into(),
+                cwd: Some("/".into()),
+                max_restarts: Some(3),
+                restart_delay: Some(Millis(100)),
+                min_uptime: Some(Millis(1_000)),
+                kill_timeout: Some(Millis(2_000)),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn spec_desired(desired: Desired) -> Spec {
+        Spec { desired, ..spec() }
+    }
+
+    fn spec_generation(generation: u64) -> Spec {
+        Spec {
+            generation,
+            ..spec()
         }
     }
 
@@ -518,10 +533,7 @@ mod tests {
 
     #[test]
     fn a_new_process_created_stopped_stays_idle() {
-        let s = Spec {
-            desired: Desired::Stopped,
-            ..spec()
-        };
+        let s = spec_desired(Desired::Stopped);
         assert_eq!(plan(&s, &Observed::new(), T0), Plan::idle());
     }
 
@@ -566,14 +578,10 @@ mod tests {
 
     #[test]
     fn the_backoff_doubles_and_stops_at_the_cap() {
-        let p = RestartPolicy {
-            restart_delay_ms: 100,
-            ..RestartPolicy::default()
-        };
-        let delays: Vec<u64> = (1..=12).map(|n| backoff_ms(&p, n)).collect();
+        let delays: Vec<u64> = (1..=12).map(|n| backoff_ms(100, n)).collect();
         assert_eq!(&delays[..6], &[0, 100, 200, 400, 800, 1600]);
         assert_eq!(delays[11], BACKOFF_CAP_MS);
-        assert_eq!(backoff_ms(&p, u32::MAX), BACKOFF_CAP_MS);
+        assert_eq!(backoff_ms(100, u32::MAX), BACKOFF_CAP_MS);
     }
 
     #[test]
@@ -612,10 +620,7 @@ mod tests {
             generation: 1,
             ..Observed::new()
         };
-        let s = Spec {
-            generation: 2,
-            ..spec()
-        };
+        let s = spec_generation(2);
         assert_eq!(plan(&s, &obs, T0).actions, vec![Action::Spawn]);
         let obs = on_spawned(&s, &obs, 50, 1, "b", T0);
         assert_eq!(obs.unstable, 0);
@@ -624,13 +629,8 @@ mod tests {
 
     #[test]
     fn without_autorestart_an_exit_leaves_the_process_stopped() {
-        let s = Spec {
-            restart: RestartPolicy {
-                autorestart: false,
-                ..spec().restart
-            },
-            ..spec()
-        };
+        let mut s = spec();
+        s.def.autorestart = Some(false);
         let obs = on_exit(&s, &running(42, T0), 42, Some(0), None, false, T0 + 10);
         assert_eq!(plan(&s, &obs, T0 + 10).actions, vec![Action::MarkStopped]);
         let stopped = on_action(&s, &obs, &Action::MarkStopped, T0 + 10);
@@ -657,7 +657,7 @@ mod tests {
         let s = spec();
         let mut obs = Observed::new();
         let mut now = T0;
-        for _ in 0..=s.restart.max_restarts {
+        for _ in 0..=s.def.max_restarts() {
             obs = on_spawn_failed(&s, &obs, "Too many open files (os error 24)", now);
             assert_ne!(status(&s, &obs), crate::model::Status::Starting);
             match plan(&s, &obs, now).next_check_ms {
@@ -694,10 +694,7 @@ mod tests {
 
     #[test]
     fn stopping_a_running_process_sends_sigterm_with_a_deadline() {
-        let s = Spec {
-            desired: Desired::Stopped,
-            ..spec()
-        };
+        let s = spec_desired(Desired::Stopped);
         let obs = running(42, T0);
         let p = plan(&s, &obs, T0 + 10);
         assert_eq!(p.actions, vec![Action::Terminate { pgid: 42 }]);
@@ -711,10 +708,7 @@ mod tests {
 
     #[test]
     fn a_process_that_exits_on_sigterm_is_stopped() {
-        let s = Spec {
-            desired: Desired::Stopped,
-            ..spec()
-        };
+        let s = spec_desired(Desired::Stopped);
         let obs = on_exit(
             &s,
             &stopping(42, T0 + 2_000),
@@ -731,10 +725,7 @@ mod tests {
 
     #[test]
     fn a_process_that_ignores_sigterm_is_killed_at_the_deadline() {
-        let s = Spec {
-            desired: Desired::Stopped,
-            ..spec()
-        };
+        let s = spec_desired(Desired::Stopped);
         let obs = stopping(42, T0 + 2_000);
         assert_eq!(
             plan(&s, &obs, T0 + 2_000).actions,
@@ -748,10 +739,7 @@ mod tests {
 
     #[test]
     fn group_members_left_behind_by_the_leader_are_killed_at_the_deadline() {
-        let s = Spec {
-            desired: Desired::Stopped,
-            ..spec()
-        };
+        let s = spec_desired(Desired::Stopped);
         let obs = on_exit(
             &s,
             &stopping(42, T0 + 2_000),
@@ -787,10 +775,7 @@ mod tests {
 
     #[test]
     fn a_restart_stops_the_old_run_then_starts_a_new_one() {
-        let s = Spec {
-            generation: 2,
-            ..spec()
-        };
+        let s = spec_generation(2);
         let obs = running(42, T0);
         let p = plan(&s, &obs, T0);
         assert_eq!(p.actions, vec![Action::Terminate { pgid: 42 }]);
@@ -807,10 +792,7 @@ mod tests {
         let mut obs = running(42, T0);
         obs.unstable = 2;
         let obs = on_exit(&spec(), &obs, 42, Some(1), None, false, T0 + 10);
-        let s = Spec {
-            generation: 2,
-            ..spec()
-        };
+        let s = spec_generation(2);
         assert_eq!(plan(&s, &obs, T0 + 11).actions, vec![Action::Spawn]);
     }
 
@@ -835,10 +817,7 @@ mod tests {
 
     #[test]
     fn a_removed_process_is_stopped_then_forgotten() {
-        let s = Spec {
-            desired: Desired::Removed,
-            ..spec()
-        };
+        let s = spec_desired(Desired::Removed);
         assert_eq!(
             plan(&s, &running(42, T0), T0).actions,
             vec![Action::Terminate { pgid: 42 }]
@@ -852,10 +831,7 @@ mod tests {
 
     #[test]
     fn stopping_during_backoff_just_marks_it_stopped() {
-        let s = Spec {
-            desired: Desired::Stopped,
-            ..spec()
-        };
+        let s = spec_desired(Desired::Stopped);
         let obs = Observed {
             phase: Phase::Exited { at_ms: T0 },
             unstable: 3,
@@ -899,10 +875,7 @@ mod tests {
 
     #[test]
     fn a_stop_that_was_under_way_finishes_after_a_restore() {
-        let s = Spec {
-            desired: Desired::Stopped,
-            ..spec()
-        };
+        let s = spec_desired(Desired::Stopped);
         let obs = on_restore(&s, &stopping(42, T0 + 100), false, T0 + 500);
         assert_eq!(obs.phase, Phase::Stopped { at_ms: T0 + 500 });
         let alive = on_restore(&s, &stopping(42, T0 + 100), true, T0 + 500);
@@ -921,10 +894,7 @@ mod tests {
 
     #[test]
     fn a_start_of_a_stopped_process_asks_for_a_new_run() {
-        let mut s = Spec {
-            desired: Desired::Stopped,
-            ..spec()
-        };
+        let mut s = spec_desired(Desired::Stopped);
         on_user_action(&mut s, &Observed::new(), ActionKind::Start);
         assert_eq!((s.desired, s.generation), (Desired::Running, 2));
     }
@@ -960,10 +930,7 @@ mod tests {
         // The published spec is still the previous generation.
         assert!(!start_settled(&s, &running(42, T0), Desired::Running, 2));
         // The new generation is published but not spawned yet.
-        let s2 = Spec {
-            generation: 2,
-            ..spec()
-        };
+        let s2 = spec_generation(2);
         assert!(!start_settled(&s2, &running(42, T0), Desired::Running, 2));
         let spawned = Observed {
             generation: 2,
@@ -981,10 +948,7 @@ mod tests {
 
     #[test]
     fn a_stop_is_settled_only_when_nothing_runs() {
-        let s = Spec {
-            desired: Desired::Stopped,
-            ..spec()
-        };
+        let s = spec_desired(Desired::Stopped);
         let settled =
             |o: &Observed| action_settled(ActionKind::Stop, Some((&s, o)), Desired::Stopped, 1);
         assert!(!settled(&running(42, T0)));

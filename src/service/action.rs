@@ -43,7 +43,11 @@ impl Service {
             blocking(move || store.update(&specs).map(|()| specs)).await?
         };
         self.rec.wake(ids.clone());
-        let longest_kill = specs.iter().map(|s| s.kill_timeout_ms).max().unwrap_or(0);
+        let longest_kill = specs
+            .iter()
+            .map(|s| s.def.kill_timeout_ms())
+            .max()
+            .unwrap_or(0);
         let timeout = Duration::from_millis(longest_kill) + STOP_WAIT_SLACK;
         let wanted: Vec<(u64, Desired, u64)> = specs
             .iter()

@@ -68,7 +68,7 @@ impl Service {
         let shells: Vec<u64> = self
             .entries(Some(ids))
             .iter()
-            .filter(|e| spawn::runs_in_shell(&e.spec.command))
+            .filter(|e| spawn::runs_in_shell(e.spec.command()))
             .filter(|e| matches!(e.obs.phase, Phase::Running { .. }))
             .map(|e| e.spec.id)
             .collect();
@@ -90,8 +90,13 @@ impl Service {
             .await;
     }
 
-    fn new_spec(&self, r: CreateRequest) -> Result<NewSpec, ServiceError> {
-        let script = r.script.trim();
+    /// The one conversion of a definition into a stored `Spec`: the
+    /// options' checks (`ProcessDef::check`), then what needs the file
+    /// system (the working directory, the script's interpreter, whether the
+    /// command can run), the name, and the desired state.
+    fn new_spec(&self, mut def: ProcessDef) -> Result<NewSpec, ServiceError> {
+        def.check().map_err(ServiceError::BadRequest)?;
+        let script = def.script.trim();
         if script.is_empty() {
             return Err(ServiceError::BadRequest(
                 "the command is empty: give a command line or a script".into(),
@@ -102,7 +107,7 @@ impl Service {
                 "the command contains a NUL byte".into(),
             ));
         }
-        let cwd = match &r.path {
+        let cwd = match &def.cwd {
             Some(p) if !p.is_empty() => PathBuf::from(p),
             _ => std::env::var_os("HOME")
                 .map(PathBuf::from)
@@ -121,70 +126,39 @@ impl Service {
             )));
         }
         let command = with_interpreter(script, &cwd);
-        let (name, explicit_name) = match r.name {
+        let (name, explicit_name) = match def.name.take() {
             Some(n) => {
                 validate_name(&n).map_err(ServiceError::BadRequest)?;
                 (n, true)
             }
             None => (derive_name(&command), false),
         };
-        let mut env = Vec::new();
-        for (k, v) in r.env.unwrap_or_default() {
-            if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-                return Err(ServiceError::BadRequest(format!("invalid environment variable {k:?}: a name needs no '=' or NUL, a value no NUL")));
-            }
-            env.push((k, v));
-        }
+        // The last `--env` of a name wins.
+        let env: BTreeMap<String, String> = std::mem::take(&mut def.env).into_iter().collect();
+        def.env = env.into_iter().collect();
         // A command that cannot run at all is an answer, not a stored
         // process that retries forever (unless the caller keeps it anyway).
-        if r.unchecked != Some(true) {
-            spawn::check_command(&command, &cwd, &env)
+        if def.unchecked.take() != Some(true) {
+            spawn::check_command(&command, &cwd, &def.env)
                 .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
         }
-        let defaults = RestartPolicy::default();
-        let restart = RestartPolicy {
-            autorestart: r.autorestart.unwrap_or(true),
-            max_restarts: r.max_restarts.unwrap_or(defaults.max_restarts),
-            restart_delay_ms: r.restart_delay_ms.unwrap_or(defaults.restart_delay_ms),
-            min_uptime_ms: r.min_uptime_ms.unwrap_or(defaults.min_uptime_ms),
-        };
-        if restart.restart_delay_ms > 3_600_000 || restart.min_uptime_ms > 86_400_000 {
-            return Err(ServiceError::BadRequest(
-                "restart delay must be at most 1 h and min uptime at most 24 h".into(),
-            ));
-        }
-        let kill_timeout_ms = r.kill_timeout_ms.unwrap_or(DEFAULT_KILL_TIMEOUT_MS);
-        if kill_timeout_ms > 600_000 {
-            return Err(ServiceError::BadRequest(
-                "kill timeout must be at most 10 minutes".into(),
-            ));
-        }
-        if r.max_memory == Some(0) {
-            return Err(ServiceError::BadRequest(
-                "max memory must be more than 0".into(),
-            ));
-        }
-        if let Some(w) = &r.watch {
+        if let Some(w) = &def.watch {
             let p = cwd.join(w);
-            if w.is_empty() || !p.exists() {
+            if !p.exists() {
                 return Err(ServiceError::BadRequest(format!(
                     "the watched path {} does not exist",
                     p.display()
                 )));
             }
         }
-        let stopped = r.stopped.unwrap_or(false);
+        let stopped = def.stopped();
+        def.desired = None;
+        def.script = command;
+        def.cwd = Some(cwd.display().to_string());
         Ok(NewSpec {
             spec: Spec {
                 id: 0,
                 name,
-                command,
-                cwd: cwd.display().to_string(),
-                env,
-                restart,
-                kill_timeout_ms,
-                max_memory: r.max_memory,
-                watch: r.watch.clone(),
                 desired: if stopped {
                     Desired::Stopped
                 } else {
@@ -192,6 +166,7 @@ impl Service {
                 },
                 generation: if stopped { 0 } else { 1 },
                 created_ms: now_ms(),
+                def,
             },
             explicit_name,
         })

@@ -21,19 +21,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, Home};
+use crate::definition::ProcessDef;
 use crate::model::{
-    ActionKind, ActionRequest, ActionResponse, CreateBody, CreateRequest, DaemonMetrics, Dump,
-    EnvResponse, EventView, ExitView, Health, LogsResponse, Metrics, ProcessInfo, ProcessView,
-    RoleReport, SavedProcess, Status, Target,
+    ActionKind, ActionRequest, ActionResponse, CreateBody, DaemonMetrics, Dump, EnvResponse,
+    EventView, ExitView, Health, LogsResponse, Metrics, ProcessInfo, ProcessView, RoleReport,
+    Status, Target,
 };
 use crate::reconcile::plan::{
     action_settled, on_user_action, restart_due_ms, start_settled, status,
 };
 use crate::reconcile::{Entry, Handle};
-use crate::spec::{
-    derive_name, now_ms, validate_name, Desired, Phase, RestartPolicy, Spec,
-    DEFAULT_KILL_TIMEOUT_MS,
-};
+use crate::spec::{derive_name, now_ms, validate_name, Desired, Phase, Spec};
 use crate::store::{NewSpec, Store, StoreError};
 use crate::supervise::{self, proc, spawn};
 

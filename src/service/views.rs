@@ -52,9 +52,9 @@ impl Service {
             uptime_ms,
             cpu: (u.cpu_percent * 10.0).round() / 10.0,
             memory: u.memory_bytes,
-            command: spec.command.clone(),
-            cwd: spec.cwd.clone(),
-            autorestart: spec.restart.autorestart,
+            command: spec.command().to_string(),
+            cwd: spec.cwd().to_string(),
+            autorestart: spec.def.autorestart(),
             desired: spec.desired.as_str().to_string(),
             error: obs.last_error.clone(),
         }
@@ -98,13 +98,13 @@ impl Service {
         Ok(ProcessInfo {
             view,
             created_ms: spec.created_ms,
-            max_restarts: spec.restart.max_restarts,
-            restart_delay_ms: spec.restart.restart_delay_ms,
-            min_uptime_ms: spec.restart.min_uptime_ms,
-            kill_timeout_ms: spec.kill_timeout_ms,
-            max_memory: spec.max_memory,
-            watch: spec.watch.clone(),
-            env_keys: spec.env.iter().map(|(k, _)| k.clone()).collect(),
+            max_restarts: spec.def.max_restarts(),
+            restart_delay_ms: spec.def.restart_delay_ms(),
+            min_uptime_ms: spec.def.min_uptime_ms(),
+            kill_timeout_ms: spec.def.kill_timeout_ms(),
+            max_memory: spec.def.max_memory(),
+            watch: spec.def.watch.clone(),
+            env_keys: spec.def.env.iter().map(|(k, _)| k.clone()).collect(),
             out_log: self.home.out_log(&spec.name, id).display().to_string(),
             err_log: self.home.err_log(&spec.name, id).display().to_string(),
             last_exit: obs.last_exit.as_ref().map(|e| ExitView {
@@ -119,6 +119,7 @@ impl Service {
             },
             restart_at_ms: restart_due_ms(spec, obs),
             events,
+            definition: spec.definition(),
         })
     }
 
@@ -128,7 +129,7 @@ impl Service {
             .store
             .get(id)?
             .ok_or_else(|| ServiceError::NotFound(format!("no process {id}")))?;
-        let mut env: BTreeMap<String, String> = spec.env.iter().cloned().collect();
+        let mut env: BTreeMap<String, String> = spec.def.env.iter().cloned().collect();
         env.insert("OPM_ID".into(), id.to_string());
         env.insert("OPM_NAME".into(), spec.name.clone());
         Ok(EnvResponse {
@@ -144,20 +145,7 @@ impl Service {
             .specs()?
             .into_iter()
             .filter(|s| s.desired != Desired::Removed)
-            .map(|s| SavedProcess {
-                name: s.name,
-                script: s.command,
-                path: s.cwd,
-                env: s.env.into_iter().collect(),
-                autorestart: s.restart.autorestart,
-                max_restarts: s.restart.max_restarts,
-                restart_delay_ms: s.restart.restart_delay_ms,
-                min_uptime_ms: s.restart.min_uptime_ms,
-                kill_timeout_ms: s.kill_timeout_ms,
-                max_memory: s.max_memory,
-                watch: s.watch,
-                desired: s.desired.as_str().to_string(),
-            })
+            .map(|s| s.definition())
             .collect();
         Ok(Dump { processes })
     }

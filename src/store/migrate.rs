@@ -14,6 +14,8 @@ pub mod m0001_initial;
 pub mod m0002_restart_policy;
 #[path = "../../migrations/0003_watch.rs"]
 pub mod m0003_watch;
+#[path = "../../migrations/0004_definition.rs"]
+pub mod m0004_definition;
 
 type Step = fn(&sled::Db) -> Result<Vec<(sled::IVec, Vec<u8>)>, StoreError>;
 
@@ -22,9 +24,10 @@ pub const STEPS: &[(u32, Step)] = &[
     (m0001_initial::VERSION, m0001_initial::up),
     (m0002_restart_policy::VERSION, m0002_restart_policy::up),
     (m0003_watch::VERSION, m0003_watch::up),
+    (m0004_definition::VERSION, m0004_definition::up),
 ];
 
-pub const CURRENT: u32 = m0003_watch::VERSION;
+pub const CURRENT: u32 = m0004_definition::VERSION;
 
 /// Decodes every `processes` value as `Old` and re-encodes it converted:
 /// the body of a step that changes the spec's shape.

@@ -876,16 +876,14 @@ mod tests {
             spec: Spec {
                 id: 0,
                 name: name.to_string(),
-                command: "sleep 1000".into(),
-                cwd: "/".into(),
-                env: Vec::new(),
-                restart: crate::spec::RestartPolicy::default(),
-                kill_timeout_ms: crate::spec::DEFAULT_KILL_TIMEOUT_MS,
-                max_memory: None,
-                watch: None,
                 desired: crate::spec::Desired::Running,
                 generation: 1,
                 created_ms: 0,
+                def: crate::definition::ProcessDef {
+                    script: "sleep 1000".into(),
+                    cwd: Some("/".into()),
+                    ..Default::default()
+                },
             },
             explicit_name: true,
         }

@@ -10,9 +10,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use opm::spec::{Desired, RestartPolicy, DEFAULT_KILL_TIMEOUT_MS};
+use opm::spec::Desired;
 use opm::store::codec::{encode, id_key};
-use opm::store::migrate::m0002_restart_policy::{SpecV1, SpecV2};
+use opm::store::migrate::m0002_restart_policy::{
+    RestartPolicy, SpecV1, SpecV2, DEFAULT_KILL_TIMEOUT_MS,
+};
 use opm::store::Store;
 
 use crate::common::{alive, copy_dir, pid_of, snapshot_dir, wait_until, Output, TestHome};
@@ -370,25 +372,20 @@ fn a_schema_1_database_is_migrated_when_the_store_opens() {
     assert!(store.schema_version() >= 2);
     let spec = store.get(0).expect("read").expect("the process is kept");
     assert_eq!(
-        spec.restart,
+        restart_policy(&spec),
         RestartPolicy {
             autorestart: false,
             ..RestartPolicy::default()
         },
         "the default policy, with autorestart kept"
     );
-    assert_eq!(spec.kill_timeout_ms, DEFAULT_KILL_TIMEOUT_MS);
-    assert_eq!(spec.max_memory, None);
+    assert_eq!(spec.def.kill_timeout_ms(), DEFAULT_KILL_TIMEOUT_MS);
+    assert_eq!(spec.def.max_memory(), None);
     assert_eq!(
-        (
-            spec.id,
-            spec.name.as_str(),
-            spec.command.as_str(),
-            spec.cwd.as_str()
-        ),
+        (spec.id, spec.name.as_str(), spec.command(), spec.cwd()),
         (0, "old", "sleep 1000", "/")
     );
-    assert_eq!(spec.env, old.env);
+    assert_eq!(spec.def.env, old.env);
     assert_eq!(spec.desired, Desired::Stopped);
     assert_eq!(spec.generation, old.generation);
     assert_eq!(spec.created_ms, old.created_ms);
@@ -536,18 +533,28 @@ fn write_v2_db(dir: &Path, spec: &SpecV2) {
     db.flush().expect("flush");
 }
 
+/// A current spec's restart settings in the shape schemas 2 and 3 kept.
+fn restart_policy(spec: &opm::spec::Spec) -> RestartPolicy {
+    RestartPolicy {
+        autorestart: spec.def.autorestart(),
+        max_restarts: spec.def.max_restarts(),
+        restart_delay_ms: spec.def.restart_delay_ms(),
+        min_uptime_ms: spec.def.min_uptime_ms(),
+    }
+}
+
 /// What a migrated `v2_spec()` must look like: every field kept, no watch.
 fn assert_is_migrated_v2(spec: &opm::spec::Spec) {
     let old = v2_spec();
-    assert_eq!(spec.restart, old.restart);
-    assert_eq!(spec.kill_timeout_ms, old.kill_timeout_ms);
-    assert_eq!(spec.max_memory, old.max_memory);
-    assert_eq!(spec.watch, None);
+    assert_eq!(restart_policy(spec), old.restart);
+    assert_eq!(spec.def.kill_timeout_ms(), old.kill_timeout_ms);
+    assert_eq!(spec.def.max_memory(), old.max_memory);
+    assert_eq!(spec.def.watch, None);
     assert_eq!(
-        (spec.id, spec.name.as_str(), spec.command.as_str()),
+        (spec.id, spec.name.as_str(), spec.command()),
         (0, "legacy2", "sleep 1000")
     );
-    assert_eq!((spec.cwd.as_str(), &spec.env), ("/", &old.env));
+    assert_eq!((spec.cwd(), &spec.def.env), ("/", &old.env));
     assert_eq!(
         (spec.desired, spec.generation, spec.created_ms),
         (old.desired, old.generation, old.created_ms)

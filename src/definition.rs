@@ -1,0 +1,609 @@
+//! The process definition: one type, `ProcessDef`, that is at once a
+//! `[[process]]` of a process file and of `dump.toml` (TOML), the body of
+//! `POST /daemon/create` (JSON), the flags of `opm start` (clap, flattened)
+//! and the user's part of a stored `Spec` (JSON inside the record, so an
+//! option added later needs no migration: an old record simply lacks the key
+//! and gets the default). With it live the value types that read the same
+//! everywhere (`Millis`, `Bytes`, `Signal`), each option's default (its
+//! accessor) and each option's check (`check`). A leaf: it imports nothing
+//! of the crate.
+//!
+//! To add an option: its field below (doc comment = `--help` text; clap and
+//! serde attributes), its default in an accessor and in `filled`, its check
+//! in `check` if it has limits. Then use it where it acts.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use clap::Args;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Restart delay when none is given: the base of the crash backoff.
+pub const DEFAULT_RESTART_DELAY_MS: u64 = 100;
+/// Consecutive quick restarts before a process is `errored`.
+pub const DEFAULT_MAX_RESTARTS: u32 = 15;
+/// Uptime after which an exit no longer counts as a crash loop.
+pub const DEFAULT_MIN_UPTIME_MS: u64 = 10_000;
+/// The time between the stop signal and SIGKILL when a process is stopped.
+pub const DEFAULT_KILL_TIMEOUT_MS: u64 = 3_000;
+
+/// One process as the user defines it. Every option is optional: absent
+/// means "the default" (see the accessors), so the same value serves a file
+/// entry with three keys and a full dump.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Args)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessDef {
+    /// A command line ("node app.js"), a script (app.js, worker.py) or a .toml file of processes
+    #[arg(value_name = "SCRIPT")]
+    pub script: String,
+    /// Name of the process (default: from the script)
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Working directory (default: the current one)
+    #[arg(long, value_name = "DIR")]
+    #[serde(default, alias = "path", skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Environment variable K=V (repeatable)
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env_var)]
+    #[serde(default, with = "env_map", skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<(String, String)>,
+    /// Do not restart the process when it exits
+    #[arg(
+        long = "no-autorestart",
+        num_args = 0,
+        default_missing_value = "false",
+        value_parser = clap::value_parser!(bool)
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autorestart: Option<bool>,
+    /// Consecutive quick restarts before the process is marked errored (default 15)
+    #[arg(long, value_name = "N")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_restarts: Option<u32>,
+    /// Delay before the second quick restart, doubling after (default 100ms)
+    #[arg(long, value_name = "DURATION")]
+    #[serde(
+        default,
+        alias = "restart_delay_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub restart_delay: Option<Millis>,
+    /// Uptime after which an exit no longer counts as a crash loop (default 10s)
+    #[arg(long, value_name = "DURATION")]
+    #[serde(
+        default,
+        alias = "min_uptime_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub min_uptime: Option<Millis>,
+    /// Signal that asks the process to stop: a name (SIGINT, INT) or a number (default SIGTERM)
+    #[arg(long, value_name = "SIGNAL")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_signal: Option<Signal>,
+    /// Time between the stop signal and SIGKILL on stop (default 3s)
+    #[arg(long, value_name = "DURATION")]
+    #[serde(
+        default,
+        alias = "kill_timeout_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub kill_timeout: Option<Millis>,
+    /// Restart when the process group's memory passes this size (e.g. 100M)
+    #[arg(long, value_name = "SIZE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<Bytes>,
+    /// Restart the process when a file under this path changes (relative to --cwd)
+    #[arg(long, value_name = "PATH")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<String>,
+    /// `running` or `stopped` (create it without starting it). The API's
+    /// older spelling `"stopped": true` is read as `stopped`.
+    #[arg(skip)]
+    #[serde(default, alias = "stopped", skip_serializing_if = "Option::is_none")]
+    pub desired: Option<DesiredState>,
+    /// Store it even when its program cannot be found or run now (`opm
+    /// restore`: a saved process is never dropped). A request flag, never
+    /// stored.
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unchecked: Option<bool>,
+}
+
+impl ProcessDef {
+    pub fn autorestart(&self) -> bool {
+        self.autorestart.unwrap_or(true)
+    }
+    pub fn max_restarts(&self) -> u32 {
+        self.max_restarts.unwrap_or(DEFAULT_MAX_RESTARTS)
+    }
+    pub fn restart_delay_ms(&self) -> u64 {
+        self.restart_delay.map_or(DEFAULT_RESTART_DELAY_MS, |d| d.0)
+    }
+    pub fn min_uptime_ms(&self) -> u64 {
+        self.min_uptime.map_or(DEFAULT_MIN_UPTIME_MS, |d| d.0)
+    }
+    pub fn kill_signal(&self) -> Signal {
+        self.kill_signal.unwrap_or(Signal::TERM)
+    }
+    pub fn kill_timeout_ms(&self) -> u64 {
+        self.kill_timeout.map_or(DEFAULT_KILL_TIMEOUT_MS, |d| d.0)
+    }
+    pub fn max_memory(&self) -> Option<u64> {
+        self.max_memory.map(|b| b.0)
+    }
+
+    /// The same definition with every default written out: what `opm save`
+    /// writes and `opm info` shows.
+    pub fn filled(&self) -> ProcessDef {
+        ProcessDef {
+            autorestart: Some(self.autorestart()),
+            max_restarts: Some(self.max_restarts()),
+            restart_delay: Some(Millis(self.restart_delay_ms())),
+            min_uptime: Some(Millis(self.min_uptime_ms())),
+            kill_signal: Some(self.kill_signal()),
+            kill_timeout: Some(Millis(self.kill_timeout_ms())),
+            ..self.clone()
+        }
+    }
+
+    /// Every problem of the options' values at once (what needs no file
+    /// system: the working directory and the command are the service's).
+    pub fn check(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        for (k, v) in &self.env {
+            if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+                problems.push(format!("invalid environment variable {k:?}: a name needs no '=' or NUL, a value no NUL"));
+            }
+        }
+        if self.restart_delay_ms() > 3_600_000 {
+            problems.push("restart delay must be at most 1 h".into());
+        }
+        if self.min_uptime_ms() > 86_400_000 {
+            problems.push("min uptime must be at most 24 h".into());
+        }
+        if self.kill_timeout_ms() > 600_000 {
+            problems.push("kill timeout must be at most 10 minutes".into());
+        }
+        if self.max_memory() == Some(0) {
+            problems.push("max memory must be more than 0".into());
+        }
+        if self.watch.as_deref() == Some("") {
+            problems.push("the watched path is empty".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    /// Whether any option beyond the script was given (for `opm start
+    /// FILE`, where options belong in the file).
+    pub fn has_options(&self) -> bool {
+        let bare = ProcessDef {
+            script: self.script.clone(),
+            ..ProcessDef::default()
+        };
+        *self != bare
+    }
+
+    /// Whether it asks to be created stopped.
+    pub fn stopped(&self) -> bool {
+        self.desired == Some(DesiredState::Stopped)
+    }
+}
+
+/// `desired` of a definition: what to do with it once created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DesiredState {
+    Running,
+    Stopped,
+}
+
+impl<'de> Deserialize<'de> for DesiredState {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            /// The API's older `"stopped": true|false`.
+            Stopped(bool),
+            Word(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Stopped(true) => Ok(DesiredState::Stopped),
+            Raw::Stopped(false) => Ok(DesiredState::Running),
+            Raw::Word(w) if w == "running" => Ok(DesiredState::Running),
+            Raw::Word(w) if w == "stopped" => Ok(DesiredState::Stopped),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "desired = {w:?} must be \"running\" or \"stopped\""
+            ))),
+        }
+    }
+}
+
+// --- Value types ---------------------------------------------------------
+
+/// A duration in milliseconds. Reads `500ms`, `2s`, `1.5m`, `1h` or a bare
+/// number of milliseconds (a string or, in JSON and TOML, a number); writes
+/// `2s` when whole seconds, else `500ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Millis(pub u64);
+
+impl FromStr for Millis {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Millis, String> {
+        let t = s.trim();
+        let (num, mult) = if let Some(n) = t.strip_suffix("ms") {
+            (n, 1.0)
+        } else if let Some(n) = t.strip_suffix('s') {
+            (n, 1000.0)
+        } else if let Some(n) = t.strip_suffix('m') {
+            (n, 60_000.0)
+        } else if let Some(n) = t.strip_suffix('h') {
+            (n, 3_600_000.0)
+        } else {
+            (t, 1.0)
+        };
+        let bad = || format!("{s:?} is not a duration (e.g. 500ms, 2s, 1m)");
+        let v: f64 = num.trim().parse().map_err(|_| bad())?;
+        if !v.is_finite() || v < 0.0 || v * mult > u64::MAX as f64 {
+            return Err(bad());
+        }
+        Ok(Millis((v * mult).round() as u64))
+    }
+}
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 != 0 && self.0 % 1000 == 0 {
+            write!(f, "{}s", self.0 / 1000)
+        } else {
+            write!(f, "{}ms", self.0)
+        }
+    }
+}
+
+/// A size in bytes. Reads `100M`, `1.5G`, `512K` or a bare number of bytes
+/// (a string or a number); writes the number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bytes(pub u64);
+
+impl FromStr for Bytes {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Bytes, String> {
+        let t = s.trim().trim_end_matches(['b', 'B']).trim_end_matches('i');
+        let (num, mult) = match t.chars().last() {
+            Some('K' | 'k') => (&t[..t.len() - 1], 1024.0),
+            Some('M' | 'm') => (&t[..t.len() - 1], 1024.0 * 1024.0),
+            Some('G' | 'g') => (&t[..t.len() - 1], 1024.0 * 1024.0 * 1024.0),
+            _ => (t, 1.0),
+        };
+        let v: f64 = num
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size (e.g. 100M, 1G, 512K)"))?;
+        if !v.is_finite() || v <= 0.0 || v * mult > u64::MAX as f64 {
+            return Err(format!("{s:?} is not a size above 0 (e.g. 100M, 1G, 512K)"));
+        }
+        Ok(Bytes((v * mult).round() as u64))
+    }
+}
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A signal, read as a name (`SIGINT`, `INT`, any case) or a number (`2`),
+/// written as its name (`SIGINT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signal(pub nix::sys::signal::Signal);
+
+impl Signal {
+    pub const TERM: Signal = Signal(nix::sys::signal::Signal::SIGTERM);
+}
+
+impl FromStr for Signal {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Signal, String> {
+        use nix::sys::signal::Signal as Nix;
+        let t = s.trim();
+        let found = match t.parse::<i32>() {
+            Ok(n) => Nix::try_from(n).ok(),
+            Err(_) => {
+                let upper = t.to_ascii_uppercase();
+                let name = if upper.starts_with("SIG") {
+                    upper
+                } else {
+                    format!("SIG{upper}")
+                };
+                Nix::from_str(&name).ok()
+            }
+        };
+        found
+            .map(Signal)
+            .ok_or_else(|| format!("{s:?} is not a signal (e.g. SIGINT, INT, 2, SIGTERM)"))
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+/// Serde for the value types: written as their text (`Bytes` as its
+/// number), read from a string through `FromStr` or from a number.
+macro_rules! text_serde {
+    ($t:ty, number_as = $num:expr, write_number = $write_num:expr) => {
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                match $write_num(self) {
+                    Some(n) => s.serialize_u64(n),
+                    None => s.collect_str(self),
+                }
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                #[derive(Deserialize)]
+                #[serde(untagged)]
+                enum Raw {
+                    Number(u64),
+                    Text(String),
+                }
+                match Raw::deserialize(d)? {
+                    Raw::Number(n) => $num(n).map_err(serde::de::Error::custom),
+                    Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+                }
+            }
+        }
+    };
+}
+
+text_serde!(
+    Millis,
+    number_as = |n| Ok::<_, String>(Millis(n)),
+    write_number = |_: &Millis| None
+);
+text_serde!(
+    Bytes,
+    number_as = |n| Ok::<_, String>(Bytes(n)),
+    write_number = |b: &Bytes| Some(b.0)
+);
+text_serde!(
+    Signal,
+    number_as = |n: u64| i32::try_from(n)
+        .map_err(|_| format!("{n} is not a signal"))
+        .and_then(|n| n.to_string().parse::<Signal>()),
+    write_number = |_: &Signal| None
+);
+
+/// `--env K=V`.
+fn parse_env_var(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} must look like KEY=value"))
+}
+
+/// The environment as a map in files and JSON (`env = { K = "V" }`), a
+/// list of pairs in memory (the order `--env` gave, the last of a name wins
+/// when read back as a map).
+mod env_map {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(env: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+        let map: BTreeMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        map.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
+        Ok(BTreeMap::<String, String>::deserialize(d)?
+            .into_iter()
+            .collect())
+    }
+}
+
+/// The definition inside a stored record: JSON text (the same keys as the
+/// API body), so that adding an option changes no stored shape. Keys this
+/// opm does not know (written by a newer one) are dropped on reading, so a
+/// downgrade keeps every process with the options it understands.
+pub mod as_json {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(def: &ProcessDef, s: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(def).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ProcessDef, D::Error> {
+        let text = String::deserialize(d)?;
+        decode(&text).map_err(serde::de::Error::custom)
+    }
+
+    pub fn decode(text: &str) -> Result<ProcessDef, String> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        from_value(value)
+    }
+
+    /// A definition from JSON, without the keys this opm does not know.
+    pub fn from_value(mut value: serde_json::Value) -> Result<ProcessDef, String> {
+        // Each pass drops one key that serde names as unknown; the number
+        // of keys bounds the loop.
+        loop {
+            match serde_json::from_value::<ProcessDef>(value.clone()) {
+                Ok(def) => return Ok(def),
+                Err(e) => {
+                    let msg = e.to_string();
+                    let unknown = msg
+                        .strip_prefix("unknown field `")
+                        .and_then(|rest| rest.split_once('`'))
+                        .map(|(key, _)| key.to_string());
+                    let removed = match (&unknown, value.as_object_mut()) {
+                        (Some(key), Some(obj)) => obj.remove(key).is_some(),
+                        _ => false,
+                    };
+                    if !removed {
+                        return Err(msg);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads a definition that another opm sent in a view (`opm info` of a
+/// newer agent), ignoring the options this one does not know.
+pub fn lenient<'de, D: Deserializer<'de>>(d: D) -> Result<ProcessDef, D::Error> {
+    as_json::from_value(serde_json::Value::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_with_units_or_as_milliseconds() {
+        assert_eq!("150ms".parse(), Ok(Millis(150)));
+        assert_eq!("2s".parse(), Ok(Millis(2000)));
+        assert_eq!("1m".parse(), Ok(Millis(60_000)));
+        assert_eq!("250".parse(), Ok(Millis(250)));
+        assert!("soon".parse::<Millis>().is_err());
+        assert!("-1s".parse::<Millis>().is_err());
+        assert_eq!(
+            serde_json::from_str::<Millis>("500").ok(),
+            Some(Millis(500))
+        );
+        assert_eq!(
+            serde_json::from_str::<Millis>("\"1s\"").ok(),
+            Some(Millis(1000))
+        );
+        assert_eq!(Millis(3000).to_string(), "3s");
+        assert_eq!(Millis(150).to_string(), "150ms");
+    }
+
+    #[test]
+    fn sizes_read_with_units_or_as_bytes() {
+        assert_eq!("100M".parse(), Ok(Bytes(100 * 1024 * 1024)));
+        assert_eq!("1.5G".parse(), Ok(Bytes(1_610_612_736)));
+        assert_eq!("2048".parse(), Ok(Bytes(2048)));
+        assert!("lots".parse::<Bytes>().is_err());
+        assert!("0".parse::<Bytes>().is_err());
+        assert_eq!(
+            serde_json::from_str::<Bytes>("4096").ok(),
+            Some(Bytes(4096))
+        );
+        assert_eq!(
+            serde_json::to_string(&Bytes(4096)).ok(),
+            Some("4096".into())
+        );
+    }
+
+    #[test]
+    fn signals_read_as_names_short_names_or_numbers_and_write_as_names() {
+        let int = Signal(nix::sys::signal::Signal::SIGINT);
+        assert_eq!("SIGINT".parse(), Ok(int));
+        assert_eq!("INT".parse(), Ok(int));
+        assert_eq!("int".parse(), Ok(int));
+        assert_eq!("2".parse(), Ok(int));
+        assert!("SIGNOPE".parse::<Signal>().is_err());
+        assert!("0".parse::<Signal>().is_err());
+        assert!("99".parse::<Signal>().is_err());
+        assert_eq!(serde_json::from_str::<Signal>("2").ok(), Some(int));
+        assert_eq!(serde_json::to_string(&int).ok(), Some("\"SIGINT\"".into()));
+    }
+
+    #[test]
+    fn the_api_keys_and_the_file_keys_read_the_same() {
+        let api: ProcessDef = serde_json::from_str(
+            r#"{"script":"sleep 1","path":"/tmp","restart_delay_ms":1000,"kill_timeout_ms":500,
+                "max_memory":1048576,"stopped":true,"env":{"A":"1"},"kill_signal":"SIGINT"}"#,
+        )
+        .expect("API body");
+        let file: ProcessDef = toml::from_str(
+            "script = \"sleep 1\"\ncwd = \"/tmp\"\nrestart_delay = \"1s\"\nkill_timeout = \"500ms\"\n\
+             max_memory = \"1M\"\ndesired = \"stopped\"\nenv = { A = \"1\" }\nkill_signal = \"INT\"\n",
+        )
+        .expect("file entry");
+        assert_eq!(api, file);
+        assert!(api.stopped());
+        assert_eq!(api.kill_signal().to_string(), "SIGINT");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name() {
+        let e = serde_json::from_str::<ProcessDef>(r#"{"script":"x","kill_sigal":"INT"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kill_sigal"), "{e}");
+    }
+
+    #[test]
+    fn a_stored_definition_with_a_key_from_a_newer_opm_still_reads() {
+        let def =
+            as_json::decode(r#"{"script":"x","kill_signal":"SIGINT","future":1}"#).expect("read");
+        assert_eq!(def.kill_signal().to_string(), "SIGINT");
+        assert!(as_json::decode(r#"{"script":1}"#).is_err());
+    }
+
+    #[test]
+    fn a_filled_definition_writes_every_default_and_reads_back_the_same() {
+        let def = ProcessDef {
+            script: "sleep 1".into(),
+            ..ProcessDef::default()
+        }
+        .filled();
+        assert_eq!(def.kill_signal, Some(Signal::TERM));
+        assert_eq!(def.kill_timeout, Some(Millis(DEFAULT_KILL_TIMEOUT_MS)));
+        let text = toml::to_string(&def).expect("toml");
+        assert!(text.contains("kill_signal = \"SIGTERM\""), "{text}");
+        assert_eq!(toml::from_str::<ProcessDef>(&text).ok(), Some(def));
+    }
+
+    #[test]
+    fn the_cli_flags_parse_into_the_same_definition() {
+        #[derive(clap::Parser)]
+        struct Cmd {
+            #[command(flatten)]
+            def: ProcessDef,
+        }
+        use clap::Parser;
+        let bare = Cmd::try_parse_from(["start", "sleep 1"])
+            .expect("parse")
+            .def;
+        assert_eq!(bare.autorestart, None, "absent flag is no choice");
+        assert!(!bare.has_options());
+        let full = Cmd::try_parse_from([
+            "start",
+            "sleep 1",
+            "--no-autorestart",
+            "--kill-signal",
+            "INT",
+            "--env",
+            "A=1",
+            "--env",
+            "B=x=y",
+            "--kill-timeout",
+            "2s",
+            "--max-memory",
+            "1M",
+        ])
+        .expect("parse")
+        .def;
+        assert_eq!(full.autorestart, Some(false));
+        assert_eq!(full.kill_signal().to_string(), "SIGINT");
+        assert_eq!(
+            full.env,
+            vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]
+        );
+        assert_eq!(full.kill_timeout_ms(), 2000);
+        assert_eq!(full.max_memory(), Some(1024 * 1024));
+        assert!(Cmd::try_parse_from(["start", "x", "--kill-signal", "NOPE"]).is_err());
+        assert!(Cmd::try_parse_from(["start", "x", "--env", "NOEQUALS"]).is_err());
+    }
+}
