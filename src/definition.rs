@@ -205,22 +205,31 @@ pub enum DesiredState {
 
 impl<'de> Deserialize<'de> for DesiredState {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = DesiredState;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"running\" or \"stopped\"")
+            }
             /// The API's older `"stopped": true|false`.
-            Stopped(bool),
-            Word(String),
+            fn visit_bool<E: serde::de::Error>(self, stopped: bool) -> Result<DesiredState, E> {
+                Ok(if stopped {
+                    DesiredState::Stopped
+                } else {
+                    DesiredState::Running
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, w: &str) -> Result<DesiredState, E> {
+                match w {
+                    "running" => Ok(DesiredState::Running),
+                    "stopped" => Ok(DesiredState::Stopped),
+                    _ => Err(E::custom(format!(
+                        "desired = {w:?} must be \"running\" or \"stopped\""
+                    ))),
+                }
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::Stopped(true) => Ok(DesiredState::Stopped),
-            Raw::Stopped(false) => Ok(DesiredState::Running),
-            Raw::Word(w) if w == "running" => Ok(DesiredState::Running),
-            Raw::Word(w) if w == "stopped" => Ok(DesiredState::Stopped),
-            Raw::Word(w) => Err(serde::de::Error::custom(format!(
-                "desired = {w:?} must be \"running\" or \"stopped\""
-            ))),
-        }
+        d.deserialize_any(V)
     }
 }
 
@@ -339,7 +348,7 @@ impl fmt::Display for Signal {
 /// Serde for the value types: written as their text (`Bytes` as its
 /// number), read from a string through `FromStr` or from a number.
 macro_rules! text_serde {
-    ($t:ty, number_as = $num:expr, write_number = $write_num:expr) => {
+    ($t:ty, $expecting:literal, number_as = $num:expr, write_number = $write_num:expr) => {
         impl Serialize for $t {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 match $write_num(self) {
@@ -350,16 +359,26 @@ macro_rules! text_serde {
         }
         impl<'de> Deserialize<'de> for $t {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                #[derive(Deserialize)]
-                #[serde(untagged)]
-                enum Raw {
-                    Number(u64),
-                    Text(String),
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = $t;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<$t, E> {
+                        $num(n).map_err(E::custom)
+                    }
+                    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<$t, E> {
+                        match u64::try_from(n) {
+                            Ok(n) => self.visit_u64(n),
+                            Err(_) => Err(E::custom(format!("{n} is not {}", $expecting))),
+                        }
+                    }
+                    fn visit_str<E: serde::de::Error>(self, t: &str) -> Result<$t, E> {
+                        t.parse().map_err(E::custom)
+                    }
                 }
-                match Raw::deserialize(d)? {
-                    Raw::Number(n) => $num(n).map_err(serde::de::Error::custom),
-                    Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
-                }
+                d.deserialize_any(V)
             }
         }
     };
@@ -367,19 +386,23 @@ macro_rules! text_serde {
 
 text_serde!(
     Millis,
+    "a duration (500ms, 2s, 1m, or a number of milliseconds)",
     number_as = |n| Ok::<_, String>(Millis(n)),
     write_number = |_: &Millis| None
 );
 text_serde!(
     Bytes,
-    number_as = |n| Ok::<_, String>(Bytes(n)),
+    "a size (100M, 1G, 512K, or a number of bytes)",
+    number_as = |n| match n {
+        0 => Err("a size must be more than 0".to_string()),
+        n => Ok(Bytes(n)),
+    },
     write_number = |b: &Bytes| Some(b.0)
 );
 text_serde!(
     Signal,
-    number_as = |n: u64| i32::try_from(n)
-        .map_err(|_| format!("{n} is not a signal"))
-        .and_then(|n| n.to_string().parse::<Signal>()),
+    "a signal (SIGINT, INT, or its number)",
+    number_as = |n: u64| n.to_string().parse::<Signal>(),
     write_number = |_: &Signal| None
 );
 

@@ -108,11 +108,34 @@ pub struct ProcessInfo {
 
 /// The body of `POST /daemon/create`: one process or several in one
 /// transaction.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum CreateBody {
     One(Box<ProcessDef>),
     Many(Vec<ProcessDef>),
+}
+
+impl<'de> Deserialize<'de> for CreateBody {
+    /// An object is one process, an array several; a bad key or value is
+    /// named (with the process's place in an array), not hidden behind
+    /// "no variant matched".
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Array(items) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    serde_json::from_value(v)
+                        .map_err(|e| D::Error::custom(format!("process {}: {e}", i + 1)))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(CreateBody::Many),
+            v => serde_json::from_value(v)
+                .map(|p| CreateBody::One(Box::new(p)))
+                .map_err(D::Error::custom),
+        }
+    }
 }
 
 /// What `POST /daemon/action` can ask for.

@@ -15,6 +15,7 @@ use opm::store::codec::{encode, id_key};
 use opm::store::migrate::m0002_restart_policy::{
     RestartPolicy, SpecV1, SpecV2, DEFAULT_KILL_TIMEOUT_MS,
 };
+use opm::store::migrate::m0003_watch::SpecV3;
 use opm::store::Store;
 
 use crate::common::{alive, copy_dir, pid_of, snapshot_dir, wait_until, Output, TestHome};
@@ -600,6 +601,127 @@ fn the_kept_schema_2_database_still_opens_and_its_process_runs() {
     home.opm(&["daemon", "stop"]).ok();
     let store = Store::open(&home.join("db")).expect("reopen");
     assert_is_migrated_v2(&store.get(0).expect("read").expect("kept"));
+    drop(store);
+    assert_same_files(&kept, &snapshot_dir(&fixture));
+}
+
+/// The process of `tests/data/v3-db`: a schema-3 spec (the last one before
+/// definitions were kept as JSON) with nothing left at default.
+fn v3_spec() -> SpecV3 {
+    SpecV3 {
+        id: 0,
+        name: "legacy3".to_string(),
+        command: "sleep 1000".to_string(),
+        cwd: "/".to_string(),
+        env: vec![("LEGACY".to_string(), "3".to_string())],
+        restart: RestartPolicy {
+            autorestart: true,
+            max_restarts: 9,
+            restart_delay_ms: 300,
+            min_uptime_ms: 4000,
+        },
+        kill_timeout_ms: 1500,
+        max_memory: Some(256 * 1024 * 1024),
+        watch: Some("/usr/share/common-licenses".to_string()),
+        desired: Desired::Running,
+        generation: 1,
+        created_ms: 1_750_000_000_000,
+    }
+}
+
+/// Writes a schema-3 database holding `spec` into `dir`, the same way as
+/// `write_v2_db`. This is how `tests/data/v3-db` was made, with `v3_spec()`.
+fn write_v3_db(dir: &Path, spec: &SpecV3) {
+    let db = sled::open(dir).expect("create a sled database");
+    for tree in [
+        "meta",
+        "processes",
+        "names",
+        "runtime",
+        "role",
+        "agents",
+        "events",
+    ] {
+        db.open_tree(tree).expect("create a tree");
+    }
+    let meta = db.open_tree("meta").expect("meta");
+    meta.insert(b"schema", encode(&3u32).expect("encode"))
+        .expect("write the schema");
+    meta.insert(b"next_id", encode(&(spec.id + 1)).expect("encode"))
+        .expect("write next_id");
+    db.open_tree("processes")
+        .expect("processes")
+        .insert(id_key(spec.id), encode(spec).expect("encode"))
+        .expect("write the spec");
+    db.open_tree("names")
+        .expect("names")
+        .insert(spec.name.as_bytes(), encode(&spec.id).expect("encode"))
+        .expect("write the name");
+    db.flush().expect("flush");
+}
+
+/// What a migrated `v3_spec()` must look like: every setting kept, and the
+/// stop signal new in schema 4 at its default.
+fn assert_is_migrated_v3(spec: &opm::spec::Spec) {
+    let old = v3_spec();
+    assert_eq!(restart_policy(spec), old.restart);
+    assert_eq!(spec.def.kill_timeout_ms(), old.kill_timeout_ms);
+    assert_eq!(spec.def.max_memory(), old.max_memory);
+    assert_eq!(spec.def.watch, old.watch);
+    assert_eq!(spec.def.kill_signal().to_string(), "SIGTERM");
+    assert_eq!(
+        (spec.id, spec.name.as_str(), spec.command(), spec.cwd()),
+        (0, "legacy3", "sleep 1000", "/")
+    );
+    assert_eq!(spec.def.env, old.env);
+    assert_eq!(
+        (spec.desired, spec.generation, spec.created_ms),
+        (old.desired, old.generation, old.created_ms)
+    );
+}
+
+#[test]
+fn a_schema_3_database_is_migrated_when_the_store_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("db");
+    write_v3_db(&db, &v3_spec());
+    let store = Store::open(&db).expect("open and migrate");
+    assert_eq!(store.schema_version(), opm::store::migrate::CURRENT);
+    assert_is_migrated_v3(&store.get(0).expect("read").expect("kept"));
+    drop(store);
+    let store = Store::open(&db).expect("reopen");
+    assert_is_migrated_v3(&store.get(0).expect("read").expect("kept"));
+}
+
+#[test]
+fn the_kept_schema_3_database_still_opens_and_its_process_runs() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/v3-db");
+    let kept = snapshot_dir(&fixture);
+    assert!(
+        kept.keys().any(|p| p.ends_with("db")),
+        "tests/data/v3-db holds a sled database: {:?}",
+        kept.keys().collect::<Vec<_>>()
+    );
+    let home = TestHome::new();
+    copy_dir(&fixture, &home.join("db"));
+    wait_until(Duration::from_secs(10), "legacy3 to be online", || {
+        let list = home.list();
+        list.len() == 1 && list[0]["status"] == "online"
+    });
+    let pid = pid_of(&home.process("legacy3"));
+    let env = crate::common::environ(pid).expect("environ");
+    assert!(env.iter().any(|e| e == "LEGACY=3"), "{env:?}");
+    let info = home.info("legacy3");
+    assert_eq!(info["max_restarts"], 9, "{info:#}");
+    assert_eq!(info["restart_delay_ms"], 300);
+    assert_eq!(info["min_uptime_ms"], 4000);
+    assert_eq!(info["kill_timeout_ms"], 1500);
+    assert_eq!(info["max_memory"], 256 * 1024 * 1024);
+    assert_eq!(info["watch"], "/usr/share/common-licenses");
+    assert_eq!(info["definition"]["kill_signal"], "SIGTERM");
+    home.opm(&["daemon", "stop"]).ok();
+    let store = Store::open(&home.join("db")).expect("reopen");
+    assert_is_migrated_v3(&store.get(0).expect("read").expect("kept"));
     drop(store);
     assert_same_files(&kept, &snapshot_dir(&fixture));
 }
