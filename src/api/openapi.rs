@@ -119,6 +119,10 @@ pub fn document() -> Value {
             ("max_memory", json!({ "type": "integer", "nullable": true })),
             ("watch", json!({ "type": "string", "nullable": true })),
             (
+                "definition",
+                json!({ "type": "object", "description": "the whole definition with every default written out, as `opm save` writes it (CreateRequest's keys)" }),
+            ),
+            (
                 "env_keys",
                 json!({ "type": "array", "items": { "type": "string" } }),
             ),
@@ -148,6 +152,7 @@ pub fn document() -> Value {
             props.insert(k.into(), v);
         }
     }
+    let duration = json!({ "oneOf": [{ "type": "integer", "minimum": 0 }, { "type": "string" }], "description": "ms, or \"500ms\", \"2s\", \"1m\"; also read with the suffix _ms" });
     let target = json!({ "oneOf": [{ "type": "integer" }, { "type": "string", "description": "a name, digits for an id, or \"all\"" }] });
     let recovered = json!({ "type": "object", "nullable": true, "description": "set when this daemon rebuilt a damaged database from its snapshot", "properties": {
         "at_ms": { "type": "integer" }, "reason": { "type": "string" }, "from": { "type": "string" },
@@ -166,15 +171,19 @@ pub fn document() -> Value {
                 "ApiError": { "type": "object", "required": ["error"], "properties": { "error": { "type": "string" } } },
                 "ProcessView": process_view,
                 "ProcessInfo": process_info,
-                "CreateRequest": { "type": "object", "required": ["script"], "additionalProperties": false, "properties": {
+                "CreateRequest": { "type": "object", "required": ["script"], "additionalProperties": false,
+                    "description": "a process definition: the same keys as a [[process]] of a process file; durations are a number of ms or \"500ms\", \"2s\"; sizes a number of bytes or \"100M\"",
+                    "properties": {
                     "script": { "type": "string", "description": "a command line or a script path" },
-                    "name": { "type": "string" }, "path": { "type": "string", "description": "working directory (absolute)" },
+                    "name": { "type": "string" },
+                    "cwd": { "type": "string", "description": "working directory (absolute); also read as `path`" },
                     "env": { "type": "object", "additionalProperties": { "type": "string" } },
                     "autorestart": { "type": "boolean" }, "max_restarts": { "type": "integer", "minimum": 0 },
-                    "restart_delay_ms": { "type": "integer", "minimum": 0 }, "min_uptime_ms": { "type": "integer", "minimum": 0 },
-                    "kill_timeout_ms": { "type": "integer", "minimum": 0 }, "max_memory": { "type": "integer", "minimum": 1 },
+                    "restart_delay": duration.clone(), "min_uptime": duration.clone(), "kill_timeout": duration,
+                    "kill_signal": { "oneOf": [{ "type": "string" }, { "type": "integer" }], "description": "the stop signal: SIGINT, INT or 2 (default SIGTERM)" },
+                    "max_memory": { "oneOf": [{ "type": "integer", "minimum": 1 }, { "type": "string" }], "description": "bytes, or \"100M\"" },
                     "watch": { "type": "string", "description": "restart on changes under this path" },
-                    "stopped": { "type": "boolean" },
+                    "desired": { "type": "string", "enum": ["running", "stopped"], "description": "also read as `stopped: true|false`" },
                     "unchecked": { "type": "boolean", "description": "store it even if its program cannot be found or run now" }
                 }},
                 "ActionRequest": { "type": "object", "required": ["id", "action"], "additionalProperties": false, "properties": {
