@@ -559,6 +559,19 @@ mod tests {
     }
 
     #[test]
+    fn a_dump_written_before_the_definition_type_still_reads() {
+        // What `opm save` wrote before: every key, sizes as strings.
+        let old = "script = \"sleep 1\"\nname = \"a\"\ncwd = \"/\"\nautorestart = true\n\
+                   max_restarts = 15\nrestart_delay = \"100ms\"\nmin_uptime = \"10000ms\"\n\
+                   kill_timeout = \"3000ms\"\nmax_memory = \"536870912\"\ndesired = \"running\"\n";
+        let def: ProcessDef = toml::from_str(old).expect("old dump entry");
+        assert_eq!(def.max_memory(), Some(536_870_912));
+        assert_eq!(def.min_uptime_ms(), 10_000);
+        assert_eq!(def.kill_signal(), Signal::TERM);
+        assert!(!def.stopped());
+    }
+
+    #[test]
     fn an_unknown_key_is_refused_by_name() {
         let e = serde_json::from_str::<ProcessDef>(r#"{"script":"x","kill_sigal":"INT"}"#)
             .unwrap_err()
