@@ -64,6 +64,12 @@ const LOG_RETRY: Duration = Duration::from_secs(2);
 /// How long the outcome of an action stays on the help line.
 const SAID_FOR: Duration = Duration::from_secs(5);
 
+/// With the `failpoints` feature (the tests' build), monit panics on the
+/// first key when this variable is set: the tests check that a panic gives
+/// the terminal back.
+#[cfg(feature = "failpoints")]
+pub const PANIC_ON_KEY: &str = "OPM_TEST_MONIT_PANIC";
+
 /// Messages from the background tasks to the screen.
 const CHANNEL: usize = 1024;
 
@@ -292,11 +298,10 @@ pub fn columns(width: u16, name_len: u16) -> Vec<(Column, u16)> {
         .iter()
         .filter(|(c, _)| matches!(c, Column::CpuTrend | Column::MemoryTrend))
         .count() as u16;
-    if trends > 0 {
-        for (c, w) in &mut out {
-            if matches!(c, Column::CpuTrend | Column::MemoryTrend) {
-                *w += (spare / trends).min(TREND_MAX - *w);
-            }
+    let each = spare.checked_div(trends).unwrap_or(0);
+    for (c, w) in &mut out {
+        if matches!(c, Column::CpuTrend | Column::MemoryTrend) {
+            *w += each.min(TREND_MAX - *w);
         }
     }
     out
@@ -722,12 +727,18 @@ async fn run(
                 }
             }
             event = keys.next() => match event {
-                Some(Ok(Event::Key(key))) => match input(key) {
-                    Some(Input::Quit) => break,
-                    Some(Input::Act(action)) => act(app, action, &client, &tx, &wake),
-                    Some(moved) => app.selection.step(&app.views, moved),
-                    None => {}
-                },
+                Some(Ok(Event::Key(key))) => {
+                    #[cfg(feature = "failpoints")]
+                    if std::env::var_os(PANIC_ON_KEY).is_some() {
+                        panic!("{PANIC_ON_KEY} is set: a panic on the first key, for the tests");
+                    }
+                    match input(key) {
+                        Some(Input::Quit) => break,
+                        Some(Input::Act(action)) => act(app, action, &client, &tx, &wake),
+                        Some(moved) => app.selection.step(&app.views, moved),
+                        None => {}
+                    }
+                }
                 // A resize (drawn again at the top of the loop), mouse, focus.
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(CliError::Io(format!("cannot read the terminal: {e}"))),
@@ -868,35 +879,51 @@ static PANICKED: AtomicBool = AtomicBool::new(false);
 /// The terminal in raw mode on the alternate screen, given back when dropped.
 struct Screen {
     terminal: Terminal<CrosstermBackend<std::io::Stdout>>,
+    /// Dropped after the terminal.
+    _held: Held,
 }
 
-impl Screen {
-    fn enter() -> std::io::Result<Screen> {
-        install_panic_hook();
-        crossterm::terminal::enable_raw_mode()?;
-        // From here on, a failure gives the terminal back on the way out.
-        let terminal =
-            Terminal::new(CrosstermBackend::new(std::io::stdout())).inspect_err(|_| leave())?;
-        let mut screen = Screen { terminal };
-        crossterm::execute!(
-            std::io::stdout(),
-            crossterm::terminal::EnterAlternateScreen,
-            crossterm::cursor::Hide
-        )?;
-        screen.terminal.clear()?;
-        Ok(screen)
-    }
-}
+/// Gives the terminal back when dropped.
+struct Held;
 
-impl Drop for Screen {
+impl Drop for Held {
     fn drop(&mut self) {
         leave();
     }
 }
 
-/// Leaves raw mode and the alternate screen, and shows the cursor. Safe to
-/// call more than once.
+impl Screen {
+    fn enter() -> std::io::Result<Screen> {
+        install_panic_hook();
+        ON_SCREEN.store(true, Ordering::SeqCst);
+        // From here on, a failure gives the terminal back on the way out.
+        let held = Held;
+        crossterm::terminal::enable_raw_mode()?;
+        crossterm::execute!(
+            std::io::stdout(),
+            crossterm::terminal::EnterAlternateScreen,
+            crossterm::cursor::Hide
+        )?;
+        let mut terminal = Terminal::new(CrosstermBackend::new(std::io::stdout()))?;
+        terminal.clear()?;
+        Ok(Screen {
+            terminal,
+            _held: held,
+        })
+    }
+}
+
+/// Whether monit holds the terminal (raw mode, alternate screen).
+static ON_SCREEN: AtomicBool = AtomicBool::new(false);
+
+/// Leaves raw mode and the alternate screen, and shows the cursor, once:
+/// the panic hook and then the unwinding both call it, and leaving the
+/// alternate screen twice would move the cursor back over what the panic
+/// printed.
 fn leave() {
+    if !ON_SCREEN.swap(false, Ordering::SeqCst) {
+        return;
+    }
     let _ = crossterm::terminal::disable_raw_mode();
     let _ = crossterm::execute!(
         std::io::stdout(),

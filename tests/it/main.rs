@@ -19,6 +19,7 @@ mod durability;
 mod fixture;
 mod layers;
 mod logs;
+mod monit;
 mod process_lifecycle;
 mod restart_policy;
 mod roles;
