@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod daemon;
 pub mod format;
+pub mod monit;
 pub mod process;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -99,6 +100,8 @@ pub enum Command {
     Info(process::InfoArgs),
     /// Print the last lines of a process's output, and follow it
     Logs(process::LogsArgs),
+    /// A live dashboard in the terminal: processes, CPU and memory, logs, restart/stop/start keys
+    Monit(monit::MonitArgs),
     /// Empty the log files of processes (all when none is named)
     Flush(process::FlushArgs),
     /// The environment opm gives a process
@@ -187,6 +190,7 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
         Command::List(a) => process::list(a).await,
         Command::Info(a) => process::info(a).await,
         Command::Logs(a) => process::logs(a).await,
+        Command::Monit(a) => monit::monit(a).await,
         Command::Flush(a) => process::flush(a).await,
         Command::Env(a) => process::env(a).await,
         Command::Save(a) => process::save(a).await,

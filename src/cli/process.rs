@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::daemon::{local, target, RestoreArgs};
 use super::format::{self, print_json, table};
 use super::{CliError, Format, Remote};
-use crate::client::Client;
+use crate::client::{Client, ClientError};
 use crate::definition::ProcessDef;
 use crate::fsutil::write_atomic;
 use crate::model::{
@@ -239,20 +239,25 @@ pub async fn start(a: StartArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Asks the daemon (or `--server`) to carry out `action` on `target`: the
+/// request of `opm stop/restart/...` and of the keys of `opm monit`.
+pub async fn send_action(
+    client: &Client,
+    target: Target,
+    action: ActionKind,
+) -> Result<ActionResponse, ClientError> {
+    client
+        .post("/daemon/action", &ActionRequest { id: target, action })
+        .await
+}
+
 pub async fn act(a: TargetArgs, action: ActionKind) -> Result<(), CliError> {
     let client = target(&a.remote)?;
     let mut shown: Vec<ProcessView> = Vec::new();
     let mut removed = Vec::new();
     let mut failed = 0;
     for t in &a.targets {
-        let req = ActionRequest {
-            id: Target::parse(t),
-            action,
-        };
-        match client
-            .post::<_, ActionResponse>("/daemon/action", &req)
-            .await
-        {
+        match send_action(&client, Target::parse(t), action).await {
             Ok(r) => {
                 for v in r.processes {
                     if !shown.iter().any(|s| s.id == v.id) {

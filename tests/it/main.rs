@@ -20,6 +20,7 @@ mod fixture;
 mod kill_signal;
 mod layers;
 mod logs;
+mod monit;
 mod process_lifecycle;
 mod restart_policy;
 mod roles;
