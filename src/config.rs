@@ -274,6 +274,55 @@ pub const AGENT_DEFAULT_PORT: u16 = 9877;
 pub struct DaemonSection {
     #[serde(default)]
     pub web: WebSection,
+    #[serde(default)]
+    pub history: HistorySection,
+}
+
+/// `[daemon.history]`: the CPU and memory history kept in memory for charts
+/// (`GET /daemon/history`, the web UI, `opm monit`). It costs 8 bytes per
+/// sample per process (and, on a server, per agent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistorySection {
+    /// How often every process is sampled.
+    #[serde(default = "default_history_interval_ms")]
+    pub interval_ms: u64,
+    /// How many samples are kept per process (360 × 10 s = one hour).
+    #[serde(default = "default_history_samples")]
+    pub samples: usize,
+    /// On a server: how often every agent's totals are sampled.
+    #[serde(default = "default_agent_history_interval_ms")]
+    pub agent_interval_ms: u64,
+    /// On a server: how many samples are kept per agent (120 × 30 s = one hour).
+    #[serde(default = "default_agent_history_samples")]
+    pub agent_samples: usize,
+}
+
+impl Default for HistorySection {
+    fn default() -> Self {
+        HistorySection {
+            interval_ms: default_history_interval_ms(),
+            samples: default_history_samples(),
+            agent_interval_ms: default_agent_history_interval_ms(),
+            agent_samples: default_agent_history_samples(),
+        }
+    }
+}
+
+fn default_history_interval_ms() -> u64 {
+    10_000
+}
+
+fn default_history_samples() -> usize {
+    360
+}
+
+fn default_agent_history_interval_ms() -> u64 {
+    30_000
+}
+
+fn default_agent_history_samples() -> usize {
+    120
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -579,6 +628,22 @@ impl Config {
                 problems.push(format!(
                     "daemon.web.allowed_hosts: {host:?} is not a host name (e.g. \"opm.example.com\")"
                 ));
+            }
+        }
+        let h = &self.daemon.history;
+        for (key, ms) in [
+            ("interval_ms", h.interval_ms),
+            ("agent_interval_ms", h.agent_interval_ms),
+        ] {
+            if !(100..=3_600_000).contains(&ms) {
+                problems.push(format!(
+                    "daemon.history.{key} must be between 100 and 3600000"
+                ));
+            }
+        }
+        for (key, n) in [("samples", h.samples), ("agent_samples", h.agent_samples)] {
+            if n == 0 || n > 10_000 {
+                problems.push(format!("daemon.history.{key} must be between 1 and 10000"));
             }
         }
         if self.server.heartbeat_interval_ms < 100 || self.server.heartbeat_interval_ms > 3_600_000

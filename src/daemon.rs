@@ -4,6 +4,7 @@
 //! foreground; the CLI detaches it (`opm daemon run` in its own session).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::UnixListener;
 use tokio::sync::watch;
@@ -136,9 +137,16 @@ async fn serve(
     let mut svc = Service::new(store.clone(), handle, home.clone(), config.clone());
     svc.ui = config.daemon.web.ui || opts.webui;
     let svc = Arc::new(svc);
+    tokio::spawn(sample_history(svc.clone(), shutdown_rx.clone()));
+    let role = Arc::new(RoleState::new(
+        config.role,
+        registry.clone(),
+        &config.daemon.history,
+    ));
+    tokio::spawn(role.clone().sample_agents(shutdown_rx.clone()));
     let ctx = Ctx {
         svc: svc.clone(),
-        role: Arc::new(RoleState::new(config.role, registry.clone())),
+        role: role.clone(),
         shutdown: shutdown_tx.clone(),
         tcp: Arc::new(TcpSlot::default()),
     };
@@ -263,4 +271,22 @@ fn report_recovery(store: &Store, r: &crate::store::Recovery) {
 
 async fn wait_true(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
+}
+
+/// Samples every process's CPU and memory each `[daemon.history]
+/// interval_ms` into the in-memory history, until the daemon stops.
+async fn sample_history(svc: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
+    let every = Duration::from_millis(svc.config.daemon.history.interval_ms);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let svc = svc.clone();
+                // A scan of /proc: off the runtime's worker threads.
+                let _ = tokio::task::spawn_blocking(move || svc.record_history()).await;
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
 }

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod definition;
 pub mod failpoint;
 pub mod fsutil;
+pub mod history;
 pub mod logging;
 pub mod model;
 pub mod reconcile;

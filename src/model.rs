@@ -322,6 +322,26 @@ pub struct RoleReport {
     pub connected: bool,
 }
 
+/// The history of one subject in `GET /daemon/history`: a process (`id`,
+/// `name`; `count` is its restarts) or, in `GET /daemon/history/agents`,
+/// an agent (`id` its agent id; `count` its online processes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubjectHistory<Id> {
+    pub id: Id,
+    pub name: String,
+    #[serde(flatten)]
+    pub series: crate::history::Series,
+}
+
+/// `GET /daemon/history`: CPU and memory over time, sampled every
+/// `interval_ms`, at most `samples` per subject.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryResponse<Id> {
+    pub interval_ms: u64,
+    pub samples: usize,
+    pub subjects: Vec<SubjectHistory<Id>>,
+}
+
 /// The daemon's own figures in `GET /daemon/metrics`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DaemonMetrics {

@@ -120,6 +120,9 @@ pub fn agent_facing(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
                 let answer = reg
                     .heartbeat(&caller, &id, &req.processes)
                     .map_err(registry_error)?;
+                if let Some(h) = &ctx.role.agent_history {
+                    h.observe(&id, &req.processes);
+                }
                 Ok::<_, Rejection>(warp::reply::json(&answer).into_response())
             },
         );
@@ -221,6 +224,46 @@ pub fn admin_routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
         .and_then(|id: String, ctx: Ctx| async move {
             forward(agent(&ctx, &id)?, Method::GET, "/daemon/list".into(), None).await
         });
+    // The server's own history of every agent (totals from heartbeats).
+    let history = warp::path!("daemon" / "agents" / "history")
+        .and(admin(tokens.clone()))
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .and_then(|ctx: Ctx| async move {
+            let reg = registry(&ctx)?;
+            let report = match &ctx.role.agent_history {
+                Some(h) => h.report(&reg.list()),
+                None => {
+                    return Err(refuse(
+                        StatusCode::NOT_FOUND,
+                        "no agent history here".to_string(),
+                    ))
+                }
+            };
+            Ok::<_, Rejection>(warp::reply::json(&report).into_response())
+        });
+    // An agent's own history of its processes, relayed.
+    let agent_history = warp::path!("daemon" / "agents" / String / "history")
+        .and(admin(tokens.clone()))
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .and_then(|id: String, ctx: Ctx| async move {
+            forward(
+                agent(&ctx, &id)?,
+                Method::GET,
+                "/daemon/history".into(),
+                None,
+            )
+            .await
+        });
+    let agent_history_one = warp::path!("daemon" / "agents" / String / "history" / String)
+        .and(admin(tokens.clone()))
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .and_then(|id: String, pid: String, ctx: Ctx| async move {
+            let path = format!("/daemon/history/{}", encode_segment(&pid));
+            forward(agent(&ctx, &id)?, Method::GET, path, None).await
+        });
     // Create and action pass the body on as it came: the agent validates it.
     let with_body = |route: &'static str| {
         warp::path("daemon")
@@ -295,6 +338,12 @@ pub fn admin_routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
         .or(logs)
         .unify()
         .or(info)
+        .unify()
+        .or(history)
+        .unify()
+        .or(agent_history)
+        .unify()
+        .or(agent_history_one)
         .unify()
         .boxed()
 }

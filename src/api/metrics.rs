@@ -1,15 +1,16 @@
 //! Metrics routes: `GET /daemon/metrics` (JSON) and `GET /daemon/prometheus`
 //! (Prometheus text exposition format 0.0.4, metric names prefixed `opm_`,
-//! processes labelled by id and name).
+//! processes labelled by id and name), and the history of CPU and memory
+//! (`GET /daemon/history`, one process at `GET /daemon/history/{id}`).
 
 use std::fmt::Write;
 
 use warp::filters::BoxedFilter;
-use warp::{Filter, Reply};
+use warp::{Filter, Rejection, Reply};
 
 use super::auth::{admin, Tokens};
 use super::Ctx;
-use crate::model::{Metrics, Status};
+use crate::model::{Metrics, Status, Target};
 
 pub fn routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(warp::reply::Response,)> {
     let json = {
@@ -19,18 +20,55 @@ pub fn routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(warp::reply::Response,)>
             .and(warp::get())
             .map(move || warp::reply::json(&ctx.svc.metrics()).into_response())
     };
-    let prometheus = warp::path!("daemon" / "prometheus")
-        .and(admin(tokens.clone()))
-        .and(warp::get())
-        .map(move || {
-            warp::reply::with_header(
-                render(&ctx.svc.metrics()),
-                "content-type",
-                "text/plain; version=0.0.4; charset=utf-8",
-            )
-            .into_response()
-        });
-    json.or(prometheus).unify().boxed()
+    let prometheus = {
+        let ctx = ctx.clone();
+        warp::path!("daemon" / "prometheus")
+            .and(admin(tokens.clone()))
+            .and(warp::get())
+            .map(move || {
+                warp::reply::with_header(
+                    render(&ctx.svc.metrics()),
+                    "content-type",
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )
+                .into_response()
+            })
+    };
+    let history_all = {
+        let ctx = ctx.clone();
+        warp::path!("daemon" / "history")
+            .and(admin(tokens.clone()))
+            .and(warp::get())
+            .and_then(move || {
+                let ctx = ctx.clone();
+                async move { history_reply(&ctx, None) }
+            })
+    };
+    let history_one = {
+        let ctx = ctx.clone();
+        warp::path!("daemon" / "history" / String)
+            .and(admin(tokens.clone()))
+            .and(warp::get())
+            .and_then(move |id: String| {
+                let ctx = ctx.clone();
+                async move { history_reply(&ctx, Some(&Target::parse(&id))) }
+            })
+    };
+    json.or(prometheus)
+        .unify()
+        .or(history_all)
+        .unify()
+        .or(history_one)
+        .unify()
+        .boxed()
+}
+
+/// `GET /daemon/history[/{id}]`: CPU, memory and restarts over time.
+fn history_reply(ctx: &Ctx, target: Option<&Target>) -> Result<warp::reply::Response, Rejection> {
+    ctx.svc
+        .history(target)
+        .map(|h| warp::reply::json(&h).into_response())
+        .map_err(|e| warp::reject::custom(super::errors::Refusal::from(e)))
 }
 
 /// A label value with `\`, `"` and newlines escaped as the format requires.

@@ -92,8 +92,23 @@ pub fn document() -> Value {
         "description": "Prometheus exposition format 0.0.4", "content": { "text/plain": { "schema": { "type": "string" } } }
     }})) }));
 
+    paths.insert("/daemon/history".into(), json!({ "get": op("CPU, memory and restarts of every process over time (`[daemon.history]`: one sample each interval_ms, the last `samples` kept)", json!({ "200": ok(r("History")) })) }));
+    paths.insert("/daemon/history/{id}".into(), json!({ "get": with_params(op("The history of one process", json!({ "200": ok(r("History")) })), id_param(process_id)) }));
+
     agent_paths(&mut paths);
 
+    let history_schema = json!({ "type": "object", "required": ["interval_ms", "samples", "subjects"], "properties": {
+        "interval_ms": { "type": "integer", "description": "time between two samples" },
+        "samples": { "type": "integer", "description": "the most samples kept per subject" },
+        "subjects": { "type": "array", "items": { "type": "object", "required": ["id", "name", "at_ms", "cpu", "memory", "count"], "properties": {
+            "id": { "description": "process id (integer) or agent id (string)" },
+            "name": { "type": "string" },
+            "at_ms": { "type": "array", "items": { "type": "integer" }, "description": "sample times, oldest first" },
+            "cpu": { "type": "array", "items": { "type": "number" }, "description": "percent of one core" },
+            "memory": { "type": "array", "items": { "type": "integer" }, "description": "bytes (KiB precision)" },
+            "count": { "type": "array", "items": { "type": "integer" }, "description": "a process's restarts; an agent's online processes" }
+        }}}
+    }});
     let status = json!({ "type": "string", "enum": ["online", "stopped", "errored", "starting", "stopping", "waiting"] });
     let process_view = json!({
         "type": "object",
@@ -251,6 +266,7 @@ pub fn document() -> Value {
                     "name": { "type": "string", "nullable": true }, "api_address": { "type": "string", "nullable": true },
                     "fingerprint": { "type": "string", "nullable": true, "description": "the server certificate's fingerprint to pin; without it, the one it shows is pinned (trust on first use)" }
                 }},
+                "History": history_schema,
                 "Metrics": { "type": "object", "properties": {
                     "daemon": { "type": "object", "properties": {
                         "pid": { "type": "integer" }, "uptime_ms": { "type": "integer" }, "cpu_avg": { "type": "number" },
@@ -287,6 +303,14 @@ fn agent_paths(paths: &mut serde_json::Map<String, Value>) {
     paths.insert("/daemon/agents/{id}/processes".into(), json!({ "get": with_params(
         op(&format!("The agent's processes, asked of the agent. {server_only}"), json!({ "200": ok(json!({ "type": "array", "items": r("ProcessView") })), "502": { "description": "The agent did not answer" } })),
         agent.clone()) }));
+    paths.insert("/daemon/agents/history".into(), json!({ "get":
+        op(&format!("Every agent's total CPU, memory and online processes over time, from its heartbeats (`[daemon.history] agent_interval_ms`, `agent_samples`); an offline agent's samples are zero. {server_only}"), json!({ "200": ok(r("History")) })) }));
+    paths.insert("/daemon/agents/{id}/history".into(), json!({ "get": with_params(
+        op(&format!("The agent's history of its processes, asked of the agent. {server_only}"), json!({ "200": ok(r("History")), "502": { "description": "The agent did not answer" } })),
+        agent.clone()) }));
+    paths.insert("/daemon/agents/{id}/history/{pid}".into(), json!({ "get": with_params(
+        op(&format!("The history of one process on the agent. {server_only}"), json!({ "200": ok(r("History")), "502": { "description": "The agent did not answer" } })),
+        agent_and_process.clone()) }));
     paths.insert("/daemon/agents/{id}/create".into(), json!({ "post": with_params(with_body(
         op(&format!("Create processes on the agent. {server_only}"), json!({ "201": ok(json!({ "oneOf": [r("ProcessView"), { "type": "array", "items": r("ProcessView") }] })), "502": { "description": "The agent did not answer" } })),
         json!({ "oneOf": [r("CreateRequest"), { "type": "array", "items": r("CreateRequest") }] })), agent.clone()) }));

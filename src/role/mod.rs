@@ -7,6 +7,7 @@
 //! driven from `api/link.rs`.
 
 pub mod agent;
+pub mod history;
 pub mod server;
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -23,14 +24,40 @@ pub struct RoleState {
     pub registry: Option<Arc<server::Registry>>,
     /// The link to a server, on a connected agent.
     pub agent: Mutex<Option<agent::AgentRuntime>>,
+    /// Each agent's totals over time, on a server.
+    pub agent_history: Option<history::AgentHistory>,
 }
 
 impl RoleState {
-    pub fn new(role: Role, registry: Option<Arc<server::Registry>>) -> RoleState {
+    pub fn new(
+        role: Role,
+        registry: Option<Arc<server::Registry>>,
+        history: &crate::config::HistorySection,
+    ) -> RoleState {
         RoleState {
             role: RwLock::new(role),
+            agent_history: registry.as_ref().map(|_| {
+                history::AgentHistory::new(history.agent_interval_ms, history.agent_samples)
+            }),
             registry,
             agent: Mutex::new(None),
+        }
+    }
+
+    /// Samples every agent's totals each `agent_interval_ms`, on a server,
+    /// until `shutdown`.
+    pub async fn sample_agents(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let (Some(registry), Some(history)) = (&self.registry, &self.agent_history) else {
+            return;
+        };
+        let every = std::time::Duration::from_millis(history.interval_ms());
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => history.record(crate::spec::now_ms(), &registry.list()),
+                _ = shutdown.changed() => return,
+            }
         }
     }
 

@@ -10,6 +10,7 @@
 mod action;
 mod create;
 mod health;
+mod history;
 mod logs;
 mod views;
 
@@ -88,10 +89,13 @@ pub struct Service {
     pub ui: bool,
     started: Instant,
     usage: Mutex<UsageCache>,
+    /// CPU, memory and restarts of every process over the last samples.
+    history: Mutex<crate::history::History<u64>>,
 }
 
 impl Service {
     pub fn new(store: Arc<Store>, rec: Handle, home: Home, config: Config) -> Service {
+        let history = Mutex::new(crate::history::History::new(config.daemon.history.samples));
         Service {
             store,
             rec,
@@ -105,6 +109,7 @@ impl Service {
                 values: HashMap::new(),
                 sampler: proc::Sampler::new(),
             }),
+            history,
         }
     }
 

@@ -17,6 +17,7 @@ mod cli_remote;
 mod crash_restore;
 mod durability;
 mod fixture;
+mod history;
 mod kill_signal;
 mod layers;
 mod logs;
