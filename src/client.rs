@@ -228,6 +228,7 @@ impl Client {
             "/daemon/list" => format!("{base}/processes"),
             "/daemon/create" => format!("{base}/create"),
             "/daemon/action" => format!("{base}/action"),
+            "/daemon/history" => format!("{base}/history"),
             _ => match (
                 p.strip_prefix("/daemon/logs/"),
                 p.strip_prefix("/daemon/info/"),

@@ -658,6 +658,24 @@ pub async fn monit(a: MonitArgs) -> Result<(), CliError> {
         said: None,
         log: LogPane::default(),
     };
+    // The daemon's own history fills the sparklines' past at once; a daemon
+    // (or agent) without one leaves them to fill as monit polls.
+    if let Ok(h) = client
+        .get::<crate::model::HistoryResponse<u64>>("/daemon/history")
+        .await
+    {
+        for subject in h.subjects {
+            let s = &subject.series;
+            app.history.add(
+                subject.id,
+                (0..s.at_ms.len()).map(|i| Sample {
+                    at_ms: s.at_ms[i],
+                    cpu: s.cpu.get(i).copied().unwrap_or(0.0),
+                    memory: s.memory.get(i).copied().unwrap_or(0),
+                }),
+            );
+        }
+    }
     app.take_list(Ok(first));
     let signals = Signals::new()?;
     let mut screen =
