@@ -10,6 +10,7 @@
 //! endpoint trusts its pinned fingerprint only (`crate::tls`), or, without
 //! a pin, a certificate signed by a known authority.
 
+use crate::sync::LockExt;
 use std::path::PathBuf;
 
 use bytes::Bytes;
@@ -447,11 +448,11 @@ fn pool(tls: Option<&Tls>) -> Result<Pool, ClientError> {
     static POOLS: OnceLock<Mutex<std::collections::HashMap<Key, Pool>>> = OnceLock::new();
     let key: Key = tls.map(|t| t.fingerprint.clone());
     let pools = POOLS.get_or_init(Default::default);
-    if let Some(p) = pools.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+    if let Some(p) = pools.lock_or_recover().get(&key) {
         return Ok(p.clone());
     }
     let pool = new_pool(tls)?;
-    let mut pools = pools.lock().unwrap_or_else(|p| p.into_inner());
+    let mut pools = pools.lock_or_recover();
     // The pools of agents long gone are not kept for ever.
     if pools.len() > 20_000 {
         pools.clear();

@@ -22,6 +22,7 @@ pub mod service;
 pub mod spec;
 pub mod store;
 pub mod supervise;
+pub mod sync;
 pub mod tls;
 pub mod token;
 

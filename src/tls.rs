@@ -8,6 +8,7 @@
 //! also takes 64 hex digits (with or without colons, as `openssl x509
 //! -fingerprint -sha256` prints them).
 
+use crate::sync::LockExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -270,7 +271,7 @@ impl ServerCertVerifier for Verifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let got = fingerprint(end_entity);
-        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(got.clone());
+        *self.seen.lock_or_recover() = Some(got.clone());
         if self.probe {
             return Ok(ServerCertVerified::assertion());
         }
@@ -335,7 +336,7 @@ pub fn client_config(pin: Option<&str>) -> Result<Arc<ClientConfig>, String> {
         OnceLock::new();
     let key = pin.map(str::to_string);
     let map = CONFIGS.get_or_init(Default::default);
-    if let Some(c) = map.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+    if let Some(c) = map.lock_or_recover().get(&key) {
         return Ok(c.clone());
     }
     let config = client_config_with(Verifier {
@@ -344,7 +345,7 @@ pub fn client_config(pin: Option<&str>) -> Result<Arc<ClientConfig>, String> {
         seen: Default::default(),
         algs: provider().signature_verification_algorithms,
     })?;
-    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    let mut map = map.lock_or_recover();
     // Pins of agents long gone are not kept for ever.
     if map.len() > 20_000 {
         map.clear();
@@ -380,8 +381,7 @@ pub async fn probe(host: &str, port: u16) -> Result<String, String> {
         )),
         Ok(Err(e)) => Err(describe_io(&e, &format!("https://{host}:{port}"))),
         Ok(Ok(_)) => seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .lock_or_recover()
             .clone()
             .ok_or_else(|| format!("{host}:{port} showed no certificate")),
     }

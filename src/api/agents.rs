@@ -5,6 +5,7 @@
 //! with the agent's token. On the unix socket only: this daemon's own link
 //! as an agent (`local_routes`).
 
+use crate::sync::LockExt;
 use bytes::Bytes;
 use hyper::Method;
 use warp::filters::BoxedFilter;
@@ -92,8 +93,7 @@ pub fn agent_facing(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
                 let tls = ctx
                     .svc
                     .api
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
+                    .lock_or_recover()
                     .tls_fingerprint
                     .is_some();
                 if tls && !req.endpoint.starts_with("https://") {

@@ -6,6 +6,7 @@
 //! answers would still tell a right guess from a wrong one). A right token
 //! is never delayed, and it starts the count of its address again.
 
+use crate::sync::LockExt;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -59,7 +60,7 @@ impl FailureLimiter {
     /// When `peer` is locked out at `now`, how long until it may try again.
     pub fn locked(&self, peer: IpAddr, now: Instant) -> Option<Duration> {
         // A poisoned lock only means another request panicked mid-count.
-        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let peers = self.peers.lock_or_recover();
         let (start, count) = *peers.get(&peer)?;
         let end = start + FAILURE_WINDOW;
         (count >= MAX_FAILURES && now < end).then(|| end - now)
@@ -68,13 +69,13 @@ impl FailureLimiter {
     /// A right token from `peer`: its count starts again (a user who
     /// mistyped a few times is not held; a guesser never gets here).
     pub fn succeed(&self, peer: IpAddr) {
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut peers = self.peers.lock_or_recover();
         peers.remove(&peer);
     }
 
     /// Counts one wrong token from `peer`.
     pub fn fail(&self, peer: IpAddr, now: Instant) {
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut peers = self.peers.lock_or_recover();
         if peers.len() >= MAX_PEERS && !peers.contains_key(&peer) {
             peers.retain(|_, (start, _)| now < *start + FAILURE_WINDOW);
             if peers.len() >= MAX_PEERS {

@@ -4,6 +4,7 @@
 //! this lives with the API's `Ctx`; the link itself — registering,
 //! heartbeats, the stored record — is `role::agent`'s.
 
+use crate::sync::LockExt;
 use std::sync::{Arc, Mutex};
 
 use hyper::StatusCode;
@@ -41,8 +42,7 @@ pub fn start_agent(ctx: &Ctx, link: AgentLink, registered: Option<u64>) {
     let old = ctx
         .role
         .agent
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .lock_or_recover()
         .replace(AgentRuntime { link, state, stop });
     if let Some(old) = old {
         let _ = old.stop.send(true);
@@ -81,12 +81,7 @@ pub async fn resume_agent(ctx: &Ctx) -> bool {
 
 /// The fingerprint of the certificate the TCP API serves, if it serves TLS.
 fn api_fingerprint(ctx: &Ctx) -> Option<String> {
-    ctx.svc
-        .api
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .tls_fingerprint
-        .clone()
+    ctx.svc.api.lock_or_recover().tls_fingerprint.clone()
 }
 
 /// `opm agent connect`: joins a server (README, "Server and agents").
@@ -203,20 +198,10 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
         server_fingerprint,
         api_fingerprint: String::new(),
     };
-    let running = ctx
-        .role
-        .agent
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
+    let running = ctx.role.agent.lock_or_recover().take();
     // Connecting again on the same address keeps the agent API as it
     // serves (same token): closing it and binding anew could race its port.
-    let serving = svc
-        .api
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .address
-        .clone();
+    let serving = svc.api.lock_or_recover().address.clone();
     let keep_api = running.as_ref().is_some_and(|rt| {
         let old = rt.link();
         old.bind == bind
@@ -301,20 +286,14 @@ async fn restore_api(ctx: &Ctx) {
             .start(ctx, &ctx.svc.config.api_address(), tokens, false)
             .await;
     } else {
-        *ctx.svc.api.lock().unwrap_or_else(|p| p.into_inner()) =
-            crate::service::ApiState::default();
+        *ctx.svc.api.lock_or_recover() = crate::service::ApiState::default();
     }
 }
 
 /// `opm agent disconnect`: leave the server, become standalone, keep running.
 pub async fn disconnect(ctx: &Ctx) -> Result<serde_json::Value, Refusal> {
     let svc = &ctx.svc;
-    let runtime = ctx
-        .role
-        .agent
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
+    let runtime = ctx.role.agent.lock_or_recover().take();
     let link = match runtime {
         Some(rt) => {
             let _ = rt.stop.send(true);

@@ -12,6 +12,7 @@ pub mod process;
 pub mod tcp;
 pub mod ui;
 
+use crate::sync::LockExt;
 use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
@@ -183,7 +184,7 @@ impl TcpSlot {
                     Err(e) => {
                         let message = format!("cannot serve TLS on {address}: {e}");
                         tracing::error!("API not started: {message}");
-                        *ctx.svc.api.lock().unwrap_or_else(|p| p.into_inner()) = ApiState {
+                        *ctx.svc.api.lock_or_recover() = ApiState {
                             address: None,
                             error: Some(message.clone()),
                             tokenless,
@@ -203,7 +204,7 @@ impl TcpSlot {
             Ok(addr) => TcpListener::bind(addr).await.map_err(|e| e.to_string()),
             Err(e) => Err(format!("{address:?} is not an address:port ({e})")),
         };
-        let set_state = |s: ApiState| *ctx.svc.api.lock().unwrap_or_else(|p| p.into_inner()) = s;
+        let set_state = |s: ApiState| *ctx.svc.api.lock_or_recover() = s;
         match bound {
             Ok(listener) => {
                 let bound_addr = listener.local_addr();
@@ -244,7 +245,7 @@ impl TcpSlot {
                     tokenless,
                     tls_fingerprint,
                 });
-                *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(TcpHandle { stop });
+                *self.current.lock_or_recover() = Some(TcpHandle { stop });
                 Ok(local)
             }
             Err(e) => {
@@ -263,12 +264,7 @@ impl TcpSlot {
 
     /// Stops the listener, if one runs.
     pub fn stop(&self) {
-        if let Some(h) = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(h) = self.current.lock_or_recover().take() {
             let _ = h.stop.send(true);
         }
     }

@@ -6,6 +6,7 @@
 pub mod executor;
 pub mod plan;
 
+use crate::sync::RwLockExt;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
@@ -56,7 +57,7 @@ impl Shared {
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, BTreeMap<u64, Entry>> {
-        self.procs.read().unwrap_or_else(|p| p.into_inner())
+        self.procs.read_or_recover()
     }
 
     fn publish(&self, updates: Vec<(u64, Option<Entry>)>) {
@@ -64,7 +65,7 @@ impl Shared {
             return;
         }
         {
-            let mut procs = self.procs.write().unwrap_or_else(|p| p.into_inner());
+            let mut procs = self.procs.write_or_recover();
             for (id, entry) in updates {
                 match entry {
                     Some(e) => procs.insert(id, e),

@@ -13,6 +13,7 @@
 //! itself after a refusal. The admin token is never sent to or kept by an
 //! agent: a server refuses it at registration.
 
+use crate::sync::LockExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -160,11 +161,11 @@ pub struct AgentRuntime {
 
 impl AgentRuntime {
     pub fn link(&self) -> AgentLink {
-        self.link.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.link.lock_or_recover().clone()
     }
 
     pub fn status(&self, role: &str) -> AgentStatus {
-        let s = self.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let s = self.state.lock_or_recover().clone();
         let link = self.link();
         AgentStatus {
             role: role.to_string(),
@@ -330,7 +331,7 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|v| *v) => return,
         }
-        let current = link.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let current = link.lock_or_recover().clone();
         let result = if registered {
             heartbeat(&current, summary()).await
         } else {
@@ -339,12 +340,12 @@ pub async fn run(
         if *stop.borrow() {
             return;
         }
-        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = state.lock_or_recover();
         match result {
             Ok(answer) => {
                 let joined = answer.credential.is_some();
                 if joined {
-                    let mut l = link.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut l = link.lock_or_recover();
                     if let Err(e) = adopt_answer(&mut l, &answer, &store) {
                         tracing::error!(target: AGENT_LINK, "cannot save the new credential: {e}");
                     }

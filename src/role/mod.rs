@@ -10,6 +10,7 @@ pub mod agent;
 pub mod history;
 pub mod server;
 
+use crate::sync::{LockExt, RwLockExt};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::Role;
@@ -62,18 +63,18 @@ impl RoleState {
     }
 
     pub fn role(&self) -> Role {
-        *self.role.read().unwrap_or_else(|p| p.into_inner())
+        *self.role.read_or_recover()
     }
 
     /// An agent's connect and disconnect change the role in force.
     pub fn set_role(&self, role: Role) {
-        *self.role.write().unwrap_or_else(|p| p.into_inner()) = role;
+        *self.role.write_or_recover() = role;
     }
 
     /// The truth about this daemon's link to a server.
     pub fn agent_status(&self) -> AgentStatus {
         let role = self.role();
-        match &*self.agent.lock().unwrap_or_else(|p| p.into_inner()) {
+        match &*self.agent.lock_or_recover() {
             Some(rt) => rt.status(role.as_str()),
             None => AgentStatus {
                 role: role.as_str().to_string(),

@@ -20,6 +20,7 @@
 //! kept in memory and written back in batches. After a restart every known
 //! agent gets a fresh grace period, so a server restart never flaps the fleet.
 
+use crate::sync::LockExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -247,7 +248,7 @@ impl Registry {
     /// The lock is never held across an `.await`; a poisoned lock means a
     /// panic mid-update of one entry, which is whole again at its next beat.
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock_or_recover()
     }
 
     /// The interval to hand an agent: the base, or more when the fleet would

@@ -2,6 +2,7 @@
 //! system's part handed in.
 
 use super::*;
+use crate::sync::LockExt;
 
 impl Service {
     /// The health report; `role` is the role system's part of it.
@@ -14,7 +15,7 @@ impl Service {
                 .collect::<Vec<_>>()
         };
         let count = |s: Status| views.iter().filter(|v| **v == s).count();
-        let api = self.api.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let api = self.api.lock_or_recover().clone();
         let pid = std::process::id();
         let (agents_online, agents_offline) = role.agents.unzip();
         // An agent's listener serves with the agent's own token, not the config's.

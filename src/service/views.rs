@@ -1,6 +1,7 @@
 //! Reading what the daemon knows: the list, one process's details, its environment, the dump that `opm save` writes, and the daemon's metrics. CPU and memory samples are shared between reads for `USAGE_TTL`.
 
 use super::*;
+use crate::sync::LockExt;
 
 impl Service {
     /// CPU and memory per process group. `refresh` allows one scan of
@@ -10,7 +11,7 @@ impl Service {
     /// (nothing yet for a run that just started), so a start never pays for
     /// a scan of the whole machine.
     pub(super) fn usage(&self, entries: &[Entry], refresh: bool) -> HashMap<u32, proc::Usage> {
-        let mut cache = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.usage.lock_or_recover();
         let fresh = cache.at.is_some_and(|t| t.elapsed() < USAGE_TTL);
         let covered = entries
             .iter()

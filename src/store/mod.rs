@@ -21,6 +21,7 @@ pub mod migrate;
 pub mod records;
 pub mod snapshot;
 
+use crate::sync::{LockExt, RwLockExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, RwLock};
@@ -569,10 +570,7 @@ impl Store {
 
     /// How many commits (fsync rounds) this store has made.
     pub fn commits(&self) -> u64 {
-        self.commit
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .commits
+        self.commit.lock_or_recover().commits
     }
 
     pub fn schema_version(&self) -> u32 {
@@ -600,7 +598,7 @@ impl Store {
     /// A lock poisoned by a panicking thread still holds consistent counters
     /// (they change only under it, by plain assignments).
     pub fn flush(&self) -> Result<(), StoreError> {
-        let mut state = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.commit.lock_or_recover();
         state.requested += 1;
         let ticket = state.requested;
         loop {
@@ -618,7 +616,7 @@ impl Store {
             let upto = state.requested;
             drop(state);
             let result = self.commit_upto(upto);
-            state = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+            state = self.commit.lock_or_recover();
             state.leading = false;
             if result.is_ok() {
                 state.durable = state.durable.max(upto);
@@ -669,7 +667,7 @@ impl Store {
 
     fn write_snapshot(&self, seq: u64) -> Result<(), StoreError> {
         let snap = {
-            let _alone = self.writes.write().unwrap_or_else(|p| p.into_inner());
+            let _alone = self.writes.write_or_recover();
             let mut trees = Vec::with_capacity(snapshot::TREES.len());
             for name in snapshot::TREES {
                 let tree = self.db.open_tree(name)?;
@@ -692,7 +690,7 @@ impl Store {
 
     /// Shared hold on the trees for a multi-tree transaction (see `writes`).
     fn writing(&self) -> std::sync::RwLockReadGuard<'_, ()> {
-        self.writes.read().unwrap_or_else(|p| p.into_inner())
+        self.writes.read_or_recover()
     }
 
     /// Creates processes in one transaction (ids, names, specs) and flushes.

@@ -6,6 +6,7 @@
 //! the paths it added. A watch on a folder that several subscribers share
 //! is added once and removed when the last of them goes.
 
+use crate::sync::LockExt;
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -61,7 +62,7 @@ pub struct Hub {
 /// leaves them consistent enough to go on (a stale entry only costs an
 /// unused watch), so the guard is taken as is.
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock_or_recover()
 }
 
 static HUB: Mutex<Option<&'static Hub>> = Mutex::new(None);
@@ -69,7 +70,7 @@ static HUB: Mutex<Option<&'static Hub>> = Mutex::new(None);
 impl Hub {
     /// The daemon's hub, created (with its reader thread) on first use.
     pub fn global() -> io::Result<&'static Hub> {
-        let mut slot = HUB.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = HUB.lock_or_recover();
         if let Some(hub) = *slot {
             return Ok(hub);
         }
