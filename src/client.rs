@@ -62,13 +62,27 @@ pub enum ClientError {
     /// The peer's certificate is not the pinned one.
     #[error("{1}")]
     Pin(crate::tls::PinMismatch, String),
+    /// The HTTP exchange failed on a connection of its own (unix socket).
     #[error("{0}")]
-    Http(String),
+    Http(#[source] hyper::Error),
+    /// A pooled TCP request failed (the text names each cause in turn).
+    #[error("{}", causes(.0))]
+    Pool(#[source] hyper_util::client::legacy::Error),
+    /// The request could not be built (a header value not allowed).
+    #[error("{0}")]
+    Request(#[source] hyper::http::Error),
+    /// A streamed answer ended in the middle.
+    #[error("the stream broke: {0}")]
+    Stream(#[source] hyper::Error),
+    #[error("no answer within {0:?}")]
+    TimedOut(std::time::Duration),
     /// The daemon answered with an error.
     #[error("{message}")]
     Api { status: StatusCode, message: String },
     #[error("unexpected answer from the daemon: {0}")]
-    Decode(String),
+    Decode(#[source] serde_json::Error),
+    #[error("cannot encode the request: {0}")]
+    Encode(#[source] serde_json::Error),
     #[error("{0}")]
     BadUrl(String),
     /// The answer was larger than the client's limit; the rest was not read.
@@ -270,14 +284,11 @@ impl Client {
                 let (mut sender, conn): (Sender, _) =
                     hyper::client::conn::http1::handshake(TokioIo::new(stream))
                         .await
-                        .map_err(|e| ClientError::Http(e.to_string()))?;
+                        .map_err(ClientError::Http)?;
                 tokio::spawn(async move {
                     let _ = conn.await;
                 });
-                sender
-                    .send_request(req)
-                    .await
-                    .map_err(|e| ClientError::Http(e.to_string()))
+                sender.send_request(req).await.map_err(ClientError::Http)
             }
             Endpoint::Tcp { tls, .. } => {
                 let pool = match &self.own_pool {
@@ -286,7 +297,7 @@ impl Client {
                 };
                 pool.request(req)
                     .await
-                    .map_err(|e| connect_error(&e, &describe))
+                    .map_err(|e| connect_error(e, &describe))
             }
         }
     }
@@ -338,7 +349,7 @@ impl Client {
             req = req.header("content-type", "application/json");
         }
         let body = Full::new(body.map(Bytes::from).unwrap_or_default());
-        req.body(body).map_err(|e| ClientError::Http(e.to_string()))
+        req.body(body).map_err(ClientError::Request)
     }
 
     /// Sends a request and returns the status and the whole body.
@@ -356,7 +367,7 @@ impl Client {
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| ClientError::Http(e.to_string()))?
+                .map_err(ClientError::Http)?
                 .to_bytes();
             return Ok((status, bytes));
         };
@@ -370,7 +381,7 @@ impl Client {
         let mut body = resp.into_body();
         let mut buf = bytes::BytesMut::new();
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
+            let frame = frame.map_err(ClientError::Http)?;
             if let Some(data) = frame.data_ref() {
                 if buf.len() + data.len() > limit {
                     return Err(ClientError::TooLarge(limit));
@@ -394,7 +405,7 @@ impl Client {
                 .unwrap_or_else(|_| format!("{status}: {}", String::from_utf8_lossy(&bytes)));
             return Err(ClientError::Api { status, message });
         }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+        serde_json::from_slice(&bytes).map_err(ClientError::Decode)
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -406,7 +417,7 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let bytes = serde_json::to_vec(body).map_err(ClientError::Encode)?;
         self.json(Method::POST, path, Some(bytes)).await
     }
 
@@ -480,15 +491,15 @@ fn new_pool(tls: Option<&Tls>) -> Result<Pool, ClientError> {
 
 /// A failed pooled request, as a user should read it: a refused
 /// certificate names the fingerprint expected and the one shown.
-fn connect_error(e: &hyper_util::client::legacy::Error, url: &str) -> ClientError {
-    if let Some(m) = crate::tls::mismatch_of(e) {
+fn connect_error(e: hyper_util::client::legacy::Error, url: &str) -> ClientError {
+    if let Some(m) = crate::tls::mismatch_of(&e) {
         let message = format!(
             "refusing {url}: its certificate fingerprint is {}, expected {} (the pinned one). Someone may be standing in the middle; if the certificate changed on purpose, pin the new one",
             m.got, m.expected
         );
         return ClientError::Pin(m, message);
     }
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(err) = cur {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             if let Some(r) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
@@ -503,13 +514,19 @@ fn connect_error(e: &hyper_util::client::legacy::Error, url: &str) -> ClientErro
         }
         cur = err.source();
     }
+    ClientError::Pool(e)
+}
+
+/// An error and each of its causes, joined by ": " (hyper's own text says
+/// only "client error (Connect)"; the cause says what happened).
+fn causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
-    let mut src = std::error::Error::source(e);
+    let mut src = e.source();
     while let Some(s) = src {
         text = format!("{text}: {s}");
         src = s.source();
     }
-    ClientError::Http(text)
+    text
 }
 
 /// Opens TCP connections, wrapped in TLS when configured.
@@ -641,7 +658,7 @@ impl SseReader {
             let Some(frame) = self.body.frame().await else {
                 return Ok(None);
             };
-            let frame = frame.map_err(|e| ClientError::Http(format!("the stream broke: {e}")))?;
+            let frame = frame.map_err(ClientError::Stream)?;
             let Some(data) = frame.data_ref() else {
                 continue;
             };

@@ -13,43 +13,22 @@ use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use super::auth::{admin, scope, Scope, Tokens};
-use super::errors::{json_error, refuse};
+use super::errors::reject;
 use super::{json_body, with_ctx, Ctx, LinesQuery, BODY_LIMIT};
-use crate::config::Role;
 use crate::model::escape_control;
 use crate::model::{ConnectRequest, HeartbeatRequest, RegisterRequest};
-use crate::role::server::{call_agent, AgentRecord, Caller, Registry, RegistryError};
+use crate::role::server::{
+    call_agent, AgentCallError, AgentRecord, Caller, Registry, RegistryError,
+};
 
 type Resp = warp::reply::Response;
 
-/// The registry, or the refusal that says why this daemon has none.
+/// The registry, or the error that says why this daemon has none.
 fn registry(ctx: &Ctx) -> Result<std::sync::Arc<Registry>, Rejection> {
-    if let Some(r) = &ctx.role.registry {
-        return Ok(r.clone());
-    }
-    Err(match ctx.role.role() {
-        Role::Agent => refuse(
-            StatusCode::FORBIDDEN,
-            "this opm is an agent: it manages only its own processes; agents are managed on the server",
-        ),
-        _ => refuse(
-            StatusCode::FORBIDDEN,
-            "this opm is not a server (role = standalone): set role = \"server\" in config.toml and restart the daemon",
-        ),
-    })
-}
-
-fn registry_error(e: RegistryError) -> Rejection {
-    let status = match &e {
-        RegistryError::Invalid(_) => StatusCode::BAD_REQUEST,
-        RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
-        RegistryError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-        RegistryError::Forbidden(_) => StatusCode::FORBIDDEN,
-        RegistryError::NameTaken(_) => StatusCode::CONFLICT,
-        RegistryError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
-        RegistryError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    refuse(status, e.to_string())
+    ctx.role
+        .registry
+        .clone()
+        .ok_or_else(|| reject(RegistryError::NotAServer(ctx.role.role())))
 }
 
 /// Who calls an agent-facing route: an agent showing its credential
@@ -97,15 +76,12 @@ pub fn agent_facing(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
                     .tls_fingerprint
                     .is_some();
                 if tls && !req.endpoint.starts_with("https://") {
-                    return Err(refuse(
-                        StatusCode::BAD_REQUEST,
-                        format!(
+                    return Err(reject(RegistryError::Invalid(format!(
                             "this server speaks TLS and calls its agents over TLS only, but the endpoint {:?} is http: the agent's API must serve https (an agent connected to an https:// server URL does)",
                             escape_control(&req.endpoint)
-                        ),
-                    ));
+                        ))));
                 }
-                let answer = reg.register(&caller, req).map_err(registry_error)?;
+                let answer = reg.register(&caller, req).map_err(reject)?;
                 Ok::<_, Rejection>(warp::reply::json(&answer).into_response())
             },
         );
@@ -119,7 +95,7 @@ pub fn agent_facing(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
                 let reg = registry(&ctx)?;
                 let answer = reg
                     .heartbeat(&caller, &id, &req.processes)
-                    .map_err(registry_error)?;
+                    .map_err(reject)?;
                 if let Some(h) = &ctx.role.agent_history {
                     h.observe(&id, &req.processes);
                 }
@@ -132,7 +108,7 @@ pub fn agent_facing(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
         .and(with_ctx(ctx))
         .and_then(|id: String, caller: Caller, ctx: Ctx| async move {
             let reg = registry(&ctx)?;
-            let rec = reg.deregister(&caller, &id).map_err(registry_error)?;
+            let rec = reg.deregister(&caller, &id).map_err(reject)?;
             Ok::<_, Rejection>(
                 warp::reply::json(&serde_json::json!({
                     "removed": rec.id,
@@ -145,30 +121,6 @@ pub fn agent_facing(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
     register.or(heartbeat).unify().or(remove).unify().boxed()
 }
 
-/// Why a call to an agent failed, as the administrator should read it.
-fn agent_failure(rec: &AgentRecord, e: &crate::client::ClientError) -> Resp {
-    use crate::client::ClientError;
-    let what = match e {
-        ClientError::TooLarge(n) => format!("answered more than {n} bytes; the server reads no more"),
-        ClientError::Pin(m, _) => format!(
-            "was refused: its certificate fingerprint is {}, expected {} (the one it registered with); someone may be standing in the middle. If the agent's certificate changed on purpose, it registers the new one when its daemon restarts",
-            m.got, m.expected
-        ),
-        ClientError::Api { status, .. } if *status == StatusCode::UNAUTHORIZED => {
-            "refused the server's credentials (the agent's API token changed: connect the agent again)".to_string()
-        }
-        e => format!("did not answer: {e}"),
-    };
-    json_error(
-        StatusCode::BAD_GATEWAY,
-        format!(
-            "agent {} ({}) {what}",
-            escape_control(&rec.name),
-            escape_control(&rec.endpoint)
-        ),
-    )
-}
-
 /// Passes the agent's answer on: same status, same JSON body; an agent's
 /// 401 is the server's problem, not the administrator's, so it becomes a 502.
 async fn forward(
@@ -178,13 +130,9 @@ async fn forward(
     body: Option<Vec<u8>>,
 ) -> Result<Resp, Rejection> {
     match call_agent(&rec, method, &path, body).await {
-        Ok((status, _)) if status == StatusCode::UNAUTHORIZED => Ok(agent_failure(
-            &rec,
-            &crate::client::ClientError::Api {
-                status,
-                message: String::new(),
-            },
-        )),
+        Ok((status, _)) if status == StatusCode::UNAUTHORIZED => {
+            Err(reject(AgentCallError::unauthorized(&rec)))
+        }
         Ok((status, bytes)) => {
             let mut resp = warp::reply::Response::new(bytes.into());
             *resp.status_mut() = status;
@@ -194,17 +142,14 @@ async fn forward(
             );
             Ok(resp)
         }
-        Err(e) => Ok(agent_failure(&rec, &e)),
+        Err(e) => Err(reject(e)),
     }
 }
 
 fn agent(ctx: &Ctx, id: &str) -> Result<AgentRecord, Rejection> {
-    registry(ctx)?.get(id).ok_or_else(|| {
-        refuse(
-            StatusCode::NOT_FOUND,
-            format!("no agent with id or name {id:?}"),
-        )
-    })
+    registry(ctx)?
+        .get(id)
+        .ok_or_else(|| reject(RegistryError::NotFound(id.to_string())))
 }
 
 /// Listing agents and acting on their processes: administrators only.
@@ -233,12 +178,7 @@ pub fn admin_routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
             let reg = registry(&ctx)?;
             let report = match &ctx.role.agent_history {
                 Some(h) => h.report(&reg.list()),
-                None => {
-                    return Err(refuse(
-                        StatusCode::NOT_FOUND,
-                        "no agent history here".to_string(),
-                    ))
-                }
+                None => return Err(reject(RegistryError::NoHistory)),
             };
             Ok::<_, Rejection>(warp::reply::json(&report).into_response())
         });
@@ -311,7 +251,7 @@ pub fn admin_routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
                     encode_segment(&pid),
                     q.lines.unwrap_or(0)
                 );
-                Ok::<_, Rejection>(relay_stream(rec, path).await)
+                relay_stream(rec, path).await
             },
         );
     let info = warp::path!("daemon" / "agents" / String / "info" / String)
@@ -349,16 +289,10 @@ pub fn admin_routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
 }
 
 /// Passes an agent's live log stream on, event by event.
-async fn relay_stream(rec: AgentRecord, path: String) -> Resp {
-    let body = match crate::role::server::stream_agent(&rec, &path).await {
-        Ok(body) => body,
-        Err(crate::client::ClientError::Api { status, message })
-            if status != StatusCode::UNAUTHORIZED =>
-        {
-            return json_error(status, message)
-        }
-        Err(e) => return agent_failure(&rec, &e),
-    };
+async fn relay_stream(rec: AgentRecord, path: String) -> Result<Resp, Rejection> {
+    let body = crate::role::server::stream_agent(&rec, &path)
+        .await
+        .map_err(reject)?;
     let start = Some(crate::client::SseReader::new(body));
     let events = futures_util::stream::unfold(start, |reader| async move {
         let mut reader = reader?;
@@ -374,7 +308,7 @@ async fn relay_stream(rec: AgentRecord, path: String) -> Resp {
         };
         Some((Ok(event), Some(reader)))
     });
-    warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response()
+    Ok(warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response())
 }
 
 /// Keeps a path segment a single segment.
@@ -400,7 +334,7 @@ pub fn local_routes(ctx: Ctx) -> BoxedFilter<(Resp,)> {
         .and_then(|req: ConnectRequest, ctx: Ctx| async move {
             match super::link::connect(&ctx, req).await {
                 Ok(status) => Ok::<_, Rejection>(warp::reply::json(&status).into_response()),
-                Err((status, message)) => Err(refuse(status, message)),
+                Err(e) => Err(reject(e)),
             }
         });
     let disconnect = warp::path!("daemon" / "agent" / "disconnect")
@@ -409,7 +343,7 @@ pub fn local_routes(ctx: Ctx) -> BoxedFilter<(Resp,)> {
         .and_then(|ctx: Ctx| async move {
             match super::link::disconnect(&ctx).await {
                 Ok(v) => Ok::<_, Rejection>(warp::reply::json(&v).into_response()),
-                Err((status, message)) => Err(refuse(status, message)),
+                Err(e) => Err(reject(e)),
             }
         });
     status.or(connect).unify().or(disconnect).unify().boxed()

@@ -7,16 +7,42 @@
 use crate::sync::LockExt;
 use std::sync::{Arc, Mutex};
 
-use hyper::StatusCode;
 use tokio::sync::watch;
 
 use super::{Ctx, Tokens};
-use crate::config::{set_role, Role, AGENT_DEFAULT_PORT};
+use crate::config::{set_role, ConfigError, Role, AGENT_DEFAULT_PORT};
 use crate::logging::AGENT_LINK;
 use crate::model::{AgentStatus, ConnectRequest};
 use crate::role::agent::{self, AgentLink, AgentRuntime, LinkError, LinkState};
+use crate::store::StoreError;
 
-type Refusal = (StatusCode, String);
+/// Why `opm agent connect` or `disconnect` failed. Its HTTP status is
+/// chosen in `api::errors`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("this opm is a server (role = \"server\"): agents connect to it, it does not connect to another")]
+    IsServer,
+    #[error("this opm is not connected to a server")]
+    NotConnected,
+    /// A field of the request is wrong (URL, name, address, fingerprint).
+    #[error("{0}")]
+    Invalid(String),
+    /// The server's certificate could not be fetched to pin it.
+    #[error("registration failed: {0}")]
+    Probe(String),
+    /// The server answered the registration with a refusal or not at all.
+    #[error("registration failed: {0}")]
+    Registration(#[source] LinkError),
+    /// The agent's own API could not listen on its address.
+    #[error("the agent API cannot start: {0}")]
+    ApiCannotStart(String),
+    #[error("no randomness: {0}")]
+    NoRandomness(#[source] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
 
 /// Starts the heartbeat loop of `link` and records it in the service.
 pub fn start_agent(ctx: &Ctx, link: AgentLink, registered: Option<u64>) {
@@ -85,11 +111,11 @@ fn api_fingerprint(ctx: &Ctx) -> Option<String> {
 }
 
 /// `opm agent connect`: joins a server (README, "Server and agents").
-pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refusal> {
+pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, ConnectError> {
     let svc = &ctx.svc;
-    let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+    let bad = ConnectError::Invalid;
     if ctx.role.role() == Role::Server {
-        return Err((StatusCode::CONFLICT, "this opm is a server (role = \"server\"): agents connect to it, it does not connect to another".into()));
+        return Err(ConnectError::IsServer);
     }
     let server = req.server.trim_end_matches('/').to_string();
     let server_endpoint =
@@ -102,8 +128,7 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
     };
     // Without a token, the server decides: only one whose TCP API has no
     // token (loopback only) takes it.
-    let previous = agent::load_link(&svc.store)
-        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let previous = agent::load_link(&svc.store)?;
     let host = crate::supervise::proc::hostname();
     let name = match req
         .name
@@ -162,7 +187,7 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
             Some(l) => l.server_fingerprint.clone(),
             None => crate::tls::probe(&server_host, server_port)
                 .await
-                .map_err(|e| (StatusCode::BAD_GATEWAY, format!("registration failed: {e}")))?,
+                .map_err(ConnectError::Probe)?,
         },
     };
     // Registering again with the same server keeps the id and credential.
@@ -172,17 +197,7 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
     };
     let token = match &previous {
         Some(l) => l.token.clone(),
-        None => {
-            let random = |n| {
-                crate::token::random_hex(n).map_err(|e| {
-                    (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("no randomness: {e}"),
-                    )
-                })
-            };
-            random(24)?
-        }
+        None => crate::token::random_hex(24).map_err(ConnectError::NoRandomness)?,
     };
     let mut link = AgentLink {
         server: server.clone(),
@@ -217,12 +232,7 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
         ctx.tcp
             .start(ctx, &bind, agent_tokens(&link), link.tls())
             .await
-            .map_err(|e| {
-                (
-                    StatusCode::CONFLICT,
-                    format!("the agent API cannot start: {e}"),
-                )
-            })?;
+            .map_err(ConnectError::ApiCannotStart)?;
     }
     link.api_fingerprint = api_fingerprint(ctx).unwrap_or_default();
     let mut answer = agent::register(&link, svc.list()).await;
@@ -251,23 +261,15 @@ pub async fn connect(ctx: &Ctx, req: ConnectRequest) -> Result<AgentStatus, Refu
                 }
                 None => restore_api(ctx).await,
             }
-            let status = match e {
-                LinkError::Refused(_) => StatusCode::UNAUTHORIZED,
-                LinkError::Untrusted(_) => StatusCode::BAD_GATEWAY,
-                LinkError::Other(s, _) if s.is_client_error() => s,
-                _ => StatusCode::BAD_GATEWAY,
-            };
-            return Err((status, format!("registration failed: {e}")));
+            return Err(ConnectError::Registration(e));
         }
     };
     link.id = answer.id.clone();
     if let Some(c) = &answer.credential {
         link.credential = c.clone();
     }
-    agent::save_link(&svc.store, &link)
-        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    set_role(&svc.home, Role::Agent)
-        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    agent::save_link(&svc.store, &link)?;
+    set_role(&svc.home, Role::Agent)?;
     ctx.role.set_role(Role::Agent);
     tracing::info!(target: AGENT_LINK, "connected to {server} as {} ({}), API at {}",
             link.name, link.id, link.endpoint);
@@ -291,7 +293,7 @@ async fn restore_api(ctx: &Ctx) {
 }
 
 /// `opm agent disconnect`: leave the server, become standalone, keep running.
-pub async fn disconnect(ctx: &Ctx) -> Result<serde_json::Value, Refusal> {
+pub async fn disconnect(ctx: &Ctx) -> Result<serde_json::Value, ConnectError> {
     let svc = &ctx.svc;
     let runtime = ctx.role.agent.lock_or_recover().take();
     let link = match runtime {
@@ -299,20 +301,14 @@ pub async fn disconnect(ctx: &Ctx) -> Result<serde_json::Value, Refusal> {
             let _ = rt.stop.send(true);
             Some(rt.link())
         }
-        None => agent::load_link(&svc.store)
-            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
+        None => agent::load_link(&svc.store)?,
     };
     let Some(link) = link else {
-        return Err((
-            StatusCode::CONFLICT,
-            "this opm is not connected to a server".into(),
-        ));
+        return Err(ConnectError::NotConnected);
     };
     let deregistered = agent::deregister(&link).await;
-    agent::remove_link(&svc.store)
-        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    set_role(&svc.home, Role::Standalone)
-        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    agent::remove_link(&svc.store)?;
+    set_role(&svc.home, Role::Standalone)?;
     ctx.role.set_role(Role::Standalone);
     restore_api(ctx).await;
     let note = match &deregistered {

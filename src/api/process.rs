@@ -11,17 +11,13 @@ use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use super::auth::{admin, Tokens};
-use super::errors::Refusal;
+use super::errors::reject;
 use super::{json_body, with_ctx, Ctx, LinesQuery};
 use crate::model::{ActionRequest, CreateBody, Target};
 use crate::service::MAX_LOG_LINES;
 use crate::supervise::logs;
 
 type Resp = warp::reply::Response;
-
-fn reject_service(e: crate::service::ServiceError) -> Rejection {
-    warp::reject::custom(Refusal::from(e))
-}
 
 pub fn routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
     let list = warp::path!("daemon" / "list")
@@ -38,7 +34,7 @@ pub fn routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
             ctx.svc
                 .info(&Target::parse(&id))
                 .map(|i| warp::reply::json(&i).into_response())
-                .map_err(reject_service)
+                .map_err(reject)
         });
 
     let create = warp::path!("daemon" / "create")
@@ -48,7 +44,7 @@ pub fn routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
         .and(with_ctx(ctx.clone()))
         .and_then(|body: CreateBody, ctx: Ctx| async move {
             let many = matches!(body, CreateBody::Many(_));
-            let created = ctx.svc.create(body).await.map_err(reject_service)?;
+            let created = ctx.svc.create(body).await.map_err(reject)?;
             let reply = if many {
                 warp::reply::json(&created)
             } else {
@@ -70,7 +66,7 @@ pub fn routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
                 .action(req)
                 .await
                 .map(|r| warp::reply::json(&r).into_response())
-                .map_err(reject_service)
+                .map_err(reject)
         });
 
     let logs = warp::path!("daemon" / "logs" / String)
@@ -82,7 +78,7 @@ pub fn routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
             ctx.svc
                 .logs(&Target::parse(&id), q.lines.unwrap_or(15))
                 .map(|r| warp::reply::json(&r).into_response())
-                .map_err(reject_service)
+                .map_err(reject)
         });
 
     let stream = warp::path!("daemon" / "logs" / String / "stream")
@@ -94,7 +90,7 @@ pub fn routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
             let (_, out, err) = ctx
                 .svc
                 .log_paths(&Target::parse(&id))
-                .map_err(reject_service)?;
+                .map_err(reject)?;
             let max = ctx.svc.config.daemon.web.max_streams;
             let Some(slot) = StreamSlot::take(max) else {
                 return Ok(super::errors::json_error(
@@ -116,7 +112,7 @@ pub fn routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
             ctx.svc
                 .env(&Target::parse(&id))
                 .map(|r| warp::reply::json(&r).into_response())
-                .map_err(reject_service)
+                .map_err(reject)
         });
 
     let dump = warp::path!("daemon" / "dump")
@@ -127,7 +123,7 @@ pub fn routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
             ctx.svc
                 .dump()
                 .map(|r| warp::reply::json(&r).into_response())
-                .map_err(reject_service)
+                .map_err(reject)
         });
 
     let stop = warp::path!("daemon" / "stop")

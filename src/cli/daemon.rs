@@ -157,11 +157,12 @@ fn spawn_daemon(home: &Home, opts: &RestoreArgs) -> Result<(), CliError> {
         .append(true)
         .mode(0o600)
         .open(&log_path)
-        .map_err(|e| CliError::Io(format!("cannot open {}: {e}", log_path.display())))?;
+        .map_err(|e| CliError::io(format!("cannot open {}", log_path.display()), e))?;
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
-    let err_log = log.try_clone().map_err(|e| CliError::Io(e.to_string()))?;
-    let exe = std::env::current_exe()
-        .map_err(|e| CliError::Io(format!("cannot find the opm binary: {e}")))?;
+    let err_log = log
+        .try_clone()
+        .map_err(|e| CliError::io(format!("cannot open {}", log_path.display()), e))?;
+    let exe = std::env::current_exe().map_err(|e| CliError::io("cannot find the opm binary", e))?;
     let mut cmd = Command::new(exe);
     cmd.args(["daemon", "run"]);
     if opts.api {
@@ -382,8 +383,7 @@ fn token(args: TokenArgs) -> Result<(), CliError> {
         return Ok(());
     }
     home.ensure()?;
-    let token =
-        crate::token::random_token().map_err(|e| CliError::Io(format!("no randomness: {e}")))?;
+    let token = crate::token::random_token().map_err(|e| CliError::io("no randomness", e))?;
     crate::config::set_secure_token(&home, &token)?;
     eprintln!(
         "generated a new token and stored it in {} ([daemon.web.secure] token)",

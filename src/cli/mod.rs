@@ -134,11 +134,33 @@ pub enum CliError {
     /// Another daemon holds the database (exit code `EXIT_LOCKED`).
     #[error("{0}")]
     Locked(String),
+    /// A local file or system call failed: what opm was doing, and why.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// opm itself went wrong (what happened was printed already).
     #[error("{0}")]
-    Io(String),
+    Internal(&'static str),
+    #[error("cannot write the file as TOML: {0}")]
+    Toml(#[from] toml::ser::Error),
+    #[error("cannot print as JSON: {0}")]
+    Json(#[from] serde_json::Error),
     /// Some of several targets failed; their messages were printed already.
     #[error("{0} of the targets failed")]
     Partial(usize),
+}
+
+impl CliError {
+    /// An I/O failure while doing `what` ("cannot read /path").
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> CliError {
+        CliError::Io {
+            what: what.into(),
+            source,
+        }
+    }
 }
 
 /// The exit code of a daemon that found another one holding the database
@@ -162,7 +184,7 @@ pub fn run(cli: Cli) -> i32 {
             .build()
         {
             Ok(rt) => rt.block_on(dispatch(other)),
-            Err(e) => Err(CliError::Io(format!("cannot start the async runtime: {e}"))),
+            Err(e) => Err(CliError::io("cannot start the async runtime", e)),
         },
     };
     match result {

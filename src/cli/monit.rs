@@ -679,7 +679,7 @@ pub async fn monit(a: MonitArgs) -> Result<(), CliError> {
     app.take_list(Ok(first));
     let signals = Signals::new()?;
     let mut screen =
-        Screen::enter().map_err(|e| CliError::Io(format!("cannot take over the terminal: {e}")))?;
+        Screen::enter().map_err(|e| CliError::io("cannot take over the terminal", e))?;
     let result = run(&mut screen, &mut app, client, signals).await;
     drop(screen);
     result
@@ -696,9 +696,7 @@ struct Signals {
 impl Signals {
     fn new() -> Result<Signals, CliError> {
         use tokio::signal::unix::{signal, SignalKind};
-        let on = |k: SignalKind| {
-            signal(k).map_err(|e| CliError::Io(format!("cannot watch for signals: {e}")))
-        };
+        let on = |k: SignalKind| signal(k).map_err(|e| CliError::io("cannot watch for signals", e));
         Ok(Signals {
             term: on(SignalKind::terminate())?,
             hup: on(SignalKind::hangup())?,
@@ -721,11 +719,11 @@ async fn run(
         wake.clone(),
     )));
     let mut keys = EventStream::new();
-    let draw_failed = |e: std::io::Error| CliError::Io(format!("cannot draw on the terminal: {e}"));
+    let draw_failed = |e: std::io::Error| CliError::io("cannot draw on the terminal", e);
     loop {
         if PANICKED.load(Ordering::Relaxed) {
-            return Err(CliError::Io(
-                "opm monit stopped after an internal error (printed above)".into(),
+            return Err(CliError::Internal(
+                "opm monit stopped after an internal error (printed above)",
             ));
         }
         if app.log.id != app.selection.id() {
@@ -759,7 +757,7 @@ async fn run(
                 }
                 // A resize (drawn again at the top of the loop), mouse, focus.
                 Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(CliError::Io(format!("cannot read the terminal: {e}"))),
+                Some(Err(e)) => return Err(CliError::io("cannot read the terminal", e)),
                 None => break,
             },
             _ = tokio::time::sleep(LOG_RETRY), if app.log.ended.is_some() => {

@@ -125,13 +125,12 @@ fn absolute(base: &Path, p: &Path) -> PathBuf {
 }
 
 fn current_dir() -> Result<PathBuf, CliError> {
-    std::env::current_dir()
-        .map_err(|e| CliError::Io(format!("cannot read the current directory: {e}")))
+    std::env::current_dir().map_err(|e| CliError::io("cannot read the current directory", e))
 }
 
 fn read_process_file(path: &Path) -> Result<Vec<ProcessDef>, CliError> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| CliError::Io(format!("cannot read {}: {e}", path.display())))?;
+        .map_err(|e| CliError::io(format!("cannot read {}", path.display()), e))?;
     let file: ProcessFile = toml::from_str(&text).map_err(|e| {
         CliError::Usage(format!(
             "{} is not a valid process file: {}",
@@ -491,13 +490,12 @@ pub async fn save(a: SaveArgs) -> Result<(), CliError> {
     }
     let text = toml::to_string_pretty(&ProcessFile {
         process: dump.processes.clone(),
-    })
-    .map_err(|e| CliError::Io(e.to_string()))?;
+    })?;
     let text =
         format!("# Written by `opm save`; `opm restore` brings these processes back.\n{text}");
     // The dump holds the processes' environments: 0600.
     write_atomic(&path, text.as_bytes(), 0o600)
-        .map_err(|e| CliError::Io(format!("cannot write {}: {e}", path.display())))?;
+        .map_err(|e| CliError::io(format!("cannot write {}", path.display()), e))?;
     println!(
         "✔ saved {} processes to {}",
         dump.processes.len(),
@@ -515,7 +513,7 @@ pub async fn restore() -> Result<(), CliError> {
     let saved = match std::fs::read_to_string(&path) {
         Ok(_) => read_process_file(&path)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(CliError::Io(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => return Err(CliError::io(format!("cannot read {}", path.display()), e)),
     };
     let current: Vec<ProcessView> = client.get("/daemon/list").await?;
     let mut create = Vec::new();

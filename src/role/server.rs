@@ -112,8 +112,76 @@ pub enum RegistryError {
     NameTaken(String),
     #[error("{0}")]
     TooMany(String),
+    /// This server keeps no history of its agents.
+    #[error("no agent history here")]
+    NoHistory,
+    /// This daemon keeps no registry: it is an agent, or standalone.
+    #[error("{}", not_a_server(*.0))]
+    NotAServer(Role),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+fn not_a_server(role: Role) -> &'static str {
+    match role {
+        Role::Agent => "this opm is an agent: it manages only its own processes; agents are managed on the server",
+        _ => "this opm is not a server (role = standalone): set role = \"server\" in config.toml and restart the daemon",
+    }
+}
+
+/// Why a call from this server to an agent's API failed, as the
+/// administrator should read it: which agent, and what went wrong.
+/// An agent's own error answer (not a 401) is shown as the agent wrote it.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", describe_call(self))]
+pub struct AgentCallError {
+    pub name: String,
+    pub endpoint: String,
+    #[source]
+    pub source: ClientError,
+}
+
+impl AgentCallError {
+    fn new(rec: &AgentRecord, source: ClientError) -> AgentCallError {
+        AgentCallError {
+            name: rec.name.clone(),
+            endpoint: rec.endpoint.clone(),
+            source,
+        }
+    }
+
+    /// The agent's API refused the server's own credentials.
+    pub fn unauthorized(rec: &AgentRecord) -> AgentCallError {
+        AgentCallError::new(
+            rec,
+            ClientError::Api {
+                status: hyper::StatusCode::UNAUTHORIZED,
+                message: String::new(),
+            },
+        )
+    }
+}
+
+fn describe_call(e: &AgentCallError) -> String {
+    let what = match &e.source {
+        ClientError::Api { status, message } if *status != hyper::StatusCode::UNAUTHORIZED => {
+            return message.clone()
+        }
+        ClientError::TooLarge(n) => format!("answered more than {n} bytes; the server reads no more"),
+        ClientError::Pin(m, _) => format!(
+            "was refused: its certificate fingerprint is {}, expected {} (the one it registered with); someone may be standing in the middle. If the agent's certificate changed on purpose, it registers the new one when its daemon restarts",
+            m.got, m.expected
+        ),
+        ClientError::Api { status, .. } if *status == hyper::StatusCode::UNAUTHORIZED => {
+            "refused the server's credentials (the agent's API token changed: connect the agent again)".to_string()
+        }
+        e => format!("did not answer: {e}"),
+    };
+    format!(
+        "agent {} ({}) {what}",
+        escape_control(&e.name),
+        escape_control(&e.endpoint)
+    )
 }
 
 /// Joins through the join token: a bucket of `per_minute` that refills
@@ -850,13 +918,14 @@ pub async fn call_agent(
     method: hyper::Method,
     path: &str,
     body: Option<Vec<u8>>,
-) -> Result<(hyper::StatusCode, bytes::Bytes), ClientError> {
-    let client = agent_client(rec)?;
+) -> Result<(hyper::StatusCode, bytes::Bytes), AgentCallError> {
+    let client = agent_client(rec).map_err(|e| AgentCallError::new(rec, e))?;
     match tokio::time::timeout(AGENT_CALL_TIMEOUT, client.request(method, path, body)).await {
-        Ok(r) => r,
-        Err(_) => Err(ClientError::Http(format!(
-            "no answer within {AGENT_CALL_TIMEOUT:?}"
-        ))),
+        Ok(r) => r.map_err(|e| AgentCallError::new(rec, e)),
+        Err(_) => Err(AgentCallError::new(
+            rec,
+            ClientError::TimedOut(AGENT_CALL_TIMEOUT),
+        )),
     }
 }
 
@@ -865,13 +934,14 @@ pub async fn call_agent(
 pub async fn stream_agent(
     rec: &AgentRecord,
     path: &str,
-) -> Result<hyper::body::Incoming, ClientError> {
-    let client = agent_client(rec)?;
+) -> Result<hyper::body::Incoming, AgentCallError> {
+    let client = agent_client(rec).map_err(|e| AgentCallError::new(rec, e))?;
     match tokio::time::timeout(AGENT_CALL_TIMEOUT, client.stream(path)).await {
-        Ok(r) => r,
-        Err(_) => Err(ClientError::Http(format!(
-            "no answer within {AGENT_CALL_TIMEOUT:?}"
-        ))),
+        Ok(r) => r.map_err(|e| AgentCallError::new(rec, e)),
+        Err(_) => Err(AgentCallError::new(
+            rec,
+            ClientError::TimedOut(AGENT_CALL_TIMEOUT),
+        )),
     }
 }
 

@@ -13,8 +13,10 @@ impl Service {
                     self.home.out_log(&e.spec.name, e.spec.id),
                     self.home.err_log(&e.spec.name, e.spec.id),
                 ] {
-                    supervise::logs::truncate(&path).map_err(|err| {
-                        ServiceError::Conflict(format!("cannot empty {}: {err}", path.display()))
+                    supervise::logs::truncate(&path).map_err(|source| ServiceError::File {
+                        what: "cannot empty",
+                        path: path.clone(),
+                        source,
                     })?;
                 }
             }

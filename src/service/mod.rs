@@ -49,14 +49,28 @@ pub const MAX_LOG_LINES: usize = 10_000;
 /// the answer can say so.
 pub const SHELL_SETTLE: Duration = Duration::from_millis(250);
 
+/// Why the service refused or failed a request. Which HTTP status each
+/// variant becomes is decided in `api::errors`, and there only.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
+    /// The request itself is wrong (a field, a combination of fields).
     #[error("{0}")]
     BadRequest(String),
+    /// It names a process that does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// It clashes with what exists (a name taken).
     #[error("{0}")]
     Conflict(String),
+    /// A file of the daemon's own (a log file) could not be read or
+    /// written: the daemon's trouble, not the caller's.
+    #[error("{what} {}: {source}", path.display())]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
