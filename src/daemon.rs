@@ -258,8 +258,7 @@ fn report_recovery(store: &Store, r: &crate::store::Recovery) {
     tracing::error!("RECOVERED: {detail}");
     let event = crate::spec::Event {
         at_ms: r.at_ms,
-        id: crate::store::DAEMON_EVENT_ID,
-        name: "daemon".into(),
+        subject: crate::spec::Subject::Daemon,
         kind: "recovered".into(),
         detail,
     };

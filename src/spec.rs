@@ -193,12 +193,41 @@ impl Default for Observed {
     }
 }
 
-/// One entry of the bounded events log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What an event is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// A managed process, by id and by the name it had then.
+    Process { id: u64, name: String },
+    /// An agent of this server, by name.
+    Agent(String),
+    /// The daemon itself (a recovery of its database).
+    Daemon,
+}
+
+impl Subject {
+    /// The name shown with the event: the process's, the agent's, or "daemon".
+    pub fn name(&self) -> &str {
+        match self {
+            Subject::Process { name, .. } | Subject::Agent(name) => name,
+            Subject::Daemon => "daemon",
+        }
+    }
+
+    /// The process id, for an event about a process.
+    pub fn process_id(&self) -> Option<u64> {
+        match self {
+            Subject::Process { id, .. } => Some(*id),
+            Subject::Agent(_) | Subject::Daemon => None,
+        }
+    }
+}
+
+/// One entry of the bounded events log. How it is stored is the store's
+/// business (`store::push_event`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub at_ms: u64,
-    pub id: u64,
-    pub name: String,
+    pub subject: Subject,
     pub kind: String,
     pub detail: String,
 }

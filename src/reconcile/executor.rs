@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use super::plan::{self, Action};
 use super::{Entry, Handle, Msg, Shared};
 use crate::config::Home;
-use crate::spec::{now_ms, Event, Observed, Phase, Spec};
+use crate::spec::{now_ms, Event, Observed, Phase, Spec, Subject};
 use crate::store::Store;
 use crate::supervise::{pidfd, proc, spawn};
 
@@ -719,12 +719,14 @@ impl Executor {
     fn event(&self, spec: &Spec, kind: &str, detail: String) {
         let event = Event {
             at_ms: now_ms(),
-            id: spec.id,
-            name: spec.name.clone(),
+            subject: Subject::Process {
+                id: spec.id,
+                name: spec.name.clone(),
+            },
             kind: kind.to_string(),
             detail,
         };
-        let (id, name) = (event.id, event.name.as_str());
+        let (id, name) = (spec.id, spec.name.as_str());
         let text = match event.detail.as_str() {
             "" => event.kind.clone(),
             detail => format!("{kind}: {detail}"),

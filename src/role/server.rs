@@ -33,7 +33,7 @@ use crate::config::{ConfigError, Home, Role, ServerSection};
 use crate::model::{
     escape_control, AgentView, HeartbeatAnswer, ProcessCounts, ProcessView, RegisterRequest,
 };
-use crate::spec::{now_ms, Event};
+use crate::spec::{now_ms, Event, Subject};
 use crate::store::records::Records;
 use crate::store::{Store, StoreError};
 
@@ -243,9 +243,6 @@ pub struct Registry {
     dirty: Notify,
 }
 
-/// Agent events have no process id.
-pub const AGENT_EVENT_ID: u64 = u64::MAX;
-
 const REMOVED: &str = "this agent was removed from the server and its credential revoked: join again with the join token (opm agent connect URL --token JOIN)";
 
 impl Registry {
@@ -332,16 +329,15 @@ impl Registry {
     fn event(&self, rec: &AgentRecord, kind: &str, detail: String) {
         let e = Event {
             at_ms: now_ms(),
-            id: AGENT_EVENT_ID,
-            name: rec.name.clone(),
+            subject: Subject::Agent(rec.name.clone()),
             kind: kind.into(),
             detail,
         };
         // The log escapes the agent's text (its name, its detail) itself.
         if kind == "agent_offline" {
-            tracing::warn!(agent = %e.name, "{kind} {} ({}): {}", e.name, rec.id, e.detail);
+            tracing::warn!(agent = %rec.name, "{kind} {} ({}): {}", rec.name, rec.id, e.detail);
         } else {
-            tracing::info!(agent = %e.name, "{kind} {} ({}): {}", e.name, rec.id, e.detail);
+            tracing::info!(agent = %rec.name, "{kind} {} ({}): {}", rec.name, rec.id, e.detail);
         }
         let _ = self.store.push_event(&e);
     }

@@ -90,8 +90,8 @@ impl Service {
             .into_iter()
             .map(|e| EventView {
                 at_ms: e.at_ms,
-                id: e.id,
-                name: e.name,
+                id: e.subject.process_id().unwrap_or(id),
+                name: e.subject.name().to_string(),
                 kind: e.kind,
                 detail: e.detail,
             })

@@ -29,7 +29,7 @@ use std::sync::{Condvar, Mutex, RwLock};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
-use crate::spec::{Event, Observed, Spec};
+use crate::spec::{Event, Observed, Spec, Subject};
 
 use snapshot::Snapshot;
 
@@ -42,9 +42,6 @@ pub const AGENTS: &str = "agents";
 pub const EVENTS: &str = "events";
 pub const SCHEMA_KEY: &[u8] = b"schema";
 const NEXT_ID_KEY: &[u8] = b"next_id";
-
-/// The process id of events about the daemon itself (a recovery).
-pub const DAEMON_EVENT_ID: u64 = u64::MAX - 1;
 
 /// The events log keeps this many entries; older ones are dropped.
 pub const EVENTS_LIMIT: u64 = 10_000;
@@ -808,8 +805,10 @@ impl Store {
     /// Appends to the bounded events log; durable at the next `flush`.
     pub fn push_event(&self, event: &Event) -> Result<(), StoreError> {
         let seq = self.event_seq.fetch_add(1, Ordering::Relaxed);
-        self.events
-            .insert(codec::id_key(seq), codec::encode(event)?)?;
+        self.events.insert(
+            codec::id_key(seq),
+            codec::encode(&StoredEvent::from(event))?,
+        )?;
         if seq >= EVENTS_LIMIT {
             self.events.remove(codec::id_key(seq - EVENTS_LIMIT))?;
         }
@@ -821,9 +820,9 @@ impl Store {
         let mut out = Vec::new();
         for item in self.events.iter().rev() {
             let (k, v) = item?;
-            let event: Event = codec::decode(EVENTS, &k, &v)?;
+            let event: StoredEvent = codec::decode(EVENTS, &k, &v)?;
             if id.is_none_or(|id| event.id == id) {
-                out.push(event);
+                out.push(event.into());
                 if out.len() >= limit {
                     break;
                 }
@@ -831,6 +830,56 @@ impl Store {
         }
         out.reverse();
         Ok(out)
+    }
+}
+
+/// An event as the `events` tree holds it (the layout since schema 1):
+/// the subject is a number, with two values kept for subjects that are no
+/// process. Only this conversion knows them.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredEvent {
+    at_ms: u64,
+    id: u64,
+    name: String,
+    kind: String,
+    detail: String,
+}
+
+/// The stored id of an event about an agent.
+const AGENT_SUBJECT: u64 = u64::MAX;
+/// The stored id of an event about the daemon itself.
+const DAEMON_SUBJECT: u64 = u64::MAX - 1;
+
+impl From<&Event> for StoredEvent {
+    fn from(e: &Event) -> StoredEvent {
+        let id = match &e.subject {
+            Subject::Process { id, .. } => *id,
+            Subject::Agent(_) => AGENT_SUBJECT,
+            Subject::Daemon => DAEMON_SUBJECT,
+        };
+        StoredEvent {
+            at_ms: e.at_ms,
+            id,
+            name: e.subject.name().to_string(),
+            kind: e.kind.clone(),
+            detail: e.detail.clone(),
+        }
+    }
+}
+
+impl From<StoredEvent> for Event {
+    fn from(e: StoredEvent) -> Event {
+        let subject = match e.id {
+            AGENT_SUBJECT => Subject::Agent(e.name),
+            DAEMON_SUBJECT => Subject::Daemon,
+            id => Subject::Process { id, name: e.name },
+        };
+        Event {
+            at_ms: e.at_ms,
+            subject,
+            kind: e.kind,
+            detail: e.detail,
+        }
     }
 }
 
@@ -930,5 +979,70 @@ mod tests {
         std::fs::create_dir(&first).expect("mkdir");
         let second = damaged_name(&db, 1_795_942_960_448);
         assert_ne!(first, second);
+    }
+
+    #[test]
+    fn events_of_every_subject_read_back_and_old_events_read_as_before() {
+        /// `spec::Event` as releases before typed subjects stored it.
+        #[derive(serde::Serialize)]
+        struct OldEvent {
+            at_ms: u64,
+            id: u64,
+            name: String,
+            kind: String,
+            detail: String,
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let old = |id: u64, name: &str| OldEvent {
+            at_ms: 1,
+            id,
+            name: name.into(),
+            kind: "old".into(),
+            detail: String::new(),
+        };
+        for (seq, e) in [
+            old(3, "web"),
+            old(u64::MAX, "edge-1"),
+            old(u64::MAX - 1, "daemon"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            store
+                .events
+                .insert(codec::id_key(seq as u64), codec::encode(e).expect("encode"))
+                .expect("insert");
+        }
+        store.event_seq.store(3, Ordering::Relaxed);
+        let new = |subject: Subject| Event {
+            at_ms: 2,
+            subject,
+            kind: "new".into(),
+            detail: "d".into(),
+        };
+        let subjects = [
+            Subject::Process {
+                id: 3,
+                name: "web".into(),
+            },
+            Subject::Agent("edge-1".into()),
+            Subject::Daemon,
+        ];
+        for s in &subjects {
+            store.push_event(&new(s.clone())).expect("push");
+        }
+        let all = store.events(None, 100).expect("events");
+        let got: Vec<(&Subject, &str)> =
+            all.iter().map(|e| (&e.subject, e.kind.as_str())).collect();
+        let want: Vec<(&Subject, &str)> = subjects
+            .iter()
+            .map(|s| (s, "old"))
+            .chain(subjects.iter().map(|s| (s, "new")))
+            .collect();
+        assert_eq!(got, want);
+        let of_web = store.events(Some(3), 100).expect("events");
+        assert_eq!(of_web.len(), 2);
+        assert!(of_web.iter().all(|e| e.subject.process_id() == Some(3)));
     }
 }
