@@ -314,7 +314,11 @@ mod tests {
                 StatusCode::BAD_GATEWAY,
             ),
             (
-                ConnectError::Registration(LinkError::Unreachable(m(), m())).into(),
+                ConnectError::Registration(LinkError::Unreachable(
+                    m(),
+                    ClientError::TimedOut(std::time::Duration::from_secs(5)),
+                ))
+                .into(),
                 StatusCode::BAD_GATEWAY,
             ),
             (

@@ -191,7 +191,7 @@ fn spawn_daemon(home: &Home, opts: &RestoreArgs) -> Result<(), CliError> {
     }
     let mut child = cmd
         .spawn()
-        .map_err(|e| CliError::Daemon(format!("cannot start the daemon: {e}")))?;
+        .map_err(|e| CliError::io("cannot start the daemon", e))?;
     let deadline = Instant::now() + DAEMON_START_TIMEOUT;
     loop {
         if socket_answers(home) {

@@ -214,7 +214,7 @@ const SERVER_ANSWER_LIMIT: usize = 64 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
     #[error("cannot reach the server at {0}: {1}")]
-    Unreachable(String, String),
+    Unreachable(String, #[source] ClientError),
     #[error("the server refused this agent: {0}")]
     Refused(String),
     /// The server's certificate is not the pinned one.
@@ -233,7 +233,7 @@ async fn timed<T>(
     match tokio::time::timeout(SERVER_CALL_TIMEOUT, fut).await {
         Err(_) => Err(LinkError::Unreachable(
             server.to_string(),
-            format!("no answer within {SERVER_CALL_TIMEOUT:?}"),
+            ClientError::TimedOut(SERVER_CALL_TIMEOUT),
         )),
         Ok(Ok(v)) => Ok(v),
         Ok(Err(ClientError::Api { status, message })) => Err(match status {
@@ -245,7 +245,7 @@ async fn timed<T>(
             "refusing the server at {server}: its certificate fingerprint is {}, expected {} (the pinned one); someone may be standing in the middle. If the server's certificate changed on purpose: opm agent connect {server} --token JOIN --fingerprint {}",
             m.got, m.expected, m.got
         ))),
-        Ok(Err(e)) => Err(LinkError::Unreachable(server.to_string(), e.to_string())),
+        Ok(Err(e)) => Err(LinkError::Unreachable(server.to_string(), e)),
     }
 }
 
@@ -253,8 +253,7 @@ pub async fn register(
     link: &AgentLink,
     processes: Vec<ProcessView>,
 ) -> Result<HeartbeatAnswer, LinkError> {
-    let client = server_client(link)
-        .map_err(|e| LinkError::Unreachable(link.server.clone(), e.to_string()))?;
+    let client = server_client(link).map_err(|e| LinkError::Unreachable(link.server.clone(), e))?;
     let req = RegisterRequest {
         id: (!link.id.is_empty()).then(|| link.id.clone()),
         name: link.name.clone(),
@@ -272,8 +271,7 @@ async fn heartbeat(
     link: &AgentLink,
     processes: Vec<ProcessView>,
 ) -> Result<HeartbeatAnswer, LinkError> {
-    let client = server_client(link)
-        .map_err(|e| LinkError::Unreachable(link.server.clone(), e.to_string()))?;
+    let client = server_client(link).map_err(|e| LinkError::Unreachable(link.server.clone(), e))?;
     timed(
         client.post(
             &format!("/daemon/agents/{}/heartbeat", link.id),
@@ -285,8 +283,7 @@ async fn heartbeat(
 }
 
 pub async fn deregister(link: &AgentLink) -> Result<(), LinkError> {
-    let client = server_client(link)
-        .map_err(|e| LinkError::Unreachable(link.server.clone(), e.to_string()))?;
+    let client = server_client(link).map_err(|e| LinkError::Unreachable(link.server.clone(), e))?;
     timed(
         client.delete(&format!("/daemon/agents/{}", link.id)),
         &link.server,

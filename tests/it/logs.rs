@@ -204,3 +204,21 @@ fn a_child_keeps_writing_its_logs_with_the_daemon_gone() {
         "no line lost or doubled: {text}"
     );
 }
+
+#[test]
+fn an_unreadable_log_file_is_reported_with_its_path_and_the_daemon_keeps_serving() {
+    let home = TestHome::new();
+    start_chatty(&home);
+    // The child keeps its open file; the path now names a directory.
+    let out_log = home.join("logs/chatty-0.out.log");
+    std::fs::remove_file(&out_log).expect("remove the log");
+    std::fs::create_dir(&out_log).expect("a directory in its place");
+    let out = home.opm(&["logs", "chatty"]).failed();
+    assert!(
+        out.stderr
+            .contains(&format!("cannot read {}", out_log.display()))
+            && out.stderr.contains("directory"),
+        "{out}"
+    );
+    assert_eq!(home.process("chatty")["status"], "online");
+}
