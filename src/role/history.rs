@@ -3,6 +3,7 @@
 //! every `[daemon.history] agent_interval_ms` for the agent pages' charts.
 //! Kept in memory only; an offline agent's samples are zero.
 
+use crate::sync::LockExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -39,7 +40,7 @@ impl AgentHistory {
             .iter()
             .filter(|p| p.status == Status::Online)
             .count();
-        lock(&self.latest).insert(
+        self.latest.lock_or_recover().insert(
             agent_id.to_string(),
             Sample::new(cpu, memory, online as u64),
         );
@@ -47,7 +48,7 @@ impl AgentHistory {
 
     /// Takes one sample of every registered agent at `now_ms`.
     pub fn record(&self, now_ms: u64, agents: &[AgentView]) {
-        let mut latest = lock(&self.latest);
+        let mut latest = self.latest.lock_or_recover();
         latest.retain(|id, _| agents.iter().any(|a| &a.id == id));
         let samples: Vec<(String, Sample)> = agents
             .iter()
@@ -60,12 +61,12 @@ impl AgentHistory {
             })
             .collect();
         drop(latest);
-        lock(&self.history).record(now_ms, samples);
+        self.history.lock_or_recover().record(now_ms, samples);
     }
 
     /// Every agent's series, in the order of `agents`.
     pub fn report(&self, agents: &[AgentView]) -> HistoryResponse<String> {
-        let history = lock(&self.history);
+        let history = self.history.lock_or_recover();
         HistoryResponse {
             interval_ms: self.interval_ms,
             samples: self.samples,
@@ -79,10 +80,6 @@ impl AgentHistory {
                 .collect(),
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -5,13 +5,14 @@
 use super::*;
 use crate::history::Sample;
 use crate::model::{HistoryResponse, SubjectHistory};
+use crate::sync::LockExt;
 
 impl Service {
     /// Takes one sample of every process (one scan of /proc for all).
     pub fn record_history(&self) {
         let views = self.views(None, true);
         let now = now_ms();
-        lock(&self.history).record(
+        self.history.lock_or_recover().record(
             now,
             views
                 .iter()
@@ -34,7 +35,7 @@ impl Service {
             .into_iter()
             .map(|e| (e.spec.id, e.spec.name))
             .collect();
-        let history = lock(&self.history);
+        let history = self.history.lock_or_recover();
         let subjects = ids
             .iter()
             .filter_map(|id| {
@@ -52,8 +53,4 @@ impl Service {
             subjects,
         })
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
