@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::free_port;
+use crate::common::http::http;
+use crate::common::roles::{agent, server, Server};
+use crate::common::{free_port, peak_rss_kib};
 use crate::common::{wait_until, TestHome};
-use crate::roles::{agent, http, server, Server};
 
 const ADMIN: &str = "server-token-for-tests-0123456789";
 
@@ -49,16 +50,6 @@ fn register(srv: &Server, headers: &[(&str, &str)], body: &str) -> (u16, Value) 
 
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
-}
-
-/// `VmHWM` (peak resident memory) of `pid`, in KiB.
-fn peak_rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM")
 }
 
 /// A fake agent: answers on 127.0.0.1 by path, until dropped.
@@ -475,7 +466,7 @@ fn a_hundred_registrations_a_second_are_limited_and_capped() {
     ));
     capped.opm(&["daemon", "restore"]).ok();
     let capped = Server {
-        join: crate::roles::join_token_of(&capped),
+        join: crate::common::roles::join_token_of(&capped),
         home: capped,
         port,
     };
@@ -681,7 +672,7 @@ fn a_default_server_says_how_agents_join_and_one_does() {
         "{out}"
     );
     assert!(out.stdout.contains("join_token"), "{out}");
-    let join = crate::roles::join_token_of(&srv_home);
+    let join = crate::common::roles::join_token_of(&srv_home);
     assert!(join.len() >= 64, "32 random bytes, in hex: {join}");
     assert!(
         !out.stdout.contains(&join),

@@ -9,7 +9,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::api_client::{api_config, exchange, host, ApiHome, Auth, Response};
+use crate::common::http::{api_config, exchange, host, ApiHome, Auth, Response};
 use crate::common::{
     free_port, raise_own_fd_limit, run, wait_until, with_fd_limit, with_fd_limits, TestHome,
 };

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::api_client::{host, tcp, tcp_with, unix, Auth, Response};
+use crate::common::http::{host, tcp, tcp_with, unix, Auth, Response};
 use crate::common::{
     environ, free_port, needs, pid_of, require, run, unique, wait_until, Output, TestHome,
 };

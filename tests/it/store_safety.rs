@@ -328,11 +328,11 @@ fn v1_spec(name: &str, command: &str, autorestart: bool, desired: Desired) -> Sp
     }
 }
 
-/// Writes a schema-1 database holding one process into `dir`, with plain
-/// sled (nothing of today's store code but the value encoding). This is how
-/// `tests/data/v1-db` was made, with `v1_spec("legacy", "sleep 1000", true,
-/// Desired::Running)`.
-fn write_v1_db(dir: &Path, spec: &SpecV1) {
+/// Writes a database of an older `schema` holding one process into `dir`,
+/// with plain sled (nothing of today's store code but the value encoding).
+/// This is how `tests/data/v1-db`, `v2-db` and `v3-db` were made (see
+/// `write_v1_db`, `write_v2_db`, `write_v3_db`).
+fn write_old_db(dir: &Path, schema: u32, id: u64, name: &str, spec: &impl serde::Serialize) {
     let db = sled::open(dir).expect("create a sled database");
     for tree in [
         "meta",
@@ -346,19 +346,30 @@ fn write_v1_db(dir: &Path, spec: &SpecV1) {
         db.open_tree(tree).expect("create a tree");
     }
     let meta = db.open_tree("meta").expect("meta");
-    meta.insert(b"schema", encode(&1u32).expect("encode"))
+    meta.insert(b"schema", encode(&schema).expect("encode"))
         .expect("write the schema");
-    meta.insert(b"next_id", encode(&(spec.id + 1)).expect("encode"))
+    meta.insert(b"next_id", encode(&(id + 1)).expect("encode"))
         .expect("write next_id");
     db.open_tree("processes")
         .expect("processes")
-        .insert(id_key(spec.id), encode(spec).expect("encode"))
+        .insert(id_key(id), encode(spec).expect("encode"))
         .expect("write the spec");
     db.open_tree("names")
         .expect("names")
-        .insert(spec.name.as_bytes(), encode(&spec.id).expect("encode"))
+        .insert(name.as_bytes(), encode(&id).expect("encode"))
         .expect("write the name");
     db.flush().expect("flush");
+}
+
+/// A schema-1 database holding `spec` (`tests/data/v1-db`: `v1_spec("legacy",
+/// "sleep 1000", true, Desired::Running)`).
+fn write_v1_db(dir: &Path, spec: &SpecV1) {
+    write_old_db(dir, 1, spec.id, &spec.name, spec);
+}
+
+/// A schema-2 database holding `spec` (`tests/data/v2-db`: `v2_spec()`).
+fn write_v2_db(dir: &Path, spec: &SpecV2) {
+    write_old_db(dir, 2, spec.id, &spec.name, spec);
 }
 
 #[test]
@@ -502,38 +513,6 @@ fn v2_spec() -> SpecV2 {
     }
 }
 
-/// Writes a schema-2 database holding `spec` into `dir`, with plain sled,
-/// the same way as `write_v1_db`. This is how `tests/data/v2-db` was made,
-/// with `v2_spec()`.
-fn write_v2_db(dir: &Path, spec: &SpecV2) {
-    let db = sled::open(dir).expect("create a sled database");
-    for tree in [
-        "meta",
-        "processes",
-        "names",
-        "runtime",
-        "role",
-        "agents",
-        "events",
-    ] {
-        db.open_tree(tree).expect("create a tree");
-    }
-    let meta = db.open_tree("meta").expect("meta");
-    meta.insert(b"schema", encode(&2u32).expect("encode"))
-        .expect("write the schema");
-    meta.insert(b"next_id", encode(&(spec.id + 1)).expect("encode"))
-        .expect("write next_id");
-    db.open_tree("processes")
-        .expect("processes")
-        .insert(id_key(spec.id), encode(spec).expect("encode"))
-        .expect("write the spec");
-    db.open_tree("names")
-        .expect("names")
-        .insert(spec.name.as_bytes(), encode(&spec.id).expect("encode"))
-        .expect("write the name");
-    db.flush().expect("flush");
-}
-
 /// A current spec's restart settings in the shape schemas 2 and 3 kept.
 fn restart_policy(spec: &opm::spec::Spec) -> RestartPolicy {
     RestartPolicy {
@@ -629,35 +608,10 @@ fn v3_spec() -> SpecV3 {
     }
 }
 
-/// Writes a schema-3 database holding `spec` into `dir`, the same way as
-/// `write_v2_db`. This is how `tests/data/v3-db` was made, with `v3_spec()`.
+/// A schema-3 database holding `spec`. This is how `tests/data/v3-db` was
+/// made, with `v3_spec()`.
 fn write_v3_db(dir: &Path, spec: &SpecV3) {
-    let db = sled::open(dir).expect("create a sled database");
-    for tree in [
-        "meta",
-        "processes",
-        "names",
-        "runtime",
-        "role",
-        "agents",
-        "events",
-    ] {
-        db.open_tree(tree).expect("create a tree");
-    }
-    let meta = db.open_tree("meta").expect("meta");
-    meta.insert(b"schema", encode(&3u32).expect("encode"))
-        .expect("write the schema");
-    meta.insert(b"next_id", encode(&(spec.id + 1)).expect("encode"))
-        .expect("write next_id");
-    db.open_tree("processes")
-        .expect("processes")
-        .insert(id_key(spec.id), encode(spec).expect("encode"))
-        .expect("write the spec");
-    db.open_tree("names")
-        .expect("names")
-        .insert(spec.name.as_bytes(), encode(&spec.id).expect("encode"))
-        .expect("write the name");
-    db.flush().expect("flush");
+    write_old_db(dir, 3, spec.id, &spec.name, spec);
 }
 
 /// What a migrated `v3_spec()` must look like: every setting kept, and the
