@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use crate::common::http::http;
 use crate::common::roles::{agent, server, Server};
 use crate::common::{free_port, peak_rss_kib};
-use crate::common::{wait_until, TestHome};
+use crate::common::{wait_until, TestHome, WAIT};
 
 const ADMIN: &str = "server-token-for-tests-0123456789";
 
@@ -162,9 +162,7 @@ fn answer(mut conn: TcpStream, stop: &AtomicBool) {
 fn hijack_by_id_and_by_name_is_refused_and_the_real_agent_stays_in_control() {
     let srv = server(None);
     let real = agent(&srv, "real", &srv.join);
-    wait_until(Duration::from_secs(5), "the real agent online", || {
-        srv.status_of("real").as_deref() == Some("online")
-    });
+    srv.wait_agent("real", "online");
     let row = srv.agent("real").expect("listed");
     let id = row["id"].as_str().expect("id").to_string();
     assert!(
@@ -228,15 +226,11 @@ fn hijack_by_id_and_by_name_is_refused_and_the_real_agent_stays_in_control() {
     assert_eq!(row["endpoint"], endpoint);
     assert_eq!(srv.agents().len(), 1, "{:?}", srv.agents());
     let beat = row["last_seen_ms"].as_u64().expect("last seen");
-    wait_until(
-        Duration::from_secs(5),
-        "the real agent's next heartbeat",
-        || {
-            srv.agent("real")
-                .and_then(|r| r["last_seen_ms"].as_u64())
-                .is_some_and(|t| t > beat)
-        },
-    );
+    wait_until(WAIT, "the real agent's next heartbeat", || {
+        srv.agent("real")
+            .and_then(|r| r["last_seen_ms"].as_u64())
+            .is_some_and(|t| t > beat)
+    });
     srv.home
         .opm(&[
             "start",
@@ -272,15 +266,11 @@ fn hijack_by_id_and_by_name_is_refused_and_the_real_agent_stays_in_control() {
     let beat = srv.agent("real").expect("listed")["last_seen_ms"]
         .as_u64()
         .expect("last seen");
-    wait_until(
-        Duration::from_secs(5),
-        "heartbeats going on after the failed connect",
-        || {
-            srv.agent("real")
-                .and_then(|r| r["last_seen_ms"].as_u64())
-                .is_some_and(|t| t > beat)
-        },
-    );
+    wait_until(WAIT, "heartbeats going on after the failed connect", || {
+        srv.agent("real")
+            .and_then(|r| r["last_seen_ms"].as_u64())
+            .is_some_and(|t| t > beat)
+    });
     let st: Value = serde_json::from_str(
         &real
             .home
@@ -552,24 +542,18 @@ fn a_removed_agent_gets_401_and_must_join_again() {
     // A real agent: removed, it says so in its status and log, and does not
     // come back by itself.
     let a = agent(&srv, "gone", &srv.join);
-    wait_until(Duration::from_secs(5), "gone online", || {
-        srv.status_of("gone").as_deref() == Some("online")
-    });
+    srv.wait_agent("gone", "online");
     srv.home.opm(&["agent", "remove", "gone"]).ok();
-    wait_until(
-        Duration::from_secs(10),
-        "the agent to know it was refused",
-        || {
-            let st: Value = serde_json::from_str(
-                &a.home
-                    .opm(&["agent", "status", "--format", "json"])
-                    .ok()
-                    .stdout,
-            )
-            .expect("json");
-            st["refused"] == true && st["connected"] == false
-        },
-    );
+    wait_until(WAIT, "the agent to know it was refused", || {
+        let st: Value = serde_json::from_str(
+            &a.home
+                .opm(&["agent", "status", "--format", "json"])
+                .ok()
+                .stdout,
+        )
+        .expect("json");
+        st["refused"] == true && st["connected"] == false
+    });
     let st = a.home.opm(&["agent", "status"]).ok();
     assert!(st.stdout.contains("join again"), "{st}");
     let log = std::fs::read_to_string(a.home.join("agent.log")).expect("agent.log");
@@ -596,9 +580,7 @@ fn a_removed_agent_gets_401_and_must_join_again() {
             &srv.join,
         ])
         .ok();
-    wait_until(Duration::from_secs(5), "gone back online", || {
-        srv.status_of("gone").as_deref() == Some("online")
-    });
+    srv.wait_agent("gone", "online");
 }
 
 #[test]
@@ -708,7 +690,5 @@ fn a_default_server_says_how_agents_join_and_one_does() {
         &format!("127.0.0.1:{}", free_port()),
     ])
     .ok();
-    wait_until(Duration::from_secs(5), "my-agent online", || {
-        srv.status_of("my-agent").as_deref() == Some("online")
-    });
+    srv.wait_agent("my-agent", "online");
 }

@@ -122,8 +122,7 @@ fn a_hundred_and_fifty_streams_do_not_switch_off_watch() {
     std::fs::create_dir(home.join("src")).expect("mkdir");
     let first = pid_of(&home.start("sleep 1000", "watched", &["--watch", "src"]));
     std::fs::write(home.join("src/app.js"), "changed").expect("write");
-    wait_until(Duration::from_secs(10), "watched to restart", || {
-        let p = home.process("watched");
+    home.wait_for("watched", "a restart", |p| {
         p["status"] == "online" && p["pid"].as_i64().is_some_and(|pid| pid != i64::from(first))
     });
     let daemon = home.daemon_pid().expect("daemon");

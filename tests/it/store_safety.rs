@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use opm::spec::Desired;
 use opm::store::codec::{encode, id_key};
@@ -18,7 +17,7 @@ use opm::store::migrate::m0002_restart_policy::{
 use opm::store::migrate::m0003_watch::SpecV3;
 use opm::store::Store;
 
-use crate::common::{alive, copy_dir, pid_of, snapshot_dir, wait_until, Output, TestHome};
+use crate::common::{alive, copy_dir, pid_of, snapshot_dir, Output, TestHome};
 
 /// A home whose daemon has stored two processes (`a` running, `b` stopped)
 /// and then stopped itself; returns it with `a`'s pid.
@@ -447,10 +446,9 @@ fn the_kept_schema_1_database_still_opens_and_its_process_runs() {
     let home = TestHome::new();
     copy_dir(&fixture, &home.join("db"));
 
-    wait_until(Duration::from_secs(10), "legacy to be online", || {
-        let list = home.list();
-        list.len() == 1 && list[0]["status"] == "online"
-    });
+    // The first command starts the daemon, which opens (and migrates) the store.
+    assert_eq!(home.list().len(), 1);
+    home.wait_process("legacy", "online");
     let p = home.process("legacy");
     assert_eq!(p["id"], 0);
     assert_eq!(p["command"], "sleep 1000");
@@ -563,10 +561,8 @@ fn the_kept_schema_2_database_still_opens_and_its_process_runs() {
     );
     let home = TestHome::new();
     copy_dir(&fixture, &home.join("db"));
-    wait_until(Duration::from_secs(10), "legacy2 to be online", || {
-        let list = home.list();
-        list.len() == 1 && list[0]["status"] == "online"
-    });
+    assert_eq!(home.list().len(), 1);
+    home.wait_process("legacy2", "online");
     let pid = pid_of(&home.process("legacy2"));
     let env = crate::common::environ(pid).expect("environ");
     assert!(env.iter().any(|e| e == "LEGACY=2"), "{env:?}");
