@@ -169,7 +169,12 @@ fn a_server_sees_and_controls_the_processes_of_three_agents() {
     assert!(info.stdout.contains("\"name\": \"echo\""), "{info}");
     // Remove through the server.
     srv.home.opm(&["remove", "echo", "--server", "web-3"]).ok();
-    assert!(agents[2].home.list().iter().all(|p| p["name"] != "echo"));
+    let left: Vec<serde_json::Value> = agents[2].home.list();
+    assert_eq!(
+        left.iter().map(|p| p["name"].clone()).collect::<Vec<_>>(),
+        ["job-3"],
+        "only echo was removed: {left:#?}"
+    );
 
     // The same routes answer over HTTP with the server's token.
     let (status, body) = http(
