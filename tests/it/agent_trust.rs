@@ -242,14 +242,7 @@ fn hijack_by_id_and_by_name_is_refused_and_the_real_agent_stays_in_control() {
         ])
         .ok();
     assert_eq!(real.home.process("via-server")["status"], "online");
-    let st: Value = serde_json::from_str(
-        &real
-            .home
-            .opm(&["agent", "status", "--format", "json"])
-            .ok()
-            .stdout,
-    )
-    .expect("json");
+    let st: Value = real.home.agent_status();
     assert_eq!(st["connected"], true, "{st}");
     assert_eq!(st["agent_id"], id.as_str());
     assert_eq!(
@@ -271,14 +264,7 @@ fn hijack_by_id_and_by_name_is_refused_and_the_real_agent_stays_in_control() {
             .and_then(|r| r["last_seen_ms"].as_u64())
             .is_some_and(|t| t > beat)
     });
-    let st: Value = serde_json::from_str(
-        &real
-            .home
-            .opm(&["agent", "status", "--format", "json"])
-            .ok()
-            .stdout,
-    )
-    .expect("json");
+    let st: Value = real.home.agent_status();
     assert_eq!(st["server"], srv.url().as_str(), "{st}");
     srv.home
         .opm(&["stop", "via-server", "--server", "real"])
@@ -545,13 +531,7 @@ fn a_removed_agent_gets_401_and_must_join_again() {
     srv.wait_agent("gone", "online");
     srv.home.opm(&["agent", "remove", "gone"]).ok();
     wait_until(WAIT, "the agent to know it was refused", || {
-        let st: Value = serde_json::from_str(
-            &a.home
-                .opm(&["agent", "status", "--format", "json"])
-                .ok()
-                .stdout,
-        )
-        .expect("json");
+        let st: Value = a.home.agent_status();
         st["refused"] == true && st["connected"] == false
     });
     let st = a.home.opm(&["agent", "status"]).ok();

@@ -224,13 +224,7 @@ fn an_agent_killed_goes_offline_within_three_intervals_and_comes_back_after_rest
     let a = agent(&srv, "edge", &srv.join);
     a.home.start("sleep 1000", "worker", &[]);
     srv.wait_agent("edge", "online");
-    let st: serde_json::Value = serde_json::from_str(
-        &a.home
-            .opm(&["agent", "status", "--format", "json"])
-            .ok()
-            .stdout,
-    )
-    .expect("json");
+    let st: serde_json::Value = a.home.agent_status();
     let interval = st["heartbeat_interval_ms"]
         .as_u64()
         .expect("the server gave an interval");

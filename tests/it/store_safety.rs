@@ -125,8 +125,7 @@ fn assert_recovered(home: &TestHome, a_pid: i32, damaged: Option<&BTreeMap<PathB
 
     let text = home.opm(&["daemon", "health"]).ok();
     assert!(text.stdout.contains("recovered:"), "{text}");
-    let health = home.opm(&["daemon", "health", "--format", "json"]).ok();
-    let health: serde_json::Value = serde_json::from_str(&health.stdout).expect("JSON");
+    let health = home.health();
     let r = &health["recovered"];
     assert!(r.is_object(), "health reports the recovery: {health:#}");
     assert_eq!(r["processes"], 2);
@@ -260,8 +259,7 @@ fn a_damaged_snapshot_beside_a_sound_database_is_written_again() {
     let list = home.list();
     assert_eq!(list.len(), 2);
     assert_eq!(pid_of(&list[0]), a);
-    let health = home.opm(&["daemon", "health", "--format", "json"]).ok();
-    let health: serde_json::Value = serde_json::from_str(&health.stdout).expect("JSON");
+    let health = home.health();
     assert!(
         health["recovered"].is_null(),
         "nothing was rebuilt: {health:#}"
@@ -423,8 +421,7 @@ fn the_binary_migrates_a_schema_1_database_and_lists_its_process() {
     let info = home.info("old");
     assert_eq!(info["max_restarts"], RestartPolicy::default().max_restarts);
     assert_eq!(info["kill_timeout_ms"], DEFAULT_KILL_TIMEOUT_MS);
-    let health = home.opm(&["daemon", "health", "--format", "json"]).ok();
-    let health: serde_json::Value = serde_json::from_str(&health.stdout).expect("JSON");
+    let health = home.health();
     assert_eq!(health["schema_version"], opm::store::migrate::CURRENT);
     // A new process gets the next id.
     assert_eq!(home.start("sleep 1000", "new", &[])["id"], 1);

@@ -101,11 +101,6 @@ fn tls_agent(url: &str, name: &str, join: &str, pin: Option<&str>) -> (Agent, St
     (Agent { home, api_port }, out.stdout)
 }
 
-fn agent_status(home: &TestHome) -> serde_json::Value {
-    let out = home.opm(&["agent", "status", "--format", "json"]).ok();
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-}
-
 /// Sends `raw` to 127.0.0.1:`port` and reads the whole answer.
 fn raw_exchange(port: u16, raw: &[u8]) -> (String, Duration) {
     let t = Instant::now();
@@ -130,7 +125,7 @@ fn a_tls_server_and_its_agents_talk_only_over_tls_with_pinned_certificates() {
     // Pinned ahead of time, as `opm daemon health` on the server shows it.
     let (a2, _) = tls_agent(&srv.url(), "tls-2", &srv.join, Some(&srv.fingerprint));
     for a in [&a1, &a2] {
-        let st = agent_status(&a.home);
+        let st = a.home.agent_status();
         assert_eq!(st["server_fingerprint"], srv.fingerprint.as_str(), "{st}");
         let h = a.home.health();
         assert_eq!(
@@ -161,11 +156,11 @@ fn a_tls_server_and_its_agents_talk_only_over_tls_with_pinned_certificates() {
         );
     }
     // Heartbeats keep coming (over the pinned link).
-    let before = agent_status(&a1.home)["last_heartbeat_ms"]
+    let before = a1.home.agent_status()["last_heartbeat_ms"]
         .as_u64()
         .expect("a heartbeat");
     wait_until(WAIT, "a later heartbeat", || {
-        agent_status(&a1.home)["last_heartbeat_ms"].as_u64() > Some(before)
+        a1.home.agent_status()["last_heartbeat_ms"].as_u64() > Some(before)
     });
 
     // Control through the server: list, create, action, logs, live logs.
@@ -275,7 +270,7 @@ fn a_stand_in_with_another_certificate_is_refused_by_agent_server_and_cli() {
     fake_agent.opm(&["daemon", "stop"]).ok();
     a1.home.opm(&["daemon", "restore"]).ok();
     wait_until(WAIT, "pin-1 back", || {
-        agent_status(&a1.home)["connected"] == true
+        a1.home.agent_status()["connected"] == true
     });
 
     // The agent: the server goes, another daemon with another certificate
@@ -284,7 +279,7 @@ fn a_stand_in_with_another_certificate_is_refused_by_agent_server_and_cli() {
     let fake = tls_server(Some(srv.port));
     assert_ne!(fake.fingerprint, srv.fingerprint);
     wait_until(WAIT, "the agent refuses the stand-in", || {
-        agent_status(&a1.home)["last_error"]
+        a1.home.agent_status()["last_error"]
             .as_str()
             .is_some_and(|e| e.contains(&fake.fingerprint) && e.contains(&srv.fingerprint))
     });
@@ -435,11 +430,11 @@ fn traffic_between_agent_and_server_carries_no_token_in_clear() {
     wait_until(WAIT, "the agent online", || {
         srv.agents().iter().any(|a| a["status"] == "online")
     });
-    let first = agent_status(&a.home)["last_heartbeat_ms"]
+    let first = a.home.agent_status()["last_heartbeat_ms"]
         .as_u64()
         .expect("a heartbeat");
     wait_until(WAIT, "heartbeats through the relay", || {
-        agent_status(&a.home)["last_heartbeat_ms"].as_u64() > Some(first)
+        a.home.agent_status()["last_heartbeat_ms"].as_u64() > Some(first)
     });
     // The admin token through the same relay.
     TestHome::new()

@@ -136,6 +136,16 @@ pub fn agent(server: &Server, name: &str, token: &str) -> Agent {
     }
 }
 
+impl TestHome {
+    /// `opm agent status --format json`, which must succeed.
+    #[track_caller]
+    pub fn agent_status(&self) -> Value {
+        let out = self.opm(&["agent", "status", "--format", "json"]).ok();
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("agent status --format json is not JSON ({e}): {out}"))
+    }
+}
+
 /// The pid of process `name` of `home`, which must have one.
 #[track_caller]
 pub fn pid_of(home: &TestHome, name: &str) -> i64 {
