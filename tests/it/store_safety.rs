@@ -651,10 +651,8 @@ fn the_kept_schema_3_database_still_opens_and_its_process_runs() {
     );
     let home = TestHome::new();
     copy_dir(&fixture, &home.join("db"));
-    wait_until(Duration::from_secs(10), "legacy3 to be online", || {
-        let list = home.list();
-        list.len() == 1 && list[0]["status"] == "online"
-    });
+    assert_eq!(home.list().len(), 1);
+    home.wait_process("legacy3", "online");
     let pid = pid_of(&home.process("legacy3"));
     let env = crate::common::environ(pid).expect("environ");
     assert!(env.iter().any(|e| e == "LEGACY=3"), "{env:?}");
