@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::free_port;
-use crate::common::{wait_until, TestHome};
-use crate::roles::{agent, http, server, Server};
+use crate::common::http::http;
+use crate::common::roles::{agent, server, Server};
+use crate::common::{free_port, peak_rss_kib};
+use crate::common::{wait_until, TestHome, WAIT};
 
 const ADMIN: &str = "server-token-for-tests-0123456789";
 
@@ -49,16 +50,6 @@ fn register(srv: &Server, headers: &[(&str, &str)], body: &str) -> (u16, Value) 
 
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
-}
-
-/// `VmHWM` (peak resident memory) of `pid`, in KiB.
-fn peak_rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM")
 }
 
 /// A fake agent: answers on 127.0.0.1 by path, until dropped.
@@ -171,9 +162,7 @@ fn answer(mut conn: TcpStream, stop: &AtomicBool) {
 fn hijack_by_id_and_by_name_is_refused_and_the_real_agent_stays_in_control() {
     let srv = server(None);
     let real = agent(&srv, "real", &srv.join);
-    wait_until(Duration::from_secs(5), "the real agent online", || {
-        srv.status_of("real").as_deref() == Some("online")
-    });
+    srv.wait_agent("real", "online");
     let row = srv.agent("real").expect("listed");
     let id = row["id"].as_str().expect("id").to_string();
     assert!(
@@ -237,15 +226,11 @@ fn hijack_by_id_and_by_name_is_refused_and_the_real_agent_stays_in_control() {
     assert_eq!(row["endpoint"], endpoint);
     assert_eq!(srv.agents().len(), 1, "{:?}", srv.agents());
     let beat = row["last_seen_ms"].as_u64().expect("last seen");
-    wait_until(
-        Duration::from_secs(5),
-        "the real agent's next heartbeat",
-        || {
-            srv.agent("real")
-                .and_then(|r| r["last_seen_ms"].as_u64())
-                .is_some_and(|t| t > beat)
-        },
-    );
+    wait_until(WAIT, "the real agent's next heartbeat", || {
+        srv.agent("real")
+            .and_then(|r| r["last_seen_ms"].as_u64())
+            .is_some_and(|t| t > beat)
+    });
     srv.home
         .opm(&[
             "start",
@@ -257,14 +242,7 @@ fn hijack_by_id_and_by_name_is_refused_and_the_real_agent_stays_in_control() {
         ])
         .ok();
     assert_eq!(real.home.process("via-server")["status"], "online");
-    let st: Value = serde_json::from_str(
-        &real
-            .home
-            .opm(&["agent", "status", "--format", "json"])
-            .ok()
-            .stdout,
-    )
-    .expect("json");
+    let st: Value = real.home.agent_status();
     assert_eq!(st["connected"], true, "{st}");
     assert_eq!(st["agent_id"], id.as_str());
     assert_eq!(
@@ -281,23 +259,12 @@ fn hijack_by_id_and_by_name_is_refused_and_the_real_agent_stays_in_control() {
     let beat = srv.agent("real").expect("listed")["last_seen_ms"]
         .as_u64()
         .expect("last seen");
-    wait_until(
-        Duration::from_secs(5),
-        "heartbeats going on after the failed connect",
-        || {
-            srv.agent("real")
-                .and_then(|r| r["last_seen_ms"].as_u64())
-                .is_some_and(|t| t > beat)
-        },
-    );
-    let st: Value = serde_json::from_str(
-        &real
-            .home
-            .opm(&["agent", "status", "--format", "json"])
-            .ok()
-            .stdout,
-    )
-    .expect("json");
+    wait_until(WAIT, "heartbeats going on after the failed connect", || {
+        srv.agent("real")
+            .and_then(|r| r["last_seen_ms"].as_u64())
+            .is_some_and(|t| t > beat)
+    });
+    let st: Value = real.home.agent_status();
     assert_eq!(st["server"], srv.url().as_str(), "{st}");
     srv.home
         .opm(&["stop", "via-server", "--server", "real"])
@@ -475,7 +442,7 @@ fn a_hundred_registrations_a_second_are_limited_and_capped() {
     ));
     capped.opm(&["daemon", "restore"]).ok();
     let capped = Server {
-        join: crate::roles::join_token_of(&capped),
+        join: crate::common::roles::join_token_of(&capped),
         home: capped,
         port,
     };
@@ -561,24 +528,12 @@ fn a_removed_agent_gets_401_and_must_join_again() {
     // A real agent: removed, it says so in its status and log, and does not
     // come back by itself.
     let a = agent(&srv, "gone", &srv.join);
-    wait_until(Duration::from_secs(5), "gone online", || {
-        srv.status_of("gone").as_deref() == Some("online")
-    });
+    srv.wait_agent("gone", "online");
     srv.home.opm(&["agent", "remove", "gone"]).ok();
-    wait_until(
-        Duration::from_secs(10),
-        "the agent to know it was refused",
-        || {
-            let st: Value = serde_json::from_str(
-                &a.home
-                    .opm(&["agent", "status", "--format", "json"])
-                    .ok()
-                    .stdout,
-            )
-            .expect("json");
-            st["refused"] == true && st["connected"] == false
-        },
-    );
+    wait_until(WAIT, "the agent to know it was refused", || {
+        let st: Value = a.home.agent_status();
+        st["refused"] == true && st["connected"] == false
+    });
     let st = a.home.opm(&["agent", "status"]).ok();
     assert!(st.stdout.contains("join again"), "{st}");
     let log = std::fs::read_to_string(a.home.join("agent.log")).expect("agent.log");
@@ -605,9 +560,7 @@ fn a_removed_agent_gets_401_and_must_join_again() {
             &srv.join,
         ])
         .ok();
-    wait_until(Duration::from_secs(5), "gone back online", || {
-        srv.status_of("gone").as_deref() == Some("online")
-    });
+    srv.wait_agent("gone", "online");
 }
 
 #[test]
@@ -681,7 +634,7 @@ fn a_default_server_says_how_agents_join_and_one_does() {
         "{out}"
     );
     assert!(out.stdout.contains("join_token"), "{out}");
-    let join = crate::roles::join_token_of(&srv_home);
+    let join = crate::common::roles::join_token_of(&srv_home);
     assert!(join.len() >= 64, "32 random bytes, in hex: {join}");
     assert!(
         !out.stdout.contains(&join),
@@ -717,7 +670,5 @@ fn a_default_server_says_how_agents_join_and_one_does() {
         &format!("127.0.0.1:{}", free_port()),
     ])
     .ok();
-    wait_until(Duration::from_secs(5), "my-agent online", || {
-        srv.status_of("my-agent").as_deref() == Some("online")
-    });
+    srv.wait_agent("my-agent", "online");
 }

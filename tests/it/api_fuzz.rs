@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{json, Map, Value};
 
-use crate::api_client::{connect_tcp, exchange, host, ApiHome, Auth};
+use crate::common::http::{connect_tcp, exchange, host, ApiHome, Auth};
 
 /// Cases per route: enough to reach the odd shapes, few enough for seconds.
 const CASES: u32 = 200;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::api_client::ApiHome;
+use crate::common::http::ApiHome;
 use crate::common::{needs, require, wait_until};
 
 /// A metric or label name as the exposition format allows it.

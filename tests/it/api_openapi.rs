@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::api_client::{tcp, unix, ApiHome, Auth, Response};
+use crate::common::http::{tcp, unix, ApiHome, Auth, Response};
 use crate::common::{free_port, TestHome};
 
 /// Routes that are pages, not JSON, and so stay out of `/openapi.json`.

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::api_client::{api_config, connect_tcp, head, host, tcp, tcp_with, unix, ApiHome, Auth};
+use crate::common::http::{
+    api_config, connect_tcp, head, host, open_head, tcp, tcp_with, unix, ApiHome, Auth,
+};
 use crate::common::{alive, free_port, unique, wait_until, TestHome};
 
 /// Every route of the API (see `/openapi.json`) that a standalone or server
@@ -38,23 +40,14 @@ const API_ROUTES: &[(&str, &str)] = &[
 
 /// Reads only the status line and headers of an answer (for the endless stream).
 fn status_of_head(port: u16, method: &str, path: &str, auth: Auth<'_>) -> (u16, String) {
-    let mut s = connect_tcp(port).expect("connect");
-    s.write_all(&head(&host(port), method, path, auth, &[], None))
-        .expect("send the request");
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = s.read(&mut buf).expect("read the answer");
-        assert!(n > 0, "the connection closed before the headers: {raw:?}");
-        raw.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad answer {text:?}"));
-    (status, text)
+    let (status, head, _) = open_head(
+        connect_tcp(port).expect("connect"),
+        &host(port),
+        method,
+        path,
+        auth,
+    );
+    (status, head)
 }
 
 /// Every (method, path) to check: `API_ROUTES` and whatever /openapi.json adds.

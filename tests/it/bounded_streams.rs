@@ -8,42 +8,14 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use crate::api_client::{head, unix, Auth};
-use crate::common::{pid_of, wait_until, TestHome};
+use crate::common::http::{open_head, unix, Auth};
+use crate::common::{peak_rss_kib, pid_of, wait_until, TestHome};
 
 /// Opens `GET path` on the daemon's socket and reads the answer's head;
 /// returns the status, the head and the open connection.
 fn open_stream(home: &TestHome, path: &str) -> (u16, String, UnixStream) {
-    let mut s = UnixStream::connect(home.join("opm.sock")).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    s.write_all(&head("localhost", "GET", path, Auth::None, &[], None))
-        .expect("send");
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = s.read(&mut buf).expect("read the answer");
-        assert!(n > 0, "closed before the headers: {raw:?}");
-        raw.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad answer {text:?}"));
-    (status, text, s)
-}
-
-/// Peak resident memory of `pid` (`VmHWM`), in bytes.
-fn peak_rss(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmHWM")
-        * 1024
+    let s = UnixStream::connect(home.join("opm.sock")).expect("connect");
+    open_head(s, "localhost", "GET", path, Auth::None)
 }
 
 #[test]
@@ -64,7 +36,7 @@ fn lines_asked_of_a_50_mb_log_are_capped_and_the_daemon_stays_small() {
     }
     assert!(std::fs::metadata(&out_log).expect("meta").len() > 50_000_000);
     let daemon = home.daemon_pid().expect("daemon");
-    let before = peak_rss(daemon);
+    let before = peak_rss_kib(daemon);
 
     let logs = unix(&home, "GET", "/daemon/logs/big?lines=100000000", None)
         .expect(200)
@@ -95,11 +67,11 @@ fn lines_asked_of_a_50_mb_log_are_capped_and_the_daemon_stays_small() {
     drop(s);
 
     // Uncapped, the 500,000 lines would have cost well over 100 MiB.
-    let grown = peak_rss(daemon).saturating_sub(before);
+    let grown = peak_rss_kib(daemon).saturating_sub(before);
     assert!(
-        grown < 32 * 1024 * 1024,
+        grown < 32 * 1024,
         "the daemon's peak memory grew by {} MiB",
-        grown / (1024 * 1024)
+        grown / 1024
     );
 }
 
@@ -150,8 +122,7 @@ fn a_hundred_and_fifty_streams_do_not_switch_off_watch() {
     std::fs::create_dir(home.join("src")).expect("mkdir");
     let first = pid_of(&home.start("sleep 1000", "watched", &["--watch", "src"]));
     std::fs::write(home.join("src/app.js"), "changed").expect("write");
-    wait_until(Duration::from_secs(10), "watched to restart", || {
-        let p = home.process("watched");
+    home.wait_for("watched", "a restart", |p| {
         p["status"] == "online" && p["pid"].as_i64().is_some_and(|pid| pid != i64::from(first))
     });
     let daemon = home.daemon_pid().expect("daemon");

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::api_client::ApiHome;
+use crate::common::http::ApiHome;
 use crate::common::{run, Output, TestHome};
 
 /// `opm ARGS` run from `local`, with `OPM_TOKEN` set to `token` or unset.

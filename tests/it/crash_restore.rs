@@ -11,7 +11,7 @@ use opm::store::Store;
 use serde_json::Value;
 
 use crate::common::{
-    alive, exited, kill_pid, pid_of, pids_with_env, stat, unique, wait_until, TestHome,
+    alive, exited, kill_pid, pid_of, pids_with_env, stat, unique, wait_until, TestHome, WAIT,
 };
 use crate::durability::{opm, start_args, verify, Expect};
 
@@ -78,11 +78,9 @@ fn an_adopted_process_that_crashes_is_restarted() {
     assert_eq!(pid_of(&home.process("a")), a);
 
     kill_pid(a, libc::SIGKILL);
-    wait_until(Duration::from_secs(5), "a to run again", || {
-        let p = home.process("a");
+    let now = pid_of(&home.wait_for("a", "online again with a new pid", |p| {
         p["status"] == "online" && p["pid"].as_i64() != Some(i64::from(a))
-    });
-    let now = pid_of(&home.process("a"));
+    }));
     assert_eq!(copies(&mark, "a"), [now]);
 }
 
@@ -94,11 +92,11 @@ fn any_command_restarts_the_daemon_and_a_child_killed_meanwhile_runs_again() {
     let b = start_marked(&home, &mark, "b");
     home.kill_daemon();
     kill_pid(a, libc::SIGKILL);
-    wait_until(Duration::from_secs(5), "a to die", || !alive(a));
+    wait_until(WAIT, "a to die", || !alive(a));
 
     // `list` starts the daemon, which adopts b and starts a again.
-    wait_until(Duration::from_secs(10), "a to run again", || {
-        let p = home.process("a");
+    home.opm(&["list"]).ok();
+    home.wait_for("a", "online again with a new pid", |p| {
         p["status"] == "online" && p["pid"].as_i64() != Some(i64::from(a))
     });
     let list = home.list();
@@ -322,7 +320,7 @@ fn a_recorded_pid_alive_with_another_start_time_is_not_adopted() {
     let a = start_marked(&home, &mark, "a");
     home.opm(&["daemon", "stop"]).ok();
     kill_pid(a, libc::SIGKILL);
-    wait_until(Duration::from_secs(5), "a to die", || exited(a));
+    wait_until(WAIT, "a to die", || exited(a));
     // The pid now names another program, started later: pid reuse.
     let mut other = decoy(&home);
     let other_pid = other.id() as i32;
@@ -331,8 +329,8 @@ fn a_recorded_pid_alive_with_another_start_time_is_not_adopted() {
         p => panic!("a was recorded running: {p:?}"),
     });
 
-    wait_until(Duration::from_secs(10), "a to run again", || {
-        let p = home.process("a");
+    home.opm(&["daemon", "restore"]).ok();
+    home.wait_for("a", "online with a pid of its own", |p| {
         p["status"] == "online" && p["pid"].as_i64().is_some_and(|p| p != i64::from(other_pid))
     });
     assert_eq!(copies(&mark, "a").len(), 1, "a was started once");
@@ -355,8 +353,8 @@ fn a_pid_recorded_in_another_boot_is_not_adopted() {
         assert!(!o.boot_id.is_empty(), "the boot is recorded");
         o.boot_id = "00000000-0000-0000-0000-000000000000".into();
     });
-    wait_until(Duration::from_secs(10), "a started again", || {
-        let p = home.process("a");
+    home.opm(&["daemon", "restore"]).ok();
+    home.wait_for("a", "started again", |p| {
         p["status"] == "online" && p["pid"].as_i64().is_some_and(|p| p != i64::from(a))
     });
     let now = copies(&mark, "a");
@@ -387,10 +385,8 @@ fn remove_and_a_start_of_a_stopped_process_survive_a_daemon_killed_right_after_t
 
     home.opm(&["start", "b"]).ok();
     home.kill_daemon();
-    wait_until(Duration::from_secs(10), "b online after the crash", || {
-        home.process("b")["status"] == "online"
-    });
-    let b = home.process("b");
+    home.opm(&["daemon", "restore"]).ok();
+    let b = home.wait_process("b", "online");
     assert_eq!(b["desired"], "running", "the start was kept: {b:#}");
     assert_eq!(copies(&mark, "b"), [pid_of(&b)], "b runs exactly once");
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::common::{
-    exited, needs, pid_of, pids_with_env, require, unique, wait_until, Output, TestHome,
+    exited, needs, pid_of, pids_with_env, require, unique, wait_until, Output, TestHome, WAIT,
 };
 
 /// What an acknowledged change left a process to be.
@@ -47,16 +47,16 @@ pub fn opm(home: &TestHome, args: &[String]) -> Output {
 /// may be either way, but never run twice.
 #[track_caller]
 pub fn verify(home: &TestHome, mark: &str, acked: &BTreeMap<String, Expect>, unsure: &[String]) {
-    wait_until(
-        Duration::from_secs(30),
-        "every process to settle after the restore",
-        || {
-            home.list().iter().all(|p| {
+    // The first `list` starts the daemon if none runs; then its socket is polled.
+    home.list();
+    wait_until(WAIT, "every process to settle after the restore", || {
+        home.try_api_list().is_some_and(|list| {
+            list.iter().all(|p| {
                 let s = p["status"].as_str().unwrap_or("");
                 s == "online" || s == "stopped"
             })
-        },
-    );
+        })
+    });
     let list = home.list();
     let listed: BTreeMap<String, &serde_json::Value> = list
         .iter()

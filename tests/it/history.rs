@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::api_client::unix;
+use crate::common::http::unix;
+use crate::common::roles;
 use crate::common::{needs, require, wait_until, TestHome};
-use crate::roles;
 
 const FAST_HISTORY: &str = "[daemon.history]\ninterval_ms = 200\nsamples = 6\nagent_interval_ms = 200\nagent_samples = 4\n";
 

@@ -4,10 +4,9 @@
 //! signal opm cannot read is refused and nothing is stored.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use crate::api_client::unix;
-use crate::common::{wait_until, TestHome};
+use crate::common::http::unix;
+use crate::common::{wait_until, TestHome, WAIT};
 
 /// A bash program that, on SIGINT, writes "got INT" to `marker` and exits 0.
 /// SIGTERM (no trap) ends it without writing anything.
@@ -29,11 +28,9 @@ fn handler_script(home: &TestHome, marker: &Path) -> PathBuf {
 fn stop_runs_the_int_handler(home: &TestHome, name: &str, marker: &Path) {
     assert!(!marker.exists(), "no handler ran before the stop");
     home.opm(&["stop", name]).ok();
-    wait_until(
-        Duration::from_secs(10),
-        "the SIGINT handler's marker",
-        || std::fs::read_to_string(marker).is_ok_and(|t| t.contains("got INT")),
-    );
+    wait_until(WAIT, "the SIGINT handler's marker", || {
+        std::fs::read_to_string(marker).is_ok_and(|t| t.contains("got INT"))
+    });
     let info = home.info(name);
     assert_eq!(info["status"], "stopped", "{info:#}");
     assert_eq!(
@@ -197,9 +194,7 @@ fn save_and_restore_keep_the_kill_signal() {
     assert!(dump.contains("kill_signal = \"SIGINT\""), "{dump}");
     home.opm(&["remove", "h"]).ok();
     // The removal stopped it with SIGINT too: start from a clean marker.
-    wait_until(Duration::from_secs(10), "the removal's handler", || {
-        marker.exists()
-    });
+    wait_until(WAIT, "the removal's handler", || marker.exists());
     std::fs::remove_file(&marker).expect("remove the marker");
     assert!(home.list().is_empty());
 

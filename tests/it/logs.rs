@@ -1,12 +1,9 @@
 //! Process output: captured to `$OPM_HOME/logs/NAME-ID.{out,err}.log`,
 //! shown by `opm logs` (last lines, and `--follow`), emptied by `opm flush`.
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::common::{kill_child, wait_until, Output, TestHome};
+use crate::common::{wait_until, Output, TestHome};
 
 /// A program that prints five lines to each stream, then waits for a file
 /// named `go` in its working directory, prints `after` to both, and sleeps.
@@ -121,45 +118,18 @@ fn flush_without_a_name_empties_every_log() {
 fn follow_shows_lines_written_after_it_started() {
     let home = TestHome::new();
     start_chatty(&home);
-    let mut child = home
-        .command(&["logs", "chatty", "--follow", "--lines", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn opm logs --follow");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut seen = Vec::new();
-    let next_line = |seen: &mut Vec<String>| -> bool {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                seen.push(line);
-                true
-            }
-            Err(_) => false,
-        }
-    };
+    let mut follow = home.follow(&["logs", "chatty", "--follow", "--lines", "1"]);
     // The stream is live once it has shown the existing last lines.
-    while !(seen.iter().any(|l| l == "out | out5") && seen.iter().any(|l| l == "err | err5")) {
-        assert!(next_line(&mut seen), "no tail from --follow: {seen:?}");
-    }
+    follow.until("the tail from --follow", |seen| {
+        seen.iter().any(|l| l == "out | out5") && seen.iter().any(|l| l == "err | err5")
+    });
     std::fs::write(home.join("go"), "").expect("create go");
-    while !(seen.iter().any(|l| l == "out | after") && seen.iter().any(|l| l == "err | after-err"))
-    {
-        assert!(next_line(&mut seen), "no new lines from --follow: {seen:?}");
-    }
-    kill_child(&mut child);
-    reader.join().expect("reader thread");
+    let seen = follow
+        .until("new lines from --follow", |seen| {
+            seen.iter().any(|l| l == "out | after") && seen.iter().any(|l| l == "err | after-err")
+        })
+        .to_vec();
+    drop(follow);
     assert!(
         !seen.iter().any(|l| l.contains("out4")),
         "only one line of tail: {seen:?}"

@@ -5,7 +5,6 @@
 mod common;
 
 mod agent_trust;
-mod api_client;
 mod api_flood;
 mod api_fuzz;
 mod api_metrics;

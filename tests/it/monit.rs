@@ -8,8 +8,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::roles::{agent, server};
 use crate::common::{needs, pid_of, require, run, unique, Output, TestHome, MARKER_VAR};
-use crate::roles::{agent, server};
 
 /// How long the screen may take to show what a step waits for.
 const SCREEN_DEADLINE: Duration = Duration::from_secs(15);

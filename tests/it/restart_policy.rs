@@ -2,11 +2,9 @@
 //! delay, `errored` after too many quick crashes, no restart with
 //! `--no-autorestart`, and a fast first restart after a crash.
 
-use std::time::Duration;
-
 use serde_json::Value;
 
-use crate::common::{alive, kill_pid, pid_of, wait_until, TestHome};
+use crate::common::{alive, kill_pid, pid_of, TestHome};
 
 /// The `events` of `opm info NAME --format json` as (kind, at_ms).
 fn events(info: &Value) -> Vec<(String, u64)> {
@@ -40,6 +38,33 @@ fn restart_gaps(events: &[(String, u64)]) -> Vec<u64> {
     gaps
 }
 
+/// A home with process `flaky`, which exits 5 until a file `fixed` exists
+/// in its home, left `errored` after its one restart.
+fn errored_until_fixed() -> TestHome {
+    let home = TestHome::new();
+    home.opm(&[
+        "start",
+        "sh -c 'test -e fixed || exit 5; exec sleep 1000'",
+        "--name",
+        "flaky",
+        "--max-restarts",
+        "1",
+        "--restart-delay",
+        "10ms",
+    ])
+    .ok();
+    let p = home.wait_process("flaky", "errored");
+    assert_eq!(p["restarts"], 1, "{p:#}");
+    let info = home.info("flaky");
+    assert!(
+        info["errored_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("exit code 5")),
+        "{info:#}"
+    );
+    home
+}
+
 #[test]
 fn a_crash_loop_backs_off_and_ends_errored() {
     let home = TestHome::new();
@@ -54,9 +79,7 @@ fn a_crash_loop_backs_off_and_ends_errored() {
         "100ms",
     ])
     .ok();
-    wait_until(Duration::from_secs(10), "crash to be errored", || {
-        home.process("crash")["status"] == "errored"
-    });
+    home.wait_process("crash", "errored");
     let info = home.info("crash");
     let evs = events(&info);
     let kinds: Vec<&str> = evs.iter().map(|(k, _)| k.as_str()).collect();
@@ -96,27 +119,10 @@ fn a_crash_loop_backs_off_and_ends_errored() {
 
 #[test]
 fn an_errored_process_runs_again_on_restart() {
-    let home = TestHome::new();
-    let flag = home.join("fixed");
-    home.opm(&[
-        "start",
-        "sh -c 'test -e fixed || exit 5; exec sleep 1000'",
-        "--name",
-        "flaky",
-        "--max-restarts",
-        "1",
-        "--restart-delay",
-        "10ms",
-    ])
-    .ok();
-    wait_until(Duration::from_secs(10), "flaky to be errored", || {
-        home.process("flaky")["status"] == "errored"
-    });
-    std::fs::write(&flag, "").expect("create the flag");
+    let home = errored_until_fixed();
+    std::fs::write(home.join("fixed"), "").expect("create the flag");
     home.opm(&["restart", "flaky"]).ok();
-    wait_until(Duration::from_secs(10), "flaky to be online", || {
-        home.process("flaky")["status"] == "online"
-    });
+    home.wait_process("flaky", "online");
     let pid = pid_of(&home.process("flaky"));
     assert!(alive(pid));
     assert!(home.info("flaky")["errored_reason"].is_null());
@@ -133,9 +139,7 @@ fn without_autorestart_a_clean_exit_leaves_the_process_stopped() {
         "--no-autorestart",
     ])
     .ok();
-    wait_until(Duration::from_secs(10), "once to be stopped", || {
-        home.process("once")["status"] == "stopped"
-    });
+    home.wait_process("once", "stopped");
     let info = home.info("once");
     assert_eq!(info["autorestart"], false);
     assert_eq!(info["restarts"], 0);
@@ -155,13 +159,11 @@ fn a_crashed_process_is_restarted_within_a_second() {
     let home = TestHome::new();
     let old = pid_of(&home.start("sleep 1000", "victim", &[]));
     kill_pid(old, libc::SIGKILL);
-    // Polling with whole CLI runs on a loaded machine is slow; the daemon's
-    // own event times say how fast the restart was.
-    wait_until(Duration::from_secs(10), "a new pid", || {
-        let p = home.process("victim");
+    // The wait polls the daemon's socket; the daemon's own event times say
+    // how fast the restart was.
+    let p = home.wait_for("victim", "online with a new pid", |p| {
         p["status"] == "online" && p["pid"].as_i64().is_some_and(|pid| pid != i64::from(old))
     });
-    let p = home.process("victim");
     let new = pid_of(&p);
     assert!(alive(new), "the new run {new} is alive");
     assert!(!alive(old));
@@ -179,27 +181,10 @@ fn a_crashed_process_is_restarted_within_a_second() {
 
 #[test]
 fn start_clears_errored_and_runs_the_process_again() {
-    let home = TestHome::new();
-    home.opm(&[
-        "start",
-        "sh -c 'test -e fixed || exit 5; exec sleep 1000'",
-        "--name",
-        "flaky",
-        "--max-restarts",
-        "1",
-        "--restart-delay",
-        "10ms",
-    ])
-    .ok();
-    wait_until(Duration::from_secs(10), "flaky to be errored", || {
-        home.process("flaky")["status"] == "errored"
-    });
-    assert!(home.info("flaky")["errored_reason"].is_string());
+    let home = errored_until_fixed();
     std::fs::write(home.join("fixed"), "").expect("create the flag");
     home.opm(&["start", "flaky"]).ok();
-    wait_until(Duration::from_secs(10), "flaky to be online", || {
-        home.process("flaky")["status"] == "online"
-    });
+    home.wait_process("flaky", "online");
     assert!(alive(pid_of(&home.process("flaky"))));
     let info = home.info("flaky");
     assert!(info["errored_reason"].is_null(), "{info:#}");

@@ -2,179 +2,69 @@
 //! three agents, each with its own `OPM_HOME` and ports. Registration and
 //! heartbeats, the server's control of agent processes, liveness across
 //! kills and restarts, disconnect, and the token checks.
-
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::common::{alive, free_port, wait_until, TestHome};
+use crate::common::http::http;
+use crate::common::roles::{agent, list_via, pid_of, server, Agent, Server, INTERVAL_MS, TOKEN};
+use crate::common::{alive, free_port, wait_until, TestHome, WAIT};
 
-const TOKEN: &str = "server-token-for-tests-0123456789";
 const JOIN: &str = "join-token-for-tests-0123456789";
-const INTERVAL_MS: u64 = 400;
 const AGENT_REFUSAL: &str =
     "✘ Agent role cannot perform remote operations. Only local process management is allowed.";
 
-/// A port on 127.0.0.1 that nothing listens on right now.
-/// One HTTP/1.1 request; returns the status and the body.
-pub fn http(
-    method: &str,
-    port: u16,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&str>,
-) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let body = body.unwrap_or("");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\ncontent-length: {}\r\ncontent-type: application/json\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).expect("send");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(rest)
-    } else {
-        rest.to_string()
-    };
-    (status, body)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-pub struct Server {
-    pub home: TestHome,
-    pub port: u16,
-    /// The join token: the one configured, or the one the server generated.
-    pub join: String,
-}
-
-/// `[server] join_token` of a home's config.toml.
-pub fn join_token_of(home: &TestHome) -> String {
-    let text = std::fs::read_to_string(home.join("config.toml")).expect("config.toml");
-    let config: toml::Value = toml::from_str(&text).expect("config.toml is TOML");
-    config["server"]["join_token"]
-        .as_str()
-        .expect("a server has a join token")
-        .to_string()
-}
-
-pub fn server(join_token: Option<&str>) -> Server {
-    let home = TestHome::new();
-    let port = free_port();
-    let join = join_token.map_or(String::new(), |j| format!("join_token = \"{j}\"\n"));
-    std::fs::write(
-        home.join("config.toml"),
-        format!(
-            "role = \"server\"\n[daemon.web]\napi = true\naddress = \"127.0.0.1\"\nport = {port}\n\
-             [daemon.web.secure]\nenabled = true\ntoken = \"{TOKEN}\"\n\
-             [server]\nheartbeat_interval_ms = {INTERVAL_MS}\nheartbeat_grace_ms = {INTERVAL_MS}\n{join}"
-        ),
-    )
-    .expect("write the server's config");
-    home.opm(&["daemon", "restore"]).ok();
-    let join = join_token_of(&home);
-    Server { home, port, join }
-}
-
-/// The silence, in ms, that the server's `agent_offline` event for `name`
-/// reports (the last one in its daemon.log).
+/// The silence, in ms, that the server itself measured when it marked agent
+/// `name` offline: the figure in milliseconds of the last `agent_offline`
+/// line for it in daemon.log (read by its unit, not its wording).
 fn offline_silence(srv: &Server, name: &str) -> u64 {
     let log = std::fs::read_to_string(srv.home.join("daemon.log")).expect("daemon.log");
     log.lines()
         .rev()
-        .filter(|l| l.contains(&format!("agent_offline {name} (")))
-        .filter_map(|l| l.split("no heartbeat for ").nth(1))
-        .find_map(|rest| rest.split(" ms").next()?.trim().parse().ok())
+        .filter(|l| l.contains("agent_offline") && l.contains(name))
+        .find_map(ms_figure)
         .unwrap_or_else(|| panic!("no agent_offline event for {name} in:\n{log}"))
 }
 
-impl Server {
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+/// The first figure of `line` given in milliseconds: `1234 ms`, `1234ms`,
+/// or `silent_ms=1234`.
+fn ms_figure(line: &str) -> Option<u64> {
+    let b = line.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if !b[i].is_ascii_digit()
+            || (i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'.'))
+        {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let after = line[i..].trim_start();
+        let unit_after =
+            after.starts_with("ms") && !after[2..].starts_with(|c: char| c.is_alphanumeric());
+        let unit_before = line[..start]
+            .trim_end_matches(['=', ':', ' ', '"'])
+            .ends_with("ms");
+        if unit_after || unit_before {
+            return line[start..i].parse().ok();
+        }
     }
-
-    pub fn agents(&self) -> Vec<serde_json::Value> {
-        let out = self.home.opm(&["agent", "list", "--format", "json"]).ok();
-        serde_json::from_str(&out.stdout)
-            .unwrap_or_else(|e| panic!("agent list is not JSON ({e}): {out}"))
-    }
-
-    pub fn agent(&self, name: &str) -> Option<serde_json::Value> {
-        self.agents().into_iter().find(|a| a["name"] == name)
-    }
-
-    pub fn status_of(&self, name: &str) -> Option<String> {
-        self.agent(name)
-            .and_then(|a| a["status"].as_str().map(String::from))
-    }
+    None
 }
 
-pub struct Agent {
-    pub home: TestHome,
-    pub name: String,
-    pub api_port: u16,
-}
-
-pub fn agent(server: &Server, name: &str, token: &str) -> Agent {
-    let home = TestHome::new();
-    let api_port = free_port();
-    home.opm(&[
-        "agent",
-        "connect",
-        &server.url(),
-        "--name",
-        name,
-        "--token",
-        token,
-        "--api-address",
-        &format!("127.0.0.1:{api_port}"),
-    ])
-    .ok();
-    Agent {
-        home,
-        name: name.to_string(),
-        api_port,
-    }
-}
-
-pub fn pid_of(home: &TestHome, name: &str) -> i64 {
-    home.process(name)["pid"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("{name} has no pid"))
-}
-
-pub fn list_via(server: &Server, agent: &str) -> Vec<serde_json::Value> {
-    let out = server
-        .home
-        .opm(&["list", "--server", agent, "--format", "json"])
-        .ok();
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+#[test]
+fn the_silence_is_read_from_a_log_line_by_its_unit() {
+    assert_eq!(
+        ms_figure("2026-11-29T11:27:13.123Z agent_offline edge (a1): no heartbeat for 812 ms"),
+        Some(812)
+    );
+    assert_eq!(
+        ms_figure("11:27:13 WARN agent_offline name=edge id=3f silent_ms=905"),
+        Some(905)
+    );
+    assert_eq!(ms_figure("agent_offline edge (9ms0): gone"), None);
 }
 
 #[test]
@@ -186,20 +76,24 @@ fn a_server_sees_and_controls_the_processes_of_three_agents() {
     for (i, a) in agents.iter().enumerate() {
         a.home.start("sleep 1000", &format!("job-{}", i + 1), &[]);
     }
-    wait_until(
-        Duration::from_secs(10),
-        "three agents online with one process each",
-        || {
-            let list = srv.agents();
-            list.len() == 3
-                && list.iter().all(|a| {
-                    a["status"] == "online"
-                        && a["processes"]["total"] == 1
-                        && a["processes"]["online"] == 1
-                })
-        },
-    );
+    wait_until(WAIT, "three agents online with one process each", || {
+        let list = srv.agents();
+        list.len() == 3
+            && list.iter().all(|a| {
+                a["status"] == "online"
+                    && a["processes"]["total"] == 1
+                    && a["processes"]["online"] == 1
+            })
+    });
     let listed = srv.agents();
+    // `opm agent list --format json` prints what the server's socket answers.
+    let out = srv.home.opm(&["agent", "list", "--format", "json"]).ok();
+    let by_cli: Vec<serde_json::Value> =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+    let names = |l: &[serde_json::Value]| -> Vec<String> {
+        l.iter().map(|a| a["name"].to_string()).collect()
+    };
+    assert_eq!(names(&by_cli), names(&listed), "{out}");
     for a in &agents {
         let row = listed
             .iter()
@@ -262,16 +156,12 @@ fn a_server_sees_and_controls_the_processes_of_three_agents() {
         ])
         .ok();
     assert_eq!(agents[2].home.process("echo")["status"], "online");
-    wait_until(
-        Duration::from_secs(5),
-        "the agent's output through the server",
-        || {
-            srv.home
-                .opm(&["logs", "echo", "--server", "web-3", "--lines", "5"])
-                .stdout
-                .contains("hello-from-web-3")
-        },
-    );
+    wait_until(WAIT, "the agent's output through the server", || {
+        srv.home
+            .opm(&["logs", "echo", "--server", "web-3", "--lines", "5"])
+            .stdout
+            .contains("hello-from-web-3")
+    });
     let info = srv
         .home
         .opm(&["info", "echo", "--server", "web-3", "--format", "json"])
@@ -279,7 +169,12 @@ fn a_server_sees_and_controls_the_processes_of_three_agents() {
     assert!(info.stdout.contains("\"name\": \"echo\""), "{info}");
     // Remove through the server.
     srv.home.opm(&["remove", "echo", "--server", "web-3"]).ok();
-    assert!(agents[2].home.list().iter().all(|p| p["name"] != "echo"));
+    let left: Vec<serde_json::Value> = agents[2].home.list();
+    assert_eq!(
+        left.iter().map(|p| p["name"].clone()).collect::<Vec<_>>(),
+        ["job-3"],
+        "only echo was removed: {left:#?}"
+    );
 
     // The same routes answer over HTTP with the server's token.
     let (status, body) = http(
@@ -315,22 +210,10 @@ fn a_server_sees_and_controls_the_processes_of_three_agents() {
         let out = a1.home.opm(&args).failed();
         assert_eq!(out.stderr.trim(), AGENT_REFUSAL, "{out}");
     }
-    let health: serde_json::Value = serde_json::from_str(
-        &a1.home
-            .opm(&["daemon", "health", "--format", "json"])
-            .ok()
-            .stdout,
-    )
-    .expect("json");
+    let health = a1.home.health();
     assert_eq!(health["role"], "agent");
     assert_eq!(health["connected"], true);
-    let health: serde_json::Value = serde_json::from_str(
-        &srv.home
-            .opm(&["daemon", "health", "--format", "json"])
-            .ok()
-            .stdout,
-    )
-    .expect("json");
+    let health = srv.home.health();
     assert_eq!(health["role"], "server");
     assert_eq!(health["agents_online"], 3);
 }
@@ -340,27 +223,17 @@ fn an_agent_killed_goes_offline_within_three_intervals_and_comes_back_after_rest
     let srv = server(None);
     let a = agent(&srv, "edge", &srv.join);
     a.home.start("sleep 1000", "worker", &[]);
-    wait_until(Duration::from_secs(5), "the agent online", || {
-        srv.status_of("edge").as_deref() == Some("online")
-    });
-    let st: serde_json::Value = serde_json::from_str(
-        &a.home
-            .opm(&["agent", "status", "--format", "json"])
-            .ok()
-            .stdout,
-    )
-    .expect("json");
+    srv.wait_agent("edge", "online");
+    let st: serde_json::Value = a.home.agent_status();
     let interval = st["heartbeat_interval_ms"]
         .as_u64()
         .expect("the server gave an interval");
     let worker = pid_of(&a.home, "worker");
 
     a.home.kill_daemon();
-    wait_until(Duration::from_secs(10), "the killed agent offline", || {
-        srv.status_of("edge").as_deref() == Some("offline")
-    });
+    srv.wait_agent("edge", "offline");
     // The server measures the silence itself when it marks the agent
-    // offline, so CLI polling on a loaded machine does not blur the figure:
+    // offline, so polling on a loaded machine does not blur the figure:
     // not before interval + grace, and not long after.
     let silent = offline_silence(&srv, "edge");
     assert!(
@@ -377,9 +250,7 @@ fn an_agent_killed_goes_offline_within_three_intervals_and_comes_back_after_rest
     );
 
     a.home.opm(&["daemon", "restore"]).ok();
-    wait_until(Duration::from_secs(10), "the agent online again", || {
-        srv.status_of("edge").as_deref() == Some("online")
-    });
+    srv.wait_agent("edge", "online");
     assert_eq!(
         pid_of(&a.home, "worker"),
         worker,
@@ -401,13 +272,7 @@ fn a_restarted_server_keeps_its_registry_and_agents_keep_their_processes() {
                 .expect("pid")
         })
         .collect();
-    wait_until(Duration::from_secs(5), "both online", || {
-        srv.agents()
-            .iter()
-            .filter(|a| a["status"] == "online")
-            .count()
-            == 2
-    });
+    srv.wait_online(2);
 
     srv.home.kill_daemon();
     srv.home.opm(&["daemon", "restore"]).ok();
@@ -431,20 +296,16 @@ fn a_restarted_server_keeps_its_registry_and_agents_keep_their_processes() {
             (name, a["last_seen_ms"].as_u64().expect("last_seen_ms"))
         })
         .collect();
-    wait_until(
-        Duration::from_secs(10),
-        "heartbeats after the restart",
-        || {
-            let now = srv.agents();
-            seen_at_restart.iter().all(|(name, before)| {
-                now.iter().any(|a| {
-                    a["name"] == name.as_str()
-                        && a["status"] == "online"
-                        && a["last_seen_ms"].as_u64().is_some_and(|t| t > *before)
-                })
+    wait_until(WAIT, "heartbeats after the restart", || {
+        let now = srv.agents();
+        seen_at_restart.iter().all(|(name, before)| {
+            now.iter().any(|a| {
+                a["name"] == name.as_str()
+                    && a["status"] == "online"
+                    && a["last_seen_ms"].as_u64().is_some_and(|t| t > *before)
             })
-        },
-    );
+        })
+    });
     for (a, pid) in agents.iter().zip(&pids) {
         assert_eq!(
             pid_of(&a.home, "svc"),
@@ -463,20 +324,12 @@ fn a_server_whose_database_was_wiped_gets_every_agent_back() {
     let agents: Vec<Agent> = (1..=3)
         .map(|i| agent(&srv, &format!("box-{i}"), &srv.join))
         .collect();
-    wait_until(Duration::from_secs(5), "three online", || {
-        srv.agents().len() == 3
-    });
+    srv.wait_online(3);
     srv.home.kill_daemon();
     std::fs::remove_dir_all(srv.home.join("db")).expect("wipe the server's database");
     srv.home.opm(&["daemon", "restore"]).ok();
-    wait_until(
-        Duration::from_secs(10),
-        "every agent registered again by itself",
-        || {
-            let l = srv.agents();
-            l.len() == 3 && l.iter().all(|a| a["status"] == "online")
-        },
-    );
+    // Every agent registers again by itself.
+    srv.wait_online(3);
     let names: Vec<String> = srv
         .agents()
         .iter()
@@ -493,9 +346,7 @@ fn disconnect_restores_standalone_and_keeps_the_processes_running() {
     let pid = a.home.start("sleep 1000", "keep", &[])["pid"]
         .as_i64()
         .expect("pid");
-    wait_until(Duration::from_secs(5), "online", || {
-        srv.status_of("leaver").as_deref() == Some("online")
-    });
+    srv.wait_agent("leaver", "online");
     let daemon = a.home.daemon_pid().expect("daemon pid");
 
     let out = a.home.opm(&["agent", "disconnect"]).ok();
@@ -526,13 +377,7 @@ fn disconnect_restores_standalone_and_keeps_the_processes_running() {
     // And it survives a daemon restart as standalone.
     a.home.kill_daemon();
     a.home.opm(&["daemon", "restore"]).ok();
-    let health: serde_json::Value = serde_json::from_str(
-        &a.home
-            .opm(&["daemon", "health", "--format", "json"])
-            .ok()
-            .stdout,
-    )
-    .expect("json");
+    let health = a.home.health();
     assert_eq!(health["role"], "standalone");
     assert_eq!(pid_of(&a.home, "keep"), pid);
 }
@@ -572,13 +417,7 @@ fn wrong_tokens_are_refused_at_registration_and_on_calls_to_agents() {
         .failed();
     assert!(out.stderr.contains("admin token never leaves"), "{out}");
     assert!(srv.agents().is_empty());
-    let health: serde_json::Value = serde_json::from_str(
-        &home
-            .opm(&["daemon", "health", "--format", "json"])
-            .ok()
-            .stdout,
-    )
-    .expect("json");
+    let health = home.health();
     assert_eq!(
         health["role"], "standalone",
         "a refused connect changes nothing"
@@ -588,9 +427,7 @@ fn wrong_tokens_are_refused_at_registration_and_on_calls_to_agents() {
     let a = agent(&srv, "a", JOIN);
     let b = agent(&srv, "b", JOIN);
     b.home.start("sleep 1000", "secret-job", &[]);
-    wait_until(Duration::from_secs(5), "both online", || {
-        srv.agents().len() == 2
-    });
+    srv.wait_online(2);
     for (method, path, body) in [
         ("GET", "/daemon/agents/list", None),
         ("GET", "/daemon/agents/b/processes", None),
@@ -653,37 +490,13 @@ fn the_server_follows_an_agents_log_live() {
         "ticker",
         &[],
     );
-    let mut cmd = srv.home.command(&[
+    let mut follow = srv.home.follow(&[
         "logs", "ticker", "--server", "streamer", "--follow", "--lines", "0",
     ]);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().expect("follow through the server");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut seen = Vec::new();
-    while seen.len() < 2 && Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-            seen.push(line);
-        }
-    }
-    crate::common::kill_child(&mut child);
-    assert!(
-        seen.len() >= 2,
-        "two live lines through the server, got {seen:?}"
-    );
+    let seen = follow
+        .until("two live lines through the server", |seen| seen.len() >= 2)
+        .to_vec();
+    drop(follow);
     assert!(
         seen.iter().all(|l| l.starts_with("out | tick-")),
         "{seen:?}"
@@ -704,19 +517,24 @@ fn the_server_follows_an_agents_log_live() {
 fn an_agent_backs_off_while_its_server_is_down() {
     let srv = server(None);
     let a = agent(&srv, "patient", &srv.join);
-    wait_until(Duration::from_secs(10), "the agent online", || {
-        srv.status_of("patient").as_deref() == Some("online")
-    });
+    srv.wait_agent("patient", "online");
     srv.home.kill_daemon();
     // The server's port now takes connections and drops them: every
     // heartbeat fails, and the test sees when each one came.
     let listener = TcpListener::bind(("127.0.0.1", srv.port)).expect("take the server's port");
+    listener.set_nonblocking(true).expect("nonblocking");
     let mut attempts: Vec<Instant> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(40);
     while attempts.len() < 4 {
         assert!(Instant::now() < deadline, "too few attempts: {attempts:?}");
-        let (conn, _) = listener.accept().expect("accept");
-        drop(conn);
+        match listener.accept() {
+            Ok((conn, _)) => drop(conn),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
         // One attempt may open more than one connection at once.
         if attempts
             .last()

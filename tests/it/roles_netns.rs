@@ -172,7 +172,7 @@ fn cutting_an_agents_link_makes_it_offline_and_restoring_it_brings_it_back() {
         .to_string();
 
     // Agents join with the join token the server generated, never the admin token.
-    let join = crate::roles::join_token_of(&server);
+    let join = crate::common::roles::join_token_of(&server);
     let agents = [
         (TestHome::new(), a1_ns.clone(), "a1", "10.200.0.2"),
         (TestHome::new(), a2_ns.clone(), "a2", "10.200.0.3"),

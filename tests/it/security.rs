@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::api_client::{host, tcp, tcp_with, unix, Auth, Response};
+use crate::common::http::{host, tcp, tcp_with, unix, Auth, Response};
 use crate::common::{
     environ, free_port, needs, pid_of, require, run, unique, wait_until, Output, TestHome,
 };
@@ -582,4 +582,27 @@ fn the_cli_takes_the_token_from_a_file_or_the_environment() {
     let out = list(&["--token-file", "/nonexistent/token"], &[]).failed();
     assert!(out.stderr.contains("--token-file"), "{out}");
     let _: Response = tcp(port, "GET", "/daemon/list", Auth::Bearer(&token), None).expect(200);
+}
+
+#[test]
+fn the_socket_is_private_to_the_user_even_after_a_crash_left_it_open() {
+    use std::os::unix::fs::FileTypeExt;
+    let home = TestHome::new();
+    home.opm(&["daemon", "restore"]).ok();
+    let socket = home.join("opm.sock");
+    let meta = std::fs::metadata(&socket).expect("stat opm.sock");
+    assert!(meta.file_type().is_socket(), "opm.sock is a socket");
+    assert_eq!(mode(&socket), 0o600, "only the user may connect");
+    assert_eq!(mode(home.path()), 0o700, "in a private home");
+
+    // A daemon killed leaves its socket behind; someone opens it up.
+    home.kill_daemon();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
+        .expect("chmod the stale socket");
+    home.opm(&["daemon", "restore"]).ok();
+    assert_eq!(mode(&socket), 0o600, "the next daemon's socket is private");
+    assert!(
+        unix(&home, "GET", "/health", None).status == 200,
+        "and it is the live one"
+    );
 }

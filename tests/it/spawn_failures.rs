@@ -8,9 +8,8 @@
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
 
-use crate::common::{kill_pid, pid_of, wait_until, TestHome};
+use crate::common::{kill_pid, pid_of, wait_until, TestHome, WAIT};
 
 #[test]
 fn a_missing_command_is_refused_and_nothing_is_stored() {
@@ -91,13 +90,11 @@ fn a_program_deleted_after_creation_shows_the_error_and_is_not_starting() {
     std::fs::remove_file(&tool).expect("delete the program");
     kill_pid(pid, libc::SIGKILL);
 
-    wait_until(
-        Duration::from_secs(10),
-        "the failed restart to be shown",
-        || home.process("gone")["error"].is_string(),
-    );
+    wait_until(WAIT, "the failed restart to be shown", || {
+        home.process("gone")["error"].is_string()
+    });
     let mut seen = Vec::new();
-    wait_until(Duration::from_secs(15), "gone to end errored", || {
+    wait_until(WAIT, "gone to end errored", || {
         let p = home.process("gone");
         seen.push(p["status"].as_str().unwrap_or("").to_string());
         p["status"] == "errored"
@@ -192,16 +189,12 @@ fn a_start_with_no_file_descriptor_left_fails_with_a_clear_error_and_is_retried(
     // First the daemon settles (the CLI's own connection closes).
     let mut base = used_below(daemon, limit);
     let mut steady = 0;
-    wait_until(
-        Duration::from_secs(5),
-        "the daemon's descriptors to settle",
-        || {
-            let now = used_below(daemon, limit);
-            steady = if now == base { steady + 1 } else { 0 };
-            base = now;
-            steady >= 10
-        },
-    );
+    wait_until(WAIT, "the daemon's descriptors to settle", || {
+        let now = used_below(daemon, limit);
+        steady = if now == base { steady + 1 } else { 0 };
+        base = now;
+        steady >= 10
+    });
     let mut held = Vec::new();
     while base + (held.len() as u64) < limit - 1 {
         let mut conn = UnixStream::connect(home.join("opm.sock")).expect("connect");
@@ -209,7 +202,7 @@ fn a_start_with_no_file_descriptor_left_fails_with_a_clear_error_and_is_retried(
         conn.write_all(b"GET /daemon/li").expect("write");
         held.push(conn);
         let want = base + held.len() as u64;
-        wait_until(Duration::from_secs(5), "the daemon to accept", || {
+        wait_until(WAIT, "the daemon to accept", || {
             used_below(daemon, limit) >= want
         });
     }
@@ -228,7 +221,7 @@ fn a_start_with_no_file_descriptor_left_fails_with_a_clear_error_and_is_retried(
         }
         let before = used_below(daemon, limit);
         held.pop();
-        wait_until(Duration::from_secs(5), "the daemon to close one", || {
+        wait_until(WAIT, "the daemon to close one", || {
             used_below(daemon, limit) < before
         });
     };
@@ -240,9 +233,8 @@ fn a_start_with_no_file_descriptor_left_fails_with_a_clear_error_and_is_retried(
 
     drop(held);
     // Backed off and retried: it runs once descriptors are free again.
-    wait_until(Duration::from_secs(20), "nofd to start on a retry", || {
-        home.process(&name)["status"] == "online"
-    });
+    // Backed off and retried: it runs once descriptors are free again.
+    home.wait_process(&name, "online");
     let info = home.info(&name);
     assert!(
         info["events"]

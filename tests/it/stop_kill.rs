@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{alive, group_members, group_members_named, pid_of, wait_until, TestHome};
+use crate::common::{
+    alive, group_members, group_members_named, pid_of, wait_until, TestHome, WAIT,
+};
 
 const KILL_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -33,11 +35,9 @@ fn settled_group(leader: i32, sleeps: usize) -> Vec<i32> {
 /// moment to be reaped, so this waits briefly for SIGKILL to land.
 fn assert_group_gone(leader: i32, members: &[i32]) {
     assert!(!alive(leader), "the leader {leader} survived the stop");
-    wait_until(
-        Duration::from_secs(2),
-        "every member of the stopped group to be gone",
-        || members.iter().all(|p| !alive(*p)) && group_members(leader).is_empty(),
-    );
+    wait_until(WAIT, "every member of the stopped group to be gone", || {
+        members.iter().all(|p| !alive(*p)) && group_members(leader).is_empty()
+    });
 }
 
 #[test]

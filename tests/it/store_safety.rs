@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use opm::spec::Desired;
 use opm::store::codec::{encode, id_key};
@@ -18,7 +17,7 @@ use opm::store::migrate::m0002_restart_policy::{
 use opm::store::migrate::m0003_watch::SpecV3;
 use opm::store::Store;
 
-use crate::common::{alive, copy_dir, pid_of, snapshot_dir, wait_until, Output, TestHome};
+use crate::common::{alive, copy_dir, pid_of, snapshot_dir, Output, TestHome};
 
 /// A home whose daemon has stored two processes (`a` running, `b` stopped)
 /// and then stopped itself; returns it with `a`'s pid.
@@ -126,8 +125,7 @@ fn assert_recovered(home: &TestHome, a_pid: i32, damaged: Option<&BTreeMap<PathB
 
     let text = home.opm(&["daemon", "health"]).ok();
     assert!(text.stdout.contains("recovered:"), "{text}");
-    let health = home.opm(&["daemon", "health", "--format", "json"]).ok();
-    let health: serde_json::Value = serde_json::from_str(&health.stdout).expect("JSON");
+    let health = home.health();
     let r = &health["recovered"];
     assert!(r.is_object(), "health reports the recovery: {health:#}");
     assert_eq!(r["processes"], 2);
@@ -261,8 +259,7 @@ fn a_damaged_snapshot_beside_a_sound_database_is_written_again() {
     let list = home.list();
     assert_eq!(list.len(), 2);
     assert_eq!(pid_of(&list[0]), a);
-    let health = home.opm(&["daemon", "health", "--format", "json"]).ok();
-    let health: serde_json::Value = serde_json::from_str(&health.stdout).expect("JSON");
+    let health = home.health();
     assert!(
         health["recovered"].is_null(),
         "nothing was rebuilt: {health:#}"
@@ -328,11 +325,11 @@ fn v1_spec(name: &str, command: &str, autorestart: bool, desired: Desired) -> Sp
     }
 }
 
-/// Writes a schema-1 database holding one process into `dir`, with plain
-/// sled (nothing of today's store code but the value encoding). This is how
-/// `tests/data/v1-db` was made, with `v1_spec("legacy", "sleep 1000", true,
-/// Desired::Running)`.
-fn write_v1_db(dir: &Path, spec: &SpecV1) {
+/// Writes a database of an older `schema` holding one process into `dir`,
+/// with plain sled (nothing of today's store code but the value encoding).
+/// This is how `tests/data/v1-db`, `v2-db` and `v3-db` were made (see
+/// `write_v1_db`, `write_v2_db`, `write_v3_db`).
+fn write_old_db(dir: &Path, schema: u32, id: u64, name: &str, spec: &impl serde::Serialize) {
     let db = sled::open(dir).expect("create a sled database");
     for tree in [
         "meta",
@@ -346,19 +343,30 @@ fn write_v1_db(dir: &Path, spec: &SpecV1) {
         db.open_tree(tree).expect("create a tree");
     }
     let meta = db.open_tree("meta").expect("meta");
-    meta.insert(b"schema", encode(&1u32).expect("encode"))
+    meta.insert(b"schema", encode(&schema).expect("encode"))
         .expect("write the schema");
-    meta.insert(b"next_id", encode(&(spec.id + 1)).expect("encode"))
+    meta.insert(b"next_id", encode(&(id + 1)).expect("encode"))
         .expect("write next_id");
     db.open_tree("processes")
         .expect("processes")
-        .insert(id_key(spec.id), encode(spec).expect("encode"))
+        .insert(id_key(id), encode(spec).expect("encode"))
         .expect("write the spec");
     db.open_tree("names")
         .expect("names")
-        .insert(spec.name.as_bytes(), encode(&spec.id).expect("encode"))
+        .insert(name.as_bytes(), encode(&id).expect("encode"))
         .expect("write the name");
     db.flush().expect("flush");
+}
+
+/// A schema-1 database holding `spec` (`tests/data/v1-db`: `v1_spec("legacy",
+/// "sleep 1000", true, Desired::Running)`).
+fn write_v1_db(dir: &Path, spec: &SpecV1) {
+    write_old_db(dir, 1, spec.id, &spec.name, spec);
+}
+
+/// A schema-2 database holding `spec` (`tests/data/v2-db`: `v2_spec()`).
+fn write_v2_db(dir: &Path, spec: &SpecV2) {
+    write_old_db(dir, 2, spec.id, &spec.name, spec);
 }
 
 #[test]
@@ -413,8 +421,7 @@ fn the_binary_migrates_a_schema_1_database_and_lists_its_process() {
     let info = home.info("old");
     assert_eq!(info["max_restarts"], RestartPolicy::default().max_restarts);
     assert_eq!(info["kill_timeout_ms"], DEFAULT_KILL_TIMEOUT_MS);
-    let health = home.opm(&["daemon", "health", "--format", "json"]).ok();
-    let health: serde_json::Value = serde_json::from_str(&health.stdout).expect("JSON");
+    let health = home.health();
     assert_eq!(health["schema_version"], opm::store::migrate::CURRENT);
     // A new process gets the next id.
     assert_eq!(home.start("sleep 1000", "new", &[])["id"], 1);
@@ -436,10 +443,9 @@ fn the_kept_schema_1_database_still_opens_and_its_process_runs() {
     let home = TestHome::new();
     copy_dir(&fixture, &home.join("db"));
 
-    wait_until(Duration::from_secs(10), "legacy to be online", || {
-        let list = home.list();
-        list.len() == 1 && list[0]["status"] == "online"
-    });
+    // The first command starts the daemon, which opens (and migrates) the store.
+    assert_eq!(home.list().len(), 1);
+    home.wait_process("legacy", "online");
     let p = home.process("legacy");
     assert_eq!(p["id"], 0);
     assert_eq!(p["command"], "sleep 1000");
@@ -502,38 +508,6 @@ fn v2_spec() -> SpecV2 {
     }
 }
 
-/// Writes a schema-2 database holding `spec` into `dir`, with plain sled,
-/// the same way as `write_v1_db`. This is how `tests/data/v2-db` was made,
-/// with `v2_spec()`.
-fn write_v2_db(dir: &Path, spec: &SpecV2) {
-    let db = sled::open(dir).expect("create a sled database");
-    for tree in [
-        "meta",
-        "processes",
-        "names",
-        "runtime",
-        "role",
-        "agents",
-        "events",
-    ] {
-        db.open_tree(tree).expect("create a tree");
-    }
-    let meta = db.open_tree("meta").expect("meta");
-    meta.insert(b"schema", encode(&2u32).expect("encode"))
-        .expect("write the schema");
-    meta.insert(b"next_id", encode(&(spec.id + 1)).expect("encode"))
-        .expect("write next_id");
-    db.open_tree("processes")
-        .expect("processes")
-        .insert(id_key(spec.id), encode(spec).expect("encode"))
-        .expect("write the spec");
-    db.open_tree("names")
-        .expect("names")
-        .insert(spec.name.as_bytes(), encode(&spec.id).expect("encode"))
-        .expect("write the name");
-    db.flush().expect("flush");
-}
-
 /// A current spec's restart settings in the shape schemas 2 and 3 kept.
 fn restart_policy(spec: &opm::spec::Spec) -> RestartPolicy {
     RestartPolicy {
@@ -584,10 +558,8 @@ fn the_kept_schema_2_database_still_opens_and_its_process_runs() {
     );
     let home = TestHome::new();
     copy_dir(&fixture, &home.join("db"));
-    wait_until(Duration::from_secs(10), "legacy2 to be online", || {
-        let list = home.list();
-        list.len() == 1 && list[0]["status"] == "online"
-    });
+    assert_eq!(home.list().len(), 1);
+    home.wait_process("legacy2", "online");
     let pid = pid_of(&home.process("legacy2"));
     let env = crate::common::environ(pid).expect("environ");
     assert!(env.iter().any(|e| e == "LEGACY=2"), "{env:?}");
@@ -629,35 +601,10 @@ fn v3_spec() -> SpecV3 {
     }
 }
 
-/// Writes a schema-3 database holding `spec` into `dir`, the same way as
-/// `write_v2_db`. This is how `tests/data/v3-db` was made, with `v3_spec()`.
+/// A schema-3 database holding `spec`. This is how `tests/data/v3-db` was
+/// made, with `v3_spec()`.
 fn write_v3_db(dir: &Path, spec: &SpecV3) {
-    let db = sled::open(dir).expect("create a sled database");
-    for tree in [
-        "meta",
-        "processes",
-        "names",
-        "runtime",
-        "role",
-        "agents",
-        "events",
-    ] {
-        db.open_tree(tree).expect("create a tree");
-    }
-    let meta = db.open_tree("meta").expect("meta");
-    meta.insert(b"schema", encode(&3u32).expect("encode"))
-        .expect("write the schema");
-    meta.insert(b"next_id", encode(&(spec.id + 1)).expect("encode"))
-        .expect("write next_id");
-    db.open_tree("processes")
-        .expect("processes")
-        .insert(id_key(spec.id), encode(spec).expect("encode"))
-        .expect("write the spec");
-    db.open_tree("names")
-        .expect("names")
-        .insert(spec.name.as_bytes(), encode(&spec.id).expect("encode"))
-        .expect("write the name");
-    db.flush().expect("flush");
+    write_old_db(dir, 3, spec.id, &spec.name, spec);
 }
 
 /// What a migrated `v3_spec()` must look like: every setting kept, and the
@@ -704,10 +651,8 @@ fn the_kept_schema_3_database_still_opens_and_its_process_runs() {
     );
     let home = TestHome::new();
     copy_dir(&fixture, &home.join("db"));
-    wait_until(Duration::from_secs(10), "legacy3 to be online", || {
-        let list = home.list();
-        list.len() == 1 && list[0]["status"] == "online"
-    });
+    assert_eq!(home.list().len(), 1);
+    home.wait_process("legacy3", "online");
     let pid = pid_of(&home.process("legacy3"));
     let env = crate::common::environ(pid).expect("environ");
     assert!(env.iter().any(|e| e == "LEGACY=3"), "{env:?}");

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::common::{alive, needs, require, wait_until, TestHome};
+use crate::common::{alive, needs, require, wait_until, TestHome, WAIT};
 
 #[test]
 fn a_change_under_the_watched_path_restarts_the_process_once_per_burst() {
@@ -24,10 +24,8 @@ fn a_change_under_the_watched_path_restarts_the_process_once_per_burst() {
     for i in 0..5 {
         std::fs::write(project.join("src/lib/mod.js"), format!("v{i}")).expect("write");
     }
-    wait_until(Duration::from_secs(5), "a restart after the change", || {
-        home.process("watched")["pid"]
-            .as_i64()
-            .is_some_and(|p| p != pid)
+    home.wait_for("watched", "a restart after the change", |p| {
+        p["pid"].as_i64().is_some_and(|p| p != pid)
     });
     let after = home.process("watched");
     assert_eq!(after["status"], "online");
@@ -88,15 +86,13 @@ fn a_process_over_its_memory_limit_is_restarted() {
         &["--max-memory", "20M", "--min-uptime", "100ms"],
     );
     let pid = first["pid"].as_i64().expect("pid");
-    wait_until(Duration::from_secs(15), "a restart for memory", || {
+    wait_until(WAIT, "a restart for memory", || {
         home.info("hog")["events"]
             .as_array()
             .is_some_and(|ev| ev.iter().any(|e| e["kind"] == "memory_limit"))
     });
-    wait_until(Duration::from_secs(10), "a new run", || {
-        home.process("hog")["pid"]
-            .as_i64()
-            .is_some_and(|p| p != pid)
+    home.wait_for("hog", "a new run", |p| {
+        p["pid"].as_i64().is_some_and(|p| p != pid)
     });
     let info = home.info("hog");
     assert_eq!(info["max_memory"], 20 * 1024 * 1024);

@@ -9,7 +9,6 @@
 //! `.ci/run` installs both). With `OPM_SCREENSHOTS=DIR` they also
 //! save the screenshots of the README there (`scripts/screenshots.sh`).
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,6 +19,7 @@ use fantoccini::actions::{InputSource, MouseActions, PointerAction};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
+use crate::common::http::{tcp, Auth};
 use crate::common::prereq::which;
 use crate::common::{free_port, kill_pid, require, unique, wait_until, TestHome};
 
@@ -321,24 +321,11 @@ fn sign_in(b: &Browser, token: &str) {
     b.click("#login button[type=submit]");
 }
 
-/// A plain HTTP/1.1 GET on 127.0.0.1: (status, body).
+/// A GET on 127.0.0.1:`port` (with the token when given): (status, body).
 fn http_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the API");
-    let auth = token.map_or(String::new(), |t| format!("token: {t}\r\n"));
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .expect("send a request");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read the answer");
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, body.to_string())
+    let auth = token.map_or(Auth::None, Auth::Token);
+    let r = tcp(port, "GET", path, auth, None);
+    (r.status, r.text())
 }
 
 /// Waits until the TCP API of a daemon answers `GET /health`.
@@ -605,7 +592,7 @@ fn on_a_server_the_agents_page_shows_an_agent_and_stops_its_process() {
             "--name",
             "a1",
             "--token",
-            &crate::roles::join_token_of(&server),
+            &crate::common::roles::join_token_of(&server),
             "--api-address",
             &format!("127.0.0.1:{agent_port}"),
         ])

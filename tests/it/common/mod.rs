@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod http;
 pub mod prereq;
+pub mod roles;
 pub use prereq::{needs, require};
 
 /// The marker variable every process of a `TestHome` carries.
@@ -31,6 +33,12 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long the drop of a `TestHome` waits for its processes to vanish.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a test waits for something the daemon does on its own (a
+/// restart, a status, an agent coming online): generous, because the suite
+/// runs on a loaded 2-core machine. What is measured comes from the daemon's
+/// own timestamps, never from how long the wait took.
+pub const WAIT: Duration = Duration::from_secs(30);
 
 /// How often `wait_until` looks again.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -343,6 +351,80 @@ fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
         let _ = r.read_to_end(&mut buf);
         String::from_utf8_lossy(&buf).into_owned()
     })
+}
+
+/// A running `opm` command (e.g. `logs --follow`) whose stdout lines arrive
+/// as they are printed; killed and reaped on drop.
+pub struct Follow {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every line read so far.
+    pub seen: Vec<String>,
+}
+
+impl TestHome {
+    /// Spawns `opm ARGS` and reads its stdout line by line.
+    pub fn follow(&self, args: &[&str]) -> Follow {
+        let mut child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn opm {args:?}: {e}"));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Follow {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+}
+
+impl Follow {
+    /// Reads lines until `done(seen)` holds; fails the test with `what` and
+    /// the lines seen when the output ends or `WAIT` passes first.
+    #[track_caller]
+    pub fn until(&mut self, what: &str, done: impl Fn(&[String]) -> bool) -> &[String] {
+        let end = Instant::now() + WAIT;
+        while !done(&self.seen) {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(e) => panic!("waiting for {what}: {e:?}; lines so far: {:?}", self.seen),
+            }
+        }
+        &self.seen
+    }
+}
+
+impl Drop for Follow {
+    fn drop(&mut self) {
+        kill_child(&mut self.child);
+    }
+}
+
+/// Peak resident memory of `pid` (`VmHWM` of `/proc/PID/status`), in KiB.
+#[track_caller]
+pub fn peak_rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status:\n{status}"))
 }
 
 /// Kills a child the test spawned (e.g. `opm logs --follow`) and reaps it.

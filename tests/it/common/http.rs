@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{free_port, unique, wait_until, TestHome};
+use crate::common::{free_port, unique, wait_until, TestHome, WAIT};
 
 /// How long one request may take before the test fails instead of hanging.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -156,6 +156,36 @@ pub fn exchange<S: Read + Write>(
     parse_response(&raw)
 }
 
+/// Sends one request on `stream` and reads only the answer's status line and
+/// headers (for an endless stream); returns the status, the head and the
+/// stream, open, to read the body from.
+#[track_caller]
+pub fn open_head<S: Read + Write>(
+    mut stream: S,
+    host: &str,
+    method: &str,
+    path: &str,
+    auth: Auth<'_>,
+) -> (u16, String, S) {
+    stream
+        .write_all(&head(host, method, path, auth, &[], None))
+        .expect("send the request");
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).expect("read the answer");
+        assert!(n > 0, "the connection closed before the headers: {raw:?}");
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad answer {text:?}"));
+    (status, text, stream)
+}
+
 fn invalid(msg: impl Into<String>) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, msg.into())
 }
@@ -251,6 +281,27 @@ pub fn tcp_with(
     connect_tcp(port)
         .and_then(|s| exchange(s, &host(port), method, path, auth, extra, body))
         .unwrap_or_else(|e| panic!("{method} {path} on 127.0.0.1:{port} failed: {e}"))
+}
+
+/// One request to 127.0.0.1:`port` with `headers` (no token unless given
+/// there); returns the status and the body as text.
+#[track_caller]
+pub fn http(
+    method: &str,
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String) {
+    let r = tcp_with(
+        port,
+        method,
+        path,
+        Auth::None,
+        headers,
+        body.map(str::as_bytes),
+    );
+    (r.status, r.text())
 }
 
 /// A daemon configuration that serves the API on `port` with `token`.
@@ -371,14 +422,10 @@ impl ApiHome {
     #[track_caller]
     pub fn wait_status(&self, name: &str, status: &str) -> Value {
         let mut last = Value::Null;
-        wait_until(
-            Duration::from_secs(10),
-            &format!("{name} to be {status}"),
-            || {
-                last = self.find(name).unwrap_or(Value::Null);
-                last["status"] == status
-            },
-        );
+        wait_until(WAIT, &format!("{name} to be {status}"), || {
+            last = self.find(name).unwrap_or(Value::Null);
+            last["status"] == status
+        });
         last
     }
 
@@ -408,6 +455,57 @@ pub fn unix(home: &TestHome, method: &str, path: &str, body: Option<&[u8]>) -> R
 }
 
 impl TestHome {
+    /// `GET /daemon/list` on the socket: the objects `opm list --format json`
+    /// prints, straight from the daemon, without a CLI run. `None` while no
+    /// daemon answers.
+    pub fn try_api_list(&self) -> Option<Vec<Value>> {
+        let socket = UnixStream::connect(self.join("opm.sock")).ok()?;
+        socket.set_read_timeout(Some(REQUEST_TIMEOUT)).ok()?;
+        let r = exchange(
+            socket,
+            "localhost",
+            "GET",
+            "/daemon/list",
+            Auth::None,
+            &[],
+            None,
+        )
+        .ok()?;
+        match serde_json::from_slice(&r.body).ok()? {
+            Value::Array(list) if r.status == 200 => Some(list),
+            _ => None,
+        }
+    }
+
+    /// `GET /daemon/list` on the socket, which must answer.
+    #[track_caller]
+    pub fn api_list(&self) -> Vec<Value> {
+        self.try_api_list()
+            .unwrap_or_else(|| panic!("no daemon list on {}", self.join("opm.sock").display()))
+    }
+
+    /// Waits until process `name` holds `pred` in the daemon's own list
+    /// (polled on the socket, up to `WAIT`); returns that entry.
+    #[track_caller]
+    pub fn wait_for(&self, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        wait_until(WAIT, &format!("{name}: {what}"), || {
+            last = self
+                .try_api_list()
+                .and_then(|l| l.into_iter().find(|p| p["name"] == name))
+                .unwrap_or(Value::Null);
+            !last.is_null() && pred(&last)
+        });
+        last
+    }
+
+    /// Waits until process `name` has `status` in the daemon's own list;
+    /// returns its entry.
+    #[track_caller]
+    pub fn wait_process(&self, name: &str, status: &str) -> Value {
+        self.wait_for(name, &format!("status {status}"), |p| p["status"] == status)
+    }
+
     /// `opm daemon health --format json`, which must succeed.
     #[track_caller]
     pub fn health(&self) -> Value {
