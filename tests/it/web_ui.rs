@@ -649,9 +649,10 @@ fn on_a_server_the_agents_page_shows_an_agent_and_stops_its_process() {
             b.text("#log").is_some_and(|t| t.contains(&mark))
         });
         assert!(b.url().contains("#/agents/a1/p/"), "{}", b.url());
-        assert_eq!(
-            b.text("dd[data-fact=Command]").as_deref(),
-            Some(format!("sh -c 'echo {mark}; exec sleep 1001'").as_str())
-        );
+        // The facts and the log arrive by separate requests: wait for both.
+        let command = format!("sh -c 'echo {mark}; exec sleep 1001'");
+        wait_until(UI_DEADLINE, "the agent process's command", || {
+            b.text("dd[data-fact=Command]").as_deref() == Some(command.as_str())
+        });
     });
 }
