@@ -11,7 +11,10 @@
 //!
 //! `cargo bench --bench agents_load` (N = 100, 1000, 5000), or
 //! `cargo bench --bench agents_load -- 1000` for one size, and
-//! `cargo bench --bench agents_load -- tls 1000 5000` over TLS.
+//! `cargo bench --bench agents_load -- tls 1000 5000` over TLS, and
+//! `cargo bench --bench agents_load -- history=120 5000` with the server's
+//! agent history sampled every 100 ms and `agent_samples = 120` kept (full
+//! after 12 s of the 20 s window; `history=1` is the baseline to compare).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -94,7 +97,7 @@ impl Drop for Server {
     }
 }
 
-fn start_server(tls: bool) -> Server {
+fn start_server(tls: bool, history: Option<usize>) -> Server {
     let home = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     std::fs::write(
@@ -102,7 +105,10 @@ fn start_server(tls: bool) -> Server {
         format!(
             "role = \"server\"\n[daemon.web]\napi = true\naddress = \"127.0.0.1\"\nport = {port}\n[daemon.web.secure]\nenabled = true\ntoken = \"{TOKEN}\"\n\
              [daemon.web.tls]\nenabled = {tls}\n\
-             [server]\njoin_token = \"{JOIN}\"\nmax_agents = 1000000\nmax_registrations_per_minute = 100000000\n"
+             [server]\njoin_token = \"{JOIN}\"\nmax_agents = 1000000\nmax_registrations_per_minute = 100000000\n{}",
+            history.map_or(String::new(), |s| format!(
+                "[daemon.history]\nagent_interval_ms = 100\nagent_samples = {s}\n"
+            ))
         ),
     )
     .expect("config");
@@ -137,8 +143,8 @@ fn start_server(tls: bool) -> Server {
 /// A registered agent: its id and its own client (with its credential).
 type Registered = (String, Client);
 
-async fn run(n: usize, tls: bool) {
-    let server = start_server(tls);
+async fn run(n: usize, tls: bool, history: Option<usize>) {
+    let server = start_server(tls, history);
     let scheme = if tls { "https" } else { "http" };
     let endpoint = |token: &str| {
         Endpoint::parse_url(
@@ -277,8 +283,9 @@ async fn run(n: usize, tls: bool) {
     bl.sort();
     let n_beats = beats.load(Ordering::Relaxed);
     println!(
-        "| {n}{} | {:.0} ms | {:.0}/s | {:.1} % | {} → {} MiB | {:.2} / {:.2} ms | {:.2} / {:.2} ms |",
+        "| {n}{}{} | {:.0} ms | {:.0}/s | {:.1} % | {} → {} MiB | {:.2} / {:.2} ms | {:.2} / {:.2} ms |",
         if tls { " (TLS)" } else { "" },
+        history.map_or(String::new(), |s| format!(" (history {s})")),
         register_time.as_secs_f64() * 1000.0,
         n_beats as f64 / secs,
         cpu,
@@ -294,6 +301,8 @@ async fn run(n: usize, tls: bool) {
 
 fn main() {
     let tls = std::env::args().any(|a| a == "tls");
+    let history: Option<usize> =
+        std::env::args().find_map(|a| a.strip_prefix("history=").and_then(|s| s.parse().ok()));
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -315,6 +324,6 @@ fn main() {
     println!("| agents | register all | heartbeats | server CPU | server RSS | agents/list p50 / p99 | heartbeat p50 / p99 |");
     println!("|---|---|---|---|---|---|---|");
     for n in sizes {
-        rt.block_on(run(n, tls));
+        rt.block_on(run(n, tls, history));
     }
 }
