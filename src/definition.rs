@@ -34,8 +34,8 @@ pub const DEFAULT_KILL_TIMEOUT_MS: u64 = 3_000;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessDef {
-    /// A command line ("node app.js"), a script (app.js, worker.py) or a .toml file of processes
-    #[arg(value_name = "SCRIPT")]
+    /// A command line ("node app.js"), a script (app.js, worker.py) or a process file (.toml, .json, .yaml)
+    #[arg(value_name = "SCRIPT", default_value = "", hide_default_value = true)]
     pub script: String,
     /// Name of the process (default: from the script)
     #[arg(long)]
@@ -45,8 +45,9 @@ pub struct ProcessDef {
     #[arg(long, value_name = "DIR")]
     #[serde(default, alias = "path", skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
-    /// Environment variable K=V (repeatable)
-    #[arg(long = "env", value_name = "K=V", value_parser = parse_env_var)]
+    /// Environment variables (`opm start` and `opm update` read `--env`
+    /// themselves: a `K=V` is a variable, a bare word a named set).
+    #[arg(skip)]
     #[serde(default, with = "env_map", skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<(String, String)>,
     /// Do not restart the process when it exits
@@ -98,6 +99,42 @@ pub struct ProcessDef {
     #[arg(long, value_name = "PATH")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watch: Option<String>,
+    // --- Deploy options (process files, arguments, the caller's environment)
+    /// Arguments given to the script (`opm start app.js -- a b`)
+    #[arg(last = true, value_name = "ARGS")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// The program that runs the script (default: from its extension, e.g. node for .js)
+    #[arg(long, value_name = "PROGRAM")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interpreter: Option<String>,
+    /// Arguments given to the interpreter, before the script (e.g. "--max-old-space-size=512")
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    #[serde(default, alias = "node_args", skip_serializing_if = "Option::is_none")]
+    pub interpreter_args: Option<String>,
+    /// The absolute path of the process file it was applied from (set by
+    /// `opm start FILE`; `--prune` removes what a file no longer holds).
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// The environment of the shell that ran `opm start` (opm's own
+    /// variables left out): the base the child's environment is built on,
+    /// under `env`. Refreshed by `opm restart --update-env`; not compared
+    /// when a file is applied again.
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_env: Option<BTreeMap<String, String>>,
+    /// Start it even if the same command already runs under opm. A request
+    /// flag, never stored.
+    #[arg(
+        long,
+        num_args = 0,
+        default_missing_value = "true",
+        value_parser = clap::value_parser!(bool)
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+    // --- end of deploy options
     /// `running` or `stopped` (create it without starting it). The API's
     /// older spelling `"stopped": true` is read as `stopped`.
     #[arg(skip)]
@@ -189,9 +226,46 @@ impl ProcessDef {
         *self != bare
     }
 
+    /// The command line it runs: the interpreter and its arguments (when
+    /// given), the script, then `args` (quoted for the shell when needed).
+    pub fn command_line(&self) -> String {
+        let mut words: Vec<String> = Vec::new();
+        if let Some(i) = self
+            .interpreter
+            .as_deref()
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+        {
+            words.push(i.to_string());
+            if let Some(a) = self
+                .interpreter_args
+                .as_deref()
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+            {
+                words.push(a.to_string());
+            }
+        }
+        words.push(self.script.trim().to_string());
+        words.extend(self.args.iter().map(|a| shell_quote(a)));
+        words.join(" ")
+    }
+
     /// Whether it asks to be created stopped.
     pub fn stopped(&self) -> bool {
         self.desired == Some(DesiredState::Stopped)
+    }
+}
+
+/// A word as the shell reads it back: as it is when plain, else in single quotes.
+pub fn shell_quote(a: &str) -> String {
+    let plain = !a.is_empty()
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@".contains(c));
+    if plain {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', "'\\''"))
     }
 }
 
@@ -406,12 +480,32 @@ text_serde!(
     write_number = |_: &Signal| None
 );
 
-/// `--env K=V`.
-fn parse_env_var(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .filter(|(k, _)| !k.is_empty())
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("{s:?} must look like KEY=value"))
+/// One `--env` of `opm start` and `opm update`: `K=V` sets a variable, a
+/// bare word picks a named set (`env_<word>` of a process file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvArg {
+    Var(String, String),
+    Set(String),
+}
+
+impl FromStr for EnvArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<EnvArg, String> {
+        match s.split_once('=') {
+            Some(("", _)) => Err(format!("{s:?} must look like KEY=value or a set name")),
+            Some((k, v)) => Ok(EnvArg::Var(k.to_string(), v.to_string())),
+            None if !s.is_empty()
+                && s
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
+            {
+                Ok(EnvArg::Set(s.to_string()))
+            }
+            None => Err(format!(
+                "{s:?} must look like KEY=value (a variable) or a word (a named set such as production)"
+            )),
+        }
+    }
 }
 
 /// The environment as a map in files and JSON (`env = { K = "V" }`), a
@@ -620,10 +714,6 @@ mod tests {
             "--no-autorestart",
             "--kill-signal",
             "INT",
-            "--env",
-            "A=1",
-            "--env",
-            "B=x=y",
             "--kill-timeout",
             "2s",
             "--max-memory",
@@ -633,13 +723,18 @@ mod tests {
         .def;
         assert_eq!(full.autorestart, Some(false));
         assert_eq!(full.kill_signal().to_string(), "SIGINT");
-        assert_eq!(
-            full.env,
-            vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]
-        );
         assert_eq!(full.kill_timeout_ms(), 2000);
         assert_eq!(full.max_memory(), Some(1024 * 1024));
         assert!(Cmd::try_parse_from(["start", "x", "--kill-signal", "NOPE"]).is_err());
-        assert!(Cmd::try_parse_from(["start", "x", "--env", "NOEQUALS"]).is_err());
+        assert_eq!(
+            "B=x=y".parse::<EnvArg>(),
+            Ok(EnvArg::Var("B".into(), "x=y".into()))
+        );
+        assert_eq!(
+            "production".parse::<EnvArg>(),
+            Ok(EnvArg::Set("production".into()))
+        );
+        assert!("=x".parse::<EnvArg>().is_err());
+        assert!("a b".parse::<EnvArg>().is_err());
     }
 }

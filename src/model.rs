@@ -138,6 +138,37 @@ impl<'de> Deserialize<'de> for CreateBody {
     }
 }
 
+/// `POST /daemon/apply`: make the stored processes match a process file
+/// (or one changed definition, for `opm update`) in one transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyRequest {
+    pub processes: Vec<ProcessDef>,
+    /// The file's absolute path, recorded in each definition (`origin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// Remove the processes that came from `origin` and are not in `processes`.
+    #[serde(default)]
+    pub prune: bool,
+    /// Restart the changed processes now (else at their next restart).
+    #[serde(default = "yes")]
+    pub restart: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The answer to an apply: every process of the request by what was done.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApplyResponse {
+    pub created: Vec<ProcessView>,
+    pub changed: Vec<ProcessView>,
+    pub unchanged: Vec<ProcessView>,
+    /// Names of the processes removed by `prune`.
+    pub pruned: Vec<String>,
+}
+
 /// What `POST /daemon/action` can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -44,9 +44,9 @@ pub struct Spec {
 }
 
 impl Spec {
-    /// The command line it runs.
-    pub fn command(&self) -> &str {
-        &self.def.script
+    /// The command line it runs (interpreter, script and arguments).
+    pub fn command(&self) -> String {
+        self.def.command_line()
     }
 
     /// Its working directory (absolute).

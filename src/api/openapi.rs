@@ -79,6 +79,7 @@ pub fn document() -> Value {
         }})),
         json!({ "oneOf": [r("CreateRequest"), { "type": "array", "items": r("CreateRequest") }] })
     )}));
+    paths.insert("/daemon/apply".into(), json!({ "post": with_body(op("Make the processes match a process file in one transaction: create the new, update and restart the changed, leave the unchanged running, prune what came from the file before", json!({ "200": ok(r("ApplyResponse")) })), r("ApplyRequest")) }));
     paths.insert("/daemon/action".into(), json!({ "post": with_body(op("Start, stop, restart, reload, remove or flush processes", json!({ "200": ok(r("ActionResponse")) })), r("ActionRequest")) }));
     paths.insert("/daemon/logs/{id}".into(), json!({ "get": with_params(op("The last lines of a process's stdout and stderr", json!({ "200": ok(r("LogsResponse")) })), json!([id_param(process_id)[0].clone(), lines.clone()])) }));
     paths.insert("/daemon/logs/{id}/stream".into(), json!({ "get": with_params(op("Live log lines as server-sent events named `out` and `err`", json!({ "200": {
@@ -173,7 +174,38 @@ pub fn document() -> Value {
         "at_ms": { "type": "integer" }, "reason": { "type": "string" }, "from": { "type": "string" },
         "snapshot_written_ms": { "type": "integer" }, "damaged_copy": { "type": "string", "nullable": true }, "processes": { "type": "integer" }
     }});
-    json!({
+    let create_request = json!({ "type": "object", "required": ["script"], "additionalProperties": false,
+        "description": "a process definition: the same keys as a [[process]] of a process file; durations are a number of ms or \"500ms\", \"2s\"; sizes a number of bytes or \"100M\"",
+        "properties": {
+        "script": { "type": "string", "description": "a command line or a script path" },
+        "name": { "type": "string" },
+        "cwd": { "type": "string", "description": "working directory (absolute); also read as `path`" },
+        "env": { "type": "object", "additionalProperties": { "type": "string" } },
+        "autorestart": { "type": "boolean" }, "max_restarts": { "type": "integer", "minimum": 0 },
+        "restart_delay": duration.clone(), "min_uptime": duration.clone(), "kill_timeout": duration,
+        "kill_signal": { "oneOf": [{ "type": "string" }, { "type": "integer" }], "description": "the stop signal: SIGINT, INT or 2 (default SIGTERM)" },
+        "max_memory": { "oneOf": [{ "type": "integer", "minimum": 1 }, { "type": "string" }], "description": "bytes, or \"100M\"" },
+        "watch": { "type": "string", "description": "restart on changes under this path" },
+        "desired": { "type": "string", "enum": ["running", "stopped"], "description": "also read as `stopped: true|false`" },
+        "unchecked": { "type": "boolean", "description": "store it even if its program cannot be found or run now" },
+        "args": { "type": "array", "items": { "type": "string" }, "description": "arguments given to the script" },
+        "interpreter": { "type": "string", "description": "the program that runs the script" },
+        "interpreter_args": { "type": "string", "description": "arguments of the interpreter, before the script" },
+        "origin": { "type": "string", "description": "the process file it came from (absolute)" },
+        "caller_env": { "type": "object", "additionalProperties": { "type": "string" }, "description": "the environment the child's is built on (the caller's shell), under `env`" },
+        "force": { "type": "boolean", "description": "create it even if the same command already runs under opm without a name" }
+    }});
+    let apply_request = json!({ "type": "object", "required": ["processes"], "additionalProperties": false, "properties": {
+        "processes": { "type": "array", "items": r("CreateRequest") },
+        "origin": { "type": "string", "description": "the process file's absolute path, recorded in each definition" },
+        "prune": { "type": "boolean", "description": "remove the processes of `origin` that are not in `processes`" },
+        "restart": { "type": "boolean", "description": "restart changed processes now (default true)" }
+    }});
+    let apply_response = json!({ "type": "object", "properties": {
+        "created": { "type": "array", "items": r("ProcessView") }, "changed": { "type": "array", "items": r("ProcessView") },
+        "unchanged": { "type": "array", "items": r("ProcessView") }, "pruned": { "type": "array", "items": { "type": "string" } }
+    }});
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": { "title": "opm", "version": env!("CARGO_PKG_VERSION"), "description": "The opm daemon's API. Over TCP every route needs the token (GET /health without it says only that the daemon is up); changes need Content-Type: application/json, and Host and Origin must be the daemon's own." },
         "paths": paths,
@@ -186,21 +218,7 @@ pub fn document() -> Value {
                 "ApiError": { "type": "object", "required": ["error"], "properties": { "error": { "type": "string" } } },
                 "ProcessView": process_view,
                 "ProcessInfo": process_info,
-                "CreateRequest": { "type": "object", "required": ["script"], "additionalProperties": false,
-                    "description": "a process definition: the same keys as a [[process]] of a process file; durations are a number of ms or \"500ms\", \"2s\"; sizes a number of bytes or \"100M\"",
-                    "properties": {
-                    "script": { "type": "string", "description": "a command line or a script path" },
-                    "name": { "type": "string" },
-                    "cwd": { "type": "string", "description": "working directory (absolute); also read as `path`" },
-                    "env": { "type": "object", "additionalProperties": { "type": "string" } },
-                    "autorestart": { "type": "boolean" }, "max_restarts": { "type": "integer", "minimum": 0 },
-                    "restart_delay": duration.clone(), "min_uptime": duration.clone(), "kill_timeout": duration,
-                    "kill_signal": { "oneOf": [{ "type": "string" }, { "type": "integer" }], "description": "the stop signal: SIGINT, INT or 2 (default SIGTERM)" },
-                    "max_memory": { "oneOf": [{ "type": "integer", "minimum": 1 }, { "type": "string" }], "description": "bytes, or \"100M\"" },
-                    "watch": { "type": "string", "description": "restart on changes under this path" },
-                    "desired": { "type": "string", "enum": ["running", "stopped"], "description": "also read as `stopped: true|false`" },
-                    "unchecked": { "type": "boolean", "description": "store it even if its program cannot be found or run now" }
-                }},
+                "CreateRequest": create_request,
                 "ActionRequest": { "type": "object", "required": ["id", "action"], "additionalProperties": false, "properties": {
                     "id": target, "action": { "type": "string", "enum": ["start", "stop", "restart", "reload", "remove", "flush"] }
                 }},
@@ -276,7 +294,10 @@ pub fn document() -> Value {
                 }}
             }
         }
-    })
+    });
+    doc["components"]["schemas"]["ApplyRequest"] = apply_request;
+    doc["components"]["schemas"]["ApplyResponse"] = apply_response;
+    doc
 }
 
 /// The role routes: on a server, agents and their processes; on the unix

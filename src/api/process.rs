@@ -13,7 +13,7 @@ use warp::{Filter, Rejection, Reply};
 use super::auth::{admin, Tokens};
 use super::errors::reject;
 use super::{json_body, with_ctx, Ctx, LinesQuery};
-use crate::model::{ActionRequest, CreateBody, Target};
+use crate::model::{ActionRequest, ApplyRequest, CreateBody, Target};
 use crate::service::MAX_LOG_LINES;
 use crate::supervise::logs;
 
@@ -54,6 +54,19 @@ pub fn routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
                 }
             };
             Ok::<_, Rejection>(warp::reply::with_status(reply, StatusCode::CREATED).into_response())
+        });
+
+    let apply = warp::path!("daemon" / "apply")
+        .and(admin(tokens.clone()))
+        .and(warp::post())
+        .and(json_body::<ApplyRequest>())
+        .and(with_ctx(ctx.clone()))
+        .and_then(|req: ApplyRequest, ctx: Ctx| async move {
+            ctx.svc
+                .apply(req)
+                .await
+                .map(|r| warp::reply::json(&r).into_response())
+                .map_err(reject)
         });
 
     let action = warp::path!("daemon" / "action")
@@ -139,6 +152,8 @@ pub fn routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
     list.or(info)
         .unify()
         .or(create)
+        .unify()
+        .or(apply)
         .unify()
         .or(action)
         .unify()

@@ -81,8 +81,8 @@ pub fn given_token(
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start a command line, a script, or every process of a .toml file
-    Start(process::StartArgs),
+    /// Start a command line or a script, or apply a process file (.toml, .json, .yaml): create what is new, restart what changed
+    Start(Box<process::StartArgs>),
     /// Stop processes (ids, names or `all`)
     Stop(process::TargetArgs),
     /// Restart processes: stop, then start again
@@ -204,7 +204,7 @@ pub fn run(cli: Cli) -> i32 {
 async fn dispatch(command: Command) -> Result<(), CliError> {
     use crate::model::ActionKind;
     match command {
-        Command::Start(a) => process::start(a).await,
+        Command::Start(a) => process::start(*a).await,
         Command::Stop(a) => process::act(a, ActionKind::Stop).await,
         Command::Restart(a) => process::act(a, ActionKind::Restart).await,
         Command::Reload(a) => process::act(a, ActionKind::Reload).await,

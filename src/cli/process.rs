@@ -11,11 +11,11 @@ use super::daemon::{local, target, RestoreArgs};
 use super::format::{self, print_json, table};
 use super::{CliError, Format, Remote};
 use crate::client::{Client, ClientError};
-use crate::definition::ProcessDef;
+use crate::definition::{EnvArg, ProcessDef};
 use crate::fsutil::write_atomic;
 use crate::model::{
-    ActionKind, ActionRequest, ActionResponse, CreateBody, Dump, EnvResponse, LogsResponse,
-    ProcessInfo, ProcessView, Status, Target,
+    ActionKind, ActionRequest, ActionResponse, ApplyRequest, ApplyResponse, CreateBody, Dump,
+    EnvResponse, LogsResponse, ProcessInfo, ProcessView, Status, Target,
 };
 
 #[derive(Debug, Args)]
@@ -23,6 +23,15 @@ pub struct StartArgs {
     /// The process: its script and options (`crate::definition`).
     #[command(flatten)]
     pub def: ProcessDef,
+    /// A variable K=V (repeatable), or the name of a set of a process file (`env_production`: --env production)
+    #[arg(long = "env", value_name = "K=V|SET")]
+    pub env: Vec<EnvArg>,
+    /// With a process file: remove the processes that came from it before and are no longer in it
+    #[arg(long)]
+    pub prune: bool,
+    /// With a process file: only these of its processes (comma-separated names)
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub only: Vec<String>,
     #[command(flatten)]
     pub remote: Remote,
     #[arg(long, value_enum, default_value_t = Format::Default)]
@@ -31,9 +40,12 @@ pub struct StartArgs {
 
 #[derive(Debug, Args)]
 pub struct TargetArgs {
-    /// Process ids, names, or `all`
-    #[arg(required = true, value_name = "ID|NAME|all")]
+    /// Process ids, names, `all`, or a process file (its processes)
+    #[arg(required = true, value_name = "ID|NAME|all|FILE")]
     pub targets: Vec<String>,
+    /// Only these processes of a process file (comma-separated names)
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub only: Vec<String>,
     #[command(flatten)]
     pub remote: Remote,
     #[arg(long, value_enum, default_value_t = Format::Default)]
@@ -96,8 +108,9 @@ pub struct SaveArgs {
     pub force: bool,
 }
 
-/// A .toml process file, and `dump.toml`: `[[process]]` entries, each a
-/// `ProcessDef` (the same keys as the API body).
+/// A process file (TOML, JSON or YAML) and `dump.toml`: a `process` list,
+/// each a `ProcessDef` (the same keys as the API body), plus named
+/// environment sets `env_<name>` chosen with `--env <name>`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessFile {
@@ -128,41 +141,250 @@ fn current_dir() -> Result<PathBuf, CliError> {
     std::env::current_dir().map_err(|e| CliError::io("cannot read the current directory", e))
 }
 
-fn read_process_file(path: &Path) -> Result<Vec<ProcessDef>, CliError> {
+/// The formats a process file can be written in, by extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileFormat {
+    Toml,
+    Json,
+    Yaml,
+}
+
+fn file_format(path: &Path) -> Option<FileFormat> {
+    match path.extension()?.to_str()? {
+        "toml" => Some(FileFormat::Toml),
+        "json" => Some(FileFormat::Json),
+        "yaml" | "yml" => Some(FileFormat::Yaml),
+        _ => None,
+    }
+}
+
+/// A PM2 ecosystem file, by its name (`ecosystem.config.js`, `*.config.cjs`).
+fn is_pm2_script(word: &str) -> bool {
+    let file = Path::new(word)
+        .file_name()
+        .and_then(|f| f.to_str())
+        .unwrap_or("");
+    [".config.js", ".config.cjs", ".config.mjs"]
+        .iter()
+        .any(|e| file.ends_with(e))
+        || (file.starts_with("ecosystem") && file.ends_with("js"))
+}
+
+fn pm2_hint(path: &Path) -> CliError {
+    CliError::Usage(format!(
+        "{} is a PM2 ecosystem file: run `opm import {}` to convert it into an opm process file, then `opm start` that file",
+        path.display(),
+        path.display()
+    ))
+}
+
+/// Reads a process file; `sets` are the named environments to lay over
+/// each entry's `env` (in order). Entries get absolute working directories.
+pub fn read_process_file(path: &Path, sets: &[String]) -> Result<Vec<ProcessDef>, CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::io(format!("cannot read {}", path.display()), e))?;
-    let file: ProcessFile = toml::from_str(&text).map_err(|e| {
+    let invalid = |e: String| {
         CliError::Usage(format!(
             "{} is not a valid process file: {}",
             path.display(),
-            e.to_string().trim_end()
+            e.trim_end()
         ))
-    })?;
-    if file.process.is_empty() {
+    };
+    let value: serde_json::Value = match file_format(path) {
+        Some(FileFormat::Json) => {
+            serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?
+        }
+        Some(FileFormat::Yaml) => {
+            serde_yaml::from_str(&text).map_err(|e| invalid(e.to_string()))?
+        }
+        _ => toml::from_str(&text).map_err(|e| invalid(e.to_string()))?,
+    };
+    if value.get("apps").is_some() {
+        return Err(pm2_hint(path));
+    }
+    let serde_json::Value::Object(mut top) = value else {
+        return Err(invalid("it must hold a `process` list".into()));
+    };
+    let entries = match top.remove("process") {
+        Some(serde_json::Value::Array(a)) => a,
+        Some(_) => return Err(invalid("`process` must be a list".into())),
+        None => Vec::new(),
+    };
+    if let Some(k) = top.keys().next() {
+        return Err(invalid(format!(
+            "unknown key `{k}` (a process file holds a `process` list)"
+        )));
+    }
+    if entries.is_empty() {
         return Err(CliError::Usage(format!(
-            "{} has no [[process]] entries",
+            "{} has no processes (a `process` list: [[process]] in TOML)",
             path.display()
         )));
     }
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let base = absolute(&current_dir()?, &base);
-    Ok(file.process.into_iter().map(|p| rooted(p, &base)).collect())
+    let base = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => absolute(&current_dir()?, p),
+        _ => current_dir()?,
+    };
+    let mut found_sets = vec![false; sets.len()];
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.into_iter().enumerate() {
+        let serde_json::Value::Object(mut entry) = entry else {
+            return Err(invalid(format!("process {} is not a table", i + 1)));
+        };
+        // `env_<set>` keys: named environments, laid over `env` when chosen.
+        let named: Vec<String> = entry
+            .keys()
+            .filter(|k| k.starts_with("env_"))
+            .cloned()
+            .collect();
+        let mut named_sets = std::collections::BTreeMap::new();
+        for k in named {
+            let v = entry.remove(&k).unwrap_or_default();
+            let set: std::collections::BTreeMap<String, String> = serde_json::from_value(v)
+                .map_err(|e| invalid(format!("process {}: {k}: {e}", i + 1)))?;
+            named_sets.insert(k["env_".len()..].to_string(), set);
+        }
+        let mut def: ProcessDef = match serde_json::from_value(serde_json::Value::Object(entry)) {
+            Ok(d) => d,
+            Err(e) => {
+                // TOML's own reading names the line.
+                let located = (file_format(path) != Some(FileFormat::Json)
+                    && file_format(path) != Some(FileFormat::Yaml))
+                .then(|| toml::from_str::<ProcessFile>(&text).err())
+                .flatten()
+                .map(|t| t.to_string())
+                .filter(|t| !t.contains("env_"));
+                return Err(invalid(
+                    located.unwrap_or_else(|| format!("process {}: {e}", i + 1)),
+                ));
+            }
+        };
+        for (j, set) in sets.iter().enumerate() {
+            if let Some(vars) = named_sets.get(set) {
+                found_sets[j] = true;
+                def.env
+                    .extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+        out.push(rooted(def, &base));
+    }
+    if let Some(j) = found_sets.iter().position(|f| !f) {
+        return Err(CliError::Usage(format!(
+            "no process of {} has an environment named {:?} (an `env_{}` table)",
+            path.display(),
+            sets[j],
+            sets[j]
+        )));
+    }
+    Ok(out)
 }
 
-pub async fn start(a: StartArgs) -> Result<(), CliError> {
+/// The name a file entry runs under: its `name`, else the one opm derives
+/// from its command.
+fn entry_name(def: &ProcessDef) -> String {
+    if let Some(n) = &def.name {
+        return n.clone();
+    }
+    let cwd = PathBuf::from(def.cwd.clone().unwrap_or_default());
+    let mut resolved = def.clone();
+    if resolved.interpreter.is_none() {
+        resolved.script = crate::service::with_interpreter(def.script.trim(), &cwd);
+    }
+    crate::spec::derive_name(&resolved.command_line())
+}
+
+/// The entries of `--only` (all when empty); a name not in the file is an error.
+fn narrowed(
+    defs: Vec<ProcessDef>,
+    only: &[String],
+    file: &Path,
+) -> Result<Vec<ProcessDef>, CliError> {
+    if only.is_empty() {
+        return Ok(defs);
+    }
+    for o in only {
+        if !defs.iter().any(|d| &entry_name(d) == o) {
+            return Err(CliError::Usage(format!(
+                "--only {o}: {} has no process named {o:?}",
+                file.display()
+            )));
+        }
+    }
+    Ok(defs
+        .into_iter()
+        .filter(|d| only.contains(&entry_name(d)))
+        .collect())
+}
+
+/// Whether `target` names a process file to act on (by its extension).
+fn as_process_file(target: &str) -> Option<&Path> {
+    let p = Path::new(target);
+    (file_format(p).is_some() && p.is_file()).then_some(p)
+}
+
+/// opm's own variables (its home, log level, crash points, what it gives
+/// each child) and its secrets: never passed on as a caller's environment.
+pub const OPM_OWN_VARS: &[&str] = &[
+    "OPM_HOME",
+    "OPM_LOG",
+    "OPM_FAILPOINTS",
+    "OPM_ID",
+    "OPM_NAME",
+    "OPM_SPAWN",
+];
+
+fn opm_own(key: &str) -> bool {
+    OPM_OWN_VARS.contains(&key) || crate::SECRET_ENV_VARS.contains(&key)
+}
+
+/// The environment of the shell running this command, minus opm's own variables.
+pub fn caller_env() -> std::collections::BTreeMap<String, String> {
+    std::env::vars().filter(|(k, _)| !opm_own(k)).collect()
+}
+
+pub async fn start(mut a: StartArgs) -> Result<(), CliError> {
     let script = a.def.script.trim().to_string();
-    let is_file = script.ends_with(".toml") && Path::new(&script).is_file();
+    let first = script.split_whitespace().next().unwrap_or("").to_string();
+    if is_pm2_script(&first) && Path::new(&first).is_file() {
+        return Err(pm2_hint(Path::new(&first)));
+    }
+    let file = (file_format(Path::new(&script)).is_some() && Path::new(&script).exists())
+        .then(|| PathBuf::from(&script));
+    let mut sets = Vec::new();
+    for e in std::mem::take(&mut a.env) {
+        match e {
+            EnvArg::Var(k, v) => a.def.env.push((k, v)),
+            EnvArg::Set(s) => sets.push(s),
+        }
+    }
+    if file.is_none() && (a.prune || !a.only.is_empty()) {
+        return Err(CliError::Usage(
+            "--prune and --only apply to a process file (.toml, .json, .yaml)".into(),
+        ));
+    }
+    if file.is_none() && !sets.is_empty() {
+        return Err(CliError::Usage(format!(
+            "--env {} names an environment set, which comes from a process file's `env_{}`; for one variable give --env KEY=value",
+            sets[0], sets[0]
+        )));
+    }
     // `opm start NAME|ID` of a process that exists starts it, as PM2 users expect.
     let single_word = !script.is_empty() && !script.contains(char::is_whitespace);
-    if single_word && !is_file && !Path::new(&script).exists() {
+    if single_word && file.is_none() && !Path::new(&script).exists() {
         let client = target(&a.remote)?;
         let known = client
             .get::<ProcessInfo>(&format!("/daemon/info/{script}"))
             .await;
         if known.is_ok() {
+            if a.def.has_options() || !a.def.env.is_empty() {
+                return Err(CliError::Usage(format!(
+                    "{script} exists already: options change it with `opm update {script} …` (add --restart to apply them now)"
+                )));
+            }
             return act(
                 TargetArgs {
                     targets: vec![script],
+                    only: Vec::new(),
                     remote: a.remote,
                     format: a.format,
                 },
@@ -171,35 +393,112 @@ pub async fn start(a: StartArgs) -> Result<(), CliError> {
             .await;
         }
     }
-    let body = if is_file {
-        if a.def.has_options() {
+    if let Some(path) = file {
+        if a.def.has_options() || !a.def.env.is_empty() {
             return Err(CliError::Usage(
-                "options apply to one process: set them in the file".into(),
+                "options apply to one process: set them in the file (--env SET picks a named environment of it)".into(),
             ));
         }
-        CreateBody::Many(read_process_file(Path::new(&script))?)
+        if a.prune && !a.only.is_empty() {
+            return Err(CliError::Usage(
+                "--prune applies to the whole file: leave out --only".into(),
+            ));
+        }
+        let origin = absolute(&current_dir()?, &path);
+        let mut defs = narrowed(read_process_file(&path, &sets)?, &a.only, &path)?;
+        if a.remote.server.is_none() {
+            let env = caller_env();
+            for d in &mut defs {
+                d.caller_env = Some(env.clone());
+            }
+        }
+        let client = target(&a.remote)?;
+        let answer: ApplyResponse = client
+            .post(
+                "/daemon/apply",
+                &ApplyRequest {
+                    processes: defs,
+                    origin: Some(origin.display().to_string()),
+                    prune: a.prune,
+                    restart: true,
+                },
+            )
+            .await?;
+        return print_applied(&answer, a.format);
+    }
+    if script.is_empty() {
+        return Err(CliError::Usage(
+            "the command is empty: give a command line or a script".into(),
+        ));
+    }
+    let def = if a.remote.server.is_none() {
+        let mut def = rooted(a.def, &current_dir()?);
+        def.caller_env = Some(caller_env());
+        def
     } else {
-        if script.is_empty() {
-            return Err(CliError::Usage(
-                "the command is empty: give a command line or a script".into(),
-            ));
-        }
-        let def = if a.remote.server.is_none() {
-            rooted(a.def, &current_dir()?)
-        } else {
-            // Another machine's paths: sent as given.
-            a.def
-        };
-        CreateBody::One(Box::new(def))
+        // Another machine's paths: sent as given.
+        a.def
     };
     let client = target(&a.remote)?;
-    let many = matches!(body, CreateBody::Many(_));
-    let created: Vec<ProcessView> = if many {
-        client.post("/daemon/create", &body).await?
+    let created: Vec<ProcessView> = vec![
+        client
+            .post("/daemon/create", &CreateBody::One(Box::new(def)))
+            .await?,
+    ];
+    print_started(&created, a.format)
+}
+
+/// Prints what an apply did: created, changed, unchanged, pruned.
+fn print_applied(r: &ApplyResponse, format: Format) -> Result<(), CliError> {
+    let failed = r
+        .created
+        .iter()
+        .chain(&r.changed)
+        .filter(|v| v.error.is_some() && v.status != Status::Online)
+        .count();
+    if format == Format::Json {
+        print_json(r)?;
     } else {
-        vec![client.post("/daemon/create", &body).await?]
-    };
-    if a.format == Format::Json {
+        for v in &r.created {
+            println!("✔ created {} (id {}): {}", v.name, v.id, v.status.as_str());
+        }
+        for v in &r.changed {
+            println!("✔ changed {} (id {}): {}", v.name, v.id, v.status.as_str());
+        }
+        for v in &r.unchanged {
+            println!(
+                "✔ unchanged {} (id {}): {}",
+                v.name,
+                v.id,
+                v.status.as_str()
+            );
+        }
+        for n in &r.pruned {
+            println!("✔ pruned {n}");
+        }
+        for v in r.created.iter().chain(&r.changed) {
+            if let (Some(e), true) = (&v.error, v.status != Status::Online) {
+                eprintln!("✘ {} (id {}) {e}", v.name, v.id);
+            }
+        }
+        let all: Vec<ProcessView> = r
+            .created
+            .iter()
+            .chain(&r.changed)
+            .chain(&r.unchanged)
+            .cloned()
+            .collect();
+        println!("{}", table(&all));
+    }
+    if failed > 0 {
+        Err(CliError::Partial(failed))
+    } else {
+        Ok(())
+    }
+}
+
+fn print_started(created: &[ProcessView], format: Format) -> Result<(), CliError> {
+    if format == Format::Json {
         print_json(&created)?;
         let failed = created.iter().filter(|v| v.error.is_some()).count();
         return if failed > 0 {
@@ -209,7 +508,7 @@ pub async fn start(a: StartArgs) -> Result<(), CliError> {
         };
     }
     let mut failed = 0;
-    for v in &created {
+    for v in created {
         match (v.status, &v.error) {
             (Status::Online, _) => println!(
                 "✔ started {} (id {}, pid {})",
@@ -231,7 +530,7 @@ pub async fn start(a: StartArgs) -> Result<(), CliError> {
             (s, None) => println!("✔ created {} (id {}), now {}", v.name, v.id, s.as_str()),
         }
     }
-    println!("{}", table(&created));
+    println!("{}", table(created));
     if failed > 0 {
         return Err(CliError::Partial(failed));
     }
@@ -250,12 +549,36 @@ pub async fn send_action(
         .await
 }
 
+/// The targets with each process file replaced by its processes' names
+/// (narrowed by `--only`).
+fn expand_targets(targets: &[String], only: &[String]) -> Result<Vec<String>, CliError> {
+    let mut out = Vec::new();
+    let mut files = 0;
+    for t in targets {
+        match as_process_file(t) {
+            Some(path) => {
+                files += 1;
+                let defs = narrowed(read_process_file(path, &[])?, only, path)?;
+                out.extend(defs.iter().map(entry_name));
+            }
+            None => out.push(t.clone()),
+        }
+    }
+    if files == 0 && !only.is_empty() {
+        return Err(CliError::Usage(
+            "--only narrows a process file: give the file too".into(),
+        ));
+    }
+    Ok(out)
+}
+
 pub async fn act(a: TargetArgs, action: ActionKind) -> Result<(), CliError> {
     let client = target(&a.remote)?;
+    let targets = expand_targets(&a.targets, &a.only)?;
     let mut shown: Vec<ProcessView> = Vec::new();
     let mut removed = Vec::new();
     let mut failed = 0;
-    for t in &a.targets {
+    for t in &targets {
         match send_action(&client, Target::parse(t), action).await {
             Ok(r) => {
                 for v in r.processes {
@@ -511,7 +834,7 @@ pub async fn restore() -> Result<(), CliError> {
     }
     let path = home.dump();
     let saved = match std::fs::read_to_string(&path) {
-        Ok(_) => read_process_file(&path)?,
+        Ok(_) => read_process_file(&path, &[])?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(CliError::io(format!("cannot read {}", path.display()), e)),
     };

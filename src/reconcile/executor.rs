@@ -278,7 +278,7 @@ impl Executor {
                     plan::on_exit(&slot.spec, &slot.obs, pid, code, signal, group_alive, now);
                 if let (Some(code), Phase::Running { since_ms, .. }) = (code, &before.phase) {
                     let quick = now.saturating_sub(*since_ms) < SHELL_QUICK_EXIT.as_millis() as u64;
-                    if quick && spawn::runs_in_shell(slot.spec.command()) {
+                    if quick && spawn::runs_in_shell(&slot.spec.command()) {
                         let err_log = self.home.err_log(&slot.spec.name, id);
                         let last = crate::supervise::logs::tail_lines(&err_log, 1)
                             .ok()
@@ -750,7 +750,7 @@ impl Executor {
 
 /// Spawns one run of `spec`, marked with `nonce`.
 fn spawn_run(home: &Home, spec: &Spec, nonce: u64) -> std::io::Result<spawn::Spawned> {
-    let (program, args) = spawn::split_command(spec.command())
+    let (program, args) = spawn::split_command(&spec.command())
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
     let mut env = spec.def.env.clone();
     env.push(("OPM_ID".into(), spec.id.to_string()));
@@ -764,6 +764,7 @@ fn spawn_run(home: &Home, spec: &Spec, nonce: u64) -> std::io::Result<spawn::Spa
         args: &args,
         cwd: &cwd,
         env: &env,
+        base: spec.def.caller_env.as_ref(),
         out_log: &out_log,
         err_log: &err_log,
     })

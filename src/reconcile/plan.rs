@@ -455,6 +455,72 @@ pub fn status(spec: &Spec, obs: &Observed) -> crate::model::Status {
     }
 }
 
+/// What applying a process file (`opm start FILE`, `opm update`) does to
+/// each process: indexes are the file's entries, ids the stored processes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyPlan {
+    /// Entries with no process of their name: created.
+    pub create: Vec<usize>,
+    /// (entry, id): the stored definition differs from the entry's.
+    pub change: Vec<(usize, u64)>,
+    /// (entry, id): the same definition; left running as it is.
+    pub unchanged: Vec<(usize, u64)>,
+    /// Processes that came from this file (`origin`) and are no longer in
+    /// it; only when pruning.
+    pub prune: Vec<u64>,
+}
+
+/// Compares the file's entries (`(name, resolved definition)`) with the
+/// stored processes by name. A process being removed is not matched.
+pub fn apply_plan(
+    stored: &[Spec],
+    wanted: &[(String, crate::definition::ProcessDef)],
+    origin: Option<&str>,
+    prune: bool,
+) -> ApplyPlan {
+    let live: Vec<&Spec> = stored
+        .iter()
+        .filter(|s| s.desired != Desired::Removed)
+        .collect();
+    let mut plan = ApplyPlan::default();
+    for (i, (name, def)) in wanted.iter().enumerate() {
+        match live.iter().find(|s| &s.name == name) {
+            None => plan.create.push(i),
+            Some(s) if same_definition(&s.def, def) => plan.unchanged.push((i, s.id)),
+            Some(s) => plan.change.push((i, s.id)),
+        }
+    }
+    if prune {
+        if let Some(origin) = origin {
+            plan.prune = live
+                .iter()
+                .filter(|s| s.def.origin.as_deref() == Some(origin))
+                .filter(|s| !wanted.iter().any(|(n, _)| n == &s.name))
+                .map(|s| s.id)
+                .collect();
+        }
+    }
+    plan
+}
+
+/// Whether two definitions run the same thing the same way: defaults
+/// written out, and the captured caller environment and request flags left
+/// aside (a deploy from another shell changes nothing by itself).
+pub fn same_definition(
+    a: &crate::definition::ProcessDef,
+    b: &crate::definition::ProcessDef,
+) -> bool {
+    let plain = |d: &crate::definition::ProcessDef| crate::definition::ProcessDef {
+        name: None,
+        desired: None,
+        unchecked: None,
+        force: None,
+        caller_env: None,
+        ..d.filled()
+    };
+    plain(a) == plain(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -971,5 +1037,81 @@ mod tests {
             Desired::Removed,
             1
         ));
+    }
+    fn stored(id: u64, name: &str, script: &str, origin: Option<&str>) -> Spec {
+        Spec {
+            id,
+            name: name.into(),
+            def: crate::definition::ProcessDef {
+                script: script.into(),
+                cwd: Some("/".into()),
+                origin: origin.map(str::to_string),
+                ..Default::default()
+            },
+            ..spec()
+        }
+    }
+
+    fn entry(name: &str, script: &str, origin: &str) -> (String, crate::definition::ProcessDef) {
+        (
+            name.into(),
+            crate::definition::ProcessDef {
+                script: script.into(),
+                cwd: Some("/".into()),
+                origin: Some(origin.into()),
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn a_file_applied_again_changes_only_the_entry_that_differs() {
+        let db = [
+            stored(1, "a", "sleep 1", Some("/f.toml")),
+            stored(2, "b", "sleep 2", Some("/f.toml")),
+        ];
+        let file = [
+            entry("a", "sleep 1", "/f.toml"),
+            entry("b", "sleep 22", "/f.toml"),
+            entry("c", "sleep 3", "/f.toml"),
+        ];
+        let p = apply_plan(&db, &file, Some("/f.toml"), false);
+        assert_eq!(p.unchanged, vec![(0, 1)]);
+        assert_eq!(p.change, vec![(1, 2)]);
+        assert_eq!(p.create, vec![2]);
+        assert!(p.prune.is_empty());
+    }
+
+    #[test]
+    fn pruning_removes_only_what_came_from_this_file() {
+        let db = [
+            stored(1, "a", "sleep 1", Some("/f.toml")),
+            stored(2, "gone", "sleep 2", Some("/f.toml")),
+            stored(3, "other", "sleep 3", Some("/g.toml")),
+            stored(4, "by-hand", "sleep 4", None),
+        ];
+        let file = [entry("a", "sleep 1", "/f.toml")];
+        assert_eq!(apply_plan(&db, &file, Some("/f.toml"), true).prune, vec![2]);
+        assert!(apply_plan(&db, &file, Some("/f.toml"), false)
+            .prune
+            .is_empty());
+    }
+
+    #[test]
+    fn written_out_defaults_and_the_callers_environment_are_no_change() {
+        let (_, def) = entry("a", "sleep 1", "/f.toml");
+        let mut other = def.filled();
+        other.caller_env = Some([("X".to_string(), "1".to_string())].into());
+        assert!(same_definition(&def, &other));
+        other.env = vec![("X".into(), "1".into())];
+        assert!(!same_definition(&def, &other));
+    }
+
+    #[test]
+    fn a_process_being_removed_is_created_again_not_matched() {
+        let mut gone = stored(1, "a", "sleep 1", None);
+        gone.desired = Desired::Removed;
+        let p = apply_plan(&[gone], &[entry("a", "sleep 1", "/f.toml")], None, true);
+        assert_eq!(p.create, vec![0]);
     }
 }

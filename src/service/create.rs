@@ -17,7 +17,9 @@ impl Service {
         }
         let mut new = Vec::with_capacity(requests.len());
         let mut errors = Vec::new();
-        for (i, r) in requests.into_iter().enumerate() {
+        let mut forced = Vec::with_capacity(requests.len());
+        for (i, mut r) in requests.into_iter().enumerate() {
+            forced.push(r.force.take() == Some(true));
             match self.new_spec(r) {
                 Ok(n) => new.push(n),
                 Err(e) if i == 0 => errors.push(e.to_string()),
@@ -33,6 +35,28 @@ impl Service {
                 return Err(ServiceError::Conflict(format!(
                     "the name {:?} is given twice",
                     n.spec.name
+                )));
+            }
+        }
+        // An unnamed start of a command that already runs is a mistake more
+        // often than a wish for a second copy (PM2: "Script already launched").
+        let existing = self.store.specs()?;
+        for (n, force) in new.iter().zip(&forced) {
+            if n.explicit_name || *force {
+                continue;
+            }
+            let same = existing.iter().find(|s| {
+                s.desired != Desired::Removed
+                    && s.command() == n.spec.command()
+                    && s.cwd() == n.spec.cwd()
+            });
+            if let Some(s) = same {
+                return Err(ServiceError::Conflict(format!(
+                    "{:?} already runs under opm as {} (id {}): `opm restart {}` restarts it; give --name to run a second one, or --force",
+                    s.command(),
+                    s.name,
+                    s.id,
+                    s.name
                 )));
             }
         }
@@ -64,11 +88,11 @@ impl Service {
     /// Gives the shell command lines among `ids` that just started a moment
     /// to fail at once (a command the shell cannot find exits 127 right
     /// away), so the answer tells that instead of "online".
-    async fn settle_shells(&self, ids: &[u64]) {
+    pub(super) async fn settle_shells(&self, ids: &[u64]) {
         let shells: Vec<u64> = self
             .entries(Some(ids))
             .iter()
-            .filter(|e| spawn::runs_in_shell(e.spec.command()))
+            .filter(|e| spawn::runs_in_shell(&e.spec.command()))
             .filter(|e| matches!(e.obs.phase, Phase::Running { .. }))
             .map(|e| e.spec.id)
             .collect();
@@ -94,7 +118,7 @@ impl Service {
     /// options' checks (`ProcessDef::check`), then what needs the file
     /// system (the working directory, the script's interpreter, whether the
     /// command can run), the name, and the desired state.
-    fn new_spec(&self, mut def: ProcessDef) -> Result<NewSpec, ServiceError> {
+    pub(super) fn new_spec(&self, mut def: ProcessDef) -> Result<NewSpec, ServiceError> {
         def.check().map_err(ServiceError::BadRequest)?;
         let script = def.script.trim();
         if script.is_empty() {
@@ -125,7 +149,26 @@ impl Service {
                 cwd.display()
             )));
         }
-        let command = with_interpreter(script, &cwd);
+        let script = script.to_string();
+        if def.interpreter.is_none() {
+            let resolved = with_interpreter(&script, &cwd);
+            match resolved.split_once(' ') {
+                // Arguments for the interpreter need it apart from the script.
+                Some((interpreter, _)) if resolved != script && def.interpreter_args.is_some() => {
+                    def.interpreter = Some(interpreter.to_string());
+                    def.script = script;
+                }
+                _ if def.interpreter_args.is_some() => {
+                    return Err(ServiceError::BadRequest(
+                        "interpreter arguments need an interpreter: give --interpreter (or `interpreter`), or a script whose extension names one (.js, .py, .sh, ...)".into(),
+                    ))
+                }
+                _ => def.script = resolved,
+            }
+        } else {
+            def.script = script;
+        }
+        let command = def.command_line();
         let (name, explicit_name) = match def.name.take() {
             Some(n) => {
                 validate_name(&n).map_err(ServiceError::BadRequest)?;
@@ -139,7 +182,14 @@ impl Service {
         // A command that cannot run at all is an answer, not a stored
         // process that retries forever (unless the caller keeps it anyway).
         if def.unchecked.take() != Some(true) {
-            spawn::check_command(&command, &cwd, &def.env)
+            // The PATH the child gets: its own, else the caller's, else the daemon's.
+            let mut env = def.env.clone();
+            if !env.iter().any(|(k, _)| k == "PATH") {
+                if let Some(p) = def.caller_env.as_ref().and_then(|c| c.get("PATH")) {
+                    env.push(("PATH".into(), p.clone()));
+                }
+            }
+            spawn::check_command(&command, &cwd, &env)
                 .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
         }
         if let Some(w) = &def.watch {
@@ -153,7 +203,6 @@ impl Service {
         }
         let stopped = def.stopped();
         def.desired = None;
-        def.script = command;
         def.cwd = Some(cwd.display().to_string());
         Ok(NewSpec {
             spec: Spec {

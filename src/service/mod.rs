@@ -8,6 +8,7 @@
 //! these methods to routes; this layer knows nothing of HTTP nor of roles.
 
 mod action;
+mod apply;
 mod create;
 mod health;
 mod history;

@@ -53,7 +53,7 @@ impl Service {
             uptime_ms,
             cpu: (u.cpu_percent * 10.0).round() / 10.0,
             memory: u.memory_bytes,
-            command: spec.command().to_string(),
+            command: spec.command(),
             cwd: spec.cwd().to_string(),
             autorestart: spec.def.autorestart(),
             desired: spec.desired.as_str().to_string(),

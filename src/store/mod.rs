@@ -692,10 +692,42 @@ impl Store {
 
     /// Creates processes in one transaction (ids, names, specs) and flushes.
     pub fn create(&self, new: Vec<NewSpec>) -> Result<Vec<Spec>, StoreError> {
+        self.apply(new, &[])
+    }
+
+    /// Replaces the specs (same ids and names) in one transaction and flushes.
+    pub fn update(&self, specs: &[Spec]) -> Result<(), StoreError> {
+        fail::fail_point!("store::before-insert");
+        let writing = self.writing();
+        self.processes
+            .transaction(|p| {
+                for spec in specs {
+                    if p.get(codec::id_key(spec.id))?.is_none() {
+                        return Err(abort(StoreError::NoSuchId(spec.id)));
+                    }
+                    put(p, &codec::id_key(spec.id), spec)?;
+                }
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        drop(writing);
+        fail::fail_point!("store::after-insert");
+        self.flush()
+    }
+
+    /// Creates `new` and replaces `changed` (same ids and names) in one
+    /// transaction, then flushes: a process file applied at once.
+    pub fn apply(&self, new: Vec<NewSpec>, changed: &[Spec]) -> Result<Vec<Spec>, StoreError> {
         fail::fail_point!("store::before-insert");
         let writing = self.writing();
         let created = (&self.processes, &self.names, &self.meta)
             .transaction(|(p, n, m)| {
+                for spec in changed {
+                    if p.get(codec::id_key(spec.id))?.is_none() {
+                        return Err(abort(StoreError::NoSuchId(spec.id)));
+                    }
+                    put(p, &codec::id_key(spec.id), spec)?;
+                }
                 let mut next_id: u64 = match m.get(NEXT_ID_KEY)? {
                     Some(v) => codec::decode(META, NEXT_ID_KEY, &v).map_err(abort)?,
                     None => 0,
@@ -718,26 +750,6 @@ impl Store {
         fail::fail_point!("store::after-insert");
         self.flush()?;
         Ok(created)
-    }
-
-    /// Replaces the specs (same ids and names) in one transaction and flushes.
-    pub fn update(&self, specs: &[Spec]) -> Result<(), StoreError> {
-        fail::fail_point!("store::before-insert");
-        let writing = self.writing();
-        self.processes
-            .transaction(|p| {
-                for spec in specs {
-                    if p.get(codec::id_key(spec.id))?.is_none() {
-                        return Err(abort(StoreError::NoSuchId(spec.id)));
-                    }
-                    put(p, &codec::id_key(spec.id), spec)?;
-                }
-                Ok(())
-            })
-            .map_err(tx_err)?;
-        drop(writing);
-        fail::fail_point!("store::after-insert");
-        self.flush()
     }
 
     /// Forgets a process: spec, name and runtime, in one transaction; flushes.

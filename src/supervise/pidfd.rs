@@ -125,6 +125,7 @@ mod tests {
             args: &args,
             cwd: dir.path(),
             env: &[],
+            base: None,
             out_log: &dir.path().join("out.log"),
             err_log: &dir.path().join("err.log"),
         };

@@ -412,6 +412,7 @@ mod tests {
             args: &args,
             cwd: Path::new("/"),
             env,
+            base: None,
             out_log: &out,
             err_log: &err,
         };

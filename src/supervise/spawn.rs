@@ -29,6 +29,9 @@ pub struct SpawnSpec<'a> {
     pub cwd: &'a Path,
     /// Added to the inherited environment; these win over inherited values.
     pub env: &'a [(String, String)],
+    /// The environment inherited: the daemon's when `None`, else this one
+    /// (the caller's shell, captured by `opm start`).
+    pub base: Option<&'a std::collections::BTreeMap<String, String>>,
     pub out_log: &'a Path,
     pub err_log: &'a Path,
 }
@@ -241,7 +244,13 @@ fn spawn_inner(spec: &SpawnSpec) -> io::Result<Spawned> {
     use std::ffi::CString;
     use std::os::fd::AsRawFd;
 
-    let path_var = child_path(spec.env);
+    let path_var = match (
+        spec.base.and_then(|b| b.get("PATH")),
+        spec.env.iter().any(|(k, _)| k == "PATH"),
+    ) {
+        (Some(p), false) => Some(p.into()),
+        _ => child_path(spec.env),
+    };
     let resolved = resolve(spec.program, spec.cwd, path_var.as_deref())?;
     let out = open_log(spec.out_log)?;
     let err = open_log(spec.err_log)?;
@@ -261,7 +270,12 @@ fn spawn_inner(spec: &SpawnSpec) -> io::Result<Spawned> {
     }
     // The inherited environment, with the spec's variables winning; opm's
     // own secrets (dropped by the daemon at start) never pass, whoever spawns.
-    let mut env: Vec<(Vec<u8>, Vec<u8>)> = std::env::vars_os()
+    let inherited: Vec<(std::ffi::OsString, std::ffi::OsString)> = match spec.base {
+        Some(base) => base.iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        None => std::env::vars_os().collect(),
+    };
+    let mut env: Vec<(Vec<u8>, Vec<u8>)> = inherited
+        .into_iter()
         .filter(|(k, _)| {
             !crate::SECRET_ENV_VARS
                 .iter()
@@ -629,6 +643,7 @@ mod tests {
             args: &[],
             cwd: dir.path(),
             env: &[],
+            base: None,
             out_log: &dir.path().join("o"),
             err_log: &dir.path().join("e"),
         })
@@ -693,6 +708,7 @@ mod tests {
             args: &args,
             cwd: dir.path(),
             env: &env,
+            base: None,
             out_log: &out,
             err_log: &err,
         };
@@ -741,6 +757,7 @@ mod tests {
             args: &[],
             cwd: dir.path(),
             env: &[],
+            base: None,
             out_log: &dir.path().join("o"),
             err_log: &dir.path().join("e"),
         };
@@ -756,6 +773,7 @@ mod tests {
             args: &args,
             cwd: dir,
             env: &[],
+            base: None,
             out_log: &out,
             err_log: &err,
         })

@@ -14,6 +14,7 @@ mod bounded_streams;
 mod cli_errors;
 mod cli_remote;
 mod crash_restore;
+mod deploy;
 mod durability;
 mod fixture;
 mod history;

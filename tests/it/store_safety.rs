@@ -391,7 +391,12 @@ fn a_schema_1_database_is_migrated_when_the_store_opens() {
     assert_eq!(spec.def.kill_timeout_ms(), DEFAULT_KILL_TIMEOUT_MS);
     assert_eq!(spec.def.max_memory(), None);
     assert_eq!(
-        (spec.id, spec.name.as_str(), spec.command(), spec.cwd()),
+        (
+            spec.id,
+            spec.name.as_str(),
+            spec.command().as_str(),
+            spec.cwd()
+        ),
         (0, "old", "sleep 1000", "/")
     );
     assert_eq!(spec.def.env, old.env);
@@ -526,7 +531,7 @@ fn assert_is_migrated_v2(spec: &opm::spec::Spec) {
     assert_eq!(spec.def.max_memory(), old.max_memory);
     assert_eq!(spec.def.watch, None);
     assert_eq!(
-        (spec.id, spec.name.as_str(), spec.command()),
+        (spec.id, spec.name.as_str(), spec.command().as_str()),
         (0, "legacy2", "sleep 1000")
     );
     assert_eq!((spec.cwd(), &spec.def.env), ("/", &old.env));
@@ -617,7 +622,12 @@ fn assert_is_migrated_v3(spec: &opm::spec::Spec) {
     assert_eq!(spec.def.watch, old.watch);
     assert_eq!(spec.def.kill_signal().to_string(), "SIGTERM");
     assert_eq!(
-        (spec.id, spec.name.as_str(), spec.command(), spec.cwd()),
+        (
+            spec.id,
+            spec.name.as_str(),
+            spec.command().as_str(),
+            spec.cwd()
+        ),
         (0, "legacy3", "sleep 1000", "/")
     );
     assert_eq!(spec.def.env, old.env);
