@@ -231,6 +231,10 @@ impl std::fmt::Display for Target {
 pub struct ActionRequest {
     pub id: Target,
     pub action: ActionKind,
+    /// With restart or reload: the caller's environment, replacing the
+    /// captured one (`opm restart --update-env`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_env: Option<BTreeMap<String, String>>,
 }
 
 /// The answer to an action: the processes it touched, as they are after it.
@@ -260,6 +264,14 @@ pub struct EnvResponse {
     pub id: u64,
     pub name: String,
     pub env: BTreeMap<String, String>,
+    /// The whole environment the process gets: the captured caller's (or
+    /// the daemon's, when none was captured), `env` over it, opm's own.
+    #[serde(default)]
+    pub full: BTreeMap<String, String>,
+    /// The entries of `full` the daemon's own environment lacks or holds
+    /// with another value.
+    #[serde(default)]
+    pub differs: BTreeMap<String, String>,
 }
 
 /// `GET /health` and `opm daemon health --format json`.

@@ -220,7 +220,8 @@ pub fn document() -> Value {
                 "ProcessInfo": process_info,
                 "CreateRequest": create_request,
                 "ActionRequest": { "type": "object", "required": ["id", "action"], "additionalProperties": false, "properties": {
-                    "id": target, "action": { "type": "string", "enum": ["start", "stop", "restart", "reload", "remove", "flush"] }
+                    "id": target, "action": { "type": "string", "enum": ["start", "stop", "restart", "reload", "remove", "flush"] },
+                    "caller_env": { "type": "object", "description": "restart, reload: the environment the child's is built on from now on" }
                 }},
                 "ActionResponse": { "type": "object", "properties": {
                     "action": { "type": "string" }, "processes": { "type": "array", "items": r("ProcessView") },

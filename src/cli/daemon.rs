@@ -544,6 +544,7 @@ pub async fn kill() -> Result<(), CliError> {
             &crate::model::ActionRequest {
                 id: crate::model::Target::Name("all".into()),
                 action: crate::model::ActionKind::Stop,
+                caller_env: None,
             },
         )
         .await?;

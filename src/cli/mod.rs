@@ -83,6 +83,9 @@ pub fn given_token(
 pub enum Command {
     /// Start a command line or a script, or apply a process file (.toml, .json, .yaml): create what is new, restart what changed
     Start(Box<process::StartArgs>),
+    /// Change a process's stored definition (same options as start); applied at its next restart, or now with --restart
+    #[command(visible_alias = "adjust")]
+    Update(Box<process::UpdateArgs>),
     /// Stop processes (ids, names or `all`)
     Stop(process::TargetArgs),
     /// Restart processes: stop, then start again
@@ -205,6 +208,7 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
     use crate::model::ActionKind;
     match command {
         Command::Start(a) => process::start(*a).await,
+        Command::Update(a) => process::update(*a).await,
         Command::Stop(a) => process::act(a, ActionKind::Stop).await,
         Command::Restart(a) => process::act(a, ActionKind::Restart).await,
         Command::Reload(a) => process::act(a, ActionKind::Reload).await,

@@ -39,6 +39,26 @@ pub struct StartArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The process to change
+    #[arg(value_name = "ID|NAME")]
+    pub target: String,
+    /// The new definition's options (and, optionally, a new command)
+    #[command(flatten)]
+    pub def: ProcessDef,
+    /// A variable K=V to set (repeatable)
+    #[arg(long = "env", value_name = "K=V")]
+    pub env: Vec<EnvArg>,
+    /// Restart it now with the new definition (else it applies at its next restart)
+    #[arg(long)]
+    pub restart: bool,
+    #[command(flatten)]
+    pub remote: Remote,
+    #[arg(long, value_enum, default_value_t = Format::Default)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
 pub struct TargetArgs {
     /// Process ids, names, `all`, or a process file (its processes)
     #[arg(required = true, value_name = "ID|NAME|all|FILE")]
@@ -46,6 +66,9 @@ pub struct TargetArgs {
     /// Only these processes of a process file (comma-separated names)
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub only: Vec<String>,
+    /// restart, reload: give the processes this shell's environment from now on
+    #[arg(long)]
+    pub update_env: bool,
     #[command(flatten)]
     pub remote: Remote,
     #[arg(long, value_enum, default_value_t = Format::Default)]
@@ -97,6 +120,9 @@ pub struct FlushArgs {
 pub struct EnvArgs {
     #[arg(value_name = "ID|NAME")]
     pub target: String,
+    /// Only what differs from the daemon's own environment
+    #[arg(long)]
+    pub diff: bool,
     #[command(flatten)]
     pub remote: Remote,
 }
@@ -385,6 +411,7 @@ pub async fn start(mut a: StartArgs) -> Result<(), CliError> {
                 TargetArgs {
                     targets: vec![script],
                     only: Vec::new(),
+                    update_env: false,
                     remote: a.remote,
                     format: a.format,
                 },
@@ -545,7 +572,14 @@ pub async fn send_action(
     action: ActionKind,
 ) -> Result<ActionResponse, ClientError> {
     client
-        .post("/daemon/action", &ActionRequest { id: target, action })
+        .post(
+            "/daemon/action",
+            &ActionRequest {
+                id: target,
+                action,
+                caller_env: None,
+            },
+        )
         .await
 }
 
@@ -575,11 +609,28 @@ fn expand_targets(targets: &[String], only: &[String]) -> Result<Vec<String>, Cl
 pub async fn act(a: TargetArgs, action: ActionKind) -> Result<(), CliError> {
     let client = target(&a.remote)?;
     let targets = expand_targets(&a.targets, &a.only)?;
+    let caller_env = match (a.update_env, action) {
+        (false, _) => None,
+        (true, ActionKind::Restart | ActionKind::Reload) => Some(caller_env()),
+        (true, _) => {
+            return Err(CliError::Usage(
+                "--update-env goes with restart or reload".into(),
+            ))
+        }
+    };
     let mut shown: Vec<ProcessView> = Vec::new();
     let mut removed = Vec::new();
     let mut failed = 0;
     for t in &targets {
-        match send_action(&client, Target::parse(t), action).await {
+        let req = ActionRequest {
+            id: Target::parse(t),
+            action,
+            caller_env: caller_env.clone(),
+        };
+        match client
+            .post::<_, ActionResponse>("/daemon/action", &req)
+            .await
+        {
             Ok(r) => {
                 for v in r.processes {
                     if !shown.iter().any(|s| s.id == v.id) {
@@ -776,6 +827,7 @@ pub async fn flush(a: FlushArgs) -> Result<(), CliError> {
                 &ActionRequest {
                     id: Target::parse(t),
                     action: ActionKind::Flush,
+                    caller_env: None,
                 },
             )
             .await?;
@@ -789,7 +841,7 @@ pub async fn flush(a: FlushArgs) -> Result<(), CliError> {
 pub async fn env(a: EnvArgs) -> Result<(), CliError> {
     let client = target(&a.remote)?;
     let r: EnvResponse = client.get(&format!("/daemon/env/{}", a.target)).await?;
-    for (k, v) in &r.env {
+    for (k, v) in if a.diff { &r.differs } else { &r.full } {
         println!("{k}={v}");
     }
     Ok(())
@@ -856,6 +908,7 @@ pub async fn restore() -> Result<(), CliError> {
                             &ActionRequest {
                                 id: Target::Id(v.id),
                                 action: ActionKind::Start,
+                                caller_env: None,
                             },
                         )
                         .await?;
@@ -883,5 +936,85 @@ pub async fn restore() -> Result<(), CliError> {
         views.len()
     );
     println!("{}", table(&views));
+    Ok(())
+}
+
+/// `opm update NAME [SCRIPT] [options]`: the stored definition with the
+/// given options laid over it, applied through `/daemon/apply` (at once
+/// with `--restart`).
+pub async fn update(a: UpdateArgs) -> Result<(), CliError> {
+    let client = target(&a.remote)?;
+    let info: ProcessInfo = client.get(&format!("/daemon/info/{}", a.target)).await?;
+    let mut stored =
+        serde_json::to_value(&info.definition).map_err(|e| CliError::Io(e.to_string()))?;
+    let mut given = a.def;
+    for e in a.env {
+        match e {
+            EnvArg::Var(k, v) => given.env.push((k, v)),
+            EnvArg::Set(s) => {
+                return Err(CliError::Usage(format!(
+                    "--env {s}: named sets come from a process file (`opm start FILE --env {s}`); here give --env KEY=value"
+                )))
+            }
+        }
+    }
+    if given.name.is_some() {
+        return Err(CliError::Usage(
+            "a process keeps its name: remove it and start it again to rename it".into(),
+        ));
+    }
+    let mut env: std::collections::BTreeMap<String, String> =
+        info.definition.env.iter().cloned().collect();
+    env.extend(std::mem::take(&mut given.env));
+    if given.cwd.is_some() && a.remote.server.is_none() {
+        given = rooted(given, &current_dir()?);
+    }
+    let given = serde_json::to_value(&given).map_err(|e| CliError::Io(e.to_string()))?;
+    if let (Some(s), Some(g)) = (stored.as_object_mut(), given.as_object()) {
+        for (k, v) in g {
+            if k == "script" && v.as_str().is_some_and(|t| t.trim().is_empty()) {
+                continue;
+            }
+            s.insert(k.clone(), v.clone());
+        }
+        s.insert("env".into(), serde_json::to_value(&env).unwrap_or_default());
+    }
+    let def: ProcessDef =
+        serde_json::from_value(stored).map_err(|e| CliError::Usage(e.to_string()))?;
+    let answer: ApplyResponse = client
+        .post(
+            "/daemon/apply",
+            &ApplyRequest {
+                processes: vec![def],
+                origin: None,
+                prune: false,
+                restart: a.restart,
+            },
+        )
+        .await?;
+    if a.format == Format::Json {
+        return print_json(&answer);
+    }
+    for v in &answer.changed {
+        if a.restart {
+            println!(
+                "✔ updated {} (id {}) and restarted it: {}",
+                v.name,
+                v.id,
+                v.status.as_str()
+            );
+        } else {
+            println!(
+                "✔ updated {} (id {}); it applies at its next restart (`opm restart {}`, or `opm update --restart`)",
+                v.name, v.id, v.name
+            );
+        }
+    }
+    for v in &answer.unchanged {
+        println!(
+            "✔ {} (id {}) already has this definition: nothing changed",
+            v.name, v.id
+        );
+    }
     Ok(())
 }

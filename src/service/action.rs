@@ -38,6 +38,11 @@ impl Service {
                 .map(|e| e.obs)
                 .unwrap_or_default();
             on_user_action(&mut spec, &obs, req.action);
+            if matches!(req.action, ActionKind::Restart | ActionKind::Reload) {
+                if let Some(env) = &req.caller_env {
+                    spec.def.caller_env = Some(env.clone());
+                }
+            }
             specs.push(spec);
         }
         let specs = {

@@ -133,10 +133,27 @@ impl Service {
         let mut env: BTreeMap<String, String> = spec.def.env.iter().cloned().collect();
         env.insert("OPM_ID".into(), id.to_string());
         env.insert("OPM_NAME".into(), spec.name.clone());
+        let daemon: BTreeMap<String, String> = std::env::vars()
+            .filter(|(k, _)| !crate::SECRET_ENV_VARS.contains(&k.as_str()))
+            .collect();
+        let mut full = spec
+            .def
+            .caller_env
+            .clone()
+            .unwrap_or_else(|| daemon.clone());
+        full.retain(|k, _| !crate::SECRET_ENV_VARS.contains(&k.as_str()));
+        full.extend(env.clone());
+        let differs = full
+            .iter()
+            .filter(|(k, v)| daemon.get(*k) != Some(v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         Ok(EnvResponse {
             id,
             name: spec.name,
             env,
+            full,
+            differs,
         })
     }
 

@@ -257,3 +257,67 @@ fn a_pm2_ecosystem_file_is_never_run_as_a_program() {
     let out = home.opm(&["start", "procs.toml"]).failed();
     assert!(home.list().is_empty(), "{out}");
 }
+
+#[test]
+fn update_env_refreshes_the_callers_environment_and_env_shows_it() {
+    let home = TestHome::new();
+    home.opm_env(
+        &["start", "sleep 1017", "--name", "app"],
+        &[("DEPLOY_TAG", "one")],
+    )
+    .ok();
+    let first = pid(&home, "app");
+    // A plain restart keeps the captured environment.
+    home.opm_env(&["restart", "app"], &[("DEPLOY_TAG", "two")])
+        .ok();
+    let env = environ(pid(&home, "app")).expect("environ");
+    assert!(env.iter().any(|e| e == "DEPLOY_TAG=one"), "{env:?}");
+    home.opm_env(
+        &["restart", "app", "--update-env"],
+        &[("DEPLOY_TAG", "two")],
+    )
+    .ok();
+    let p = pid(&home, "app");
+    assert_ne!(p, first);
+    let env = environ(p).expect("environ");
+    assert!(env.iter().any(|e| e == "DEPLOY_TAG=two"), "{env:?}");
+    let shown = home.opm(&["env", "app"]).ok();
+    assert!(shown.stdout.contains("DEPLOY_TAG=two\n"), "{shown}");
+    assert!(shown.stdout.contains("OPM_NAME=app\n"), "{shown}");
+    let diff = home.opm(&["env", "app", "--diff"]).ok();
+    assert!(diff.stdout.contains("DEPLOY_TAG=two\n"), "{diff}");
+    assert!(
+        !diff.stdout.contains("PATH="),
+        "the same PATH as the daemon's: {diff}"
+    );
+}
+
+#[test]
+fn update_changes_the_command_and_env_and_restart_applies_it() {
+    let home = TestHome::new();
+    home.opm(&["start", "sleep 1018", "--name", "app", "--env", "A=1"])
+        .ok();
+    let first = pid(&home, "app");
+    // Options to `start` of an existing process are refused, never ignored.
+    let refused = home.opm(&["start", "app", "--env", "A=2"]).failed();
+    assert!(refused.stderr.contains("opm update app"), "{refused}");
+
+    let out = home
+        .opm(&["update", "app", "sleep 1019", "--env", "A=2"])
+        .ok();
+    assert!(out.stdout.contains("next restart"), "{out}");
+    assert_eq!(pid(&home, "app"), first, "not restarted without --restart");
+    // The stored definition changed; the running process is the old one.
+    assert_eq!(home.info("app")["definition"]["script"], "sleep 1019");
+
+    home.opm(&["adjust", "app", "--env", "B=3", "--restart"])
+        .ok();
+    let p = pid(&home, "app");
+    assert_ne!(p, first);
+    let cmdline = std::fs::read_to_string(format!("/proc/{p}/cmdline")).expect("cmdline");
+    assert_eq!(cmdline, "sleep\u{0}1019\u{0}");
+    let env = environ(p).expect("environ");
+    assert!(env.iter().any(|e| e == "A=2"), "{env:?}");
+    assert!(env.iter().any(|e| e == "B=3"), "{env:?}");
+    assert_eq!(home.list().len(), 1, "the same process, not a new one");
+}
