@@ -119,6 +119,13 @@ pub enum Command {
     /// Manage the daemon
     #[command(subcommand)]
     Daemon(daemon::DaemonCommand),
+    /// Print a shell completion script: `source <(opm completion bash)`
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print opm's manual page (roff): `opm man | man -l -`
+    Man,
     /// Connect to a server as an agent, or list a server's agents
     #[command(subcommand)]
     Agent(agent::AgentCommand),
@@ -224,5 +231,16 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
         Command::Kill => daemon::kill().await,
         Command::Daemon(d) => daemon::dispatch(d).await,
         Command::Agent(a) => agent::dispatch(a).await,
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "opm", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| CliError::Io(format!("cannot write the manual page: {e}")))
+        }
     }
 }

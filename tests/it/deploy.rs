@@ -321,3 +321,25 @@ fn update_changes_the_command_and_env_and_restart_applies_it() {
     assert!(env.iter().any(|e| e == "B=3"), "{env:?}");
     assert_eq!(home.list().len(), 1, "the same process, not a new one");
 }
+
+#[test]
+fn completions_load_in_bash_and_the_manual_renders() {
+    let home = TestHome::new();
+    let script = home.opm(&["completion", "bash"]).ok();
+    assert!(script.stdout.contains("_opm"), "{script}");
+    let bin = env!("CARGO_BIN_EXE_opm");
+    let mut bash = std::process::Command::new("bash");
+    bash.arg("-c")
+        .arg(format!(
+            "source <('{bin}' completion bash) && complete -p opm"
+        ))
+        .env("OPM_HOME", home.path());
+    let out = crate::common::run(bash).ok();
+    assert!(out.stdout.contains("complete"), "{out}");
+    for shell in ["zsh", "fish"] {
+        home.opm(&["completion", shell]).ok();
+    }
+    let man = home.opm(&["man"]).ok();
+    assert!(man.stdout.contains(".TH opm"), "{man}");
+    assert!(man.stdout.contains("update"), "{man}");
+}
