@@ -240,7 +240,7 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
             use clap::CommandFactory;
             clap_mangen::Man::new(Cli::command())
                 .render(&mut std::io::stdout())
-                .map_err(|e| CliError::Io(format!("cannot write the manual page: {e}")))
+                .map_err(|e| CliError::io("cannot write the manual page", e))
         }
     }
 }

@@ -945,8 +945,7 @@ pub async fn restore() -> Result<(), CliError> {
 pub async fn update(a: UpdateArgs) -> Result<(), CliError> {
     let client = target(&a.remote)?;
     let info: ProcessInfo = client.get(&format!("/daemon/info/{}", a.target)).await?;
-    let mut stored =
-        serde_json::to_value(&info.definition).map_err(|e| CliError::Io(e.to_string()))?;
+    let mut stored = serde_json::to_value(&info.definition)?;
     let mut given = a.def;
     for e in a.env {
         match e {
@@ -969,7 +968,7 @@ pub async fn update(a: UpdateArgs) -> Result<(), CliError> {
     if given.cwd.is_some() && a.remote.server.is_none() {
         given = rooted(given, &current_dir()?);
     }
-    let given = serde_json::to_value(&given).map_err(|e| CliError::Io(e.to_string()))?;
+    let given = serde_json::to_value(&given)?;
     if let (Some(s), Some(g)) = (stored.as_object_mut(), given.as_object()) {
         for (k, v) in g {
             if k == "script" && v.as_str().is_some_and(|t| t.trim().is_empty()) {
