@@ -424,14 +424,19 @@ fn save_then_restore_and_resurrect_bring_the_list_back_with_its_settings() {
 }
 
 #[test]
-fn env_prints_what_opm_adds_and_the_child_has_exactly_that() {
+fn env_prints_the_whole_environment_the_child_has_and_diff_what_opm_adds() {
     let home = TestHome::new();
     let pid = assert_online(&home.start("sleep 1000", "a", &["--env", "FOO=bar baz"]));
     let out = home.opm(&["env", "a"]).ok();
     let printed: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(printed, ["FOO=bar baz", "OPM_ID=0", "OPM_NAME=a"], "{out}");
+    for line in ["FOO=bar baz", "OPM_ID=0", "OPM_NAME=a", home.marker()] {
+        assert!(printed.contains(&line), "{line} not printed: {out}");
+    }
     let env = environ(pid).expect("environ of a");
-    for line in printed {
+    for line in &printed {
         assert!(env.iter().any(|e| e == line), "{line} not in {env:?}");
     }
+    let diff = home.opm(&["env", "a", "--diff"]).ok();
+    let printed: Vec<&str> = diff.stdout.lines().collect();
+    assert_eq!(printed, ["FOO=bar baz", "OPM_ID=0", "OPM_NAME=a"], "{diff}");
 }
