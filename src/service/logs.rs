@@ -29,6 +29,37 @@ impl Service {
         })
     }
 
+    /// How a process's logs are bounded: its own options, else `[logs]`.
+    pub fn log_policy(&self, def: &crate::definition::ProcessDef) -> supervise::rotate::Policy {
+        let logs = &self.config.logs;
+        supervise::rotate::Policy {
+            max_size: def.max_log_size(logs.max_size.0),
+            keep: def.log_files(logs.files),
+            compress: logs.compress,
+        }
+    }
+
+    /// Rotates every log past its cap (one pass; the daemon runs it each
+    /// `[logs] check_interval_ms`).
+    pub fn rotate_logs(&self) {
+        for e in self.entries(None) {
+            let policy = self.log_policy(&e.spec.def);
+            for live in [
+                self.home.out_log(&e.spec.name, e.spec.id),
+                self.home.err_log(&e.spec.name, e.spec.id),
+            ] {
+                match supervise::rotate::rotate_if_over(&live, &policy) {
+                    Ok(Some(supervise::rotate::Cut::Truncate)) => tracing::warn!(
+                        "{}: the file system cannot collapse a range; rotated by copy and truncate (lines written during it may be lost)",
+                        live.display()
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("cannot rotate {}: {e}", live.display()),
+                }
+            }
+        }
+    }
+
     /// The log files of a process, for the live stream.
     pub fn log_paths(&self, target: &Target) -> Result<(u64, PathBuf, PathBuf), ServiceError> {
         let id = self.resolve_one(target)?;

@@ -174,7 +174,13 @@ impl Follower {
     /// written between now and `run` is not lost; `run` first sends the
     /// `lines` lines before that point.
     pub fn new(out: PathBuf, err: PathBuf, lines: usize) -> Follower {
-        let offsets = [&out, &err].map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0));
+        // Offsets count the bytes a rotation cut from the head too, so
+        // following goes on where it was across a rotation.
+        let offsets = [&out, &err].map(|p| {
+            super::rotate::with_cut(p, |cut| {
+                cut + std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+            })
+        });
         Follower {
             out,
             err,
@@ -253,8 +259,13 @@ impl Followed<'_> {
     /// the receiver has gone.
     async fn drain<T: From<LogLine>>(&mut self, tx: &mpsc::Sender<T>) -> bool {
         loop {
-            let (bytes, next) = read_from_at_most(self.path, self.offset, READ_SLICE)
-                .unwrap_or((Vec::new(), self.offset));
+            // The offset is in the whole stream: the bytes rotated away
+            // from the head of the live file come before it.
+            let (bytes, next) = super::rotate::with_cut(self.path, |cut| {
+                read_from_at_most(self.path, self.offset.saturating_sub(cut), READ_SLICE)
+                    .map(|(bytes, next)| (bytes, next + cut))
+                    .unwrap_or((Vec::new(), self.offset))
+            });
             if next < self.offset {
                 self.partial.clear();
             }
