@@ -13,7 +13,7 @@ impl Service {
         let out_log = self.home.out_log(&spec.name, id);
         let err_log = self.home.err_log(&spec.name, id);
         let read = |p: &Path| {
-            supervise::logs::tail_lines(p, lines).map_err(|source| ServiceError::File {
+            supervise::rotate::tail_lines(p, lines).map_err(|source| ServiceError::File {
                 what: "cannot read",
                 path: p.to_path_buf(),
                 source,

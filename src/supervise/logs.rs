@@ -208,7 +208,7 @@ impl Follower {
         });
         if self.lines > 0 {
             for f in &files {
-                for text in tail_lines(f.path, self.lines)? {
+                for text in super::rotate::tail_lines(f.path, self.lines)? {
                     let line = LogLine {
                         stream: f.stream,
                         text,
@@ -260,16 +260,22 @@ impl Followed<'_> {
     async fn drain<T: From<LogLine>>(&mut self, tx: &mpsc::Sender<T>) -> bool {
         loop {
             // The offset is in the whole stream: the bytes rotated away
-            // from the head of the live file come before it.
-            let (bytes, next) = super::rotate::with_cut(self.path, |cut| {
-                read_from_at_most(self.path, self.offset.saturating_sub(cut), READ_SLICE)
-                    .map(|(bytes, next)| (bytes, next + cut))
-                    .unwrap_or((Vec::new(), self.offset))
+            // from the head of the live file come before it. Fallen behind
+            // a rotation, the follower reads the rest from the rotated files.
+            let (bytes, next, behind) = super::rotate::with_cut(self.path, |cut| {
+                if self.offset < cut {
+                    let bytes = super::rotate::rotated_since(self.path, self.offset, cut)
+                        .unwrap_or_default();
+                    return (bytes, cut, true);
+                }
+                read_from_at_most(self.path, self.offset - cut, READ_SLICE)
+                    .map(|(bytes, next)| (bytes, next + cut, false))
+                    .unwrap_or((Vec::new(), self.offset, false))
             });
             if next < self.offset {
                 self.partial.clear();
             }
-            let more = bytes.len() as u64 == READ_SLICE;
+            let more = behind || bytes.len() as u64 == READ_SLICE;
             self.offset = next;
             self.partial.extend_from_slice(&bytes);
             loop {
@@ -473,6 +479,44 @@ mod tests {
             .await
             .expect("ends in time");
         assert!(matches!(ended, Ok(Ok(()))), "{ended:?}");
+    }
+
+    #[tokio::test]
+    async fn a_follower_goes_on_across_rotations() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (out, err) = (dir.path().join("r-out.log"), dir.path().join("r-err.log"));
+        let (tx, mut rx) = mpsc::channel::<LogLine>(100_000);
+        let follower = Follower::new(out.clone(), err.clone(), 0);
+        let task = tokio::spawn(async move { follower.run(&tx).await });
+        let mut w = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&out)
+            .expect("open");
+        let policy = super::super::rotate::Policy {
+            max_size: 64 * 1024,
+            keep: 2,
+            compress: false,
+        };
+        for i in 0..50_000 {
+            writeln!(w, "padding-padding-n{i}").expect("write");
+            if i % 997 == 0 {
+                super::super::rotate::rotate_if_over(&out, &policy).expect("rotate");
+                // The follower a few rotations behind at most (further, the
+                // lines are in files no longer kept).
+                if i % (997 * 3) == 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        }
+        for i in 0..50_000 {
+            assert_eq!(
+                next(&mut rx).await,
+                (Stream::Out, format!("padding-padding-n{i}"))
+            );
+        }
+        drop(rx);
+        let _ = task.await;
     }
 
     #[test]

@@ -67,6 +67,31 @@ pub fn with_cut<T>(path: &Path, f: impl FnOnce(u64) -> T) -> T {
     f(cuts.get(path).copied().unwrap_or(0))
 }
 
+/// The bytes of the stream of `live` from `offset` up to `cut` (where the
+/// live file starts), taken from its rotated files, for a follower that fell
+/// behind a rotation; call it inside `with_cut`. When the rotated files no
+/// longer reach back to `offset`, they start at the oldest one kept.
+pub fn rotated_since(live: &Path, offset: u64, cut: u64) -> io::Result<Vec<u8>> {
+    let mut parts = Vec::new();
+    let mut start = cut;
+    for p in rotated_files(live, crate::definition::MAX_LOG_FILES) {
+        if start <= offset {
+            break;
+        }
+        let bytes = read_all(&p)?;
+        start = start.saturating_sub(bytes.len() as u64);
+        parts.push((start, bytes));
+    }
+    let mut out = Vec::new();
+    for (start, bytes) in parts.into_iter().rev() {
+        let skip = usize::try_from(offset.saturating_sub(start))
+            .map_err(io::Error::other)?
+            .min(bytes.len());
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    Ok(out)
+}
+
 /// The rotated file number `n` of `live` (1 is the newest).
 pub fn rotated_path(live: &Path, n: u32, compress: bool) -> PathBuf {
     let mut name = live.as_os_str().to_owned();
@@ -101,6 +126,43 @@ pub fn read_all(path: &Path) -> io::Result<Vec<u8>> {
     } else {
         Ok(raw)
     }
+}
+
+/// The last `n` lines of a log, reading back into its rotated files
+/// (gzipped or not, newest first) when the live file holds fewer: a line
+/// split by a cut is whole again. At most `super::logs::MAX_TAIL_BYTES`
+/// of rotated files are read.
+pub fn tail_lines(live: &Path, n: usize) -> io::Result<Vec<String>> {
+    let lines = super::logs::tail_lines(live, n)?;
+    if lines.len() >= n {
+        return Ok(lines);
+    }
+    let rotated = rotated_files(live, crate::definition::MAX_LOG_FILES);
+    if rotated.is_empty() {
+        return Ok(lines);
+    }
+    // The live file is short (fewer than n lines): the whole of it, after
+    // as many rotated files as it takes.
+    let mut data = fs::read(live).unwrap_or_default();
+    let mut read = 0u64;
+    for p in rotated {
+        let older = read_all(&p)?;
+        read += older.len() as u64;
+        data.splice(0..0, older);
+        let newlines = data.iter().filter(|b| **b == b'\n').count();
+        if newlines > n || read >= super::logs::MAX_TAIL_BYTES {
+            break;
+        }
+    }
+    if data.last() == Some(&b'\n') {
+        data.pop();
+    }
+    let segments: Vec<&[u8]> = data.split(|b| *b == b'\n').collect();
+    let skip = segments.len().saturating_sub(n);
+    Ok(segments[skip..]
+        .iter()
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect())
 }
 
 /// Rotates `live` if it is bigger than the policy's cap; what it did, if
@@ -148,6 +210,9 @@ pub fn rotate_if_over(live: &Path, policy: &Policy) -> io::Result<Option<Cut>> {
         w.finish()?;
         staged.push((staging, n));
     }
+    // From here to the cut, followers wait: the rotated files and the cut
+    // change together.
+    let mut cuts = cuts().write().unwrap_or_else(|p| p.into_inner());
     // 2. The older rotated files shift by that many (past the number kept:
     // deleted), and the new ones take their places.
     if pieces > 0 {
@@ -170,7 +235,6 @@ pub fn rotate_if_over(live: &Path, policy: &Policy) -> io::Result<Option<Cut>> {
     }
 
     // 3. Cut the head out of the live file.
-    let mut cuts = cuts().write().unwrap_or_else(|p| p.into_inner());
     match nix::fcntl::fallocate(
         std::os::fd::AsRawFd::as_raw_fd(&file),
         nix::fcntl::FallocateFlags::FALLOC_FL_COLLAPSE_RANGE,
@@ -321,6 +385,27 @@ mod tests {
             assert_eq!(rotated_files(&live, 10).len(), 3);
             assert!(!rotated_path(&live, 4, compress).exists());
         }
+    }
+
+    #[test]
+    fn tail_lines_reads_back_into_rotated_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let live = dir.path().join("c-0.out.log");
+        let text: String = (0..50_000u64).map(|i| format!("{i}\n")).collect();
+        fs::write(&live, &text).expect("write");
+        let policy = Policy {
+            max_size: 64 * 1024,
+            keep: 2,
+            compress: true,
+        };
+        rotate_if_over(&live, &policy).expect("rotate");
+        let live_lines = super::super::logs::tail_lines(&live, usize::MAX).expect("tail");
+        let want = live_lines.len() + 1000;
+        let got = tail_lines(&live, want).expect("tail");
+        let expect: Vec<String> = (50_000 - want as u64..50_000)
+            .map(|i| i.to_string())
+            .collect();
+        assert_eq!(got, expect);
     }
 
     #[test]

@@ -149,3 +149,172 @@ fn run(compress: bool) {
 fn a_fast_writer_loses_no_line_across_rotations_and_a_daemon_kill() {
     run(false);
 }
+
+/// Prints `N` lines to each stream of process `tag`, one of them an error
+/// report on stdout, then sleeps.
+fn chatty(tag: &str) -> String {
+    format!(
+        "sh -c 'echo {tag}-hello; echo {tag}-ERROR: disk full; echo {tag}-bye; \
+         echo {tag}-oops >&2; exec sleep 1000'"
+    )
+}
+
+fn start_two(home: &TestHome) {
+    home.start(&chatty("a"), "a", &[]);
+    home.start(&chatty("b"), "b", &[]);
+    wait_until(Duration::from_secs(10), "both to print", || {
+        ["a-0", "b-1"].iter().all(|p| {
+            std::fs::read_to_string(home.join(format!("logs/{p}.out.log")))
+                .unwrap_or_default()
+                .lines()
+                .count()
+                == 3
+                && std::fs::read_to_string(home.join(format!("logs/{p}.err.log")))
+                    .unwrap_or_default()
+                    .lines()
+                    .count()
+                    == 1
+        })
+    });
+}
+
+fn sorted_lines(s: &str) -> Vec<String> {
+    let mut v: Vec<String> = s.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn logs_of_every_process_with_stream_filter_and_json_options() {
+    let home = TestHome::new();
+    start_two(&home);
+    let all = home.opm(&["logs"]).ok();
+    assert_eq!(
+        sorted_lines(&all.stdout),
+        sorted_lines(
+            "a | a-hello\na | a-ERROR: disk full\na | a-bye\na | a-oops\n\
+             b | b-hello\nb | b-ERROR: disk full\nb | b-bye\nb | b-oops\n"
+        ),
+        "{all}"
+    );
+    assert_eq!(home.opm(&["logs", "all"]).ok().stdout, all.stdout);
+
+    let err = home.opm(&["logs", "--err"]).ok();
+    assert_eq!(
+        sorted_lines(&err.stdout),
+        ["a | a-oops", "b | b-oops"],
+        "{err}"
+    );
+    let out = home.opm(&["logs", "a", "--out"]).ok();
+    assert!(
+        !out.stdout.contains("oops") && out.stdout.contains("a-bye"),
+        "{out}"
+    );
+    assert!(!out.stdout.contains("(stderr)"), "{out}");
+
+    let filtered = home.opm(&["logs", "--filter", "h[e]llo|bye$"]).ok();
+    assert_eq!(
+        sorted_lines(&filtered.stdout),
+        ["a | a-bye", "a | a-hello", "b | b-bye", "b | b-hello"],
+        "{filtered}"
+    );
+    let errors = home.opm(&["logs", "b", "--errors-only"]).ok();
+    let body: Vec<&str> = errors
+        .stdout
+        .lines()
+        .filter(|l| !l.starts_with("==> "))
+        .collect();
+    assert_eq!(body, ["b-ERROR: disk full", "b-oops"], "{errors}");
+    let bad = home.opm(&["logs", "--filter", "("]);
+    assert!(!bad.success() && bad.stderr.contains("--filter"), "{bad}");
+
+    let json = home.opm(&["logs", "--json", "--err"]).ok();
+    let objects: Vec<serde_json::Value> = json
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(objects.len(), 2, "{json}");
+    for o in &objects {
+        let p = o["process"].as_str().expect("process");
+        assert_eq!(o["stream"], "err");
+        assert_eq!(o["line"], format!("{p}-oops"));
+    }
+}
+
+#[test]
+fn lines_read_back_into_rotated_files_and_follow_goes_on_across_a_rotation() {
+    use std::io::{BufRead, BufReader};
+    let home = TestHome::new();
+    // 20000 lines (~430 KB), then more each time a file `more` appears.
+    let script =
+        "sh -c 'i=0; while [ $i -lt 20000 ]; do echo padding-padding-n$i; i=$((i+1)); done; \
+         while [ ! -e more ]; do sleep 0.02; done; \
+         while [ $i -lt 40000 ]; do echo padding-padding-n$i; i=$((i+1)); done; exec sleep 1000'";
+    home.start(script, "p", &["--max-log-size", "64K", "--log-files", "5"]);
+    let rotated = home.join("logs/p-0.out.log.1");
+    wait_until(Duration::from_secs(10), "a rotation", || {
+        rotated.exists()
+            && std::fs::read_to_string(home.join("logs/p-0.out.log"))
+                .unwrap_or_default()
+                .ends_with("padding-padding-n19999\n")
+    });
+    let out = home
+        .opm(&["logs", "p", "--out", "--json", "--lines", "8000"])
+        .ok();
+    let got: Vec<String> = out
+        .stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            v["line"].as_str().expect("line").to_string()
+        })
+        .collect();
+    let want: Vec<String> = (12000..20000)
+        .map(|i| format!("padding-padding-n{i}"))
+        .collect();
+    assert_eq!(got.len(), want.len());
+    assert!(
+        got == want,
+        "--lines 8000 is not n12000..n19999 (spanning the rotated files)"
+    );
+
+    // Following from here sees every later line, in order, across rotations.
+    let mut follow = home
+        .command(&["logs", "p", "--follow", "--lines", "0", "--out"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("opm logs --follow");
+    let reader = BufReader::new(follow.stdout.take().expect("stdout"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in reader.lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    // Give the follower its start before the new lines.
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(home.join("more"), "").expect("write more");
+    let end = Instant::now() + Duration::from_secs(15);
+    let mut next = 20000;
+    while next < 40000 {
+        let left = end.saturating_duration_since(Instant::now());
+        let Ok(l) = rx.recv_timeout(left) else {
+            break;
+        };
+        assert_eq!(
+            l,
+            format!("out | padding-padding-n{next}"),
+            "a line lost or repeated"
+        );
+        next += 1;
+    }
+    crate::common::kill_child(&mut follow);
+    assert_eq!(next, 40000, "the follower stopped at n{next}");
+    assert!(
+        home.join("logs/p-0.out.log.3").exists(),
+        "rotated meanwhile"
+    );
+}
