@@ -230,7 +230,7 @@ fn default_log_files() -> u32 {
     5
 }
 fn default_log_check_ms() -> u64 {
-    100
+    1000
 }
 
 /// How a server paces and judges its agents' heartbeats.

@@ -464,6 +464,17 @@ pub async fn info(a: InfoArgs) -> Result<(), CliError> {
     if let Some(at) = i.restart_at_ms {
         row("next restart", format::timestamp(at));
     }
+    row(
+        "log rotation",
+        match (i.definition.max_log_size, i.definition.log_files) {
+            (None, None) => "[logs] of config.toml".to_string(),
+            (size, files) => format!(
+                "past {}, keep {} (unset: [logs] of config.toml)",
+                size.map_or("-".into(), |b| format::bytes(b.0)),
+                files.map_or("-".into(), |n| n.to_string())
+            ),
+        },
+    );
     row("out log", i.out_log.clone());
     row("err log", i.err_log.clone());
     if !i.events.is_empty() {
