@@ -189,6 +189,48 @@ pub struct Config {
     /// Settings of the server role.
     #[serde(default)]
     pub server: ServerSection,
+    /// How processes' logs are bounded (each process may override).
+    #[serde(default)]
+    pub logs: LogsSection,
+}
+
+/// `[logs]`: the default cap and rotation of every process's logs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsSection {
+    /// The size past which a live log is rotated (e.g. "10M").
+    #[serde(default = "default_log_max_size")]
+    pub max_size: crate::definition::Bytes,
+    /// How many rotated files are kept per log.
+    #[serde(default = "default_log_files")]
+    pub files: u32,
+    /// Whether rotated files are gzipped.
+    #[serde(default)]
+    pub compress: bool,
+    /// How often the daemon checks the logs' sizes.
+    #[serde(default = "default_log_check_ms")]
+    pub check_interval_ms: u64,
+}
+
+impl Default for LogsSection {
+    fn default() -> Self {
+        LogsSection {
+            max_size: default_log_max_size(),
+            files: default_log_files(),
+            compress: false,
+            check_interval_ms: default_log_check_ms(),
+        }
+    }
+}
+
+fn default_log_max_size() -> crate::definition::Bytes {
+    crate::definition::Bytes(10 * 1024 * 1024)
+}
+fn default_log_files() -> u32 {
+    5
+}
+fn default_log_check_ms() -> u64 {
+    1000
 }
 
 /// How a server paces and judges its agents' heartbeats.
@@ -645,6 +687,18 @@ impl Config {
             if n == 0 || n > 10_000 {
                 problems.push(format!("daemon.history.{key} must be between 1 and 10000"));
             }
+        }
+        if self.logs.max_size.0 < crate::definition::MIN_LOG_SIZE {
+            problems.push("logs.max_size must be at least 64K".to_string());
+        }
+        if self.logs.files > crate::definition::MAX_LOG_FILES {
+            problems.push(format!(
+                "logs.files must be at most {}",
+                crate::definition::MAX_LOG_FILES
+            ));
+        }
+        if !(10..=60_000).contains(&self.logs.check_interval_ms) {
+            problems.push("logs.check_interval_ms must be between 10 and 60000".to_string());
         }
         if self.server.heartbeat_interval_ms < 100 || self.server.heartbeat_interval_ms > 3_600_000
         {

@@ -138,6 +138,7 @@ async fn serve(
     svc.ui = config.daemon.web.ui || opts.webui;
     let svc = Arc::new(svc);
     tokio::spawn(sample_history(svc.clone(), shutdown_rx.clone()));
+    tokio::spawn(rotate_logs(svc.clone(), shutdown_rx.clone()));
     let role = Arc::new(RoleState::new(
         config.role,
         registry.clone(),
@@ -270,6 +271,24 @@ fn report_recovery(store: &Store, r: &crate::store::Recovery) {
 
 async fn wait_true(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
+}
+
+/// Rotates every log past its cap each `[logs] check_interval_ms`, until
+/// the daemon stops (a daemon restored after a crash resumes here).
+async fn rotate_logs(svc: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
+    let every = Duration::from_millis(svc.config.logs.check_interval_ms);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let svc = svc.clone();
+                // stat, copy and fallocate: off the runtime's worker threads.
+                let _ = tokio::task::spawn_blocking(move || svc.rotate_logs()).await;
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// Samples every process's CPU and memory each `[daemon.history]

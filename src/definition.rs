@@ -25,6 +25,10 @@ pub const DEFAULT_RESTART_DELAY_MS: u64 = 100;
 pub const DEFAULT_MAX_RESTARTS: u32 = 15;
 /// Uptime after which an exit no longer counts as a crash loop.
 pub const DEFAULT_MIN_UPTIME_MS: u64 = 10_000;
+/// The smallest log cap (a rotation cuts whole file-system blocks).
+pub const MIN_LOG_SIZE: u64 = 64 * 1024;
+/// The most rotated files kept per log.
+pub const MAX_LOG_FILES: u32 = 1000;
 /// The time between the stop signal and SIGKILL when a process is stopped.
 pub const DEFAULT_KILL_TIMEOUT_MS: u64 = 3_000;
 
@@ -135,6 +139,16 @@ pub struct ProcessDef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
     // --- end of deploy options
+    // --- Logs (issue 13) ---
+    /// Rotate a log when it passes this size (e.g. 10M; default: [logs] max_size in config.toml, 10M)
+    #[arg(long, value_name = "SIZE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_log_size: Option<Bytes>,
+    /// Rotated files kept per log (default: [logs] files in config.toml, 5)
+    #[arg(long, value_name = "N")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_files: Option<u32>,
+    // --- end of logs ---
     /// `running` or `stopped` (create it without starting it). The API's
     /// older spelling `"stopped": true` is read as `stopped`.
     #[arg(skip)]
@@ -169,6 +183,14 @@ impl ProcessDef {
     }
     pub fn max_memory(&self) -> Option<u64> {
         self.max_memory.map(|b| b.0)
+    }
+    /// The log cap: its own, else `default` (`[logs] max_size`).
+    pub fn max_log_size(&self, default: u64) -> u64 {
+        self.max_log_size.map_or(default, |b| b.0)
+    }
+    /// Rotated files kept: its own, else `default` (`[logs] files`).
+    pub fn log_files(&self, default: u32) -> u32 {
+        self.log_files.unwrap_or(default)
     }
 
     /// The same definition with every default written out: what `opm save`
@@ -205,6 +227,12 @@ impl ProcessDef {
         }
         if self.max_memory() == Some(0) {
             problems.push("max memory must be more than 0".into());
+        }
+        if self.max_log_size.is_some_and(|b| b.0 < MIN_LOG_SIZE) {
+            problems.push("max log size must be at least 64K".into());
+        }
+        if self.log_files.is_some_and(|n| n > MAX_LOG_FILES) {
+            problems.push(format!("log files must be at most {MAX_LOG_FILES}"));
         }
         if self.watch.as_deref() == Some("") {
             problems.push("the watched path is empty".into());

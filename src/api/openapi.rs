@@ -186,6 +186,8 @@ pub fn document() -> Value {
         "kill_signal": { "oneOf": [{ "type": "string" }, { "type": "integer" }], "description": "the stop signal: SIGINT, INT or 2 (default SIGTERM)" },
         "max_memory": { "oneOf": [{ "type": "integer", "minimum": 1 }, { "type": "string" }], "description": "bytes, or \"100M\"" },
         "watch": { "type": "string", "description": "restart on changes under this path" },
+        "max_log_size": { "oneOf": [{ "type": "integer", "minimum": 65536 }, { "type": "string" }], "description": "rotate a log past this size: bytes, or \"10M\" (default [logs] max_size)" },
+        "log_files": { "type": "integer", "minimum": 0, "maximum": 1000, "description": "rotated files kept per log (default [logs] files)" },
         "desired": { "type": "string", "enum": ["running", "stopped"], "description": "also read as `stopped: true|false`" },
         "unchecked": { "type": "boolean", "description": "store it even if its program cannot be found or run now" },
         "args": { "type": "array", "items": { "type": "string" }, "description": "arguments given to the script" },

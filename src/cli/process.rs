@@ -95,16 +95,91 @@ pub struct InfoArgs {
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    #[arg(value_name = "ID|NAME")]
-    pub target: String,
-    /// How many of the last lines of each log to print
+    /// A process, or `all` (the default): every process, each line prefixed `name |`
+    #[arg(value_name = "ID|NAME|all")]
+    pub target: Option<String>,
+    /// How many of the last lines of each log to print (reading back into rotated files)
     #[arg(long, default_value_t = 15)]
     pub lines: usize,
-    /// Keep printing new lines as they are written
+    /// Keep printing new lines as they are written (across rotations)
     #[arg(long, short = 'f')]
     pub follow: bool,
+    /// Only the standard output
+    #[arg(long, conflicts_with = "err")]
+    pub out: bool,
+    /// Only the standard error
+    #[arg(long)]
+    pub err: bool,
+    /// One JSON object per line: {"process", "stream", "line"}
+    #[arg(long)]
+    pub json: bool,
+    /// Only the lines matching this regular expression (Rust `regex` syntax)
+    #[arg(long, value_name = "REGEX")]
+    pub filter: Option<String>,
+    /// Only error lines: every line of the err stream, and lines of the out stream matching (case-insensitive) error, err, exception, fatal, panic, fail, failed, failure, critical, crit, traceback, warn or warning as a word
+    #[arg(long)]
+    pub errors_only: bool,
     #[command(flatten)]
     pub remote: Remote,
+}
+
+/// The words `--errors-only` picks out of the out stream.
+const ERROR_WORDS: &str = r"(?i)\b(error|err|exception|fatal|panic|fail|failed|failure|critical|crit|traceback|warn|warning)\b";
+
+/// Which lines `opm logs` prints, and how.
+struct LineFilter {
+    out: bool,
+    err: bool,
+    json: bool,
+    filter: Option<regex::Regex>,
+    errors: Option<regex::Regex>,
+}
+
+impl LineFilter {
+    fn new(a: &LogsArgs) -> Result<LineFilter, CliError> {
+        let filter = a
+            .filter
+            .as_deref()
+            .map(regex::Regex::new)
+            .transpose()
+            .map_err(|e| CliError::Usage(format!("--filter: {e}")))?;
+        let errors = a
+            .errors_only
+            .then(|| regex::Regex::new(ERROR_WORDS).expect("ERROR_WORDS is a valid regex"));
+        Ok(LineFilter {
+            out: !a.err,
+            err: !a.out,
+            json: a.json,
+            filter,
+            errors,
+        })
+    }
+
+    fn wants_stream(&self, stream: &str) -> bool {
+        if stream == "out" {
+            self.out
+        } else {
+            self.err
+        }
+    }
+
+    fn keeps(&self, stream: &str, line: &str) -> bool {
+        self.wants_stream(stream)
+            && self.filter.as_ref().is_none_or(|r| r.is_match(line))
+            && self
+                .errors
+                .as_ref()
+                .is_none_or(|r| stream == "err" || r.is_match(line))
+    }
+
+    /// The line as printed: `prefix | line`, or its JSON object.
+    fn render(&self, process: &str, stream: &str, line: &str, prefix: &str) -> String {
+        if self.json {
+            serde_json::json!({ "process": process, "stream": stream, "line": line }).to_string()
+        } else {
+            format!("{prefix} | {line}")
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -763,6 +838,17 @@ pub async fn info(a: InfoArgs) -> Result<(), CliError> {
     if let Some(at) = i.restart_at_ms {
         row("next restart", format::timestamp(at));
     }
+    row(
+        "log rotation",
+        match (i.definition.max_log_size, i.definition.log_files) {
+            (None, None) => "[logs] of config.toml".to_string(),
+            (size, files) => format!(
+                "past {}, keep {} (unset: [logs] of config.toml)",
+                size.map_or("-".into(), |b| format::bytes(b.0)),
+                files.map_or("-".into(), |n| n.to_string())
+            ),
+        },
+    );
     row("out log", i.out_log.clone());
     row("err log", i.err_log.clone());
     if !i.events.is_empty() {
@@ -781,33 +867,92 @@ pub async fn info(a: InfoArgs) -> Result<(), CliError> {
 
 pub async fn logs(a: LogsArgs) -> Result<(), CliError> {
     let client = target(&a.remote)?;
+    let lf = LineFilter::new(&a)?;
+    let one = a.target.clone().filter(|t| t != "all");
+    // (what to ask for, the name to print)
+    let names: Vec<(String, String)> = match &one {
+        Some(t) => vec![(t.clone(), t.clone())],
+        None => {
+            let list: Vec<ProcessView> = client.get("/daemon/list").await?;
+            list.into_iter()
+                .map(|v| (v.id.to_string(), v.name))
+                .collect()
+        }
+    };
     if a.follow {
-        return follow(&client, &a.target, a.lines).await;
+        return follow(&client, &names, one.is_none(), a.lines, &lf).await;
     }
-    let r: LogsResponse = client
-        .get(&format!("/daemon/logs/{}?lines={}", a.target, a.lines))
-        .await?;
-    println!("==> {} (stdout) <==", r.out_log);
-    for l in &r.out {
-        println!("{l}");
-    }
-    println!("==> {} (stderr) <==", r.err_log);
-    for l in &r.err {
-        println!("{l}");
+    for (t, _) in &names {
+        let r: LogsResponse = client
+            .get(&format!("/daemon/logs/{t}?lines={}", a.lines))
+            .await?;
+        for (stream, path, lines) in [("out", &r.out_log, &r.out), ("err", &r.err_log, &r.err)] {
+            if !lf.wants_stream(stream) {
+                continue;
+            }
+            let plain = one.is_some() && !lf.json;
+            if plain {
+                let which = if stream == "out" { "stdout" } else { "stderr" };
+                println!("==> {path} ({which}) <==");
+            }
+            for l in lines.iter().filter(|l| lf.keeps(stream, l)) {
+                if plain {
+                    println!("{l}");
+                } else {
+                    println!("{}", lf.render(&r.name, stream, l, &r.name));
+                }
+            }
+        }
     }
     Ok(())
 }
 
-/// Prints the stream's events as `out | line` / `err | line` until it ends.
-async fn follow(client: &Client, target_name: &str, lines: usize) -> Result<(), CliError> {
+/// Prints the streams' events until they end: `out | line` / `err | line`
+/// for one process, `name | line` for several (interleaved as they come).
+async fn follow(
+    client: &Client,
+    targets: &[(String, String)],
+    several: bool,
+    lines: usize,
+    lf: &LineFilter,
+) -> Result<(), CliError> {
     use std::io::Write;
-    let body = client
-        .stream(&format!("/daemon/logs/{target_name}/stream?lines={lines}"))
-        .await?;
-    let mut events = crate::client::SseReader::new(body);
-    while let Some((event, data)) = events.next().await? {
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<Result<(String, String, String), CliError>>(256);
+    for (t, name) in targets {
+        let name = name.clone();
+        let body = client
+            .stream(&format!("/daemon/logs/{t}/stream?lines={lines}"))
+            .await?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut events = crate::client::SseReader::new(body);
+            loop {
+                let item = match events.next().await {
+                    Ok(Some((event, data))) => Ok((name.clone(), event, data)),
+                    Ok(None) => return,
+                    Err(e) => Err(e.into()),
+                };
+                let stop = item.is_err();
+                if tx.send(item).await.is_err() || stop {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+    while let Some(item) = rx.recv().await {
+        let (name, event, data) = item?;
+        if !lf.keeps(&event, &data) {
+            continue;
+        }
+        let prefix = if several {
+            name.as_str()
+        } else {
+            event.as_str()
+        };
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{event} | {data}");
+        let _ = writeln!(out, "{}", lf.render(&name, &event, &data, prefix));
         let _ = out.flush();
     }
     Ok(())

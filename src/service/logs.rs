@@ -13,7 +13,7 @@ impl Service {
         let out_log = self.home.out_log(&spec.name, id);
         let err_log = self.home.err_log(&spec.name, id);
         let read = |p: &Path| {
-            supervise::logs::tail_lines(p, lines).map_err(|source| ServiceError::File {
+            supervise::rotate::tail_lines(p, lines).map_err(|source| ServiceError::File {
                 what: "cannot read",
                 path: p.to_path_buf(),
                 source,
@@ -27,6 +27,37 @@ impl Service {
             out_log: out_log.display().to_string(),
             err_log: err_log.display().to_string(),
         })
+    }
+
+    /// How a process's logs are bounded: its own options, else `[logs]`.
+    pub fn log_policy(&self, def: &crate::definition::ProcessDef) -> supervise::rotate::Policy {
+        let logs = &self.config.logs;
+        supervise::rotate::Policy {
+            max_size: def.max_log_size(logs.max_size.0),
+            keep: def.log_files(logs.files),
+            compress: logs.compress,
+        }
+    }
+
+    /// Rotates every log past its cap (one pass; the daemon runs it each
+    /// `[logs] check_interval_ms`).
+    pub fn rotate_logs(&self) {
+        for e in self.entries(None) {
+            let policy = self.log_policy(&e.spec.def);
+            for live in [
+                self.home.out_log(&e.spec.name, e.spec.id),
+                self.home.err_log(&e.spec.name, e.spec.id),
+            ] {
+                match supervise::rotate::rotate_if_over(&live, &policy) {
+                    Ok(Some(supervise::rotate::Cut::Truncate)) => tracing::warn!(
+                        "{}: the file system cannot collapse a range; rotated by copy and truncate (lines written during it may be lost)",
+                        live.display()
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("cannot rotate {}: {e}", live.display()),
+                }
+            }
+        }
     }
 
     /// The log files of a process, for the live stream.

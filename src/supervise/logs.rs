@@ -174,7 +174,13 @@ impl Follower {
     /// written between now and `run` is not lost; `run` first sends the
     /// `lines` lines before that point.
     pub fn new(out: PathBuf, err: PathBuf, lines: usize) -> Follower {
-        let offsets = [&out, &err].map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0));
+        // Offsets count the bytes a rotation cut from the head too, so
+        // following goes on where it was across a rotation.
+        let offsets = [&out, &err].map(|p| {
+            super::rotate::with_cut(p, |cut| {
+                cut + std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+            })
+        });
         Follower {
             out,
             err,
@@ -202,7 +208,7 @@ impl Follower {
         });
         if self.lines > 0 {
             for f in &files {
-                for text in tail_lines(f.path, self.lines)? {
+                for text in super::rotate::tail_lines(f.path, self.lines)? {
                     let line = LogLine {
                         stream: f.stream,
                         text,
@@ -253,12 +259,23 @@ impl Followed<'_> {
     /// the receiver has gone.
     async fn drain<T: From<LogLine>>(&mut self, tx: &mpsc::Sender<T>) -> bool {
         loop {
-            let (bytes, next) = read_from_at_most(self.path, self.offset, READ_SLICE)
-                .unwrap_or((Vec::new(), self.offset));
+            // The offset is in the whole stream: the bytes rotated away
+            // from the head of the live file come before it. Fallen behind
+            // a rotation, the follower reads the rest from the rotated files.
+            let (bytes, next, behind) = super::rotate::with_cut(self.path, |cut| {
+                if self.offset < cut {
+                    let bytes = super::rotate::rotated_since(self.path, self.offset, cut)
+                        .unwrap_or_default();
+                    return (bytes, cut, true);
+                }
+                read_from_at_most(self.path, self.offset - cut, READ_SLICE)
+                    .map(|(bytes, next)| (bytes, next + cut, false))
+                    .unwrap_or((Vec::new(), self.offset, false))
+            });
             if next < self.offset {
                 self.partial.clear();
             }
-            let more = bytes.len() as u64 == READ_SLICE;
+            let more = behind || bytes.len() as u64 == READ_SLICE;
             self.offset = next;
             self.partial.extend_from_slice(&bytes);
             loop {
@@ -462,6 +479,44 @@ mod tests {
             .await
             .expect("ends in time");
         assert!(matches!(ended, Ok(Ok(()))), "{ended:?}");
+    }
+
+    #[tokio::test]
+    async fn a_follower_goes_on_across_rotations() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (out, err) = (dir.path().join("r-out.log"), dir.path().join("r-err.log"));
+        let (tx, mut rx) = mpsc::channel::<LogLine>(100_000);
+        let follower = Follower::new(out.clone(), err.clone(), 0);
+        let task = tokio::spawn(async move { follower.run(&tx).await });
+        let mut w = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&out)
+            .expect("open");
+        let policy = super::super::rotate::Policy {
+            max_size: 64 * 1024,
+            keep: 2,
+            compress: false,
+        };
+        for i in 0..50_000 {
+            writeln!(w, "padding-padding-n{i}").expect("write");
+            if i % 997 == 0 {
+                super::super::rotate::rotate_if_over(&out, &policy).expect("rotate");
+                // The follower a few rotations behind at most (further, the
+                // lines are in files no longer kept).
+                if i % (997 * 3) == 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        }
+        for i in 0..50_000 {
+            assert_eq!(
+                next(&mut rx).await,
+                (Stream::Out, format!("padding-padding-n{i}"))
+            );
+        }
+        drop(rx);
+        let _ = task.await;
     }
 
     #[test]

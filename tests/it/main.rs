@@ -20,6 +20,7 @@ mod fixture;
 mod history;
 mod kill_signal;
 mod layers;
+mod log_rotation;
 mod logs;
 mod monit;
 mod process_lifecycle;
