@@ -136,6 +136,7 @@ function scopeOf(agent) {
       action: (id, action) => api('/daemon/action', { method: 'POST', body: { id, action } }),
       create: (body) => api('/daemon/create', { method: 'POST', body }),
       stream: (id, n) => `/daemon/logs/${enc(id)}/stream?lines=${n}`,
+      history: (id) => api(id === undefined ? '/daemon/history' : `/daemon/history/${enc(id)}`),
     };
   }
   const base = `/daemon/agents/${enc(agent)}`;
@@ -147,6 +148,184 @@ function scopeOf(agent) {
     action: (id, action) => api(`${base}/action`, { method: 'POST', body: { id, action } }),
     create: (body) => api(`${base}/create`, { method: 'POST', body }),
     stream: (id, n) => `${base}/logs/${enc(id)}/stream?lines=${n}`,
+    history: (id) => api(id === undefined ? `${base}/history` : `${base}/history/${enc(id)}`),
+  };
+}
+
+// ---------- charts: small SVG drawn here, no library ----------
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+
+function svg(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  el.append(...children);
+  return el;
+}
+
+const fmtCpu = (v) => `${v.toFixed(1)}%`;
+
+/** "Memory: last 40 MiB, min 12 MiB, max 40 MiB (12 samples)": what a chart shows, in words. */
+function summarize(label, values, fmt) {
+  if (!values.length) return `${label}: no samples yet`;
+  const last = values[values.length - 1];
+  return `${label}: last ${fmt(last)}, min ${fmt(Math.min(...values))}, max ${fmt(Math.max(...values))} (${values.length} ${values.length === 1 ? 'sample' : 'samples'})`;
+}
+
+/**
+ * A line through (at, value) pairs in a w×h box: time runs over the last
+ * `windowMs` up to the newest sample, so a young history fills from the right.
+ */
+function chartPaths(at, values, windowMs, w, h, top) {
+  if (!values.length) return { line: '', area: '' };
+  const end = at[at.length - 1];
+  const x = (t) => Math.max(0, w - ((end - t) / windowMs) * w);
+  const y = (v) => h - 1 - (Math.min(v, top) / top) * (h - 2);
+  const pts = values.map((v, i) => `${x(at[i]).toFixed(1)},${y(v).toFixed(1)}`);
+  if (pts.length === 1) pts.unshift(`${Math.max(0, x(at[0]) - 2).toFixed(1)},${y(values[0]).toFixed(1)}`);
+  const line = `M${pts.join('L')}`;
+  const first = pts[0].split(',')[0];
+  return { line, area: `${line}L${w},${h}L${first},${h}Z` };
+}
+
+/** A ceiling above `v` that reads well: 1, 2 or 5 times a power of ten (or of 1024 for bytes). */
+function niceTop(v, bytes) {
+  const base = bytes ? 1024 : 10;
+  let unit = 1;
+  while (unit * base <= v) unit *= base;
+  for (const m of bytes ? [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024] : [1, 2, 5, 10]) {
+    if (unit * m >= v) return unit * m;
+  }
+  return unit * base;
+}
+
+/** A CPU or memory chart over time, with its scale and its summary for screen readers. */
+function lineChart(kind, label) {
+  const W = 600;
+  const H = 120;
+  const bytes = kind === 'memory';
+  const fmt = bytes ? fmtBytes : fmtCpu;
+  const title = svg('title');
+  const area = svg('path', { class: 'area' });
+  const line = svg('path', { class: 'line', 'vector-effect': 'non-scaling-stroke' });
+  const grid = svg('g', { class: 'grid' }, ...[0.25, 0.5, 0.75].map((f) =>
+    svg('line', { x1: 0, x2: W, y1: H * f, y2: H * f, 'vector-effect': 'non-scaling-stroke' })));
+  const plot = svg('svg', { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: 'none', role: 'img', class: 'plot' }, title, grid, area, line);
+  const now = h('span', { class: 'chart-now num' }, '—');
+  const top = h('span', { class: 'chart-top num' });
+  const span = h('span', { class: 'chart-span muted' });
+  const el = h('figure', { class: `chart chart-${kind}`, dataset: { chart: kind, points: '0' } },
+    h('figcaption', {}, h('span', { class: 'chart-label' }, label), now),
+    h('div', { class: 'chart-box' }, plot, top), span);
+  return {
+    el,
+    update(series, windowMs) {
+      const at = series ? series.at_ms : [];
+      const values = series ? series[kind] : [];
+      const peak = Math.max(0, ...values);
+      const ceiling = niceTop(Math.max(peak, bytes ? 1024 * 1024 : 1), bytes);
+      const d = chartPaths(at, values, windowMs, W, H, ceiling);
+      line.setAttribute('d', d.line);
+      area.setAttribute('d', d.area);
+      const words = summarize(label, values, fmt);
+      setText(title, words);
+      plot.setAttribute('aria-label', words);
+      setText(now, values.length ? fmt(values[values.length - 1]) : '—');
+      setText(top, fmt(ceiling));
+      setText(span, `last ${fmtDuration(windowMs)}`);
+      el.dataset.points = String(values.length);
+      el.dataset.last = values.length ? String(values[values.length - 1]) : '';
+    },
+  };
+}
+
+/** A small memory line for a row of the process list. */
+function sparkline(label) {
+  const W = 80;
+  const H = 22;
+  const title = svg('title');
+  const area = svg('path', { class: 'area' });
+  const line = svg('path', { class: 'line', 'vector-effect': 'non-scaling-stroke' });
+  const el = svg('svg', { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: 'none', role: 'img', class: 'spark' }, title, area, line);
+  return {
+    el,
+    update(series, windowMs, name) {
+      const at = series ? series.at_ms : [];
+      const values = series ? series.memory : [];
+      const d = chartPaths(at, values, windowMs, W, H, Math.max(1024 * 1024, ...values) * 1.1);
+      line.setAttribute('d', d.line);
+      area.setAttribute('d', d.area);
+      const words = summarize(`${label} of ${name}`, values, fmtBytes);
+      setText(title, words);
+      el.setAttribute('aria-label', words);
+      el.dataset.points = String(values.length);
+    },
+  };
+}
+
+/** The colour family of an event kind. */
+function eventTone(kind) {
+  if (/^(started|adopted|agent_online|recovered)$/.test(kind)) return 'ok';
+  if (/^(exited|errored|spawn_failed|lost|agent_offline|agent_removed)$/.test(kind)) return 'bad';
+  if (/^(restarted|memory_limit|watch)$/.test(kind)) return 'warn';
+  return 'off';
+}
+
+function eventItem(e, withName) {
+  const t = new Date(e.at_ms);
+  return h('li', { dataset: { kind: e.kind } },
+    h('time', { class: 'num', datetime: t.toISOString(), title: t.toLocaleString() }, t.toLocaleTimeString()),
+    withName ? h('span', { class: 'subject' }, e.name) : null,
+    h('span', { class: `ev tone-${eventTone(e.kind)}` }, e.kind), h('span', { class: 'detail' }, e.detail));
+}
+
+/**
+ * The events timeline: a strip with a mark per event over the time they
+ * span (each mark titled), and the list of them, newest first.
+ */
+function timeline({ withName = false, shown = 50 } = {}) {
+  const W = 600;
+  const H = 28;
+  const title = svg('title');
+  const marks = svg('g', { class: 'marks' });
+  const strip = svg('svg', { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: 'none', role: 'img', class: 'strip' },
+    title, svg('line', { class: 'base', x1: 0, x2: W, y1: H / 2, y2: H / 2, 'vector-effect': 'non-scaling-stroke' }), marks);
+  const from = h('time', { class: 'num muted' });
+  const to = h('time', { class: 'num muted' }, 'now');
+  const list = h('ol', { class: `events${withName ? ' named' : ''}` });
+  const el = h('div', { class: 'timeline' }, h('div', { class: 'strip-box' }, strip, h('div', { class: 'strip-axis' }, from, to)), list);
+  let events = [];
+  function draw() {
+    const now = Date.now();
+    const start = events.length ? Math.min(events[0].at_ms, now - 60_000) : now - 60_000;
+    const span = Math.max(1, now - start);
+    marks.replaceChildren(...events.map((e) => {
+      const x = ((e.at_ms - start) / span) * (W - 4) + 2;
+      return svg('rect', { x: x - 1.5, y: 4, width: 3, height: H - 8, rx: 1, class: `tone-${eventTone(e.kind)}` },
+        svg('title', {}, `${new Date(e.at_ms).toLocaleTimeString()} ${withName ? `${e.name} ` : ''}${e.kind}${e.detail ? `: ${e.detail}` : ''}`));
+    }));
+    const counts = {};
+    for (const e of events) counts[e.kind] = (counts[e.kind] || 0) + 1;
+    const words = events.length
+      ? `Events since ${new Date(start).toLocaleTimeString()}: ${Object.entries(counts).map(([k, n]) => `${n} ${k}`).join(', ')}`
+      : 'No events yet';
+    setText(title, words);
+    strip.setAttribute('aria-label', words);
+    setText(from, new Date(start).toLocaleTimeString());
+    const newest = events.slice(-shown).reverse();
+    list.replaceChildren(...(newest.length ? newest.map((e) => eventItem(e, withName)) : [h('li', { class: 'muted' }, 'Nothing yet.')]));
+    el.dataset.count = String(events.length);
+  }
+  return {
+    el,
+    /** Replaces the events shown (oldest first). */
+    set(list_) {
+      const key = list_.map((e) => `${e.at_ms}${e.kind}${e.name}`).join();
+      if (el.dataset.key === key) return;
+      el.dataset.key = key;
+      events = list_;
+      draw();
+    },
   };
 }
 
@@ -396,7 +575,7 @@ function updateActions(wrap, p) {
 function processTable(scope, refresh) {
   const cols = [
     ['c-status', 'Status'], ['c-id num', 'ID'], ['c-name', 'Name'], ['c-pid num', 'PID'],
-    ['c-cpu num', 'CPU'], ['c-mem num', 'Memory'], ['c-restarts num', 'Restarts'],
+    ['c-cpu num', 'CPU'], ['c-mem num', 'Memory'], ['c-trend', 'Trend'], ['c-restarts num', 'Restarts'],
     ['c-uptime num', 'Uptime'], ['c-actions', ''],
   ];
   const tbody = h('tbody');
@@ -414,6 +593,7 @@ function processTable(scope, refresh) {
       pid: h('td', { class: 'c-pid num', 'data-label': 'PID' }),
       cpu: h('td', { class: 'c-cpu num', 'data-label': 'CPU' }),
       mem: h('td', { class: 'c-mem num', 'data-label': 'Mem' }),
+      spark: sparkline('Memory'),
       restarts: h('td', { class: 'c-restarts num', 'data-label': '↻' }),
       uptime: h('td', { class: 'c-uptime num', 'data-label': 'Up' }),
       actions: actionsFor(scope, p, refresh),
@@ -421,7 +601,7 @@ function processTable(scope, refresh) {
     const tr = h('tr', { class: 'proc' },
       h('td', { class: 'c-status' }, cells.status), cells.id,
       h('td', { class: 'c-name' }, cells.name, cells.cmd),
-      cells.pid, cells.cpu, cells.mem, cells.restarts, cells.uptime,
+      cells.pid, cells.cpu, cells.mem, h('td', { class: 'c-trend' }, cells.spark.el), cells.restarts, cells.uptime,
       h('td', { class: 'c-actions' }, cells.actions));
     tr.cells_ = cells;
     return tr;
@@ -461,7 +641,14 @@ function processTable(scope, refresh) {
     }
   }
 
-  return { el: table, update };
+  /** Draws each row's sparkline from a `GET /daemon/history` answer. */
+  function updateHistory(hist) {
+    const windowMs = hist.interval_ms * hist.samples;
+    const byId = new Map(hist.subjects.map((x) => [x.id, x]));
+    for (const [id, tr] of rows) tr.cells_.spark.update(byId.get(id), windowMs, tr.dataset.name);
+  }
+
+  return { el: table, update, updateHistory };
 }
 
 /** The "New process" form: command, optional name and working directory. */
@@ -531,8 +718,9 @@ function processesCard(scope, title, headExtra) {
     form, error, h('div', { class: 'table-wrap' }, table.el), empty);
   poll = poller(async () => {
     try {
-      const list = await scope.list();
+      const [list, hist] = await Promise.all([scope.list(), scope.history().catch(() => null)]);
       table.update(list);
+      if (hist) table.updateHistory(hist);
       setText(count, summary(list));
       empty.hidden = list.length > 0;
       error.hidden = true;
@@ -636,9 +824,12 @@ function agentView(agentId) {
   const facts = h('dl', { class: 'facts compact' });
   const status = badge('offline');
   const { card, poll } = processesCard(scope, 'Processes');
+  const cpu = lineChart('cpu', 'CPU of its processes');
+  const mem = lineChart('memory', 'Memory of its processes');
   const head = h('section', { class: 'card' },
     h('div', { class: 'card-head' }, h('h1', {}, agentId), status),
     facts);
+  const charts = h('section', { class: 'card charts', 'aria-label': 'The agent\'s totals over time' }, cpu.el, mem.el);
   const crumbs = h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, h('a', { href: '#/agents' }, 'Agents'), h('span', {}, agentId));
   const infoPoll = poller(async () => {
     const list = await api('/daemon/agents/list');
@@ -649,9 +840,13 @@ function agentView(agentId) {
       ['Hostname', a.hostname], ['Endpoint', a.endpoint], ['Version', a.version],
       ['Last seen', fmtAgo(a.last_seen_ms)], ['Registered', fmtTime(a.registered_ms)], ['Agent id', a.id],
     ]);
+    const hist = await api('/daemon/agents/history');
+    const series = hist.subjects.find((x) => x.id === a.id);
+    cpu.update(series, hist.interval_ms * hist.samples);
+    mem.update(series, hist.interval_ms * hist.samples);
   });
   return {
-    mount(main) { main.append(crumbs, head, card); poll.start(); infoPoll.start(); },
+    mount(main) { main.append(crumbs, head, charts, card); poll.start(); infoPoll.start(); },
     unmount() { poll.stop(); infoPoll.stop(); },
   };
 }
@@ -728,7 +923,9 @@ function processView(scope, id) {
   const status = badge('stopped');
   const facts = h('dl', { class: 'facts' });
   const error = h('p', { class: 'banner error', hidden: true, role: 'alert' });
-  const events = h('ol', { class: 'events' });
+  const events = timeline();
+  const cpu = lineChart('cpu', 'CPU');
+  const mem = lineChart('memory', 'Memory');
   const pane = logPane();
   const live = h('span', { class: 'live', dataset: { state: 'connecting' } }, 'connecting');
   let poll;
@@ -744,10 +941,11 @@ function processView(scope, id) {
     h('section', { class: 'card' },
       h('div', { class: 'card-head' }, title, status, h('span', { class: 'spacer' }), actionsSlot),
       error, facts),
+    h('section', { class: 'card charts', 'aria-label': 'CPU and memory over time' }, cpu.el, mem.el),
     h('section', { class: 'card logs-card' },
       h('div', { class: 'card-head' }, h('h2', {}, 'Logs'), live, h('span', { class: 'spacer' }), clear),
       pane.el),
-    h('section', { class: 'card' }, h('div', { class: 'card-head' }, h('h2', {}, 'Events')), events),
+    h('section', { class: 'card' }, h('div', { class: 'card-head' }, h('h2', {}, 'Events')), events.el),
   ];
 
   poll = poller(async () => {
@@ -787,13 +985,14 @@ function processView(scope, id) {
       ['Command', info.command], ['Directory', info.cwd],
       ['Out log', info.out_log], ['Err log', info.err_log],
     ]);
-    const evs = (info.events || []).slice(-30).reverse();
-    const key = evs.map((e) => `${e.at_ms}${e.kind}`).join();
-    if (events.dataset.key !== key) {
-      events.dataset.key = key;
-      events.replaceChildren(...(evs.length ? evs.map((e) => h('li', {},
-        h('time', { class: 'num', datetime: new Date(e.at_ms).toISOString() }, new Date(e.at_ms).toLocaleTimeString()),
-        h('span', { class: `ev ev-${e.kind}` }, e.kind), h('span', { class: 'detail' }, e.detail))) : [h('li', { class: 'muted' }, 'Nothing yet.')]));
+    events.set(info.events || []);
+    try {
+      const hist = await scope.history(info.id);
+      const series = hist.subjects[0];
+      cpu.update(series, hist.interval_ms * hist.samples);
+      mem.update(series, hist.interval_ms * hist.samples);
+    } catch (e) {
+      if (e instanceof AuthError) throw e;
     }
   });
 

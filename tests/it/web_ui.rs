@@ -452,7 +452,6 @@ fn the_process_list_acts_and_the_process_page_streams_its_logs() {
                 .is_some_and(|t| t.contains(&format!("live-{mark}")))
         });
         assert!(b.url().contains("#/p/"), "{}", b.url());
-        b.screenshot("process.png");
 
         // Remove asks for a second click, then the process is gone for the CLI too.
         b.goto(&base);
@@ -572,7 +571,8 @@ fn on_a_server_the_agents_page_shows_an_agent_and_stops_its_process() {
         &format!(
             "role = \"server\"\n[daemon.web]\napi = true\nui = true\nport = {port}\n\
              [daemon.web.secure]\nenabled = true\ntoken = \"{token}\"\n\
-             [server]\nheartbeat_interval_ms = 500\n"
+             [server]\nheartbeat_interval_ms = 500\n\
+             [daemon.history]\nagent_interval_ms = 200\n"
         ),
     );
     server.opm(&["daemon", "restore"]).ok();
@@ -626,6 +626,11 @@ fn on_a_server_the_agents_page_shows_an_agent_and_stops_its_process() {
             page_status(b, "remote-job").as_deref() == Some("online")
                 && page_status(b, "remote-web").as_deref() == Some("online")
         });
+        // The agent's totals, charted from the server's history of its heartbeats.
+        wait_until(UI_DEADLINE, "the agent's memory chart to fill", || {
+            data_num(b, "figure.chart-memory", "points").is_some_and(|n| n >= 3.0)
+                && data_num(b, "figure.chart-memory", "last").is_some_and(|m| m > 0.0)
+        });
         b.click(&format!("{} button[data-action=stop]", row("remote-job")));
         wait_until(UI_DEADLINE, "remote-job stopped on the agent", || {
             listed_status(&agent, "remote-job").as_deref() == Some("stopped")
@@ -655,4 +660,117 @@ fn on_a_server_the_agents_page_shows_an_agent_and_stops_its_process() {
             b.text("dd[data-fact=Command]").as_deref() == Some(command.as_str())
         });
     });
+}
+
+/// A number in a `data-*` attribute of the first element matching `css`.
+fn data_num(b: &Browser, css: &str, key: &str) -> Option<f64> {
+    b.js(
+        "const e = document.querySelector(arguments[0]); \
+         const v = e ? e.dataset[arguments[1]] : null; return v ? Number(v) : null;",
+        vec![json!(css), json!(key)],
+    )
+    .as_f64()
+}
+
+#[test]
+fn the_charts_fill_as_a_process_grows_and_the_timeline_shows_a_crash_and_its_restart() {
+    if !require(crate::common::needs().tool("python3", "python3").done()) {
+        return;
+    }
+    let home = TestHome::new();
+    let port = free_port();
+    write_config(
+        &home,
+        &format!("[daemon.web]\nui = true\nport = {port}\n[daemon.history]\ninterval_ms = 200\nsamples = 60\n"),
+    );
+    home.opm(&["daemon", "restore"]).ok();
+    // Once the file `go` exists, grows by 4 MiB (touched) every 200 ms, up to 96 MiB, then holds.
+    let grow = "python3 -c \"import os, time\nwhile not os.path.exists('go'): time.sleep(0.05)\nb = []\nfor i in range(24):\n    x = bytearray(4 << 20); x[::4096] = b'x' * len(x[::4096]); b.append(x); time.sleep(0.2)\ntime.sleep(1000)\"";
+    home.start(grow, "grow", &[]);
+    home.start("sh -c 'sleep 0.5; exit 3'", "crashy", &[]);
+    wait_for_api(port);
+    let token = home.token();
+
+    with_browser(|b| {
+        b.goto(&format!("http://127.0.0.1:{port}/"));
+        sign_in(b, &token);
+        // A sparkline per row, drawn from the history.
+        let spark = format!("{} .c-trend svg.spark", row("grow"));
+        wait_until(UI_DEADLINE, "grow's sparkline to have samples", || {
+            data_num(b, &spark, "points").is_some_and(|n| n >= 2.0)
+        });
+        let label = b
+            .js(
+                "return document.querySelector(arguments[0]).getAttribute('aria-label');",
+                vec![json!(spark)],
+            )
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            label.contains("Memory of grow: last") && label.contains("max"),
+            "{label}"
+        );
+
+        // The process page: its memory chart fills and rises as it allocates.
+        b.click(&format!("{} .c-name a", row("grow")));
+        let mem = "figure.chart-memory";
+        wait_until(UI_DEADLINE, "the memory chart to show samples", || {
+            data_num(b, mem, "points").is_some_and(|n| n >= 3.0)
+        });
+        let first = data_num(b, mem, "last").unwrap_or(0.0);
+        let points = data_num(b, mem, "points").unwrap_or(0.0);
+        std::fs::write(home.join("go"), "").expect("touch go");
+        wait_until(UI_DEADLINE, "the memory chart to rise by 16 MiB", || {
+            data_num(b, mem, "last").is_some_and(|m| m > first + 16.0 * 1024.0 * 1024.0)
+                && data_num(b, mem, "points").is_some_and(|n| n > points)
+        });
+        let path = b
+            .js(
+                "return document.querySelector('figure.chart-memory path.line').getAttribute('d');",
+                vec![],
+            )
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            path.starts_with('M') && path.matches('L').count() >= 3,
+            "{path}"
+        );
+        let summary = b
+            .js(
+                "return document.querySelector('figure.chart-memory svg').getAttribute('aria-label');",
+                vec![],
+            )
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            summary.starts_with("Memory: last") && summary.contains("min"),
+            "{summary}"
+        );
+        assert!(b.exists("figure.chart-cpu svg title"));
+        wait_until(UI_DEADLINE, "grow to hold its 96 MiB", || {
+            data_num(b, mem, "last").is_some_and(|m| m > 90.0 * 1024.0 * 1024.0)
+        });
+        b.screenshot("process.png");
+
+        // The crashing process: an exit with its code, then its restart, on the timeline.
+        b.goto(&format!("http://127.0.0.1:{port}/"));
+        b.click(&format!("{} .c-name a", row("crashy")));
+        wait_until(UI_DEADLINE, "an exit and a restart on the timeline", || {
+            b.exists(".timeline li[data-kind=exited]")
+                && b.exists(".timeline li[data-kind=restarted]")
+        });
+        let exited = b
+            .text(".timeline li[data-kind=exited] .detail")
+            .unwrap_or_default();
+        assert!(exited.contains("exit code 3"), "{exited}");
+        assert!(
+            data_num(b, ".timeline", "count").is_some_and(|n| n >= 3.0),
+            "started, exited, restarted at least"
+        );
+        assert!(b.exists(".timeline svg.strip rect.tone-bad title"));
+    });
+    home.opm(&["remove", "all"]).ok();
 }
