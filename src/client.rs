@@ -244,6 +244,8 @@ impl Client {
             "/daemon/create" => format!("{base}/create"),
             "/daemon/action" => format!("{base}/action"),
             "/daemon/history" => format!("{base}/history"),
+            "/daemon/events" => format!("{base}/events"),
+            "/daemon/events/stream" => format!("{base}/events/stream"),
             _ => match (
                 p.strip_prefix("/daemon/logs/"),
                 p.strip_prefix("/daemon/info/"),

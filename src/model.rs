@@ -79,6 +79,39 @@ pub struct EventView {
     pub detail: String,
 }
 
+/// One entry of `GET /daemon/events` and its stream: what happened, to
+/// what (`subject`: `process`, with its `id`; `agent`; `daemon`), when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineEvent {
+    pub at_ms: u64,
+    pub subject: String,
+    /// The process id, for an event about a process.
+    pub id: Option<u64>,
+    /// The process's or the agent's name, or `daemon`.
+    pub name: String,
+    pub kind: String,
+    pub detail: String,
+}
+
+impl From<&crate::spec::Event> for TimelineEvent {
+    fn from(e: &crate::spec::Event) -> TimelineEvent {
+        use crate::spec::Subject;
+        let subject = match &e.subject {
+            Subject::Process { .. } => "process",
+            Subject::Agent(_) => "agent",
+            Subject::Daemon => "daemon",
+        };
+        TimelineEvent {
+            at_ms: e.at_ms,
+            subject: subject.to_string(),
+            id: e.subject.process_id(),
+            name: e.subject.name().to_string(),
+            kind: e.kind.clone(),
+            detail: e.detail.clone(),
+        }
+    }
+}
+
 /// `opm info` and `GET /daemon/info/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessInfo {

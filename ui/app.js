@@ -265,7 +265,7 @@ function sparkline(label) {
 
 /** The colour family of an event kind. */
 function eventTone(kind) {
-  if (/^(started|adopted|agent_online|recovered)$/.test(kind)) return 'ok';
+  if (/^(started|adopted|agent_joined|agent_registered|agent_online|recovered)$/.test(kind)) return 'ok';
   if (/^(exited|errored|spawn_failed|lost|agent_offline|agent_removed)$/.test(kind)) return 'bad';
   if (/^(restarted|memory_limit|watch)$/.test(kind)) return 'warn';
   return 'off';

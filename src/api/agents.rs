@@ -123,7 +123,7 @@ pub fn agent_facing(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
 
 /// Passes the agent's answer on: same status, same JSON body; an agent's
 /// 401 is the server's problem, not the administrator's, so it becomes a 502.
-async fn forward(
+pub(super) async fn forward(
     rec: AgentRecord,
     method: Method,
     path: String,
@@ -146,7 +146,7 @@ async fn forward(
     }
 }
 
-fn agent(ctx: &Ctx, id: &str) -> Result<AgentRecord, Rejection> {
+pub(super) fn agent(ctx: &Ctx, id: &str) -> Result<AgentRecord, Rejection> {
     registry(ctx)?
         .get(id)
         .ok_or_else(|| reject(RegistryError::NotFound(id.to_string())))
@@ -288,8 +288,8 @@ pub fn admin_routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
         .boxed()
 }
 
-/// Passes an agent's live log stream on, event by event.
-async fn relay_stream(rec: AgentRecord, path: String) -> Result<Resp, Rejection> {
+/// Passes an agent's live stream (logs, events) on, event by event.
+pub(super) async fn relay_stream(rec: AgentRecord, path: String) -> Result<Resp, Rejection> {
     let body = crate::role::server::stream_agent(&rec, &path)
         .await
         .map_err(reject)?;

@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod auth;
 pub mod errors;
+pub mod events;
 pub mod guard;
 pub mod link;
 pub mod metrics;
@@ -95,6 +96,8 @@ pub fn routes(ctx: Ctx, tokens: Tokens, local: bool) -> BoxedFilter<(warp::reply
     // always the answer of the route the request was meant for.
     let admin = process::routes(ctx.clone(), tokens.clone())
         .or(metrics::routes(ctx.clone(), tokens.clone()))
+        .unify()
+        .or(events::routes(ctx.clone(), tokens.clone()))
         .unify()
         .or(agents::admin_routes(ctx.clone(), tokens))
         .unify()

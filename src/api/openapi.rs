@@ -96,6 +96,18 @@ pub fn document() -> Value {
     paths.insert("/daemon/history".into(), json!({ "get": op("CPU, memory and restarts of every process over time (`[daemon.history]`: one sample each interval_ms, the last `samples` kept)", json!({ "200": ok(r("History")) })) }));
     paths.insert("/daemon/history/{id}".into(), json!({ "get": with_params(op("The history of one process", json!({ "200": ok(r("History")) })), id_param(process_id)) }));
 
+    let event_filters = json!([
+        { "name": "process", "in": "query", "required": false, "description": "Only this process's events (id, or the name it had)", "schema": { "type": "string" } },
+        { "name": "agent", "in": "query", "required": false, "description": "Only this agent's events (id or name; on a server)", "schema": { "type": "string" } },
+        { "name": "kind", "in": "query", "required": false, "description": "Only these kinds, comma-separated: started, exited, restarted, stopped, errored, memory_limit, watch, spawn_failed, adopted, lost, removed, agent_joined, agent_registered, agent_online, agent_offline, agent_removed, recovered", "schema": { "type": "string" } }
+    ]);
+    let mut with_limit = event_filters.as_array().cloned().unwrap_or_default();
+    with_limit.push(json!({ "name": "limit", "in": "query", "required": false, "description": "The newest N (1 to 10000; 100 when not given), oldest first", "schema": { "type": "integer" } }));
+    paths.insert("/daemon/events".into(), json!({ "get": with_params(op("The events timeline: what happened to processes, agents and the daemon, filtered; the filters combine", json!({ "200": ok(json!({ "type": "array", "items": r("TimelineEvent") })) })), Value::Array(with_limit)) }));
+    paths.insert("/daemon/events/stream".into(), json!({ "get": with_params(op("New events as server-sent events named `event` (a TimelineEvent), with the same filters; `tick` (`{\"at_ms\"}`) after each history sample; a keep-alive comment every 15 s. Counted against `[daemon.web] max_streams` (503 when full)", json!({ "200": {
+        "description": "An event stream", "content": { "text/event-stream": { "schema": { "type": "string" } } }
+    }, "503": { "description": "Too many live streams are open" } })), event_filters) }));
+
     agent_paths(&mut paths);
 
     let history_schema = json!({ "type": "object", "required": ["interval_ms", "samples", "subjects"], "properties": {
@@ -288,6 +300,13 @@ pub fn document() -> Value {
                     "fingerprint": { "type": "string", "nullable": true, "description": "the server certificate's fingerprint to pin; without it, the one it shows is pinned (trust on first use)" }
                 }},
                 "History": history_schema,
+                "TimelineEvent": { "type": "object", "required": ["at_ms", "subject", "id", "name", "kind", "detail"], "properties": {
+                    "at_ms": { "type": "integer" },
+                    "subject": { "type": "string", "enum": ["process", "agent", "daemon"] },
+                    "id": { "type": "integer", "nullable": true, "description": "the process id, for an event about a process" },
+                    "name": { "type": "string", "description": "the process's or agent's name, or daemon" },
+                    "kind": { "type": "string" }, "detail": { "type": "string" }
+                }},
                 "Metrics": { "type": "object", "properties": {
                     "daemon": { "type": "object", "properties": {
                         "pid": { "type": "integer" }, "uptime_ms": { "type": "integer" }, "cpu_avg": { "type": "number" },
@@ -335,6 +354,14 @@ fn agent_paths(paths: &mut serde_json::Map<String, Value>) {
     paths.insert("/daemon/agents/{id}/history/{pid}".into(), json!({ "get": with_params(
         op(&format!("The history of one process on the agent. {server_only}"), json!({ "200": ok(r("History")), "502": { "description": "The agent did not answer" } })),
         agent_and_process.clone()) }));
+    paths.insert("/daemon/agents/{id}/events".into(), json!({ "get": with_params(
+        op(&format!("The agent's own events timeline, asked of the agent (same filters as /daemon/events). {server_only}"), json!({ "200": ok(json!({ "type": "array", "items": r("TimelineEvent") })), "502": { "description": "The agent did not answer" } })),
+        agent.clone()) }));
+    paths.insert("/daemon/agents/{id}/events/stream".into(), json!({ "get": with_params(
+        op(&format!("The agent's live events stream, passed on event by event (`event`, `tick`). {server_only}"), json!({ "200": {
+            "description": "An event stream", "content": { "text/event-stream": { "schema": { "type": "string" } } }
+        }, "502": { "description": "The agent did not answer" } })),
+        agent.clone()) }));
     paths.insert("/daemon/agents/{id}/create".into(), json!({ "post": with_params(with_body(
         op(&format!("Create processes on the agent. {server_only}"), json!({ "201": ok(json!({ "oneOf": [r("ProcessView"), { "type": "array", "items": r("ProcessView") }] })), "502": { "description": "The agent did not answer" } })),
         json!({ "oneOf": [r("CreateRequest"), { "type": "array", "items": r("CreateRequest") }] })), agent.clone()) }));

@@ -170,15 +170,16 @@ pub fn routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
         .boxed()
 }
 
-/// Live log streams open now, over the unix socket and TCP together.
+/// Live streams open now (logs and events), over the unix socket and TCP together.
 static OPEN_STREAMS: AtomicUsize = AtomicUsize::new(0);
 
-/// One live stream's place under the cap; given back when dropped.
-struct StreamSlot;
+/// One live stream's place under the cap (log and event streams alike);
+/// given back when dropped.
+pub(super) struct StreamSlot;
 
 impl StreamSlot {
     /// A place, unless `max` streams are open.
-    fn take(max: usize) -> Option<StreamSlot> {
+    pub(super) fn take(max: usize) -> Option<StreamSlot> {
         OPEN_STREAMS
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod daemon;
+pub mod events;
 pub mod format;
 pub mod monit;
 pub mod process;
@@ -103,6 +104,8 @@ pub enum Command {
     Info(process::InfoArgs),
     /// Print the last lines of a process's output, and follow it
     Logs(process::LogsArgs),
+    /// What happened, newest last: starts, exits with their codes, restarts, agents online and offline
+    Events(events::EventsArgs),
     /// A live dashboard in the terminal: processes, CPU and memory, logs, restart/stop/start keys
     Monit(monit::MonitArgs),
     /// Empty the log files of processes (all when none is named)
@@ -224,6 +227,7 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
         Command::Info(a) => process::info(a).await,
         Command::Logs(a) => process::logs(a).await,
         Command::Monit(a) => monit::monit(a).await,
+        Command::Events(a) => events::events(a).await,
         Command::Flush(a) => process::flush(a).await,
         Command::Env(a) => process::env(a).await,
         Command::Save(a) => process::save(a).await,

@@ -18,6 +18,7 @@ impl Service {
                 .iter()
                 .map(|v| (v.id, Sample::new(v.cpu, v.memory, u64::from(v.restarts)))),
         );
+        self.ticks.send_replace(now);
     }
 
     /// The history of one process, or of all.

@@ -10,12 +10,14 @@
 mod action;
 mod apply;
 mod create;
+mod events;
 mod health;
 mod history;
 mod logs;
 mod views;
 
 pub use create::with_interpreter;
+pub use events::{EventFilter, DEFAULT_EVENTS, MAX_EVENTS};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -106,6 +108,8 @@ pub struct Service {
     usage: Mutex<UsageCache>,
     /// CPU, memory and restarts of every process over the last samples.
     history: Mutex<crate::history::History<u64>>,
+    /// The time of the newest history sample, for whoever refreshes at its pace.
+    pub ticks: tokio::sync::watch::Sender<u64>,
 }
 
 impl Service {
@@ -125,6 +129,7 @@ impl Service {
                 sampler: proc::Sampler::new(),
             }),
             history,
+            ticks: tokio::sync::watch::channel(0).0,
         }
     }
 

@@ -46,6 +46,9 @@ const NEXT_ID_KEY: &[u8] = b"next_id";
 /// The events log keeps this many entries; older ones are dropped.
 pub const EVENTS_LIMIT: u64 = 10_000;
 
+/// How many new events wait for a slow follower before it misses some.
+const EVENTS_FOLLOW_BUFFER: usize = 1024;
+
 /// How long opening waits for a lock held by a daemon that is exiting.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
 
@@ -135,6 +138,8 @@ pub struct Store {
     runtime: sled::Tree,
     events: sled::Tree,
     event_seq: AtomicU64,
+    /// Each new event, to whoever follows the log (`subscribe_events`).
+    published: tokio::sync::broadcast::Sender<Event>,
     commit: Mutex<CommitState>,
     committed: Condvar,
     /// Multi-tree transactions hold it shared; the snapshot takes it alone,
@@ -532,6 +537,7 @@ impl Store {
             meta,
             events,
             event_seq: AtomicU64::new(event_seq),
+            published: tokio::sync::broadcast::channel(EVENTS_FOLLOW_BUFFER).0,
             commit: Mutex::new(CommitState {
                 requested: committed_seq,
                 durable: committed_seq,
@@ -814,7 +820,8 @@ impl Store {
         Ok(())
     }
 
-    /// Appends to the bounded events log; durable at the next `flush`.
+    /// Appends to the bounded events log (durable at the next `flush`) and
+    /// publishes it to every follower: the one place events are written.
     pub fn push_event(&self, event: &Event) -> Result<(), StoreError> {
         let seq = self.event_seq.fetch_add(1, Ordering::Relaxed);
         self.events.insert(
@@ -824,20 +831,39 @@ impl Store {
         if seq >= EVENTS_LIMIT {
             self.events.remove(codec::id_key(seq - EVENTS_LIMIT))?;
         }
+        // No follower is no error.
+        let _ = self.published.send(event.clone());
         Ok(())
+    }
+
+    /// Every event pushed from now on. A follower more than
+    /// `EVENTS_FOLLOW_BUFFER` events behind is told how many it missed.
+    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.published.subscribe()
     }
 
     /// The newest `limit` events of one process (or of all with `None`), oldest first.
     pub fn events(&self, id: Option<u64>, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.events_where(limit, |e| {
+            id.is_none_or(|id| e.subject.process_id() == Some(id))
+        })
+    }
+
+    /// The newest `limit` events that `keep` accepts, oldest first.
+    pub fn events_where(
+        &self,
+        limit: usize,
+        keep: impl Fn(&Event) -> bool,
+    ) -> Result<Vec<Event>, StoreError> {
         let mut out = Vec::new();
         for item in self.events.iter().rev() {
+            if out.len() >= limit {
+                break;
+            }
             let (k, v) = item?;
-            let event: StoredEvent = codec::decode(EVENTS, &k, &v)?;
-            if id.is_none_or(|id| event.id == id) {
-                out.push(event.into());
-                if out.len() >= limit {
-                    break;
-                }
+            let event: Event = codec::decode::<StoredEvent>(EVENTS, &k, &v)?.into();
+            if keep(&event) {
+                out.push(event);
             }
         }
         out.reverse();

@@ -16,6 +16,7 @@ mod cli_remote;
 mod crash_restore;
 mod deploy;
 mod durability;
+mod events;
 mod fixture;
 mod history;
 mod kill_signal;
