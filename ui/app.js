@@ -1,9 +1,11 @@
 // The opm web UI: one ES module, no build step, nothing from another host.
 // It talks to the daemon's own API (same origin) with the token kept in
 // sessionStorage, sent as `Authorization: Bearer T`, never in a URL or a cookie.
+// Nothing polls: each view follows the daemon's events stream (SSE) and
+// refreshes what an event changes, and its figures at each history `tick`.
 
 const TOKEN_KEY = 'opm.token';
-const POLL_MS = 2000;
+const RETRY_MS = 2000;
 const LOG_LINES = 200;
 const MAX_LOG_LINES = 2000;
 
@@ -137,6 +139,8 @@ function scopeOf(agent) {
       create: (body) => api('/daemon/create', { method: 'POST', body }),
       stream: (id, n) => `/daemon/logs/${enc(id)}/stream?lines=${n}`,
       history: (id) => api(id === undefined ? '/daemon/history' : `/daemon/history/${enc(id)}`),
+      events: (q = '') => api(`/daemon/events${q}`),
+      live: (q = '') => `/daemon/events/stream${q}`,
     };
   }
   const base = `/daemon/agents/${enc(agent)}`;
@@ -149,6 +153,8 @@ function scopeOf(agent) {
     create: (body) => api(`${base}/create`, { method: 'POST', body }),
     stream: (id, n) => `${base}/logs/${enc(id)}/stream?lines=${n}`,
     history: (id) => api(id === undefined ? `${base}/history` : `${base}/history/${enc(id)}`),
+    events: (q = '') => api(`${base}/events${q}`),
+    live: (q = '') => `${base}/events/stream${q}`,
   };
 }
 
@@ -343,7 +349,6 @@ function toast(message, kind = 'info') {
 const app = {
   health: null,
   view: null,
-  healthTimer: 0,
 };
 
 function setHealth(hl) {
@@ -374,15 +379,15 @@ function setHealth(hl) {
   agentsLink.hidden = hl.role !== 'server';
 }
 
+/** Refreshes the header; called on each event and tick of the view's stream. */
 async function pollHealth() {
-  clearTimeout(app.healthTimer);
+  // Only while signed in: the login screen shows nothing of the daemon.
+  if ($('#top').hidden) return;
   try {
     setHealth(await api('/health'));
   } catch (e) {
     if (!(e instanceof AuthError)) $('#health').replaceChildren(h('span', { class: 'chip bad' }, 'daemon unreachable'));
   }
-  // Only while signed in: the login screen shows nothing of the daemon.
-  if (!$('#top').hidden) app.healthTimer = setTimeout(pollHealth, POLL_MS);
 }
 
 function markNav(name) {
@@ -404,9 +409,10 @@ function route() {
   else if (parts[0] === 'agents' && parts.length === 2) view = agentView(parts[1]);
   else if (parts[0] === 'agents' && parts[2] === 'p' && parts.length === 4) view = processView(scopeOf(parts[1]), parts[3]);
   else if (parts[0] === 'p' && parts.length === 2) view = processView(scopeOf(null), parts[1]);
+  else if (parts[0] === 'events' && parts.length === 1) view = eventsView();
   else view = processesView();
   app.view = view;
-  markNav(parts[0] === 'agents' ? 'agents' : 'processes');
+  markNav(parts[0] === 'agents' || parts[0] === 'events' ? parts[0] : 'processes');
   view.mount(main);
   window.scrollTo(0, 0);
 }
@@ -418,32 +424,69 @@ function onAuthLost(message) {
   session.token = '';
 }
 
-/** A repeating refresh that stops when the view goes, and never overlaps itself. */
+/**
+ * A refresh run on demand (an event, a tick, an action), never two at once:
+ * asked again while running, it runs once more after. It stops with the view.
+ */
 function poller(fn) {
-  let timer = 0;
+  let running = false;
+  let again = false;
   let stopped = false;
-  const tick = async () => {
+  const run = async () => {
     if (stopped) return;
+    if (running) { again = true; return; }
+    running = true;
     try {
       await fn();
     } catch (e) {
       if (e instanceof AuthError) { stopped = true; onAuthLost(e.message); return; }
-      if (e.name === 'AbortError') return;
+    } finally {
+      running = false;
     }
-    if (!stopped) timer = setTimeout(tick, POLL_MS);
+    if (again && !stopped) { again = false; run(); }
   };
   return {
-    start() { tick(); },
-    now() { clearTimeout(timer); tick(); },
-    stop() { stopped = true; clearTimeout(timer); },
+    start() { run(); },
+    now() { run(); },
+    stop() { stopped = true; },
   };
+}
+
+/**
+ * Follows an events stream (`/daemon/events/stream`, or an agent's through
+ * the server): onEvent(event) for each new event, onTick() after each
+ * history sample, onOpen() at each (re)connection. Reconnects after a drop.
+ */
+function follower(url, { onEvent = () => {}, onTick = () => {}, onOpen = () => {} }) {
+  const abort = new AbortController();
+  (async () => {
+    let wait = RETRY_MS;
+    while (!abort.signal.aborted) {
+      try {
+        await readSse(url, abort.signal, () => { wait = RETRY_MS; onOpen(); }, (event, data) => {
+          if (event === 'event') {
+            let e = null;
+            try { e = JSON.parse(data); } catch { /* not JSON */ }
+            if (e) onEvent(e);
+          } else if (event === 'tick' || event === 'lagged') {
+            onTick();
+          }
+        });
+      } catch (e) {
+        if (abort.signal.aborted || e.name === 'AbortError') return;
+        if (e instanceof AuthError) { onAuthLost(e.message); return; }
+      }
+      await new Promise((r) => setTimeout(r, wait));
+      wait = Math.min(wait * 2, 30000);
+    }
+  })();
+  return { stop() { abort.abort(); } };
 }
 
 // ---------- login ----------
 
 function showLogin(message) {
   $('#top').hidden = true;
-  clearTimeout(app.healthTimer);
   const input = h('input', {
     id: 'token', name: 'token', type: 'password', autocomplete: 'off', spellcheck: 'false',
     required: true, placeholder: 'daemon.web.secure.token', 'aria-describedby': 'login-error',
@@ -730,10 +773,61 @@ function processesCard(scope, title, headExtra) {
       error.hidden = false;
     }
   });
-  return { card, poll };
+  let live = null;
+  const refresh = () => { poll.now(); pollHealth(); };
+  return {
+    card,
+    poll: {
+      start() { poll.start(); live = follower(scope.live(), { onEvent: refresh, onTick: refresh, onOpen: refresh }); },
+      now: () => poll.now(),
+      stop() { poll.stop(); if (live) live.stop(); },
+    },
+  };
 }
 
 // ---------- views ----------
+
+const EVENT_KINDS = ['started', 'exited', 'restarted', 'stopped', 'errored', 'memory_limit', 'watch', 'spawn_failed',
+  'adopted', 'lost', 'removed', 'agent_joined', 'agent_registered', 'agent_online', 'agent_offline', 'agent_removed', 'recovered'];
+
+/** Every event of this daemon (and, on a server, about its agents), filtered by kind. */
+function eventsView() {
+  const kind = h('select', { id: 'event-kind', 'aria-label': 'Kind' },
+    h('option', { value: '' }, 'All kinds'), ...EVENT_KINDS.map((k) => h('option', { value: k }, k)));
+  const count = h('span', { class: 'muted count' });
+  const error = h('p', { class: 'banner error', hidden: true, role: 'alert' });
+  const events = timeline({ withName: true, shown: 200 });
+  const card = h('section', { class: 'card' },
+    h('div', { class: 'card-head' }, h('h1', {}, 'Events'), count, h('span', { class: 'spacer' }),
+      h('label', { class: 'events-filter', for: 'event-kind' }, 'Kind', kind)),
+    error, events.el);
+  const poll = poller(async () => {
+    try {
+      const list = await api(`/daemon/events?limit=500${kind.value ? `&kind=${enc(kind.value)}` : ''}`);
+      events.set(list);
+      setText(count, `${list.length} ${list.length === 1 ? 'event' : 'events'}${kind.value ? ` of kind ${kind.value}` : ''}`);
+      error.hidden = true;
+    } catch (e) {
+      if (e instanceof AuthError) throw e;
+      setText(error, e.message);
+      error.hidden = false;
+    }
+  });
+  kind.addEventListener('change', () => poll.now());
+  let live = null;
+  return {
+    mount(main) {
+      main.append(card);
+      poll.start();
+      live = follower('/daemon/events/stream', {
+        onEvent: (e) => { if (!kind.value || e.kind === kind.value) poll.now(); pollHealth(); },
+        onTick: pollHealth,
+        onOpen: () => poll.now(),
+      });
+    },
+    unmount() { poll.stop(); if (live) live.stop(); },
+  };
+}
 
 function processesView() {
   const { card, poll } = processesCard(scopeOf(null), 'Processes');
@@ -813,9 +907,11 @@ function agentsView() {
       error.hidden = false;
     }
   });
+  let live = null;
+  const refresh = () => { poll.now(); pollHealth(); };
   return {
-    mount(main) { main.append(card); poll.start(); },
-    unmount() { poll.stop(); },
+    mount(main) { main.append(card); poll.start(); live = follower('/daemon/events/stream', { onEvent: refresh, onTick: refresh, onOpen: refresh }); },
+    unmount() { poll.stop(); if (live) live.stop(); },
   };
 }
 
@@ -830,6 +926,9 @@ function agentView(agentId) {
     h('div', { class: 'card-head' }, h('h1', {}, agentId), status),
     facts);
   const charts = h('section', { class: 'card charts', 'aria-label': 'The agent\'s totals over time' }, cpu.el, mem.el);
+  const events = timeline({ withName: true });
+  const eventsCard = h('section', { class: 'card' }, h('div', { class: 'card-head' }, h('h2', {}, 'Events'),
+    h('span', { class: 'muted count' }, 'the agent\'s own, and the server\'s about it')), events.el);
   const crumbs = h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, h('a', { href: '#/agents' }, 'Agents'), h('span', {}, agentId));
   const infoPoll = poller(async () => {
     const list = await api('/daemon/agents/list');
@@ -844,10 +943,24 @@ function agentView(agentId) {
     const series = hist.subjects.find((x) => x.id === a.id);
     cpu.update(series, hist.interval_ms * hist.samples);
     mem.update(series, hist.interval_ms * hist.samples);
+    // The server's events about the agent, and the agent's own (when it answers).
+    const [about, own] = await Promise.all([
+      api(`/daemon/events?agent=${enc(a.id)}&limit=200`),
+      scope.events('?limit=200').catch((e) => { if (e instanceof AuthError) throw e; return []; }),
+    ]);
+    events.set([...about, ...own].sort((x, y) => x.at_ms - y.at_ms));
   });
+  let live = null;
+  const refresh = () => { infoPoll.now(); pollHealth(); };
   return {
-    mount(main) { main.append(crumbs, head, charts, card); poll.start(); infoPoll.start(); },
-    unmount() { poll.stop(); infoPoll.stop(); },
+    mount(main) {
+      main.append(crumbs, head, charts, card, eventsCard);
+      poll.start();
+      infoPoll.start();
+      // The server's stream: this agent going on- or offline, and its totals at each tick.
+      live = follower('/daemon/events/stream', { onEvent: refresh, onTick: refresh, onOpen: refresh });
+    },
+    unmount() { poll.stop(); infoPoll.stop(); if (live) live.stop(); },
   };
 }
 
@@ -985,7 +1098,12 @@ function processView(scope, id) {
       ['Command', info.command], ['Directory', info.cwd],
       ['Out log', info.out_log], ['Err log', info.err_log],
     ]);
-    events.set(info.events || []);
+    try {
+      events.set(await scope.events(`?process=${enc(info.id)}&limit=200`));
+    } catch (e) {
+      if (e instanceof AuthError) throw e;
+      events.set(info.events || []);
+    }
     try {
       const hist = await scope.history(info.id);
       const series = hist.subjects[0];
@@ -1019,13 +1137,17 @@ function processView(scope, id) {
     }
   }
 
+  // This process's events and the history ticks: what to refresh, when.
+  let liveEvents = null;
+  const refresh = () => { poll.now(); pollHealth(); };
   return {
     mount(main) {
       main.append(...cards);
       poll.start();
       follow();
+      liveEvents = follower(scope.live(`?process=${enc(id)}`), { onEvent: refresh, onTick: refresh, onOpen: refresh });
     },
-    unmount() { poll.stop(); abort.abort(); },
+    unmount() { poll.stop(); abort.abort(); if (liveEvents) liveEvents.stop(); },
   };
 }
 

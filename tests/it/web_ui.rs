@@ -774,3 +774,100 @@ fn the_charts_fill_as_a_process_grows_and_the_timeline_shows_a_crash_and_its_res
     });
     home.opm(&["remove", "all"]).ok();
 }
+
+/// How many times the page fetched `/daemon/list` (from its resource timings).
+fn list_fetches(b: &Browser) -> u64 {
+    b.js(
+        "return performance.getEntriesByType('resource') \
+           .filter(e => new URL(e.name).pathname === '/daemon/list').length;",
+        vec![],
+    )
+    .as_u64()
+    .unwrap_or(0)
+}
+
+#[test]
+fn changes_arrive_by_server_sent_events_and_the_page_polls_nothing() {
+    let home = TestHome::new();
+    let port = free_port();
+    // History ticks a minute apart: any refresh within the test comes from an event.
+    write_config(
+        &home,
+        &format!("[daemon.web]\nui = true\nport = {port}\n[daemon.history]\ninterval_ms = 60000\n"),
+    );
+    home.opm(&["daemon", "restore"]).ok();
+    home.start("sleep 1000", "steady", &[]);
+    wait_for_api(port);
+    let token = home.token();
+
+    with_browser(|b| {
+        b.goto(&format!("http://127.0.0.1:{port}/"));
+        sign_in(b, &token);
+        wait_until(UI_DEADLINE, "steady in the list", || {
+            page_status(b, "steady").as_deref() == Some("online")
+        });
+        // Started from the CLI: the page shows it without a reload.
+        b.js("window.__same_page = true;", vec![]);
+        home.start("sh -c 'sleep 4; exit 3'", "late", &["--no-autorestart"]);
+        wait_until(UI_DEADLINE, "late to appear in the page", || {
+            page_status(b, "late").as_deref() == Some("online")
+        });
+        // While nothing happens, the page asks for nothing: a poll every 2 s
+        // (what the page did before) would have fetched the list again.
+        let quiet = list_fetches(b);
+        let t0 = b
+            .js("return performance.now();", vec![])
+            .as_f64()
+            .unwrap_or(0.0);
+        wait_until(UI_DEADLINE, "2.5 s of the page's time", || {
+            b.js("return performance.now();", vec![])
+                .as_f64()
+                .unwrap_or(0.0)
+                > t0 + 2500.0
+                || page_status(b, "late").as_deref() != Some("online")
+        });
+        if page_status(b, "late").as_deref() == Some("online") {
+            assert_eq!(list_fetches(b), quiet, "the list was fetched with no event");
+        }
+        // late exits: its new status arrives by the events stream, on the same page.
+        wait_until(UI_DEADLINE, "late's exit in the page", || {
+            page_status(b, "late").is_some_and(|s| s != "online")
+        });
+        assert_eq!(
+            b.js("return window.__same_page === true;", vec![]),
+            json!(true),
+            "no reload"
+        );
+        assert!(list_fetches(b) > quiet, "the exit made the page refresh");
+
+        // The Events page: everything, filtered by kind.
+        b.click("a[data-nav=events]");
+        wait_until(UI_DEADLINE, "late's exit on the events page", || {
+            b.exists(".timeline li[data-kind=exited]")
+                && b.exists(".timeline li[data-kind=started]")
+        });
+        b.js(
+            "const s = document.querySelector('#event-kind'); s.value = 'exited'; \
+             s.dispatchEvent(new Event('change'));",
+            vec![],
+        );
+        wait_until(UI_DEADLINE, "only exits on the events page", || {
+            b.exists(".timeline li[data-kind=exited]")
+                && !b.exists(".timeline li[data-kind=started]")
+        });
+        let detail = b
+            .text(".timeline li[data-kind=exited] .detail")
+            .unwrap_or_default();
+        assert!(detail.contains("exit code 3"), "{detail}");
+        b.js(
+            "const s = document.querySelector('#event-kind'); s.value = ''; \
+             s.dispatchEvent(new Event('change'));",
+            vec![],
+        );
+        wait_until(UI_DEADLINE, "every kind again", || {
+            b.exists(".timeline li[data-kind=started]")
+        });
+        b.screenshot("events.png");
+    });
+    home.opm(&["remove", "all"]).ok();
+}
