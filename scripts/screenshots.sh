@@ -8,7 +8,7 @@ mkdir -p docs
 stamp=$(mktemp)
 trap 'rm -f "$stamp"' EXIT
 OPM_SCREENSHOTS="$PWD/docs" cargo test --locked --test it web_ui -- --test-threads=1
-for shot in processes agents; do
+for shot in processes process agent agents events; do
   if [ ! docs/$shot.png -nt "$stamp" ]; then
     echo "docs/$shot.png was not taken: is chromium/chromedriver installed?" >&2
     exit 1

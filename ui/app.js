@@ -305,7 +305,10 @@ function timeline({ withName = false, shown = 50 } = {}) {
     const now = Date.now();
     const start = events.length ? Math.min(events[0].at_ms, now - 60_000) : now - 60_000;
     const span = Math.max(1, now - start);
-    marks.replaceChildren(...events.map((e) => {
+    // Troubles are painted last, so a stop at the same moment never hides an exit.
+    const rank = { off: 0, ok: 1, warn: 2, bad: 3 };
+    const painted = [...events].sort((x, y) => rank[eventTone(x.kind)] - rank[eventTone(y.kind)]);
+    marks.replaceChildren(...painted.map((e) => {
       const x = ((e.at_ms - start) / span) * (W - 4) + 2;
       return svg('rect', { x: x - 1.5, y: 4, width: 3, height: H - 8, rx: 1, class: `tone-${eventTone(e.kind)}` },
         svg('title', {}, `${new Date(e.at_ms).toLocaleTimeString()} ${withName ? `${e.name} ` : ''}${e.kind}${e.detail ? `: ${e.detail}` : ''}`));

@@ -771,6 +771,13 @@ fn the_charts_fill_as_a_process_grows_and_the_timeline_shows_a_crash_and_its_res
             "started, exited, restarted at least"
         );
         assert!(b.exists(".timeline svg.strip rect.tone-bad title"));
+        b.screenshot("process-crash.png");
+        // The Events page: both processes' events, the crash loop's among them.
+        b.click("a[data-nav=events]");
+        wait_until(UI_DEADLINE, "the events page", || {
+            b.exists(".events.named li[data-kind=restarted]")
+        });
+        b.screenshot("events.png");
     });
     home.opm(&["remove", "all"]).ok();
 }
@@ -867,7 +874,6 @@ fn changes_arrive_by_server_sent_events_and_the_page_polls_nothing() {
         wait_until(UI_DEADLINE, "every kind again", || {
             b.exists(".timeline li[data-kind=started]")
         });
-        b.screenshot("events.png");
     });
     home.opm(&["remove", "all"]).ok();
 }
