@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::common::http::{tcp, unix, ApiHome, Auth, Response};
+use crate::common::http::{connect_tcp, host, open_head, tcp, unix, ApiHome, Auth, Response};
 use crate::common::{free_port, TestHome};
 
 /// Routes that are pages, not JSON, and so stay out of `/openapi.json`.
@@ -214,6 +214,26 @@ fn every_documented_path_is_routed() {
         // Stopping the daemon is tried last, once.
         if template == "/daemon/stop" {
             last.push((method.clone(), path));
+            continue;
+        }
+        // The events stream never ends when it is routed: its head says so.
+        if template == "/daemon/events/stream" {
+            let socket = std::os::unix::net::UnixStream::connect(api.home.join("opm.sock"))
+                .expect("connect to the socket");
+            let (on_unix, ..) = open_head(socket, "localhost", method, &path, Auth::None);
+            let tcp_stream = connect_tcp(api.port).expect("connect over TCP");
+            let (on_tcp, ..) = open_head(
+                tcp_stream,
+                &host(api.port),
+                method,
+                &path,
+                Auth::Bearer(&api.token),
+            );
+            if on_unix != 200 || on_tcp != 200 {
+                failures.push(format!(
+                    "{method} {template}: {on_unix} on the socket, {on_tcp} over TCP"
+                ));
+            }
             continue;
         }
         let body: Option<&[u8]> =
