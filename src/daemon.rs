@@ -274,35 +274,34 @@ async fn wait_true(mut rx: watch::Receiver<bool>) {
 }
 
 /// Rotates every log past its cap each `[logs] check_interval_ms`, until
-/// the daemon stops (a daemon restored after a crash resumes here).
-async fn rotate_logs(svc: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
+/// the daemon stops (a daemon restored after a crash resumes here). Stat,
+/// copy and fallocate run off the runtime's worker threads.
+async fn rotate_logs(svc: Arc<Service>, shutdown: watch::Receiver<bool>) {
     let every = Duration::from_millis(svc.config.logs.check_interval_ms);
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let svc = svc.clone();
-                // stat, copy and fallocate: off the runtime's worker threads.
-                let _ = tokio::task::spawn_blocking(move || svc.rotate_logs()).await;
-            }
-            _ = shutdown.changed() => return,
-        }
-    }
+    every_blocking(every, shutdown, move || svc.rotate_logs()).await;
 }
 
 /// Samples every process's CPU and memory each `[daemon.history]
-/// interval_ms` into the in-memory history, until the daemon stops.
-async fn sample_history(svc: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
+/// interval_ms` into the in-memory history, until the daemon stops. The
+/// scan of /proc runs off the runtime's worker threads.
+async fn sample_history(svc: Arc<Service>, shutdown: watch::Receiver<bool>) {
     let every = Duration::from_millis(svc.config.daemon.history.interval_ms);
+    every_blocking(every, shutdown, move || svc.record_history()).await;
+}
+
+/// Runs `work` on tokio's blocking pool every `every` (a late tick delays
+/// the next rather than bunching), until `shutdown`.
+async fn every_blocking(
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    work: impl Fn() + Clone + Send + 'static,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let svc = svc.clone();
-                // A scan of /proc: off the runtime's worker threads.
-                let _ = tokio::task::spawn_blocking(move || svc.record_history()).await;
+                let _ = tokio::task::spawn_blocking(work.clone()).await;
             }
             _ = shutdown.changed() => return,
         }

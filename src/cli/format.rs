@@ -26,17 +26,22 @@ pub fn duration(ms: u64) -> String {
 
 /// `512 B`, `1.5 KiB`, `12.3 MiB`.
 pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    scaled_bytes(n, ["B", "KiB", "MiB", "GiB", "TiB"], " ")
+}
+
+/// `n` bytes in the largest of `units` (powers of 1024) that keeps it at
+/// least 1, with one decimal past bytes, `sep` between number and unit.
+pub fn scaled_bytes(n: u64, units: [&str; 5], sep: &str) -> String {
     let mut v = n as f64;
     let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
+    while v >= 1024.0 && unit < units.len() - 1 {
         v /= 1024.0;
         unit += 1;
     }
     if unit == 0 {
-        format!("{n} B")
+        format!("{n}{sep}{}", units[0])
     } else {
-        format!("{v:.1} {}", UNITS[unit])
+        format!("{v:.1}{sep}{}", units[unit])
     }
 }
 

@@ -512,18 +512,7 @@ pub fn fit(text: &str, width: usize) -> String {
 
 /// `512B`, `1.5K`, `12.3M`, `1.2G`: sizes in at most 7 cells.
 pub fn short_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n}B")
-    } else {
-        format!("{v:.1}{}", UNITS[unit])
-    }
+    super::format::scaled_bytes(n, ["B", "K", "M", "G", "T"], "")
 }
 
 // ------------------------------------------------------------------- state
