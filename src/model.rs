@@ -580,3 +580,14 @@ pub fn escape_control(text: &str) -> std::borrow::Cow<'_, str> {
             .collect(),
     )
 }
+
+/// Percent-encodes everything but unreserved characters, so a name or id is
+/// one path segment (or one query value) whatever it holds.
+pub fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -201,7 +201,7 @@ pub fn admin_routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
         .and_then(|id: String, pid: String, ctx: Ctx| async move {
-            let path = format!("/daemon/history/{}", encode_segment(&pid));
+            let path = format!("/daemon/history/{}", crate::model::encode_segment(&pid));
             forward(agent(&ctx, &id)?, Method::GET, path, None).await
         });
     // Create and action pass the body on as it came: the agent validates it.
@@ -232,7 +232,7 @@ pub fn admin_routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
             |id: String, pid: String, q: LinesQuery, ctx: Ctx| async move {
                 let path = format!(
                     "/daemon/logs/{}?lines={}",
-                    encode_segment(&pid),
+                    crate::model::encode_segment(&pid),
                     q.lines.unwrap_or(15)
                 );
                 forward(agent(&ctx, &id)?, Method::GET, path, None).await
@@ -248,7 +248,7 @@ pub fn admin_routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
                 let rec = agent(&ctx, &id)?;
                 let path = format!(
                     "/daemon/logs/{}/stream?lines={}",
-                    encode_segment(&pid),
+                    crate::model::encode_segment(&pid),
                     q.lines.unwrap_or(0)
                 );
                 relay_stream(rec, path).await
@@ -262,7 +262,7 @@ pub fn admin_routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
             forward(
                 agent(&ctx, &id)?,
                 Method::GET,
-                format!("/daemon/info/{}", encode_segment(&pid)),
+                format!("/daemon/info/{}", crate::model::encode_segment(&pid)),
                 None,
             )
             .await
@@ -309,16 +309,6 @@ pub(super) async fn relay_stream(rec: AgentRecord, path: String) -> Result<Resp,
         Some((Ok(event), Some(reader)))
     });
     Ok(warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response())
-}
-
-/// Keeps a path segment a single segment.
-fn encode_segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// This daemon's own link to a server: unix socket only.

@@ -67,7 +67,7 @@ impl EventsQuery {
             ("kind", &self.kind),
         ] {
             if let Some(v) = v {
-                parts.push(format!("{k}={}", encode(v)));
+                parts.push(format!("{k}={}", crate::model::encode_segment(v)));
             }
         }
         if let Some(l) = self.limit {
@@ -79,15 +79,6 @@ impl EventsQuery {
             format!("?{}", parts.join("&"))
         }
     }
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 pub fn routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {

@@ -162,7 +162,7 @@ async fn status(a: FormatArgs) -> Result<(), CliError> {
 
 async fn remove(a: RemoveArgs) -> Result<(), CliError> {
     let (client, _, _) = local(&RestoreArgs::default())?;
-    let path = format!("/daemon/agents/{}", encode_segment(&a.agent));
+    let path = format!("/daemon/agents/{}", crate::model::encode_segment(&a.agent));
     let v: serde_json::Value = client.delete(&path).await?;
     println!(
         "✔ removed agent {} (id {}): its credential is revoked; it can only come back by joining again with the join token",
@@ -170,16 +170,6 @@ async fn remove(a: RemoveArgs) -> Result<(), CliError> {
         escape_control(v["removed"].as_str().unwrap_or("?"))
     );
     Ok(())
-}
-
-/// Keeps a name a single path segment.
-fn encode_segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 async fn disconnect() -> Result<(), CliError> {

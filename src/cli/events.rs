@@ -35,18 +35,6 @@ pub struct EventsArgs {
     pub remote: Remote,
 }
 
-/// Percent-encodes a query value.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b',' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 impl EventsArgs {
     fn filters(&self) -> Vec<String> {
         [
@@ -55,7 +43,10 @@ impl EventsArgs {
             ("kind", &self.kind),
         ]
         .into_iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
+        .filter_map(|(k, v)| {
+            v.as_ref()
+                .map(|v| format!("{k}={}", crate::model::encode_segment(v)))
+        })
         .collect()
     }
 }
