@@ -14,6 +14,7 @@ pub mod definition;
 pub mod failpoint;
 pub mod fsutil;
 pub mod history;
+pub mod import;
 pub mod logging;
 pub mod model;
 pub mod reconcile;

@@ -36,6 +36,8 @@ pub enum DaemonCommand {
     Health(HealthArgs),
     /// Print the TCP API's token (generated and stored in config.toml when none is set)
     Token(TokenArgs),
+    /// Start the daemon and its processes at boot: write and enable a systemd unit (same as `opm startup`)
+    Setup(super::startup::StartupArgs),
     /// Run the daemon in the foreground (what `restore` starts in the background)
     #[command(hide = true)]
     Run(RestoreArgs),
@@ -298,6 +300,7 @@ pub async fn dispatch(cmd: DaemonCommand) -> Result<(), CliError> {
         DaemonCommand::Stop => stop().await.map(|_| ()),
         DaemonCommand::Health(args) => health(args).await,
         DaemonCommand::Token(args) => token(args),
+        DaemonCommand::Setup(args) => super::startup::startup(args),
         DaemonCommand::Run(_) => unreachable!("run is handled before the runtime starts"),
     }
 }

@@ -6,8 +6,10 @@ pub mod agent;
 pub mod daemon;
 pub mod events;
 pub mod format;
+pub mod import;
 pub mod monit;
 pub mod process;
+pub mod startup;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -132,6 +134,12 @@ pub enum Command {
     /// Connect to a server as an agent, or list a server's agents
     #[command(subcommand)]
     Agent(agent::AgentCommand),
+    /// Convert a PM2 ecosystem file (ecosystem.config.js, .json, .yaml) into an opm process file
+    Import(import::ImportArgs),
+    /// Start the daemon and its processes at boot: write and enable a systemd unit (alias: daemon setup)
+    Startup(startup::StartupArgs),
+    /// Remove the systemd unit `opm startup` wrote
+    Unstartup(startup::UnstartupArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -235,6 +243,9 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
         Command::Kill => daemon::kill().await,
         Command::Daemon(d) => daemon::dispatch(d).await,
         Command::Agent(a) => agent::dispatch(a).await,
+        Command::Import(a) => import::import(a),
+        Command::Startup(a) => startup::startup(a),
+        Command::Unstartup(a) => startup::unstartup(a),
         Command::Completion { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "opm", &mut std::io::stdout());
