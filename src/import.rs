@@ -398,6 +398,8 @@ fn convert_app(
         let (opm_key, conv) = match row {
             Row::Same(_) => continue,
             Row::Unsupported(reason) => {
+                // `false` and null ask for what opm does anyway (no
+                // readiness wait, no merged logs…): nothing is lost.
                 if !value.is_null() && *value != Value::Bool(false) {
                     note(key, value, reason.into());
                 }
@@ -771,11 +773,11 @@ pub fn write(entries: &[Entry], format: OutFormat) -> Result<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
-    fn eco() -> Value {
+    pub(crate) fn eco() -> Value {
         json!({
             "apps": [{
                 "name": "api",
@@ -859,38 +861,6 @@ mod tests {
                     "{pm2} → {opm}: {e:?}"
                 );
             }
-        }
-    }
-
-    #[test]
-    fn the_written_file_reads_back_as_the_same_processes_in_every_format() {
-        let c = convert(&eco(), None).expect("convert");
-        for (format, ext) in [
-            (OutFormat::Toml, "toml"),
-            (OutFormat::Json, "json"),
-            (OutFormat::Yaml, "yaml"),
-        ] {
-            let text = write(&c.entries, format).expect("write");
-            let dir = tempfile::tempdir().expect("tempdir");
-            let path = dir.path().join(format!("procs.{ext}"));
-            std::fs::write(&path, &text).expect("write file");
-            let read = crate::cli::process::read_process_file(&path, &["production".into()])
-                .unwrap_or_else(|e| panic!("{ext}: {e}\n{text}"));
-            assert_eq!(read.len(), 2, "{ext}");
-            assert_eq!(read[0].args, c.entries[0].def.args, "{ext}");
-            assert_eq!(read[0].max_memory(), Some(150 * 1024 * 1024), "{ext}");
-            assert!(
-                read[0]
-                    .env
-                    .contains(&("NODE_ENV".into(), "production".into())),
-                "{ext}: the set is laid over env: {:?}",
-                read[0].env
-            );
-            assert_eq!(
-                read[0].cwd.as_deref(),
-                Some(dir.path().join("srv").display().to_string().as_str()),
-                "{ext}: a relative cwd is the file's folder's"
-            );
         }
     }
 

@@ -257,3 +257,40 @@ fn drain(r: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Strin
         String::from_utf8_lossy(&buf).into_owned()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_written_file_reads_back_as_the_same_processes_in_every_format() {
+        let c = import::convert(&crate::import::tests::eco(), None).expect("convert");
+        for (format, ext) in [
+            (OutFormat::Toml, "toml"),
+            (OutFormat::Json, "json"),
+            (OutFormat::Yaml, "yaml"),
+        ] {
+            let text = import::write(&c.entries, format).expect("write");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join(format!("procs.{ext}"));
+            std::fs::write(&path, &text).expect("write file");
+            let read = super::super::process::read_process_file(&path, &["production".into()])
+                .unwrap_or_else(|e| panic!("{ext}: {e}\n{text}"));
+            assert_eq!(read.len(), 2, "{ext}");
+            assert_eq!(read[0].args, c.entries[0].def.args, "{ext}");
+            assert_eq!(read[0].max_memory(), Some(150 * 1024 * 1024), "{ext}");
+            assert!(
+                read[0]
+                    .env
+                    .contains(&("NODE_ENV".into(), "production".into())),
+                "{ext}: the set is laid over env: {:?}",
+                read[0].env
+            );
+            assert_eq!(
+                read[0].cwd.as_deref(),
+                Some(dir.path().join("srv").display().to_string().as_str()),
+                "{ext}: a relative cwd is the file's folder's"
+            );
+        }
+    }
+}
