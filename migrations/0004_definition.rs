@@ -30,7 +30,7 @@ pub fn convert(old: SpecV3) -> Spec {
             min_uptime: Some(Millis(old.restart.min_uptime_ms)),
             kill_timeout: Some(Millis(old.kill_timeout_ms)),
             max_memory: old.max_memory.map(Bytes),
-            watch: old.watch,
+            watch: old.watch.into_iter().collect(),
             ..ProcessDef::default()
         },
     }

@@ -31,6 +31,8 @@ pub const MIN_LOG_SIZE: u64 = 64 * 1024;
 pub const MAX_LOG_FILES: u32 = 1000;
 /// The time between the stop signal and SIGKILL when a process is stopped.
 pub const DEFAULT_KILL_TIMEOUT_MS: u64 = 3_000;
+/// How long watched files must be quiet before the restart (`watch_delay`).
+pub const DEFAULT_WATCH_DELAY_MS: u64 = 300;
 
 /// One process as the user defines it. Every option is optional: absent
 /// means "the default" (see the accessors), so the same value serves a file
@@ -99,10 +101,10 @@ pub struct ProcessDef {
     #[arg(long, value_name = "SIZE")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_memory: Option<Bytes>,
-    /// Restart the process when a file under this path changes (relative to --cwd)
-    #[arg(long, value_name = "PATH")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub watch: Option<String>,
+    /// Restart the process when a file under this path changes (relative to --cwd; repeatable; bare --watch: the working directory)
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = ".")]
+    #[serde(default, with = "watch_paths", skip_serializing_if = "Vec::is_empty")]
+    pub watch: Vec<String>,
     // --- Deploy options (process files, arguments, the caller's environment)
     /// Arguments given to the script (`opm start app.js -- a b`)
     #[arg(last = true, value_name = "ARGS")]
@@ -149,6 +151,34 @@ pub struct ProcessDef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_files: Option<u32>,
     // --- end of logs ---
+    // --- Watch and users (issue 14) ---
+    /// Changes matching this glob do not restart (relative to each watched path; repeatable; e.g. logs, *.log, **/tmp/*)
+    #[arg(long = "ignore", value_name = "GLOB")]
+    #[serde(default, with = "watch_paths", skip_serializing_if = "Vec::is_empty")]
+    pub ignore_watch: Vec<String>,
+    /// Restart once the watched files have been quiet this long (default 300ms)
+    #[arg(long, value_name = "DURATION")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_delay: Option<Millis>,
+    /// Run the process as this user, a name or a uid (the daemon must run as root)
+    #[arg(long, value_name = "USER")]
+    #[serde(
+        default,
+        alias = "uid",
+        deserialize_with = "name_or_id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub user: Option<String>,
+    /// Run the process with this group, a name or a gid (default: the user's primary group)
+    #[arg(long, value_name = "GROUP")]
+    #[serde(
+        default,
+        alias = "gid",
+        deserialize_with = "name_or_id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub group: Option<String>,
+    // --- end of watch and users ---
     /// `running` or `stopped` (create it without starting it). The API's
     /// older spelling `"stopped": true` is read as `stopped`.
     #[arg(skip)]
@@ -193,6 +223,11 @@ impl ProcessDef {
         self.log_files.unwrap_or(default)
     }
 
+    /// How long the watched files must be quiet before a restart.
+    pub fn watch_delay_ms(&self) -> u64 {
+        self.watch_delay.map_or(DEFAULT_WATCH_DELAY_MS, |d| d.0)
+    }
+
     /// The same definition with every default written out: what `opm save`
     /// writes and `opm info` shows.
     pub fn filled(&self) -> ProcessDef {
@@ -203,6 +238,7 @@ impl ProcessDef {
             min_uptime: Some(Millis(self.min_uptime_ms())),
             kill_signal: Some(self.kill_signal()),
             kill_timeout: Some(Millis(self.kill_timeout_ms())),
+            watch_delay: (!self.watch.is_empty()).then(|| Millis(self.watch_delay_ms())),
             ..self.clone()
         }
     }
@@ -234,8 +270,25 @@ impl ProcessDef {
         if self.log_files.is_some_and(|n| n > MAX_LOG_FILES) {
             problems.push(format!("log files must be at most {MAX_LOG_FILES}"));
         }
-        if self.watch.as_deref() == Some("") {
-            problems.push("the watched path is empty".into());
+        if self
+            .watch
+            .iter()
+            .any(|w| w.trim().is_empty() || w.contains('\0'))
+        {
+            problems.push("a watched path is empty or holds a NUL byte".into());
+        }
+        if let Err(e) = ignore_globs(&self.ignore_watch) {
+            problems.push(e);
+        }
+        if self.watch_delay_ms() > 3_600_000 {
+            problems.push("watch delay must be at most 1 h".into());
+        }
+        for (what, v) in [("user", &self.user), ("group", &self.group)] {
+            if v.as_deref()
+                .is_some_and(|v| v.trim().is_empty() || v.contains(['\0', ':']))
+            {
+                problems.push(format!("the {what} must be a name or a number"));
+            }
         }
         if problems.is_empty() {
             Ok(())
@@ -554,6 +607,83 @@ mod env_map {
     }
 }
 
+/// `watch` and `ignore_watch`: one string or a list of strings (one path
+/// is written as a string, as before several were allowed, so an older opm
+/// reads it back); PM2's `watch: true` is the working directory, `false`
+/// none.
+mod watch_paths {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(v: &[String], s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            [one] => s.serialize_str(one),
+            many => many.serialize(s),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            Flag(bool),
+            One(String),
+            Many(Vec<String>),
+        }
+        match OneOrMany::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected a path, a list of paths, or true"))?
+        {
+            OneOrMany::Flag(true) => Ok(vec![".".into()]),
+            OneOrMany::Flag(false) => Ok(Vec::new()),
+            OneOrMany::One(s) => Ok(vec![s]),
+            OneOrMany::Many(v) => Ok(v),
+        }
+    }
+}
+
+/// `user` and `group`: a name, or a number (PM2's `uid: 1000`).
+fn name_or_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NameOrId {
+        Id(u32),
+        Name(String),
+    }
+    match NameOrId::deserialize(d)
+        .map_err(|_| serde::de::Error::custom("expected a name or a number"))?
+    {
+        NameOrId::Id(n) => Ok(Some(n.to_string())),
+        NameOrId::Name(s) => Ok(Some(s)),
+    }
+}
+
+/// The globs of `ignore_watch`, as matched against a path relative to a
+/// watched root: a pattern without a `/` names a file or folder at any
+/// depth (`logs`, `*.log`, `node_modules`), one with a `/` is anchored at
+/// the root (`build/tmp`, `**/tmp/*`); both also cover what is inside a
+/// matching folder. `*` stays within one path segment.
+pub fn ignore_globs(patterns: &[String]) -> Result<globset::GlobSet, String> {
+    let mut set = globset::GlobSetBuilder::new();
+    for p in patterns {
+        let t = p.trim().trim_start_matches("./").trim_end_matches('/');
+        if t.is_empty() {
+            return Err(format!("the ignore pattern {p:?} is empty"));
+        }
+        let base = if t.contains('/') {
+            t.to_string()
+        } else {
+            format!("**/{t}")
+        };
+        for g in [base.clone(), format!("{base}/**")] {
+            let glob = globset::GlobBuilder::new(&g)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| format!("the ignore pattern {p:?} is not a glob: {}", e.kind()))?;
+            set.add(glob);
+        }
+    }
+    set.build().map_err(|e| format!("the ignore patterns: {e}"))
+}
+
 /// The definition inside a stored record: JSON text (the same keys as the
 /// API body), so that adding an option changes no stored shape. Keys this
 /// opm does not know (written by a newer one) are dropped on reading, so a
@@ -724,6 +854,42 @@ mod tests {
     }
 
     #[test]
+    fn watch_reads_one_path_a_list_or_true_and_writes_one_path_as_before() {
+        let one: ProcessDef = serde_json::from_str(r#"{"script":"x","watch":"src"}"#).expect("one");
+        assert_eq!(one.watch, vec!["src".to_string()]);
+        assert_eq!(
+            serde_json::to_value(&one).expect("json")["watch"],
+            serde_json::json!("src"),
+            "an older opm reads a single path back"
+        );
+        let many: ProcessDef = toml::from_str(
+            "script = \"x\"\nwatch = [\"a\", \"b\"]\nignore_watch = \"logs\"\nwatch_delay = \"1s\"\n\
+             user = \"nobody\"\ngid = 65534\n",
+        )
+        .expect("many");
+        assert_eq!(many.watch, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(many.ignore_watch, vec!["logs".to_string()]);
+        assert_eq!(many.watch_delay_ms(), 1000);
+        assert_eq!(many.user.as_deref(), Some("nobody"));
+        assert_eq!(many.group.as_deref(), Some("65534"));
+        let back: ProcessDef =
+            toml::from_str(&toml::to_string(&many.filled()).expect("toml")).expect("back");
+        assert_eq!(back, many.filled());
+        let pm2: ProcessDef =
+            serde_json::from_str(r#"{"script":"x","watch":true,"uid":33}"#).expect("pm2");
+        assert_eq!(pm2.watch, vec![".".to_string()]);
+        assert_eq!(pm2.user.as_deref(), Some("33"));
+        assert!(serde_json::from_str::<ProcessDef>(r#"{"script":"x","watch":3}"#).is_err());
+        let bad = ProcessDef {
+            ignore_watch: vec!["a[".into()],
+            user: Some(String::new()),
+            ..one
+        };
+        let e = bad.check().expect_err("refused");
+        assert!(e.contains("a[") && e.contains("user"), "{e}");
+    }
+
+    #[test]
     fn the_cli_flags_parse_into_the_same_definition() {
         #[derive(clap::Parser)]
         struct Cmd {
@@ -754,6 +920,28 @@ mod tests {
         assert_eq!(full.kill_timeout_ms(), 2000);
         assert_eq!(full.max_memory(), Some(1024 * 1024));
         assert!(Cmd::try_parse_from(["start", "x", "--kill-signal", "NOPE"]).is_err());
+        let watch = |args: &[&str]| {
+            let d = Cmd::try_parse_from(args).expect("parse").def;
+            (d.script, d.watch)
+        };
+        let v = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            watch(&["start", "app.js", "--watch"]),
+            ("app.js".into(), v(&["."]))
+        );
+        assert_eq!(
+            watch(&["start", "--watch", "src", "--watch=lib", "app.js"]),
+            ("app.js".into(), v(&["src", "lib"]))
+        );
+        assert_eq!(
+            watch(&["start", "--watch", "--name", "a", "app.js"]),
+            ("app.js".into(), v(&["."]))
+        );
+        // The CLI takes the value back as the script (`cli::process::start`).
+        assert_eq!(
+            watch(&["start", "--watch", "app.js"]),
+            (String::new(), v(&["app.js"]))
+        );
         assert_eq!(
             "B=x=y".parse::<EnvArg>(),
             Ok(EnvArg::Var("B".into(), "x=y".into()))

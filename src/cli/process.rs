@@ -444,6 +444,13 @@ pub fn caller_env() -> std::collections::BTreeMap<String, String> {
 }
 
 pub async fn start(mut a: StartArgs) -> Result<(), CliError> {
+    // `opm start --watch app.js`: clap gives app.js to --watch (it takes an
+    // optional value); with no script left, it is the script and --watch is bare.
+    if a.def.script.trim().is_empty() {
+        if let Some(last) = a.def.watch.last_mut().filter(|w| w.as_str() != ".") {
+            a.def.script = std::mem::replace(last, ".".into());
+        }
+    }
     let script = a.def.script.trim().to_string();
     let first = script.split_whitespace().next().unwrap_or("").to_string();
     if is_pm2_script(&first) && Path::new(&first).is_file() {
@@ -776,6 +783,21 @@ pub async fn list(a: ListArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The watched paths, `.` named as the working directory; `-` for none.
+fn watch_row(def: &ProcessDef) -> String {
+    if def.watch.is_empty() {
+        return "-".into();
+    }
+    def.watch
+        .iter()
+        .map(|w| match w.as_str() {
+            "." => ". (the working directory)".to_string(),
+            w => w.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub async fn info(a: InfoArgs) -> Result<(), CliError> {
     let client = target(&a.remote)?;
     let i: ProcessInfo = client.get(&format!("/daemon/info/{}", a.target)).await?;
@@ -813,7 +835,27 @@ pub async fn info(a: InfoArgs) -> Result<(), CliError> {
     row("kill signal", i.definition.kill_signal().to_string());
     row("kill timeout", format!("{} ms", i.kill_timeout_ms));
     row("max memory", i.max_memory.map_or("-".into(), format::bytes));
-    row("watch", i.watch.clone().unwrap_or_else(|| "-".into()));
+    row("watch", watch_row(&i.definition));
+    if !i.definition.watch.is_empty() {
+        row("watch ignore", i.definition.ignore_watch.join(", "));
+        row(
+            "watch delay",
+            i.definition.watch_delay_ms().to_string() + " ms",
+        );
+    }
+    if i.definition.user.is_some() || i.definition.group.is_some() {
+        row(
+            "user",
+            i.definition.user.clone().unwrap_or_else(|| "-".into()),
+        );
+        row(
+            "group",
+            i.definition
+                .group
+                .clone()
+                .unwrap_or_else(|| "(the user's primary group)".into()),
+        );
+    }
     row(
         "env",
         if i.env_keys.is_empty() {

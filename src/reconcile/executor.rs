@@ -24,9 +24,11 @@ use crate::supervise::{pidfd, proc, spawn};
 /// How often processes with a memory limit are measured.
 pub const MEMORY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
-/// A watched change restarts the process this long after the first change
-/// of a burst (an editor's save, a build), so one burst means one restart.
-pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(300);
+/// A watched change restarts the process once the changes have been quiet
+/// for its `watch_delay` (an editor's save, a build: one burst, one
+/// restart), but no later than this after the first change of the burst,
+/// so files that never stop changing still restart it now and then.
+pub const WATCH_MAX_WAIT: Duration = Duration::from_secs(10);
 
 /// The most spawns one reconcile pass makes.
 pub const SPAWN_BATCH: usize = 64;
@@ -61,10 +63,25 @@ pub struct Executor {
     slots: HashMap<u64, Slot>,
     sampler: proc::Sampler,
     next_memory_check_ms: u64,
-    /// The running watch task of each process with `--watch`, by watched path.
-    watchers: HashMap<u64, (PathBuf, tokio::task::AbortHandle)>,
-    /// Restarts due to watched changes, when they are due, and what changed.
-    watch_due: HashMap<u64, (u64, PathBuf)>,
+    /// The running watch task of each process with `--watch`, with what it watches.
+    watchers: HashMap<u64, (WatchPlan, tokio::task::AbortHandle)>,
+    /// Restarts due to watched changes: when due, the first change's time, what changed.
+    watch_due: HashMap<u64, WatchDue>,
+}
+
+/// What one process's watcher watches and leaves aside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct WatchPlan {
+    roots: Vec<PathBuf>,
+    ignore: Vec<String>,
+    opm_paths: Vec<PathBuf>,
+}
+
+/// A restart asked for by watched changes, waiting for them to be quiet.
+struct WatchDue {
+    at_ms: u64,
+    first_ms: u64,
+    path: PathBuf,
 }
 
 static NONCE: AtomicU64 = AtomicU64::new(0);
@@ -162,7 +179,7 @@ impl Executor {
             .slots
             .values()
             .filter_map(|s| s.next_check_ms)
-            .chain(self.watch_due.values().map(|(t, _)| *t))
+            .chain(self.watch_due.values().map(|d| d.at_ms))
             .min();
         let memory = self
             .slots
@@ -255,8 +272,19 @@ impl Executor {
         match msg {
             Msg::Wake(ids) => dirty.extend(ids),
             Msg::FileChanged { id, path } => {
-                let due = now_ms() + WATCH_DEBOUNCE.as_millis() as u64;
-                self.watch_due.entry(id).or_insert((due, path));
+                let now = now_ms();
+                let delay = self
+                    .slots
+                    .get(&id)
+                    .map_or(0, |s| s.spec.def.watch_delay_ms());
+                let due = self.watch_due.entry(id).or_insert(WatchDue {
+                    at_ms: now,
+                    first_ms: now,
+                    path: PathBuf::new(),
+                });
+                due.at_ms =
+                    (now + delay).min(due.first_ms + delay + WATCH_MAX_WAIT.as_millis() as u64);
+                due.path = path;
             }
             Msg::Exited { id, pid, status } => {
                 let now = now_ms();
@@ -609,11 +637,11 @@ impl Executor {
         let due: Vec<u64> = self
             .watch_due
             .iter()
-            .filter(|(_, (t, _))| *t <= now)
+            .filter(|(_, d)| d.at_ms <= now)
             .map(|(id, _)| *id)
             .collect();
         for id in due {
-            let Some((_, path)) = self.watch_due.remove(&id) else {
+            let Some(WatchDue { path, .. }) = self.watch_due.remove(&id) else {
                 continue;
             };
             let Some(slot) = self.slots.get_mut(&id) else {
@@ -630,28 +658,42 @@ impl Executor {
     }
 
     /// Keeps a watch task running exactly while the process should run with
-    /// `--watch`, on the path its spec names.
+    /// `--watch`, on the paths its spec names.
     fn sync_watch(&mut self, id: u64) {
-        let wanted = self
-            .slots
-            .get(&id)
-            .and_then(|s| match (&s.spec.def.watch, s.spec.desired) {
-                (Some(w), crate::spec::Desired::Running) => {
-                    Some(PathBuf::from(s.spec.cwd()).join(w))
-                }
-                _ => None,
-            });
-        if let Some((path, task)) = self.watchers.get(&id) {
-            if Some(path) == wanted.as_ref() {
+        let wanted = self.slots.get(&id).and_then(|s| {
+            let def = &s.spec.def;
+            if def.watch.is_empty() || s.spec.desired != crate::spec::Desired::Running {
+                return None;
+            }
+            let cwd = PathBuf::from(s.spec.cwd());
+            // Children write their logs there: watching them would restart forever.
+            let mut opm_paths = vec![self.home.logs()];
+            opm_paths.extend(log_files(&self.home, &s.spec));
+            Some(WatchPlan {
+                roots: def.watch.iter().map(|w| under(&cwd, w)).collect(),
+                ignore: def.ignore_watch.clone(),
+                opm_paths,
+            })
+        });
+        if let Some((plan, task)) = self.watchers.get(&id) {
+            if Some(plan) == wanted.as_ref() {
                 return;
             }
             task.abort();
             self.watchers.remove(&id);
             self.watch_due.remove(&id);
         }
-        let Some(path) = wanted else { return };
-        // Children write their logs there: watching them would restart forever.
-        match crate::supervise::watch::Watcher::new(&path, &self.home.logs()) {
+        let Some(plan) = wanted else { return };
+        let watcher = crate::definition::ignore_globs(&plan.ignore)
+            .map_err(std::io::Error::other)
+            .and_then(|globs| {
+                let ignore = crate::supervise::watch::Ignore {
+                    globs,
+                    paths: plan.opm_paths.clone(),
+                };
+                crate::supervise::watch::Watcher::new(&plan.roots, ignore)
+            });
+        match watcher {
             Ok(mut watcher) => {
                 let tx = self.tx.clone();
                 let task = tokio::spawn(async move {
@@ -661,13 +703,13 @@ impl Executor {
                         }
                     }
                 });
-                self.watchers.insert(id, (path, task.abort_handle()));
+                self.watchers.insert(id, (plan, task.abort_handle()));
             }
             Err(e) => tracing::warn!(
                 id,
                 name = self.name_of(id),
-                "cannot watch {}: {e}",
-                path.display()
+                "cannot watch {:?}: {e}",
+                plan.roots
             ),
         }
     }
@@ -748,6 +790,23 @@ impl Executor {
     }
 }
 
+/// `w` (a watched path) under `cwd`, without `.` segments (bare `--watch`
+/// is `.`, the working directory itself).
+fn under(cwd: &std::path::Path, w: &str) -> PathBuf {
+    cwd.join(w)
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
+}
+
+/// The files a run's output goes to.
+fn log_files(home: &Home, spec: &Spec) -> [PathBuf; 2] {
+    [
+        home.out_log(&spec.name, spec.id),
+        home.err_log(&spec.name, spec.id),
+    ]
+}
+
 /// Spawns one run of `spec`, marked with `nonce`.
 fn spawn_run(home: &Home, spec: &Spec, nonce: u64) -> std::io::Result<spawn::Spawned> {
     let (program, args) = spawn::split_command(&spec.command())
@@ -757,8 +816,7 @@ fn spawn_run(home: &Home, spec: &Spec, nonce: u64) -> std::io::Result<spawn::Spa
     env.push(("OPM_NAME".into(), spec.name.clone()));
     env.push((SPAWN_MARKER.into(), nonce.to_string()));
     let cwd = PathBuf::from(spec.cwd());
-    let out_log = home.out_log(&spec.name, spec.id);
-    let err_log = home.err_log(&spec.name, spec.id);
+    let [out_log, err_log] = log_files(home, spec);
     spawn::spawn(&spawn::SpawnSpec {
         program: &program,
         args: &args,

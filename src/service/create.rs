@@ -192,7 +192,7 @@ impl Service {
             spawn::check_command(&command, &cwd, &env)
                 .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
         }
-        if let Some(w) = &def.watch {
+        for w in &def.watch {
             let p = cwd.join(w);
             if !p.exists() {
                 return Err(ServiceError::BadRequest(format!(

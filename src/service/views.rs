@@ -104,7 +104,7 @@ impl Service {
             min_uptime_ms: spec.def.min_uptime_ms(),
             kill_timeout_ms: spec.def.kill_timeout_ms(),
             max_memory: spec.def.max_memory(),
-            watch: spec.def.watch.clone(),
+            watch: (!spec.def.watch.is_empty()).then(|| spec.def.watch.join(", ")),
             env_keys: spec.def.env.iter().map(|(k, _)| k.clone()).collect(),
             out_log: self.home.out_log(&spec.name, id).display().to_string(),
             err_log: self.home.err_log(&spec.name, id).display().to_string(),

@@ -1,14 +1,17 @@
-//! Watching a file or a folder tree for changes (`--watch`), with inotify and
-//! no polling. Folders are watched recursively, new subfolders as they
-//! appear; dependency and VCS folders (`node_modules`, `.git`, `target`,
-//! `__pycache__`) and anything under `ignore` (opm's logs folder, which the
-//! children themselves write) are skipped. Watches go through the daemon's
+//! Watching files and folder trees for changes (`--watch`), with inotify and
+//! no polling. One `Watcher` serves every path a process watches. Folders
+//! are watched recursively, new subfolders as they appear; dependency and
+//! VCS folders (`node_modules`, `.git`, `target`, `__pycache__`), what the
+//! `ignore_watch` globs match (relative to the watched path) and opm's own
+//! log files (`Ignore::paths`: the logs folder and any log file elsewhere,
+//! with its rotated siblings) are skipped. Watches go through the daemon's
 //! one inotify instance (`super::inotify::Hub`).
 
 use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use globset::GlobSet;
 use nix::sys::inotify::AddWatchFlags;
 
 use super::inotify::{Change, Hub, Subscription};
@@ -21,32 +24,81 @@ const SKIPPED: &[&str] = &["node_modules", ".git", "target", "__pycache__", ".ve
 /// Changes a watcher may hold before it is told it lost some (and rescans).
 const QUEUE: usize = 1024;
 
+/// What a watcher leaves aside.
+#[derive(Debug, Clone, Default)]
+pub struct Ignore {
+    /// `ignore_watch`, built by `definition::ignore_globs`: matched against
+    /// the path relative to its watched root.
+    pub globs: GlobSet,
+    /// Absolute paths written by opm or for it (its logs folder, log files
+    /// kept elsewhere): a path under one, or a sibling named after a file
+    /// one (`app.log.1`, `app.log.1.gz`), is ignored.
+    pub paths: Vec<PathBuf>,
+}
+
+impl Ignore {
+    /// Whether a change of `path` (under `root`) is ignored.
+    pub fn ignores(&self, root: &Path, path: &Path) -> bool {
+        let opm_own = self.paths.iter().any(|p| {
+            path.starts_with(p) || {
+                let mut prefix = p.as_os_str().to_owned();
+                prefix.push(".");
+                path.as_os_str()
+                    .as_encoded_bytes()
+                    .starts_with(prefix.as_encoded_bytes())
+            }
+        });
+        opm_own
+            || path
+                .strip_prefix(root)
+                .is_ok_and(|rel| !rel.as_os_str().is_empty() && self.globs.is_match(rel))
+    }
+}
+
 pub struct Watcher {
     sub: Subscription,
-    root: PathBuf,
+    roots: Vec<PathBuf>,
     dirs: HashSet<PathBuf>,
-    ignore: PathBuf,
+    ignore: Ignore,
 }
 
 impl Watcher {
-    /// Starts watching `path`.
-    pub fn new(path: &Path, ignore: &Path) -> io::Result<Watcher> {
+    /// Starts watching every path of `roots`.
+    pub fn new(roots: &[PathBuf], ignore: Ignore) -> io::Result<Watcher> {
         let mut w = Watcher {
             sub: Hub::global()?.subscribe(QUEUE),
-            root: path.to_path_buf(),
+            roots: roots.to_vec(),
             dirs: HashSet::new(),
-            ignore: ignore.to_path_buf(),
+            ignore,
         };
-        if path.is_dir() {
-            w.add_tree(path)?;
-        } else {
-            w.sub.add(path, false)?;
+        for root in roots {
+            if root.is_dir() {
+                w.add_tree(root)?;
+            } else {
+                w.sub.add(root, false)?;
+            }
         }
         Ok(w)
     }
 
+    /// The watched root `path` is under (the deepest, when roots nest).
+    fn root_of(&self, path: &Path) -> Option<&Path> {
+        self.roots
+            .iter()
+            .filter(|r| path.starts_with(r))
+            .max_by_key(|r| r.components().count())
+            .map(PathBuf::as_path)
+    }
+
+    fn ignored(&self, path: &Path) -> bool {
+        match self.root_of(path) {
+            Some(root) => self.ignore.ignores(root, path),
+            None => self.ignore.ignores(path, path),
+        }
+    }
+
     fn skipped(&self, dir: &Path) -> bool {
-        dir.starts_with(&self.ignore)
+        self.ignored(dir)
             || dir
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -72,22 +124,24 @@ impl Watcher {
         Ok(())
     }
 
-    /// Waits for the next change and returns the path that changed.
+    /// Waits for the next change that is not ignored and returns the path
+    /// that changed.
     pub async fn changed(&mut self) -> io::Result<PathBuf> {
         loop {
             let (path, mask) = match self.sub.next().await {
                 Change::Path { path, mask } => (path, mask),
                 Change::Lost => {
                     // Some changes (maybe new folders) were missed: watch the
-                    // whole tree again and report the root as changed.
-                    if self.root.is_dir() {
-                        let root = self.root.clone();
-                        let _ = self.add_tree(&root);
+                    // trees again and report the first root as changed.
+                    for root in self.roots.clone() {
+                        if root.is_dir() {
+                            let _ = self.add_tree(&root);
+                        }
                     }
-                    return Ok(self.root.clone());
+                    return Ok(self.roots.first().cloned().unwrap_or_default());
                 }
             };
-            if path.starts_with(&self.ignore) {
+            if self.ignored(&path) {
                 continue;
             }
             if mask.contains(AddWatchFlags::IN_ISDIR)
@@ -111,7 +165,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("src/deep")).expect("mkdir");
         std::fs::create_dir_all(dir.path().join("node_modules/x")).expect("mkdir");
-        let mut w = Watcher::new(dir.path(), Path::new("/nonexistent-opm-home")).expect("watch");
+        let mut w = Watcher::new(&[dir.path().to_path_buf()], Ignore::default()).expect("watch");
         std::fs::write(dir.path().join("node_modules/x/a.js"), "x").expect("write");
         std::fs::write(dir.path().join("src/deep/app.js"), "x").expect("write");
         let p = tokio::time::timeout(Duration::from_secs(5), w.changed())
@@ -124,7 +178,7 @@ mod tests {
     #[tokio::test]
     async fn a_new_subfolder_is_watched_too() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut w = Watcher::new(dir.path(), Path::new("/nonexistent-opm-home")).expect("watch");
+        let mut w = Watcher::new(&[dir.path().to_path_buf()], Ignore::default()).expect("watch");
         std::fs::create_dir(dir.path().join("new")).expect("mkdir");
         let p = tokio::time::timeout(Duration::from_secs(5), w.changed())
             .await
@@ -137,5 +191,81 @@ mod tests {
             .expect("in time")
             .expect("event");
         assert!(p.ends_with("new/file"), "{p:?}");
+    }
+
+    fn ignore(globs: &[&str], paths: &[&str]) -> Ignore {
+        let globs: Vec<String> = globs.iter().map(|g| g.to_string()).collect();
+        Ignore {
+            globs: crate::definition::ignore_globs(&globs).expect("globs"),
+            paths: paths.iter().map(PathBuf::from).collect(),
+        }
+    }
+
+    #[test]
+    fn ignore_globs_match_names_at_any_depth_and_slashed_ones_from_the_root() {
+        let i = ignore(&["logs", "*.log", "build/tmp", "**/cache/*"], &[]);
+        let root = Path::new("/srv/app");
+        let ignored = |p: &str| i.ignores(root, &root.join(p));
+        assert!(ignored("logs"));
+        assert!(ignored("logs/c.log"));
+        assert!(ignored("a/logs/x/y"));
+        assert!(ignored("server.log"));
+        assert!(ignored("deep/down/server.log"));
+        assert!(ignored("build/tmp/x.o"));
+        assert!(ignored("cache/k"));
+        assert!(ignored("a/cache/k"));
+        assert!(!ignored("src/app.js"));
+        assert!(!ignored("logsx/a"), "a name, not a prefix");
+        assert!(!ignored("a/build/tmp/x"), "anchored at the root");
+        assert!(!ignored("server.log.txt"));
+        assert!(!i.ignores(root, root), "the root itself");
+        assert!(crate::definition::ignore_globs(&["a[".into()]).is_err());
+        assert!(crate::definition::ignore_globs(&[" ".into()]).is_err());
+    }
+
+    #[test]
+    fn opm_own_log_files_and_their_rotations_are_ignored_anywhere() {
+        let i = ignore(&[], &["/home/u/.opm/logs", "/srv/app/out.log"]);
+        let root = Path::new("/srv/app");
+        assert!(i.ignores(root, Path::new("/home/u/.opm/logs/a-1.out.log")));
+        assert!(i.ignores(root, Path::new("/srv/app/out.log")));
+        assert!(i.ignores(root, Path::new("/srv/app/out.log.1.gz")));
+        assert!(i.ignores(root, Path::new("/srv/app/out.log.rotating1")));
+        assert!(!i.ignores(root, Path::new("/srv/app/out.logs")));
+        assert!(!i.ignores(root, Path::new("/srv/app/app.js")));
+    }
+
+    #[tokio::test]
+    async fn two_roots_are_watched_and_an_ignored_folder_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for d in ["a/logs", "b"] {
+            std::fs::create_dir_all(dir.path().join(d)).expect("mkdir");
+        }
+        let roots = [dir.path().join("a"), dir.path().join("b")];
+        let mut w = Watcher::new(&roots, ignore(&["logs", "*.tmp"], &[])).expect("watch");
+        std::fs::write(dir.path().join("a/logs/c.log"), "x").expect("write");
+        std::fs::write(dir.path().join("b/x.tmp"), "x").expect("write");
+        std::fs::write(dir.path().join("b/app.js"), "x").expect("write");
+        // Several events per write: none of them from the ignored ones.
+        let mut seen = Vec::new();
+        while !seen.iter().any(|p: &PathBuf| p.ends_with("b/app.js")) {
+            seen.push(next(&mut w).await);
+        }
+        std::fs::write(dir.path().join("a/app.js"), "x").expect("write");
+        while !seen.iter().any(|p: &PathBuf| p.ends_with("a/app.js")) {
+            seen.push(next(&mut w).await);
+        }
+        assert!(
+            seen.iter()
+                .all(|p| p.ends_with("a/app.js") || p.ends_with("b/app.js")),
+            "{seen:?}"
+        );
+    }
+
+    async fn next(w: &mut Watcher) -> PathBuf {
+        tokio::time::timeout(Duration::from_secs(5), w.changed())
+            .await
+            .expect("in time")
+            .expect("event")
     }
 }

@@ -35,5 +35,6 @@ mod startup;
 mod stop_kill;
 mod store_safety;
 mod tls;
+mod watch;
 mod watch_memory;
 mod web_ui;

@@ -529,7 +529,7 @@ fn assert_is_migrated_v2(spec: &opm::spec::Spec) {
     assert_eq!(restart_policy(spec), old.restart);
     assert_eq!(spec.def.kill_timeout_ms(), old.kill_timeout_ms);
     assert_eq!(spec.def.max_memory(), old.max_memory);
-    assert_eq!(spec.def.watch, None);
+    assert!(spec.def.watch.is_empty());
     assert_eq!(
         (spec.id, spec.name.as_str(), spec.command().as_str()),
         (0, "legacy2", "sleep 1000")
@@ -619,7 +619,10 @@ fn assert_is_migrated_v3(spec: &opm::spec::Spec) {
     assert_eq!(restart_policy(spec), old.restart);
     assert_eq!(spec.def.kill_timeout_ms(), old.kill_timeout_ms);
     assert_eq!(spec.def.max_memory(), old.max_memory);
-    assert_eq!(spec.def.watch, old.watch);
+    assert_eq!(
+        spec.def.watch,
+        old.watch.clone().into_iter().collect::<Vec<_>>()
+    );
     assert_eq!(spec.def.kill_signal().to_string(), "SIGTERM");
     assert_eq!(
         (
