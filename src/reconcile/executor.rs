@@ -817,6 +817,20 @@ fn spawn_run(home: &Home, spec: &Spec, nonce: u64) -> std::io::Result<spawn::Spa
     env.push((SPAWN_MARKER.into(), nonce.to_string()));
     let cwd = PathBuf::from(spec.cwd());
     let [out_log, err_log] = log_files(home, spec);
+    let run_as = match (&spec.def.user, &spec.def.group) {
+        (None, None) => None,
+        (user, group) => {
+            let who = crate::supervise::user::resolve(user.as_deref(), group.as_deref())
+                .and_then(|who| crate::supervise::user::permitted(&who).map(|()| who))
+                .map_err(std::io::Error::other)?;
+            for (k, v) in who.env() {
+                if !spec.def.env.iter().any(|(ek, _)| ek == k) {
+                    env.push((k.into(), v));
+                }
+            }
+            Some(who)
+        }
+    };
     spawn::spawn(&spawn::SpawnSpec {
         program: &program,
         args: &args,
@@ -825,5 +839,6 @@ fn spawn_run(home: &Home, spec: &Spec, nonce: u64) -> std::io::Result<spawn::Spa
         base: spec.def.caller_env.as_ref(),
         out_log: &out_log,
         err_log: &err_log,
+        run_as: run_as.as_ref(),
     })
 }

@@ -181,6 +181,11 @@ impl Service {
         def.env = env.into_iter().collect();
         // A command that cannot run at all is an answer, not a stored
         // process that retries forever (unless the caller keeps it anyway).
+        if def.unchecked != Some(true) && (def.user.is_some() || def.group.is_some()) {
+            let who = crate::supervise::user::resolve(def.user.as_deref(), def.group.as_deref())
+                .map_err(ServiceError::BadRequest)?;
+            crate::supervise::user::permitted(&who).map_err(ServiceError::BadRequest)?;
+        }
         if def.unchecked.take() != Some(true) {
             // The PATH the child gets: its own, else the caller's, else the daemon's.
             let mut env = def.env.clone();

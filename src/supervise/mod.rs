@@ -2,7 +2,8 @@
 //! from here. It spawns children into their own session and process group,
 //! signals whole groups, watches exits through pidfds and reaps them, samples
 //! CPU and memory from `/proc`, reads the per-process log files, and watches
-//! files through the daemon's one inotify instance. It knows
+//! files through the daemon's one inotify instance, and runs children as
+//! another user (`user.rs`). It knows
 //! nothing of HTTP, the store or desired state; callers decide, this module
 //! only acts and observes.
 
@@ -12,6 +13,7 @@ pub mod pidfd;
 pub mod proc;
 pub mod rotate;
 pub mod spawn;
+pub mod user;
 pub mod watch;
 
 pub use pidfd::{reap, ExitStatus, PidFd};

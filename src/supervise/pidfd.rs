@@ -128,6 +128,7 @@ mod tests {
             base: None,
             out_log: &dir.path().join("out.log"),
             err_log: &dir.path().join("err.log"),
+            run_as: None,
         };
         let child = spawn(&spec).expect("spawn");
         let fd = open(child.pid).expect("pidfd");

@@ -415,6 +415,7 @@ mod tests {
             base: None,
             out_log: &out,
             err_log: &err,
+            run_as: None,
         };
         let child = spawn(&spec).expect("spawn");
         (Guard(child.pid), dir)

@@ -218,6 +218,8 @@ pub fn rotate_if_over(live: &Path, policy: &Policy) -> io::Result<Option<Cut>> {
             PathBuf::from(name)
         };
         let mut w = Rotated::create(&staging, policy.compress)?;
+        // A process run as another user owns its rotated logs too.
+        std::os::unix::fs::chown(&staging, Some(meta.uid()), Some(meta.gid()))?;
         copy_range(&file, start, end, &mut w)?;
         w.finish()?;
         staged.push((staging, n));
@@ -261,8 +263,9 @@ pub fn rotate_if_over(live: &Path, policy: &Policy) -> io::Result<Option<Cut>> {
             // Copy-and-truncate: the rest, then the truncate right after.
             let end = file.metadata()?.len();
             if policy.keep > 0 && end > cut {
-                let mut w =
-                    Rotated::append(&rotated_path(live, 1, policy.compress), policy.compress)?;
+                let first = rotated_path(live, 1, policy.compress);
+                let mut w = Rotated::append(&first, policy.compress)?;
+                std::os::unix::fs::chown(&first, Some(meta.uid()), Some(meta.gid()))?;
                 copy_range(&file, cut, end, &mut w)?;
                 w.finish()?;
             }
@@ -396,6 +399,35 @@ mod tests {
             );
             assert_eq!(rotated_files(&live, 10).len(), 3);
             assert!(!rotated_path(&live, 4, compress).exists());
+        }
+    }
+
+    #[test]
+    fn a_rotated_file_belongs_to_the_owner_of_its_live_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let live = dir.path().join("u-0.out.log");
+        fs::write(&live, vec![b'x'; 200 * 1024]).expect("write");
+        // Root can give the log away (a process run with --user); others keep their own.
+        let (uid, gid) = if nix::unistd::geteuid().is_root() {
+            (65534, 65534)
+        } else {
+            (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            )
+        };
+        std::os::unix::fs::chown(&live, Some(uid), Some(gid)).expect("chown");
+        let policy = Policy {
+            max_size: 64 * 1024,
+            keep: 2,
+            compress: false,
+        };
+        rotate_if_over(&live, &policy).expect("rotate");
+        let rotated = rotated_files(&live, 2);
+        assert!(!rotated.is_empty());
+        for r in rotated {
+            let m = fs::metadata(&r).expect("rotated");
+            assert_eq!((m.uid(), m.gid()), (uid, gid), "{}", r.display());
         }
     }
 

@@ -34,6 +34,8 @@ pub struct SpawnSpec<'a> {
     pub base: Option<&'a std::collections::BTreeMap<String, String>>,
     pub out_log: &'a Path,
     pub err_log: &'a Path,
+    /// The user and groups it runs as (`--user`, `--group`); `None`: the daemon's.
+    pub run_as: Option<&'a super::user::RunAs>,
 }
 
 /// A started child: its pid (which is also its pgid and session id) and its
@@ -309,6 +311,20 @@ fn spawn_inner(spec: &SpawnSpec) -> io::Result<Spawned> {
         .collect();
     envp_ptrs.push(std::ptr::null_mut());
 
+    if let Some(who) = spec.run_as.filter(|w| w.changes_ids()) {
+        // Its logs are its own (a rotation keeps the owner: `rotate.rs`).
+        for f in [&out, &err] {
+            std::os::unix::fs::fchown(f, Some(who.uid), Some(who.gid))?;
+        }
+        let exec = super::user::Exec {
+            program: &program,
+            argv: &argv_ptrs,
+            envp: &envp_ptrs,
+            cwd: &cwd,
+            stdio: [null.as_raw_fd(), out.as_raw_fd(), err.as_raw_fd()],
+        };
+        return spawned(super::user::fork_exec(who, &exec)? as u32);
+    }
     let check = |rc: libc::c_int| {
         if rc == 0 {
             Ok(())
@@ -376,7 +392,11 @@ fn spawn_inner(spec: &SpawnSpec) -> io::Result<Spawned> {
         libc::posix_spawn_file_actions_destroy(&mut actions);
         result?;
     }
-    let pid = pid as u32;
+    spawned(pid as u32)
+}
+
+/// The `Spawned` of a child just started, with its start time.
+fn spawned(pid: u32) -> io::Result<Spawned> {
     // Read /proc directly rather than proc::start_time: a child that already
     // exited is a zombie until reaped, and its start time is still valid.
     match proc::stat(pid) {
@@ -646,6 +666,7 @@ mod tests {
             base: None,
             out_log: &dir.path().join("o"),
             err_log: &dir.path().join("e"),
+            run_as: None,
         })
         .expect_err("not found");
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
@@ -711,6 +732,7 @@ mod tests {
             base: None,
             out_log: &out,
             err_log: &err,
+            run_as: None,
         };
         let child = spawn(&spec).expect("spawn");
         let guard = Guard(child.pid);
@@ -760,6 +782,7 @@ mod tests {
             base: None,
             out_log: &dir.path().join("o"),
             err_log: &dir.path().join("e"),
+            run_as: None,
         };
         assert!(spawn(&spec).is_err());
     }
@@ -776,6 +799,7 @@ mod tests {
             base: None,
             out_log: &out,
             err_log: &err,
+            run_as: None,
         })
         .expect("spawn sleep")
     }

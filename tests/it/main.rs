@@ -35,6 +35,7 @@ mod startup;
 mod stop_kill;
 mod store_safety;
 mod tls;
+mod users;
 mod watch;
 mod watch_memory;
 mod web_ui;
