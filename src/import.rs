@@ -84,16 +84,8 @@ pub const PM2_KEYS: &[(&str, Row)] = &[
     ),
     ("exec_mode", Row::To("", Conv::ExecMode)),
     ("watch", Row::To("watch", Conv::Watch)),
-    // When ProcessDef has `ignore_watch`: Row::To("ignore_watch", Conv::Words).
-    (
-        "ignore_watch",
-        Row::Unsupported("opm's watch has no ignore list on this version"),
-    ),
-    // When ProcessDef has `watch_delay`: Row::To("watch_delay", Conv::Value).
-    (
-        "watch_delay",
-        Row::Unsupported("opm's watch has no delay setting on this version"),
-    ),
+    ("ignore_watch", Row::To("ignore_watch", Conv::Words)),
+    ("watch_delay", Row::To("watch_delay", Conv::Value)),
     ("max_memory_restart", Row::To("max_memory", Conv::Value)),
     ("env", Row::To("env", Conv::Env)),
     // When ProcessDef has `increment_var`: Row::To("increment_var", Conv::Text).
@@ -230,20 +222,10 @@ pub const PM2_KEYS: &[(&str, Row)] = &[
         "kill_retry_time",
         Row::Unsupported("opm sends SIGKILL once after kill_timeout"),
     ),
-    // Users. When ProcessDef has `user`/`group`: Row::To("user", Conv::Text) and
-    // Row::To("group", Conv::Text).
-    (
-        "uid",
-        Row::Unsupported("opm runs processes as the daemon's user on this version"),
-    ),
-    (
-        "user",
-        Row::Unsupported("opm runs processes as the daemon's user on this version"),
-    ),
-    (
-        "gid",
-        Row::Unsupported("opm runs processes as the daemon's group on this version"),
-    ),
+    // Users.
+    ("uid", Row::To("user", Conv::Text)),
+    ("user", Row::To("user", Conv::Text)),
+    ("gid", Row::To("group", Conv::Text)),
     // Other
     (
         "append_env_to_name",
@@ -492,17 +474,7 @@ fn convert_app(
                             )),
                         })
                         .collect::<Result<Vec<_>, _>>()?;
-                    if paths.len() > 1 {
-                        note(
-                            key,
-                            &Value::from(paths[1..].to_vec()),
-                            format!(
-                                "opm watches one path on this version: only the first, {:?}, is watched",
-                                paths[0]
-                            ),
-                        );
-                    }
-                    paths.into_iter().next().map(Value::String)
+                    (!paths.is_empty()).then(|| Value::from(paths))
                 }
                 other => {
                     return Err(bad(
@@ -820,7 +792,7 @@ pub(crate) mod tests {
         assert_eq!(api.max_memory(), Some(150 * 1024 * 1024));
         assert_eq!(api.kill_timeout_ms(), 1600);
         assert_eq!(api.restart_delay_ms(), 2000);
-        assert_eq!(api.watch.as_deref(), Some("src"));
+        assert_eq!(api.watch, vec!["src".to_string(), "lib".to_string()]);
         assert!(api.env.contains(&("WORKERS".into(), "2".into())));
         assert_eq!(c.entries[0].sets["production"]["NODE_ENV"], "production");
         let worker = &c.entries[1].def;
@@ -834,7 +806,6 @@ pub(crate) mod tests {
         for want in [
             ("api", "instances"),
             ("api", "exec_mode"),
-            ("api", "watch"),
             ("api", "out_file"),
             ("api", "merge_logs"),
             ("api", "shiny_new_key"),
