@@ -243,6 +243,7 @@ impl Client {
             "/daemon/list" => format!("{base}/processes"),
             "/daemon/create" => format!("{base}/create"),
             "/daemon/action" => format!("{base}/action"),
+            "/daemon/scale" => format!("{base}/scale"),
             "/daemon/history" => format!("{base}/history"),
             "/daemon/events" => format!("{base}/events"),
             "/daemon/events/stream" => format!("{base}/events/stream"),

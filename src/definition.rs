@@ -179,6 +179,20 @@ pub struct ProcessDef {
     )]
     pub group: Option<String>,
     // --- end of watch and users ---
+    // --- Instances (issue 14) ---
+    /// Run N copies under this name, each with its own id, pid and logs (`max`: one per CPU; -1: one less)
+    #[arg(long, short = 'i', value_name = "N|max", allow_hyphen_values = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<Instances>,
+    /// A variable of the environment (e.g. PORT) raised by each copy's index: PORT=3000 gives 3000, 3001...
+    #[arg(long, value_name = "VAR")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub increment_var: Option<String>,
+    /// Which copy of its group this is (0…N-1): set by opm, never given.
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<u32>,
+    // --- end of instances ---
     /// `running` or `stopped` (create it without starting it). The API's
     /// older spelling `"stopped": true` is read as `stopped`.
     #[arg(skip)]
@@ -290,6 +304,20 @@ impl ProcessDef {
                 problems.push(format!("the {what} must be a name or a number"));
             }
         }
+        if let Some(n) = self.instances {
+            if let Err(e) = n.check() {
+                problems.push(e);
+            }
+        }
+        if let Some(v) = &self.increment_var {
+            if v.is_empty() || v.contains(['=', '\0']) {
+                problems.push(format!("increment_var {v:?} is not a variable name"));
+            } else if self.instances.is_none() {
+                problems.push(
+                    "increment_var goes with instances (it is raised by each copy's index)".into(),
+                );
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -335,6 +363,60 @@ impl ProcessDef {
     /// Whether it asks to be created stopped.
     pub fn stopped(&self) -> bool {
         self.desired == Some(DesiredState::Stopped)
+    }
+}
+
+impl ProcessDef {
+    /// The variables that tell a copy of a group which one it is:
+    /// `OPM_INSTANCE` and `NODE_APP_INSTANCE` (PM2's), and `increment_var`
+    /// raised by the index. Its base value comes from `env`, else the
+    /// caller's environment, else `inherited` (the daemon's own).
+    pub fn instance_env(
+        &self,
+        inherited: impl Fn(&str) -> Option<String>,
+    ) -> Vec<(String, String)> {
+        let Some(index) = self.instance else {
+            return Vec::new();
+        };
+        let mut out = vec![
+            ("OPM_INSTANCE".to_string(), index.to_string()),
+            ("NODE_APP_INSTANCE".to_string(), index.to_string()),
+        ];
+        if let Some(var) = &self.increment_var {
+            if let Ok(Some(base)) = self.increment_base(inherited) {
+                out.push((var.clone(), (base + u64::from(index)).to_string()));
+            }
+        }
+        out
+    }
+
+    /// The number `increment_var` starts from (see `instance_env`), or why
+    /// there is none.
+    pub fn increment_base(
+        &self,
+        inherited: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<u64>, String> {
+        let Some(var) = &self.increment_var else {
+            return Ok(None);
+        };
+        let value = self
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == var)
+            .map(|(_, v)| v.clone())
+            .or_else(|| self.caller_env.as_ref().and_then(|c| c.get(var).cloned()))
+            .or_else(|| inherited(var));
+        match value {
+            Some(v) => {
+                v.trim().parse::<u64>().map(Some).map_err(|_| {
+                    format!("increment_var {var}: its value {v:?} is not a whole number")
+                })
+            }
+            None => Err(format!(
+                "increment_var {var}: give its first value (e.g. --env {var}=3000)"
+            )),
+        }
     }
 }
 
@@ -497,6 +579,96 @@ impl FromStr for Signal {
 impl fmt::Display for Signal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.0.as_str())
+    }
+}
+
+/// How many copies of a process run: a number, `max` (one per CPU) or a
+/// negative number (that many fewer than the CPUs, at least one), as PM2
+/// reads `instances` (where 0 also means `max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instances(pub i64);
+
+/// The most copies one group may have.
+pub const MAX_INSTANCES: u32 = 1024;
+
+impl Instances {
+    /// The number of copies on a machine with `cpus` CPUs.
+    pub fn count(self, cpus: u32) -> u32 {
+        let cpus = i64::from(cpus.max(1));
+        let n = match self.0 {
+            0 => cpus,
+            n if n < 0 => (cpus + n).max(1),
+            n => n,
+        };
+        n.clamp(1, i64::from(MAX_INSTANCES)) as u32
+    }
+
+    /// The number of copies on this machine.
+    pub fn here(self) -> u32 {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        self.count(cpus)
+    }
+
+    fn check(self) -> Result<(), String> {
+        if self.0 > i64::from(MAX_INSTANCES) || self.0 < -i64::from(MAX_INSTANCES) {
+            return Err(format!("instances must be at most {MAX_INSTANCES}"));
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for Instances {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Instances, String> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("max") {
+            return Ok(Instances(0));
+        }
+        t.parse::<i64>()
+            .map(Instances)
+            .map_err(|_| format!("{s:?} is not a number of instances (e.g. 4, max, -1)"))
+    }
+}
+
+impl fmt::Display for Instances {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 => f.write_str("max"),
+            n => write!(f, "{n}"),
+        }
+    }
+}
+
+impl Serialize for Instances {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            0 => s.serialize_str("max"),
+            n => s.serialize_i64(n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Instances {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Instances;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of instances (4, \"max\", -1)")
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Instances, E> {
+                Ok(Instances(n))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Instances, E> {
+                i64::try_from(n)
+                    .map(Instances)
+                    .map_err(|_| E::custom(format!("{n} instances is too many")))
+            }
+            fn visit_str<E: serde::de::Error>(self, t: &str) -> Result<Instances, E> {
+                t.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

@@ -57,6 +57,17 @@ pub struct ProcessView {
     /// of file descriptors...), while no run has succeeded since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Its index in its instance group (0…N-1); null for a process started
+    /// without `--instances`.
+    #[serde(default)]
+    pub instance: Option<u32>,
+    /// The copies in its group (1 for a process without instances).
+    #[serde(default = "one")]
+    pub instances: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// How a process last ended.
@@ -137,6 +148,31 @@ pub struct ProcessInfo {
     /// writes it (`kill_signal`, and the options above in their file form).
     #[serde(default, deserialize_with = "crate::definition::lenient")]
     pub definition: ProcessDef,
+    /// The ids of every copy of its instance group, lowest index first
+    /// (absent for a process without instances).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group: Vec<u64>,
+}
+
+/// The body of `POST /daemon/scale`: the group (a name, or the id of one
+/// copy) and the number of copies it should have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleRequest {
+    pub id: Target,
+    pub instances: u32,
+}
+
+/// The answer to a scale: the group as it is now, and what changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScaleResponse {
+    pub name: String,
+    pub instances: u32,
+    pub processes: Vec<ProcessView>,
+    /// Ids of the copies created.
+    pub added: Vec<u64>,
+    /// Ids of the copies stopped and removed.
+    pub removed: Vec<u64>,
 }
 
 /// The body of `POST /daemon/create`: one process or several in one

@@ -64,6 +64,7 @@ impl Spec {
                 Desired::Running | Desired::Removed => DesiredState::Running,
             }),
             unchecked: None,
+            instance: None,
             ..self.def.filled()
         }
     }

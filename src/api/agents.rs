@@ -223,6 +223,7 @@ pub fn admin_routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
     };
     let create = with_body("create");
     let action = with_body("action");
+    let scale = with_body("scale");
     let logs = warp::path!("daemon" / "agents" / String / "logs" / String)
         .and(admin(tokens.clone()))
         .and(warp::get())
@@ -274,6 +275,8 @@ pub fn admin_routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
         .or(create)
         .unify()
         .or(action)
+        .unify()
+        .or(scale)
         .unify()
         .or(logs)
         .unify()

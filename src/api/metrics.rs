@@ -203,6 +203,8 @@ mod tests {
                 autorestart: true,
                 desired: "running".into(),
                 error: None,
+                instance: None,
+                instances: 1,
             }],
         };
         let text = render(&m);

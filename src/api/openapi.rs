@@ -81,6 +81,7 @@ pub fn document() -> Value {
     )}));
     paths.insert("/daemon/apply".into(), json!({ "post": with_body(op("Make the processes match a process file in one transaction: create the new, update and restart the changed, leave the unchanged running, prune what came from the file before", json!({ "200": ok(r("ApplyResponse")) })), r("ApplyRequest")) }));
     paths.insert("/daemon/action".into(), json!({ "post": with_body(op("Start, stop, restart, reload, remove or flush processes", json!({ "200": ok(r("ActionResponse")) })), r("ActionRequest")) }));
+    paths.insert("/daemon/scale".into(), json!({ "post": with_body(op("Grow or shrink an instance group: new copies take the lowest free indexes, the highest are stopped and removed", json!({ "200": ok(r("ScaleResponse")) })), r("ScaleRequest")) }));
     paths.insert("/daemon/logs/{id}".into(), json!({ "get": with_params(op("The last lines of a process's stdout and stderr", json!({ "200": ok(r("LogsResponse")) })), json!([id_param(process_id)[0].clone(), lines.clone()])) }));
     paths.insert("/daemon/logs/{id}/stream".into(), json!({ "get": with_params(op("Live log lines as server-sent events named `out` and `err`", json!({ "200": {
         "description": "An event stream", "content": { "text/event-stream": { "schema": { "type": "string" } } }
@@ -133,13 +134,19 @@ pub fn document() -> Value {
             "cpu": { "type": "number" }, "memory": { "type": "integer" },
             "command": { "type": "string" }, "cwd": { "type": "string" },
             "autorestart": { "type": "boolean" }, "desired": { "type": "string" },
-            "error": { "type": "string", "description": "why the last start failed, until a run succeeds" }
+            "error": { "type": "string", "description": "why the last start failed, until a run succeeds" },
+            "instance": { "type": "integer", "nullable": true, "description": "its index in its instance group (0…N-1); null without instances" },
+            "instances": { "type": "integer", "description": "the copies in its group (1 without instances)" }
         }
     });
     let mut process_info = process_view.clone();
     if let Some(props) = process_info["properties"].as_object_mut() {
         for (k, v) in [
             ("created_ms", json!({ "type": "integer" })),
+            (
+                "group",
+                json!({ "type": "array", "items": { "type": "integer" }, "description": "the ids of every copy of its instance group" }),
+            ),
             ("max_restarts", json!({ "type": "integer" })),
             ("restart_delay_ms", json!({ "type": "integer" })),
             ("min_uptime_ms", json!({ "type": "integer" })),
@@ -214,7 +221,9 @@ pub fn document() -> Value {
         "interpreter_args": { "type": "string", "description": "arguments of the interpreter, before the script" },
         "origin": { "type": "string", "description": "the process file it came from (absolute)" },
         "caller_env": { "type": "object", "additionalProperties": { "type": "string" }, "description": "the environment the child's is built on (the caller's shell), under `env`" },
-        "force": { "type": "boolean", "description": "create it even if the same command already runs under opm without a name" }
+        "force": { "type": "boolean", "description": "create it even if the same command already runs under opm without a name" },
+        "instances": { "oneOf": [{ "type": "integer" }, { "type": "string", "enum": ["max"] }], "description": "run N copies under this name (`max`: one per CPU, -1: one less)" },
+        "increment_var": { "type": "string", "description": "a variable raised by each copy's index (e.g. PORT)" }
     }});
     let apply_request = json!({ "type": "object", "required": ["processes"], "additionalProperties": false, "properties": {
         "processes": { "type": "array", "items": r("CreateRequest") },
@@ -225,6 +234,16 @@ pub fn document() -> Value {
     let apply_response = json!({ "type": "object", "properties": {
         "created": { "type": "array", "items": r("ProcessView") }, "changed": { "type": "array", "items": r("ProcessView") },
         "unchanged": { "type": "array", "items": r("ProcessView") }, "pruned": { "type": "array", "items": { "type": "string" } }
+    }});
+    // Instance groups (`opm scale`).
+    let scale_request = json!({ "type": "object", "required": ["id", "instances"], "additionalProperties": false, "properties": {
+        "id": target.clone(), "instances": { "type": "integer", "minimum": 1, "maximum": 1024 }
+    }});
+    let scale_response = json!({ "type": "object", "properties": {
+        "name": { "type": "string" }, "instances": { "type": "integer" },
+        "processes": { "type": "array", "items": r("ProcessView") },
+        "added": { "type": "array", "items": { "type": "integer" } },
+        "removed": { "type": "array", "items": { "type": "integer" } }
     }});
     let mut doc = json!({
         "openapi": "3.0.3",
@@ -326,6 +345,8 @@ pub fn document() -> Value {
     });
     doc["components"]["schemas"]["ApplyRequest"] = apply_request;
     doc["components"]["schemas"]["ApplyResponse"] = apply_response;
+    doc["components"]["schemas"]["ScaleRequest"] = scale_request;
+    doc["components"]["schemas"]["ScaleResponse"] = scale_response;
     doc
 }
 
@@ -375,6 +396,9 @@ fn agent_paths(paths: &mut serde_json::Map<String, Value>) {
     paths.insert("/daemon/agents/{id}/action".into(), json!({ "post": with_params(with_body(
         op(&format!("Act on the agent's processes. {server_only}"), json!({ "200": ok(r("ActionResponse")), "502": { "description": "The agent did not answer" } })),
         r("ActionRequest")), agent.clone()) }));
+    paths.insert("/daemon/agents/{id}/scale".into(), json!({ "post": with_params(with_body(
+        op(&format!("Scale an instance group on the agent. {server_only}"), json!({ "200": ok(r("ScaleResponse")), "502": { "description": "The agent did not answer" } })),
+        r("ScaleRequest")), agent.clone()) }));
     paths.insert("/daemon/agents/{id}/logs/{pid}".into(), json!({ "get": with_params(
         op(&format!("The last lines of a process on the agent. {server_only}"), json!({ "200": ok(r("LogsResponse")), "502": { "description": "The agent did not answer" } })),
         json!([agent_and_process[0].clone(), agent_and_process[1].clone(), { "name": "lines", "in": "query", "required": false, "schema": { "type": "integer" } }])) }));

@@ -13,7 +13,7 @@ use warp::{Filter, Rejection, Reply};
 use super::auth::{admin, Tokens};
 use super::errors::reject;
 use super::{json_body, with_ctx, Ctx, LinesQuery};
-use crate::model::{ActionRequest, ApplyRequest, CreateBody, Target};
+use crate::model::{ActionRequest, ApplyRequest, CreateBody, ScaleRequest, Target};
 use crate::service::MAX_LOG_LINES;
 use crate::supervise::logs;
 
@@ -77,6 +77,19 @@ pub fn routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
         .and_then(|req: ActionRequest, ctx: Ctx| async move {
             ctx.svc
                 .action(req)
+                .await
+                .map(|r| warp::reply::json(&r).into_response())
+                .map_err(reject)
+        });
+
+    let scale = warp::path!("daemon" / "scale")
+        .and(admin(tokens.clone()))
+        .and(warp::post())
+        .and(json_body::<ScaleRequest>())
+        .and(with_ctx(ctx.clone()))
+        .and_then(|req: ScaleRequest, ctx: Ctx| async move {
+            ctx.svc
+                .scale(req)
                 .await
                 .map(|r| warp::reply::json(&r).into_response())
                 .map_err(reject)
@@ -156,6 +169,8 @@ pub fn routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
         .or(apply)
         .unify()
         .or(action)
+        .unify()
+        .or(scale)
         .unify()
         .or(stream)
         .unify()

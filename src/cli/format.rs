@@ -63,7 +63,7 @@ pub fn table(views: &[ProcessView]) -> String {
     t.set_header([
         "id", "name", "pid", "status", "↺", "uptime", "cpu", "memory",
     ]);
-    for v in views {
+    for v in grouped(views) {
         let mut status = Cell::new(v.status.as_str());
         if color {
             status = status.fg(status_color(v.status));
@@ -71,7 +71,7 @@ pub fn table(views: &[ProcessView]) -> String {
         t.add_row(vec![
             Cell::new(v.id),
             // A list may come from an agent through a server: no escape codes.
-            Cell::new(crate::model::escape_control(&v.name)),
+            Cell::new(crate::model::escape_control(&shown_name(v))),
             Cell::new(v.pid.map_or("-".to_string(), |p| p.to_string())),
             status,
             Cell::new(v.restarts),
@@ -96,6 +96,37 @@ pub fn table(views: &[ProcessView]) -> String {
         }
     }
     text
+}
+
+/// The rows in order, each instance group's copies together (by index)
+/// where its first copy comes.
+fn grouped(views: &[ProcessView]) -> Vec<&ProcessView> {
+    let mut out: Vec<&ProcessView> = Vec::with_capacity(views.len());
+    for v in views {
+        if out.iter().any(|o| std::ptr::eq(*o, v)) {
+            continue;
+        }
+        if v.instance.is_none() {
+            out.push(v);
+            continue;
+        }
+        let mut copies: Vec<&ProcessView> = views
+            .iter()
+            .filter(|o| o.name == v.name && o.instance.is_some())
+            .collect();
+        copies.sort_by_key(|o| (o.instance, o.id));
+        out.extend(copies);
+    }
+    out
+}
+
+/// A row's name: a copy of an instance group shows its index (`api:2`,
+/// which also names that copy in commands).
+pub fn shown_name(v: &ProcessView) -> String {
+    match v.instance {
+        Some(k) => format!("{}:{k}", v.name),
+        None => v.name.clone(),
+    }
 }
 
 /// A Unix time in ms as `YYYY-MM-DD HH:MM:SS UTC`.

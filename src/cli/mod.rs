@@ -9,6 +9,7 @@ pub mod format;
 pub mod import;
 pub mod monit;
 pub mod process;
+pub mod scale;
 pub mod startup;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -93,8 +94,10 @@ pub enum Command {
     Stop(process::TargetArgs),
     /// Restart processes: stop, then start again
     Restart(process::TargetArgs),
-    /// Same as restart for a single-instance process
+    /// Same as restart for a single-instance process; an instance group is replaced one copy at a time
     Reload(process::TargetArgs),
+    /// Grow or shrink an instance group: `opm scale api 4` (or +N, -N)
+    Scale(scale::ScaleArgs),
     /// Stop and forget processes
     #[command(visible_aliases = ["rm", "delete", "del"])]
     Remove(process::TargetArgs),
@@ -231,6 +234,7 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
         Command::Restart(a) => process::act(a, ActionKind::Restart).await,
         Command::Reload(a) => process::act(a, ActionKind::Reload).await,
         Command::Remove(a) => process::act(a, ActionKind::Remove).await,
+        Command::Scale(a) => scale::scale(a).await,
         Command::List(a) => process::list(a).await,
         Command::Info(a) => process::info(a).await,
         Command::Logs(a) => process::logs(a).await,

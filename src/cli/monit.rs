@@ -1188,6 +1188,8 @@ mod tests {
             autorestart: true,
             desired: "running".into(),
             error: None,
+            instance: None,
+            instances: 1,
         }
     }
 

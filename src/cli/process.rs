@@ -808,6 +808,16 @@ pub async fn info(a: InfoArgs) -> Result<(), CliError> {
     let row = |k: &str, val: String| println!("{k:<16}{val}");
     row("name", v.name.clone());
     row("id", v.id.to_string());
+    if let Some(k) = v.instance {
+        let ids: Vec<String> = i.group.iter().map(|id| id.to_string()).collect();
+        row(
+            "instance",
+            format!("{k} of {} (ids {})", v.instances, ids.join(", ")),
+        );
+        if let Some(var) = &i.definition.increment_var {
+            row("increment var", var.clone());
+        }
+    }
     row("status", v.status.as_str().to_string());
     row("desired", v.desired.clone());
     row("pid", v.pid.map_or("-".into(), |p| p.to_string()));
@@ -1093,7 +1103,11 @@ pub async fn restore() -> Result<(), CliError> {
                         .post(
                             "/daemon/action",
                             &ActionRequest {
-                                id: Target::Id(v.id),
+                                // A group is started whole.
+                                id: match v.instance {
+                                    Some(_) => Target::Name(v.name.clone()),
+                                    None => Target::Id(v.id),
+                                },
                                 action: ActionKind::Start,
                                 caller_env: None,
                             },

@@ -516,6 +516,8 @@ pub fn same_definition(
         unchecked: None,
         force: None,
         caller_env: None,
+        instances: None,
+        instance: None,
         ..d.filled()
     };
     plain(a) == plain(b)

@@ -116,6 +116,8 @@ mod tests {
             autorestart: true,
             desired: "running".into(),
             error: None,
+            instance: None,
+            instances: 1,
         }
     }
 

@@ -3,8 +3,19 @@
 use super::*;
 
 impl Service {
-    /// Carries out one action on its targets and waits for the outcome.
+    /// Carries out one action on its targets and waits for the outcome
+    /// (a group's reload: one copy at a time, see `instances`).
     pub async fn action(&self, req: ActionRequest) -> Result<ActionResponse, ServiceError> {
+        if req.action == ActionKind::Reload {
+            if let Some(done) = self.rolling_reload(&req).await? {
+                return Ok(done);
+            }
+        }
+        self.act(req).await
+    }
+
+    /// `action` on every target at once.
+    pub(super) async fn act(&self, req: ActionRequest) -> Result<ActionResponse, ServiceError> {
         let ids = self.resolve(std::slice::from_ref(&req.id))?;
         let entries = self.entries(Some(&ids));
         if req.action == ActionKind::Flush {

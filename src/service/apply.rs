@@ -52,22 +52,30 @@ impl Service {
         let plan = apply_plan(&stored, &wanted, req.origin.as_deref(), req.prune);
         let find = |id: u64| stored.iter().find(|s| s.id == id).cloned();
         let mut writes: Vec<Spec> = Vec::new();
+        // A group's name stands for every copy (`instances`).
+        let copies = |id: u64| instances::group_ids(&stored, id);
         for &(i, id) in &plan.change {
-            let Some(mut spec) = find(id) else { continue };
-            let new = &resolved[i].spec;
-            spec.def = new.def.clone();
-            if req.restart {
-                spec.desired = new.desired;
-                if spec.desired == Desired::Running {
-                    spec.generation += 1;
+            for id in copies(id) {
+                let Some(mut spec) = find(id) else { continue };
+                let new = &resolved[i].spec;
+                spec.def = instances::for_copy(&new.def, spec.def.instance);
+                if req.restart {
+                    spec.desired = new.desired;
+                    if spec.desired == Desired::Running {
+                        spec.generation += 1;
+                    }
                 }
+                writes.push(spec);
             }
-            writes.push(spec);
         }
         // An unchanged process that is stopped or errored is started again,
         // as `opm start NAME` would; a running one is left alone.
         if req.restart {
-            for &(i, id) in &plan.unchanged {
+            for (i, id) in plan
+                .unchanged
+                .iter()
+                .flat_map(|&(i, id)| copies(id).into_iter().map(move |c| (i, c)))
+            {
                 let Some(mut spec) = find(id) else { continue };
                 if resolved[i].spec.desired != Desired::Running {
                     continue;
@@ -91,7 +99,28 @@ impl Service {
             pruned.push((id, spec.name.clone()));
             writes.push(spec);
         }
-        let new: Vec<NewSpec> = plan.create.iter().map(|&i| resolved[i].clone()).collect();
+        let mut new: Vec<NewSpec> = plan
+            .create
+            .iter()
+            .flat_map(|&i| instances::expand(resolved[i].clone()))
+            .collect();
+        // A group whose count the file changes grows or shrinks.
+        for &(i, id) in plan.change.iter().chain(&plan.unchanged) {
+            if let Some(s) = find(id) {
+                let def = &resolved[i].spec.def;
+                new.extend(instances::resize_for_apply(
+                    &stored,
+                    &mut writes,
+                    &s.name,
+                    def,
+                ));
+            }
+        }
+        let gone_copies: Vec<(u64, String)> = writes
+            .iter()
+            .filter(|s| s.desired == Desired::Removed && !pruned.iter().any(|(id, _)| *id == s.id))
+            .map(|s| (s.id, s.name.clone()))
+            .collect();
         let created = {
             let store = self.store.clone();
             let writes = writes.clone();
@@ -118,7 +147,11 @@ impl Service {
                 .filter(|s| s.desired != Desired::Removed)
                 .map(|s| (s.id, s.desired, s.generation)),
         );
-        let gone: Vec<u64> = pruned.iter().map(|(id, _)| *id).collect();
+        let gone: Vec<u64> = pruned
+            .iter()
+            .chain(&gone_copies)
+            .map(|(id, _)| *id)
+            .collect();
         let longest_kill = writes
             .iter()
             .map(|s| s.def.kill_timeout_ms())
@@ -138,13 +171,24 @@ impl Service {
             .await;
         let restarted: Vec<u64> = starts.iter().map(|(id, _, _)| *id).collect();
         self.settle_shells(&restarted).await;
-        let ids_of = |pairs: &[(usize, u64)]| pairs.iter().map(|(_, id)| *id).collect::<Vec<_>>();
+        let ids_of = |pairs: &[(usize, u64)]| {
+            pairs
+                .iter()
+                .flat_map(|(_, id)| copies(*id))
+                .collect::<Vec<_>>()
+        };
+        let mut pruned_names: Vec<String> = Vec::new();
+        for (_, n) in pruned {
+            if !pruned_names.contains(&n) {
+                pruned_names.push(n);
+            }
+        }
         let created_ids: Vec<u64> = created.iter().map(|s| s.id).collect();
         Ok(ApplyResponse {
             created: self.views(Some(&created_ids), false),
             changed: self.views(Some(&ids_of(&plan.change)), false),
             unchanged: self.views(Some(&ids_of(&plan.unchanged)), false),
-            pruned: pruned.into_iter().map(|(_, n)| n).collect(),
+            pruned: pruned_names,
         })
     }
 }

@@ -60,6 +60,8 @@ impl Service {
                 )));
             }
         }
+        // Each group's copies, in one transaction with the rest.
+        let new: Vec<NewSpec> = new.into_iter().flat_map(instances::expand).collect();
         let store = self.store.clone();
         let created = blocking(move || store.create(new))
             .await
@@ -120,6 +122,7 @@ impl Service {
     /// command can run), the name, and the desired state.
     pub(super) fn new_spec(&self, mut def: ProcessDef) -> Result<NewSpec, ServiceError> {
         def.check().map_err(ServiceError::BadRequest)?;
+        instances::check_request(&def)?;
         let script = def.script.trim();
         if script.is_empty() {
             return Err(ServiceError::BadRequest(
@@ -223,6 +226,7 @@ impl Service {
                 def,
             },
             explicit_name,
+            join: false,
         })
     }
 }

@@ -13,6 +13,7 @@ mod create;
 mod events;
 mod health;
 mod history;
+mod instances;
 mod logs;
 mod views;
 
@@ -148,7 +149,14 @@ impl Service {
             let found: Vec<u64> = if t.is_all() {
                 self.rec.shared.read().keys().copied().collect()
             } else {
-                vec![self.resolve_one(t)?]
+                // A group's name names every copy; an id, one.
+                let id = self.resolve_one(t)?;
+                match t {
+                    Target::Name(n) if n.parse::<u64>().is_err() && !n.contains(':') => {
+                        self.group_of(id)?
+                    }
+                    _ => vec![id],
+                }
             };
             for id in found {
                 if !ids.contains(&id) {
@@ -164,7 +172,11 @@ impl Service {
             Target::Id(id) => self.store.get(*id)?.map(|s| s.id),
             Target::Name(name) => match name.parse::<u64>() {
                 Ok(id) => self.store.get(id)?.map(|s| s.id),
-                Err(_) => self.store.id_by_name(name)?,
+                Err(_) => match name.rsplit_once(':') {
+                    // `api:2`: copy 2 of the group `api`.
+                    Some((group, k)) => self.copy_of(group, k)?,
+                    None => self.store.id_by_name(name)?,
+                },
             },
         };
         found.ok_or_else(|| ServiceError::NotFound(format!("no process with id or name {t}")))

@@ -58,6 +58,8 @@ impl Service {
             autorestart: spec.def.autorestart(),
             desired: spec.desired.as_str().to_string(),
             error: obs.last_error.clone(),
+            instance: spec.def.instance,
+            instances: 1,
         }
     }
 
@@ -65,9 +67,16 @@ impl Service {
         let entries = self.entries(ids);
         let usage = self.usage(&entries, refresh);
         let now = now_ms();
+        let sizes = self.group_sizes();
         entries
             .iter()
             .map(|e| Service::view(e, &usage, now))
+            .map(|mut v| {
+                if v.instance.is_some() {
+                    v.instances = sizes.get(&v.name).copied().unwrap_or(1);
+                }
+                v
+            })
             .collect()
     }
 
@@ -81,8 +90,15 @@ impl Service {
             ServiceError::NotFound(format!("no process with id or name {target}"))
         })?;
         let usage = self.usage(std::slice::from_ref(&entry), true);
-        let view = Service::view(&entry, &usage, now_ms());
+        let mut view = Service::view(&entry, &usage, now_ms());
         let spec = &entry.spec;
+        let group = match spec.def.instance {
+            Some(_) => self.group_of(id)?,
+            None => Vec::new(),
+        };
+        if view.instance.is_some() {
+            view.instances = group.len() as u32;
+        }
         let obs = &entry.obs;
         let events = self
             .store
@@ -121,6 +137,7 @@ impl Service {
             restart_at_ms: restart_due_ms(spec, obs),
             events,
             definition: spec.definition(),
+            group,
         })
     }
 
@@ -133,6 +150,7 @@ impl Service {
         let mut env: BTreeMap<String, String> = spec.def.env.iter().cloned().collect();
         env.insert("OPM_ID".into(), id.to_string());
         env.insert("OPM_NAME".into(), spec.name.clone());
+        env.extend(spec.def.instance_env(|k| std::env::var(k).ok()));
         let daemon: BTreeMap<String, String> = std::env::vars()
             .filter(|(k, _)| !crate::SECRET_ENV_VARS.contains(&k.as_str()))
             .collect();
@@ -158,13 +176,33 @@ impl Service {
     }
 
     pub fn dump(&self) -> Result<Dump, ServiceError> {
-        let processes = self
+        let live: Vec<Spec> = self
             .store
             .specs()?
             .into_iter()
             .filter(|s| s.desired != Desired::Removed)
-            .map(|s| s.definition())
             .collect();
+        // A group is written once, with the number of copies it has now
+        // (its `max` kept while that is still the count).
+        let mut processes: Vec<ProcessDef> = Vec::new();
+        for s in &live {
+            if s.def.instance.is_some() {
+                if processes.iter().any(|p| p.name.as_deref() == Some(&s.name)) {
+                    continue;
+                }
+                let count = live
+                    .iter()
+                    .filter(|o| o.name == s.name && o.def.instance.is_some())
+                    .count() as u32;
+                let mut def = s.definition();
+                if def.instances.is_none_or(|i| i.here() != count) {
+                    def.instances = Some(crate::definition::Instances(i64::from(count)));
+                }
+                processes.push(def);
+            } else {
+                processes.push(s.definition());
+            }
+        }
         Ok(Dump { processes })
     }
 

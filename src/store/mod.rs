@@ -89,6 +89,8 @@ pub enum StoreError {
     Encode(String),
     #[error("a process named {0:?} already exists")]
     DuplicateName(String),
+    #[error("no instance group named {0:?}")]
+    NoSuchGroup(String),
     #[error("no process with id {0}")]
     NoSuchId(u64),
     #[error("{0}: {1}")]
@@ -101,6 +103,9 @@ pub struct NewSpec {
     pub spec: Spec,
     /// A name the user chose is refused when taken; a derived one gets a suffix.
     pub explicit_name: bool,
+    /// An instance added to the existing group of its name (`opm scale`):
+    /// it shares the name instead of taking a new one.
+    pub join: bool,
 }
 
 /// How a damaged database was replaced when the store opened.
@@ -145,6 +150,10 @@ pub struct Store {
     /// Multi-tree transactions hold it shared; the snapshot takes it alone,
     /// so it never sees half of one.
     writes: RwLock<()>,
+    /// Held by the writes that add or forget names (create, remove): the
+    /// copies of an instance group share one name, and the names index
+    /// points at one of them, which a removal may have to move.
+    naming: Mutex<()>,
     /// sled's log and its folder, fsynced by each commit.
     log_file: std::fs::File,
     dir: PathBuf,
@@ -277,8 +286,25 @@ fn check(db: &sled::Db, fresh_ok: bool, mirrored_seq: Option<u64>) -> Result<u32
                 spec.id
             )));
         }
-        match names.get(spec.name.as_bytes())? {
-            Some(v) if codec::decode::<u64>(NAMES, spec.name.as_bytes(), &v)? == id => {}
+        // The copies of an instance group share their name; the index
+        // points at one of them.
+        let holder = match names.get(spec.name.as_bytes())? {
+            Some(v) => Some(codec::decode::<u64>(NAMES, spec.name.as_bytes(), &v)?),
+            None => None,
+        };
+        let shares = |other: u64| -> Result<bool, StoreError> {
+            let key = codec::id_key(other);
+            Ok(match processes.get(key)? {
+                Some(v) => {
+                    let o: Spec = codec::decode(PROCESSES, &key, &v)?;
+                    o.name == spec.name && o.def.instance.is_some() && spec.def.instance.is_some()
+                }
+                None => false,
+            })
+        };
+        match holder {
+            Some(h) if h == id => count += 1,
+            Some(h) if shares(h)? => {}
             _ => {
                 return Err(StoreError::Damaged(format!(
                     "process {id} ({}) is missing from the names index",
@@ -286,7 +312,6 @@ fn check(db: &sled::Db, fresh_ok: bool, mirrored_seq: Option<u64>) -> Result<u32
                 )))
             }
         }
-        count += 1;
     }
     if names.len() != count {
         return Err(StoreError::Damaged(
@@ -545,6 +570,7 @@ impl Store {
             }),
             committed: Condvar::new(),
             writes: RwLock::new(()),
+            naming: Mutex::new(()),
             log_file,
             dir: dir.to_path_buf(),
             snapshot_file,
@@ -725,6 +751,7 @@ impl Store {
     /// transaction, then flushes: a process file applied at once.
     pub fn apply(&self, new: Vec<NewSpec>, changed: &[Spec]) -> Result<Vec<Spec>, StoreError> {
         fail::fail_point!("store::before-insert");
+        let naming = self.naming.lock_or_recover();
         let writing = self.writing();
         let created = (&self.processes, &self.names, &self.meta)
             .transaction(|(p, n, m)| {
@@ -739,12 +766,45 @@ impl Store {
                     None => 0,
                 };
                 let mut out = Vec::with_capacity(new.len());
+                // The name the newest group of this batch took (its copy 0
+                // picks it, the next copies share it).
+                let mut group_name: Option<String> = None;
                 for item in &new {
                     let mut spec = item.spec.clone();
                     spec.id = next_id;
-                    spec.name = pick_name(n, &spec.name, item.explicit_name)?;
+                    let copy = spec.def.instance;
+                    if item.join {
+                        let member = match n.get(spec.name.as_bytes())? {
+                            Some(v) => {
+                                let id: u64 = codec::decode(NAMES, spec.name.as_bytes(), &v)
+                                    .map_err(abort)?;
+                                match p.get(codec::id_key(id))? {
+                                    Some(v) => Some(
+                                        codec::decode::<Spec>(PROCESSES, &codec::id_key(id), &v)
+                                            .map_err(abort)?,
+                                    ),
+                                    None => None,
+                                }
+                            }
+                            None => None,
+                        };
+                        if copy.is_none() || member.is_none_or(|m| m.def.instance.is_none()) {
+                            return Err(abort(StoreError::NoSuchGroup(spec.name.clone())));
+                        }
+                    } else if let (Some(k), Some(name)) = (copy, &group_name) {
+                        if k > 0 {
+                            spec.name.clone_from(name);
+                        }
+                    }
+                    let shares = item.join || (copy.is_some_and(|k| k > 0) && group_name.is_some());
+                    if !shares {
+                        spec.name = pick_name(n, &spec.name, item.explicit_name)?;
+                        put(n, spec.name.as_bytes(), &spec.id)?;
+                        if copy.is_some() {
+                            group_name = Some(spec.name.clone());
+                        }
+                    }
                     put(p, &codec::id_key(spec.id), &spec)?;
-                    put(n, spec.name.as_bytes(), &spec.id)?;
                     next_id += 1;
                     out.push(spec);
                 }
@@ -753,6 +813,7 @@ impl Store {
             })
             .map_err(tx_err)?;
         drop(writing);
+        drop(naming);
         fail::fail_point!("store::after-insert");
         self.flush()?;
         Ok(created)
@@ -761,6 +822,18 @@ impl Store {
     /// Forgets a process: spec, name and runtime, in one transaction; flushes.
     pub fn remove(&self, id: u64) -> Result<(), StoreError> {
         fail::fail_point!("store::before-insert");
+        let naming = self.naming.lock_or_recover();
+        // The other copies of its group, if it has one: the name stays
+        // theirs. (Names change only under `naming`, so this list holds.)
+        let siblings: Vec<u64> = match self.get(id)? {
+            Some(spec) if spec.def.instance.is_some() => self
+                .specs()?
+                .into_iter()
+                .filter(|s| s.id != id && s.name == spec.name && s.def.instance.is_some())
+                .map(|s| s.id)
+                .collect(),
+            _ => Vec::new(),
+        };
         let writing = self.writing();
         (&self.processes, &self.names, &self.runtime)
             .transaction(|(p, n, r)| {
@@ -769,12 +842,24 @@ impl Store {
                     return Ok(());
                 };
                 let spec: Spec = codec::decode(PROCESSES, &key, &v).map_err(abort)?;
-                n.remove(spec.name.as_bytes())?;
+                let holder: Option<u64> = match n.get(spec.name.as_bytes())? {
+                    Some(v) => Some(codec::decode(NAMES, spec.name.as_bytes(), &v).map_err(abort)?),
+                    None => None,
+                };
+                if holder == Some(id) {
+                    match siblings.first() {
+                        Some(next) => put(n, spec.name.as_bytes(), next)?,
+                        None => {
+                            n.remove(spec.name.as_bytes())?;
+                        }
+                    }
+                }
                 r.remove(&key)?;
                 Ok(())
             })
             .map_err(tx_err)?;
         drop(writing);
+        drop(naming);
         fail::fail_point!("store::after-insert");
         self.flush()
     }
@@ -971,6 +1056,7 @@ mod tests {
                 },
             },
             explicit_name: true,
+            join: false,
         }
     }
 

@@ -300,6 +300,61 @@ impl Sampler {
     }
 }
 
+/// The TCP ports that members of process group `pgid` listen on: their
+/// sockets (`/proc/PID/fd`) matched with the listening entries of
+/// `/proc/net/tcp` and `tcp6` (the daemon's network namespace). A group's
+/// rolling reload uses it to tell when a replaced copy serves again.
+pub fn listening_ports(pgid: u32) -> std::collections::BTreeSet<u16> {
+    let mut inodes = HashSet::new();
+    for pid in proc_pids() {
+        if !stat(pid).is_some_and(|st| st.pgrp == pgid) {
+            continue;
+        }
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = fs::read_link(fd.path()) {
+                let t = target.to_string_lossy();
+                if let Some(inode) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                    if let Ok(n) = inode.parse::<u64>() {
+                        inodes.insert(n);
+                    }
+                }
+            }
+        }
+    }
+    let mut ports = std::collections::BTreeSet::new();
+    if inodes.is_empty() {
+        return ports;
+    }
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = fs::read_to_string(table) else {
+            continue;
+        };
+        ports.extend(listening_in(&text, &inodes));
+    }
+    ports
+}
+
+/// The local ports of the listening sockets among `inodes` in one
+/// `/proc/net/tcp` table.
+fn listening_in(table: &str, inodes: &HashSet<u64>) -> Vec<u16> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_ascii_whitespace().collect();
+            // sl local_address rem_address st ... uid timeout inode
+            let (local, state, inode) = (f.get(1)?, f.get(3)?, f.get(9)?);
+            if *state != "0A" || !inodes.contains(&inode.parse::<u64>().ok()?) {
+                return None;
+            }
+            u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()
+        })
+        .collect()
+}
+
 /// Seconds since boot from `/proc/uptime`.
 fn read_uptime() -> Option<f64> {
     let text = fs::read_to_string("/proc/uptime").ok()?;
@@ -385,6 +440,13 @@ mod tests {
         assert!(clock_ticks() > 0);
         assert!(page_size() >= 4096);
         assert_eq!(boot_id().len(), 36);
+    }
+
+    #[test]
+    fn listening_sockets_are_found_by_inode_and_state() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 4242 1 0 100 0 0 10 0\n   1: 0100007F:1F91 0100007F:9C40 01 00000000:00000000 00:00000000 00000000  1000        0 4243 1 0 100 0 0 10 0\n   2: 0100007F:1F92 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 999 1 0 100 0 0 10 0\n";
+        let ours: HashSet<u64> = [4242, 4243].into_iter().collect();
+        assert_eq!(listening_in(table, &ours), vec![8080]);
     }
 
     #[test]
