@@ -549,11 +549,18 @@ pub async fn start(mut a: StartArgs) -> Result<(), CliError> {
         a.def
     };
     let client = target(&a.remote)?;
-    let created: Vec<ProcessView> = vec![
+    // Copies of a group come back as a list.
+    let created: Vec<ProcessView> = if def.instances.is_some() {
         client
-            .post("/daemon/create", &CreateBody::One(Box::new(def)))
-            .await?,
-    ];
+            .post("/daemon/create", &CreateBody::Many(vec![def]))
+            .await?
+    } else {
+        vec![
+            client
+                .post("/daemon/create", &CreateBody::One(Box::new(def)))
+                .await?,
+        ]
+    };
     print_started(&created, a.format)
 }
 
@@ -621,7 +628,7 @@ fn print_started(created: &[ProcessView], format: Format) -> Result<(), CliError
         match (v.status, &v.error) {
             (Status::Online, _) => println!(
                 "✔ started {} (id {}, pid {})",
-                v.name,
+                format::shown_name(v),
                 v.id,
                 v.pid.unwrap_or(0)
             ),

@@ -815,7 +815,10 @@ fn spawn_run(home: &Home, spec: &Spec, nonce: u64) -> std::io::Result<spawn::Spa
     env.push(("OPM_ID".into(), spec.id.to_string()));
     env.push(("OPM_NAME".into(), spec.name.clone()));
     env.push((SPAWN_MARKER.into(), nonce.to_string()));
-    env.extend(spec.def.instance_env(|k| std::env::var(k).ok()));
+    for (k, v) in spec.def.instance_env(|k| std::env::var(k).ok()) {
+        env.retain(|(e, _)| *e != k);
+        env.push((k, v));
+    }
     let cwd = PathBuf::from(spec.cwd());
     let [out_log, err_log] = log_files(home, spec);
     let run_as = match (&spec.def.user, &spec.def.group) {

@@ -20,6 +20,7 @@ mod events;
 mod fixture;
 mod history;
 mod import;
+mod instances;
 mod kill_signal;
 mod layers;
 mod log_rotation;
