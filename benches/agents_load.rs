@@ -70,6 +70,8 @@ fn summary() -> Vec<ProcessView> {
             autorestart: true,
             desired: "running".into(),
             error: None,
+            instance: None,
+            instances: 1,
         })
         .collect()
 }

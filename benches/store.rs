@@ -52,6 +52,7 @@ fn new_spec(name: &str) -> NewSpec {
     NewSpec {
         spec: spec(name),
         explicit_name: true,
+        join: false,
     }
 }
 

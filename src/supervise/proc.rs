@@ -307,7 +307,7 @@ impl Sampler {
 pub fn listening_ports(pgid: u32) -> std::collections::BTreeSet<u16> {
     let mut inodes = HashSet::new();
     for pid in proc_pids() {
-        if !stat(pid).is_some_and(|st| st.pgrp == pgid) {
+        if stat(pid).is_none_or(|st| st.pgrp != pgid) {
             continue;
         }
         let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
