@@ -166,6 +166,11 @@ impl Service {
                             .get(id)
                             .is_some_and(|e| start_settled(&e.spec, &e.obs, *desired, *generation))
                     }) && gone.iter().all(|id| !procs.contains_key(id))
+                        // A change without a restart is answered once the
+                        // reconciler shows the new definition.
+                        && writes.iter().all(|w| {
+                            procs.get(&w.id).is_none_or(|e| e.spec.def == w.def)
+                        })
                 },
             )
             .await;
