@@ -70,6 +70,8 @@ fn summary() -> Vec<ProcessView> {
             autorestart: true,
             desired: "running".into(),
             error: None,
+            restart_at_ms: None,
+            exit_code: None,
         })
         .collect()
 }

@@ -20,6 +20,9 @@ pub enum Status {
     Stopping,
     /// Waiting out a restart backoff (after a crash or a failed start).
     Waiting,
+    /// Ended on its own and not restarted (its `restart` policy or
+    /// `stop_exit_codes`), as opposed to `stopped` by the user.
+    Exited,
 }
 
 impl Status {
@@ -31,6 +34,7 @@ impl Status {
             Status::Starting => "starting",
             Status::Stopping => "stopping",
             Status::Waiting => "waiting",
+            Status::Exited => "exited",
         }
     }
 }
@@ -57,6 +61,13 @@ pub struct ProcessView {
     /// of file descriptors...), while no run has succeeded since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `waiting`: when the next automatic start is due (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_at_ms: Option<u64>,
+    /// `exited`: the exit code of the run that ended (none when a signal
+    /// ended it or its end was not seen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
 }
 
 /// How a process last ended.
@@ -130,8 +141,10 @@ pub struct ProcessInfo {
     pub last_exit: Option<ExitView>,
     /// Why the process is `errored`, when it is.
     pub errored_reason: Option<String>,
-    /// When the next automatic restart is due (backoff), if one is pending.
-    pub restart_at_ms: Option<u64>,
+    /// With `cron_restart`: its next match (ms since the epoch, the
+    /// daemon's local time zone read the expression).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron_next_ms: Option<u64>,
     pub events: Vec<EventView>,
     /// The whole definition, every default written out, as `opm save`
     /// writes it (`kill_signal`, and the options above in their file form).
@@ -212,6 +225,10 @@ pub enum ActionKind {
     Reload,
     Remove,
     Flush,
+    /// Zero the restart counters.
+    Reset,
+    /// Send `signal` to the process (`group`: to its whole process group).
+    Signal,
 }
 
 impl ActionKind {
@@ -223,6 +240,8 @@ impl ActionKind {
             ActionKind::Reload => "reload",
             ActionKind::Remove => "remove",
             ActionKind::Flush => "flush",
+            ActionKind::Reset => "reset",
+            ActionKind::Signal => "signal",
         }
     }
 }
@@ -268,6 +287,12 @@ pub struct ActionRequest {
     /// captured one (`opm restart --update-env`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caller_env: Option<BTreeMap<String, String>>,
+    /// With signal: which one (`SIGUSR2`, `USR2` or `12`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<crate::definition::Signal>,
+    /// With signal: every process of the group, not only the main one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub group: bool,
 }
 
 /// The answer to an action: the processes it touched, as they are after it.

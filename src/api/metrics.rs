@@ -114,6 +114,7 @@ pub fn render(m: &Metrics) -> String {
         Status::Starting,
         Status::Stopping,
         Status::Waiting,
+        Status::Exited,
     ];
     family(
         "opm_processes",
@@ -203,6 +204,8 @@ mod tests {
                 autorestart: true,
                 desired: "running".into(),
                 error: None,
+                restart_at_ms: None,
+                exit_code: None,
             }],
         };
         let text = render(&m);

@@ -959,6 +959,7 @@ fn status_color(s: Status) -> Color {
         Status::Stopped => Color::DarkGray,
         Status::Errored => Color::Red,
         Status::Starting | Status::Stopping | Status::Waiting => Color::Yellow,
+        Status::Exited => Color::Blue,
     }
 }
 
@@ -1188,6 +1189,8 @@ mod tests {
             autorestart: true,
             desired: "running".into(),
             error: None,
+            restart_at_ms: None,
+            exit_code: None,
         }
     }
 

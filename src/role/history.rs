@@ -116,6 +116,8 @@ mod tests {
             autorestart: true,
             desired: "running".into(),
             error: None,
+            restart_at_ms: None,
+            exit_code: None,
         }
     }
 

@@ -58,6 +58,11 @@ impl Service {
             autorestart: spec.def.autorestart(),
             desired: spec.desired.as_str().to_string(),
             error: obs.last_error.clone(),
+            restart_at_ms: restart_due_ms(spec, obs),
+            exit_code: match status(spec, obs) {
+                Status::Exited => obs.last_exit.as_ref().and_then(|e| e.code),
+                _ => None,
+            },
         }
     }
 
@@ -118,7 +123,11 @@ impl Service {
                 Phase::Errored { reason, .. } => Some(reason.clone()),
                 _ => None,
             },
-            restart_at_ms: restart_due_ms(spec, obs),
+            cron_next_ms: spec
+                .def
+                .cron_restart
+                .as_deref()
+                .and_then(|c| crate::reconcile::plan::next_cron_ms(c, now_ms())),
             events,
             definition: spec.definition(),
         })
