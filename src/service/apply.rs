@@ -119,6 +119,13 @@ impl Service {
                 .map(|s| (s.id, s.desired, s.generation)),
         );
         let gone: Vec<u64> = pruned.iter().map(|(id, _)| *id).collect();
+        // A changed definition not restarted asks the reconciler for nothing,
+        // but what it publishes (`list`, `info`) must show it before the answer.
+        let defs: Vec<(u64, ProcessDef)> = writes
+            .iter()
+            .filter(|s| s.desired != Desired::Removed)
+            .map(|s| (s.id, s.def.clone()))
+            .collect();
         let longest_kill = writes
             .iter()
             .map(|s| s.def.kill_timeout_ms())
@@ -133,6 +140,9 @@ impl Service {
                             .get(id)
                             .is_some_and(|e| start_settled(&e.spec, &e.obs, *desired, *generation))
                     }) && gone.iter().all(|id| !procs.contains_key(id))
+                        && defs
+                            .iter()
+                            .all(|(id, def)| procs.get(id).is_none_or(|e| e.spec.def == *def))
                 },
             )
             .await;
