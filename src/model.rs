@@ -227,7 +227,7 @@ pub enum ActionKind {
     Flush,
     /// Zero the restart counters.
     Reset,
-    /// Send `signal` to the process (`group`: to its whole process group).
+    /// Send `signal` to the process (`process_group`: to its whole process group).
     Signal,
 }
 
@@ -292,7 +292,7 @@ pub struct ActionRequest {
     pub signal: Option<crate::definition::Signal>,
     /// With signal: every process of the group, not only the main one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub group: bool,
+    pub process_group: bool,
 }
 
 /// The answer to an action: the processes it touched, as they are after it.

@@ -241,7 +241,7 @@ pub fn document() -> Value {
                 "ActionRequest": { "type": "object", "required": ["id", "action"], "additionalProperties": false, "properties": {
                     "id": target, "action": { "type": "string", "enum": ["start", "stop", "restart", "reload", "remove", "flush", "reset", "signal"] },
                     "signal": { "oneOf": [{ "type": "string" }, { "type": "integer" }], "description": "signal: SIGUSR2, USR2 or 12" },
-                    "group": { "type": "boolean", "description": "signal: to the whole process group, not only the main process" },
+                    "process_group": { "type": "boolean", "description": "signal: to the whole process group, not only the main process" },
                     "caller_env": { "type": "object", "description": "restart, reload: the environment the child's is built on from now on" }
                 }},
                 "ActionResponse": { "type": "object", "properties": {

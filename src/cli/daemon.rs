@@ -549,7 +549,7 @@ pub async fn kill() -> Result<(), CliError> {
                 action: crate::model::ActionKind::Stop,
                 caller_env: None,
                 signal: None,
-                group: false,
+                process_group: false,
             },
         )
         .await?;

@@ -112,7 +112,7 @@ pub enum Command {
     Monit(monit::MonitArgs),
     /// Zero the restart counters (↺) of processes
     Reset(process::TargetArgs),
-    /// Send a signal to processes: `opm signal SIGUSR2 api` (the main process; --group for all of its group)
+    /// Send a signal to processes: `opm signal SIGUSR2 api` (the main process; --process-group for all of its group)
     Signal(process::SignalArgs),
     /// Print the pid of each running process named (all when none is), one per line; exit 1 if one is not running
     Pid(process::PidArgs),

@@ -660,7 +660,7 @@ pub async fn send_action(
                 action,
                 caller_env: None,
                 signal: None,
-                group: false,
+                process_group: false,
             },
         )
         .await
@@ -710,7 +710,7 @@ pub async fn act(a: TargetArgs, action: ActionKind) -> Result<(), CliError> {
             action,
             caller_env: caller_env.clone(),
             signal: None,
-            group: false,
+            process_group: false,
         };
         match client
             .post::<_, ActionResponse>("/daemon/action", &req)
@@ -787,7 +787,7 @@ pub struct SignalArgs {
     pub targets: Vec<String>,
     /// Send it to every process of the group (the program and what it started), not only the main process
     #[arg(long)]
-    pub group: bool,
+    pub process_group: bool,
     #[command(flatten)]
     pub remote: Remote,
     #[arg(long, value_enum, default_value_t = Format::Default)]
@@ -806,7 +806,7 @@ pub async fn signal(a: SignalArgs) -> Result<(), CliError> {
             action: ActionKind::Signal,
             caller_env: None,
             signal: Some(a.signal),
-            group: a.group,
+            process_group: a.process_group,
         };
         match client
             .post::<_, ActionResponse>("/daemon/action", &req)
@@ -824,7 +824,7 @@ pub async fn signal(a: SignalArgs) -> Result<(), CliError> {
             &serde_json::json!({ "action": "signal", "signal": a.signal, "processes": shown }),
         )?;
     } else {
-        let to = if a.group {
+        let to = if a.process_group {
             "the process group of"
         } else {
             "pid"
@@ -1152,7 +1152,7 @@ pub async fn flush(a: FlushArgs) -> Result<(), CliError> {
                     action: ActionKind::Flush,
                     caller_env: None,
                     signal: None,
-                    group: false,
+                    process_group: false,
                 },
             )
             .await?;
@@ -1235,7 +1235,7 @@ pub async fn restore() -> Result<(), CliError> {
                                 action: ActionKind::Start,
                                 caller_env: None,
                                 signal: None,
-                                group: false,
+                                process_group: false,
                             },
                         )
                         .await?;

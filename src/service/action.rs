@@ -146,7 +146,7 @@ impl Service {
                     status(&e.spec, &e.obs).as_str()
                 )));
             };
-            let sent = if req.group {
+            let sent = if req.process_group {
                 spawn::signal_group(pid, sig.0)
             } else {
                 spawn::signal_pid(pid, sig.0)
@@ -166,7 +166,11 @@ impl Service {
                     )))
                 }
             }
-            let to = if req.group { "process group" } else { "pid" };
+            let to = if req.process_group {
+                "process group"
+            } else {
+                "pid"
+            };
             tracing::info!(id = e.spec.id, name = %e.spec.name, "{sig} sent to {to} {pid}");
             let _ = self.store.push_event(&crate::spec::Event {
                 at_ms: now_ms(),

@@ -415,7 +415,7 @@ pub fn signal_group(pgid: u32, sig: Signal) -> io::Result<bool> {
     }
 }
 
-/// Sends `sig` to the one process `pid` (`opm signal` without `--group`),
+/// Sends `sig` to the one process `pid` (`opm signal` without `--process-group`),
 /// with the same answers and refusals as `signal_group`.
 pub fn signal_pid(pid: u32, sig: Signal) -> io::Result<bool> {
     let p = proc::group_pid(pid).ok_or_else(|| {

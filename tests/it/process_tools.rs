@@ -1,5 +1,5 @@
 //! The small process commands: `opm reset` (the restart counters back to
-//! zero), `opm signal SIG NAME` (to the main process, or `--group` to its
+//! zero), `opm signal SIG NAME` (to the main process, or `--process-group` to its
 //! whole process group) and `opm pid NAME` (for scripts), through the CLI
 //! and `POST /daemon/action`.
 
@@ -82,9 +82,9 @@ fn signal_reaches_the_main_process_or_with_group_the_whole_group() {
     wait_until(WAIT, "the main process's handler", || {
         count(&marker, "main") == 1
     });
-    // The short name and the number are the same signal; --group reaches
+    // The short name and the number are the same signal; --process-group reaches
     // the child too.
-    home.opm(&["signal", "USR2", "t", "--group"]).ok();
+    home.opm(&["signal", "USR2", "t", "--process-group"]).ok();
     wait_until(WAIT, "both handlers", || {
         count(&marker, "main") == 2 && count(&marker, "child") == 1
     });
@@ -95,7 +95,7 @@ fn signal_reaches_the_main_process_or_with_group_the_whole_group() {
     assert_eq!(
         count(&marker, "child"),
         1,
-        "without --group the child got nothing"
+        "without --process-group the child got nothing"
     );
     let p = home.process("t");
     assert_eq!(p["status"], "online", "{p:#}");
