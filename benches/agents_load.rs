@@ -72,6 +72,8 @@ fn summary() -> Vec<ProcessView> {
             error: None,
             instance: None,
             instances: 1,
+            restart_at_ms: None,
+            exit_code: None,
         })
         .collect()
 }

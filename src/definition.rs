@@ -19,7 +19,7 @@ use std::str::FromStr;
 use clap::Args;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Restart delay when none is given: the base of the crash backoff.
+/// The base of the crash backoff when no restart delay is given.
 pub const DEFAULT_RESTART_DELAY_MS: u64 = 100;
 /// Consecutive quick restarts before a process is `errored`.
 pub const DEFAULT_MAX_RESTARTS: u32 = 15;
@@ -69,7 +69,7 @@ pub struct ProcessDef {
     #[arg(long, value_name = "N")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_restarts: Option<u32>,
-    /// Delay before the second quick restart, doubling after (default 100ms)
+    /// Wait this long before every automatic restart (default: none, and a crash loop waits 100ms, doubling)
     #[arg(long, value_name = "DURATION")]
     #[serde(
         default,
@@ -204,15 +204,52 @@ pub struct ProcessDef {
     #[arg(skip)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unchecked: Option<bool>,
+    // --- Restart policy (issue 14) ---
+    /// When an exit is restarted: `always` (the default), `on-failure`
+    /// (not after exit code 0) or `never` (what `autorestart = false`
+    /// means). The flag is `opm start --restart` (`opm update` reads its own
+    /// `--restart`, which also means "restart now").
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartPolicy>,
+    /// Exit codes after which the process is not restarted, comma-separated (e.g. 0,3)
+    #[arg(
+        long,
+        value_name = "CODES",
+        value_delimiter = ',',
+        allow_negative_numbers = true
+    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop_exit_codes: Vec<i32>,
+    /// Restart (or start again, once exited) at each match of a cron expression, local time: "0 3 * * *", or six fields with seconds first
+    #[arg(long, value_name = "CRON")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron_restart: Option<String>,
+    // --- end of restart policy ---
 }
 
 impl ProcessDef {
+    /// Whether an exit may be restarted at all (`restart` is not `never`).
     pub fn autorestart(&self) -> bool {
-        self.autorestart.unwrap_or(true)
+        self.restart_policy() != RestartPolicy::Never
+    }
+    /// `restart`, else `never` for `autorestart = false`, else `always`.
+    pub fn restart_policy(&self) -> RestartPolicy {
+        match (self.restart, self.autorestart) {
+            (Some(policy), _) => policy,
+            (None, Some(false)) => RestartPolicy::Never,
+            (None, _) => RestartPolicy::Always,
+        }
+    }
+    /// The fixed wait before every automatic restart, when one is asked
+    /// for (`restart_delay` given); none by default.
+    pub fn fixed_restart_delay_ms(&self) -> u64 {
+        self.restart_delay.map_or(0, |d| d.0)
     }
     pub fn max_restarts(&self) -> u32 {
         self.max_restarts.unwrap_or(DEFAULT_MAX_RESTARTS)
     }
+    /// The base of the crash backoff: `restart_delay`, else 100 ms.
     pub fn restart_delay_ms(&self) -> u64 {
         self.restart_delay.map_or(DEFAULT_RESTART_DELAY_MS, |d| d.0)
     }
@@ -246,9 +283,13 @@ impl ProcessDef {
     /// writes and `opm info` shows.
     pub fn filled(&self) -> ProcessDef {
         ProcessDef {
-            autorestart: Some(self.autorestart()),
+            // One key says it: `restart` (`autorestart = false` is `never`).
+            autorestart: None,
+            restart: Some(self.restart_policy()),
             max_restarts: Some(self.max_restarts()),
-            restart_delay: Some(Millis(self.restart_delay_ms())),
+            // Unset is no fixed delay (the backoff starts from the
+            // default): written out, it would ask for one.
+            restart_delay: self.restart_delay,
             min_uptime: Some(Millis(self.min_uptime_ms())),
             kill_signal: Some(self.kill_signal()),
             kill_timeout: Some(Millis(self.kill_timeout_ms())),
@@ -316,6 +357,27 @@ impl ProcessDef {
                 problems.push(
                     "increment_var goes with instances (it is raised by each copy's index)".into(),
                 );
+            }
+        }
+        if let (Some(policy), Some(auto)) = (self.restart, self.autorestart) {
+            if auto != (policy != RestartPolicy::Never) {
+                problems.push(format!(
+                    "autorestart = {auto} contradicts restart = {policy}: give one of them (autorestart = false is restart = never)"
+                ));
+            }
+        }
+        if let Some(code) = self
+            .stop_exit_codes
+            .iter()
+            .find(|c| !(0..=255).contains(*c))
+        {
+            problems.push(format!(
+                "stop exit code {code} is not an exit code (0 to 255)"
+            ));
+        }
+        if let Some(expr) = &self.cron_restart {
+            if let Err(e) = parse_cron(expr) {
+                problems.push(e);
             }
         }
         if problems.is_empty() {
@@ -430,6 +492,44 @@ pub fn shell_quote(a: &str) -> String {
     } else {
         format!("'{}'", a.replace('\'', "'\\''"))
     }
+}
+
+/// When an exit is followed by a restart (`restart`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Every exit (today's behaviour, and the default).
+    Always,
+    /// Every exit but a clean one (exit code 0).
+    #[serde(alias = "on_failure")]
+    OnFailure,
+    /// No exit (`autorestart = false`, `--no-autorestart`).
+    Never,
+}
+
+impl fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Never => "never",
+        })
+    }
+}
+
+/// Reads a `cron_restart` expression: five fields (minute hour day month
+/// weekday), or six with seconds first; `@daily` and the like too.
+pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
+    use croner::parser::{CronParser, Seconds};
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .build()
+        .parse(expr.trim())
+        .map_err(|e| {
+            format!(
+                "cron_restart {expr:?} is not a cron expression ({e}): give five fields \"minute hour day month weekday\" (e.g. \"0 3 * * *\"), or six with seconds first"
+            )
+        })
 }
 
 /// `desired` of a definition: what to do with it once created.
@@ -1124,5 +1224,98 @@ mod tests {
         );
         assert!("=x".parse::<EnvArg>().is_err());
         assert!("a b".parse::<EnvArg>().is_err());
+    }
+    #[test]
+    fn the_restart_policy_comes_from_restart_or_autorestart_and_a_contradiction_is_refused() {
+        let file = |text: &str| toml::from_str::<ProcessDef>(text).expect("entry");
+        assert_eq!(
+            file("script = \"x\"").restart_policy(),
+            RestartPolicy::Always
+        );
+        assert_eq!(
+            file("script = \"x\"\nautorestart = false").restart_policy(),
+            RestartPolicy::Never
+        );
+        let on_failure = file("script = \"x\"\nrestart = \"on-failure\"");
+        assert_eq!(on_failure.restart_policy(), RestartPolicy::OnFailure);
+        assert!(on_failure.autorestart());
+        let bad = toml::from_str::<ProcessDef>("script = \"x\"\nrestart = \"sometimes\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            bad.contains("sometimes") && bad.contains("on-failure"),
+            "{bad}"
+        );
+        let e = file("script = \"x\"\nrestart = \"always\"\nautorestart = false")
+            .check()
+            .unwrap_err();
+        assert!(e.contains("contradicts"), "{e}");
+        assert!(
+            file("script = \"x\"\nrestart = \"never\"\nautorestart = false")
+                .check()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn stop_exit_codes_and_cron_restart_are_checked() {
+        let def = |codes: Vec<i32>, cron: Option<&str>| ProcessDef {
+            script: "x".into(),
+            stop_exit_codes: codes,
+            cron_restart: cron.map(str::to_string),
+            ..ProcessDef::default()
+        };
+        assert!(def(vec![0, 3, 255], Some("0 3 * * *")).check().is_ok());
+        assert!(def(vec![], Some("*/2 * * * * *")).check().is_ok());
+        assert!(def(vec![], Some("@daily")).check().is_ok());
+        let e = def(vec![256], Some("0 3 * *")).check().unwrap_err();
+        assert!(e.contains("stop exit code 256"), "{e}");
+        assert!(
+            e.contains("cron_restart \"0 3 * *\" is not a cron expression"),
+            "{e}"
+        );
+        assert!(def(vec![], Some("61 * * * *")).check().is_err());
+    }
+
+    #[test]
+    fn a_filled_definition_says_the_policy_once_and_asks_for_no_fixed_delay() {
+        let def = ProcessDef {
+            script: "x".into(),
+            autorestart: Some(false),
+            ..ProcessDef::default()
+        }
+        .filled();
+        assert_eq!(
+            (def.autorestart, def.restart),
+            (None, Some(RestartPolicy::Never))
+        );
+        assert_eq!(def.restart_delay, None, "unset stays unset: no fixed delay");
+        assert_eq!(def.fixed_restart_delay_ms(), 0);
+        let text = toml::to_string(&def).expect("toml");
+        assert!(text.contains("restart = \"never\""), "{text}");
+        assert_eq!(toml::from_str::<ProcessDef>(&text).ok(), Some(def));
+    }
+
+    #[test]
+    fn stop_exit_codes_parse_from_a_comma_separated_flag() {
+        #[derive(clap::Parser)]
+        struct Cmd {
+            #[command(flatten)]
+            def: ProcessDef,
+        }
+        use clap::Parser;
+        let def = Cmd::try_parse_from([
+            "start",
+            "x",
+            "--stop-exit-codes",
+            "0,3",
+            "--cron-restart",
+            "0 3 * * *",
+        ])
+        .expect("parse")
+        .def;
+        assert_eq!(def.stop_exit_codes, [0, 3]);
+        assert_eq!(def.cron_restart.as_deref(), Some("0 3 * * *"));
+        assert!(Cmd::try_parse_from(["start", "x", "--stop-exit-codes", "zero"]).is_err());
     }
 }

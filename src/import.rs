@@ -188,20 +188,9 @@ pub const PM2_KEYS: &[(&str, Row)] = &[
         Row::To("restart_delay", Conv::Value),
     ),
     ("autorestart", Row::To("autorestart", Conv::Bool)),
-    // When ProcessDef has `stop_exit_codes`: Row::To("stop_exit_codes", Conv::Value).
-    (
-        "stop_exit_codes",
-        Row::Unsupported("opm restarts on every exit on this version"),
-    ),
-    // When ProcessDef has `cron_restart`: Row::To("cron_restart", Conv::Text).
-    (
-        "cron_restart",
-        Row::Unsupported("opm has no scheduled restarts on this version"),
-    ),
-    (
-        "cron",
-        Row::Unsupported("opm has no scheduled restarts on this version"),
-    ),
+    ("stop_exit_codes", Row::To("stop_exit_codes", Conv::Value)),
+    ("cron_restart", Row::To("cron_restart", Conv::Text)),
+    ("cron", Row::To("cron_restart", Conv::Text)),
     (
         "vizion",
         Row::Unsupported("opm reads no version-control metadata"),

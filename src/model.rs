@@ -20,6 +20,9 @@ pub enum Status {
     Stopping,
     /// Waiting out a restart backoff (after a crash or a failed start).
     Waiting,
+    /// Ended on its own and not restarted (its `restart` policy or
+    /// `stop_exit_codes`), as opposed to `stopped` by the user.
+    Exited,
 }
 
 impl Status {
@@ -31,6 +34,7 @@ impl Status {
             Status::Starting => "starting",
             Status::Stopping => "stopping",
             Status::Waiting => "waiting",
+            Status::Exited => "exited",
         }
     }
 }
@@ -64,6 +68,13 @@ pub struct ProcessView {
     /// The copies in its group (1 for a process without instances).
     #[serde(default = "one")]
     pub instances: u32,
+    /// `waiting`: when the next automatic start is due (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_at_ms: Option<u64>,
+    /// `exited`: the exit code of the run that ended (none when a signal
+    /// ended it or its end was not seen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
 }
 
 fn one() -> u32 {
@@ -141,8 +152,10 @@ pub struct ProcessInfo {
     pub last_exit: Option<ExitView>,
     /// Why the process is `errored`, when it is.
     pub errored_reason: Option<String>,
-    /// When the next automatic restart is due (backoff), if one is pending.
-    pub restart_at_ms: Option<u64>,
+    /// With `cron_restart`: its next match (ms since the epoch, the
+    /// daemon's local time zone read the expression).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron_next_ms: Option<u64>,
     pub events: Vec<EventView>,
     /// The whole definition, every default written out, as `opm save`
     /// writes it (`kill_signal`, and the options above in their file form).
@@ -248,6 +261,10 @@ pub enum ActionKind {
     Reload,
     Remove,
     Flush,
+    /// Zero the restart counters.
+    Reset,
+    /// Send `signal` to the process (`process_group`: to its whole process group).
+    Signal,
 }
 
 impl ActionKind {
@@ -259,6 +276,8 @@ impl ActionKind {
             ActionKind::Reload => "reload",
             ActionKind::Remove => "remove",
             ActionKind::Flush => "flush",
+            ActionKind::Reset => "reset",
+            ActionKind::Signal => "signal",
         }
     }
 }
@@ -304,6 +323,12 @@ pub struct ActionRequest {
     /// captured one (`opm restart --update-env`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caller_env: Option<BTreeMap<String, String>>,
+    /// With signal: which one (`SIGUSR2`, `USR2` or `12`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<crate::definition::Signal>,
+    /// With signal: every process of the group, not only the main one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub process_group: bool,
 }
 
 /// The answer to an action: the processes it touched, as they are after it.

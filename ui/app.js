@@ -546,7 +546,7 @@ async function start() {
 
 // ---------- process table (shared by this daemon and each agent) ----------
 
-const STATUS_CLASS = { online: 'ok', stopped: 'off', errored: 'bad', starting: 'warn', stopping: 'warn', waiting: 'warn' };
+const STATUS_CLASS = { online: 'ok', stopped: 'off', errored: 'bad', starting: 'warn', stopping: 'warn', waiting: 'warn', exited: 'done' };
 
 function badge(status, extra = '') {
   return h('span', { class: `badge ${STATUS_CLASS[status] || 'off'} ${extra}`, dataset: { status } }, status);
@@ -611,9 +611,17 @@ function actionsFor(scope, p, refresh) {
   return wrap;
 }
 
+/** What a status badge's tooltip adds: the exit code, the next try. */
+function statusDetail(p) {
+  if (p.status === 'exited') return p.exit_code === undefined ? 'ended, not restarted' : `exit code ${p.exit_code}, not restarted`;
+  if (p.status === 'waiting' && p.restart_at_ms) return `next try at ${fmtTime(p.restart_at_ms)}`;
+  return '';
+}
+
 function updateActions(wrap, p) {
   wrap.proc = p;
-  const running = p.desired === 'running';
+  // An exited run is meant to run but nothing runs: Start runs it again.
+  const running = p.desired === 'running' && p.status !== 'exited';
   wrap.toggleStart.hidden = running;
   wrap.toggleStop.hidden = !running;
 }
@@ -669,6 +677,7 @@ function processTable(scope, refresh) {
     setText(c.mem, p.pid ? fmtBytes(p.memory) : '—');
     setText(c.restarts, p.restarts);
     setText(c.uptime, p.status === 'online' ? fmtDuration(p.uptime_ms) : '—');
+    c.status.title = statusDetail(p);
     updateActions(c.actions, p);
   }
 
@@ -790,7 +799,7 @@ function processesCard(scope, title, headExtra) {
 
 // ---------- views ----------
 
-const EVENT_KINDS = ['started', 'exited', 'restarted', 'stopped', 'errored', 'memory_limit', 'watch', 'spawn_failed',
+const EVENT_KINDS = ['started', 'exited', 'restarted', 'stopped', 'errored', 'finished', 'cron_restart', 'reset', 'signal', 'memory_limit', 'watch', 'spawn_failed',
   'adopted', 'lost', 'removed', 'agent_joined', 'agent_registered', 'agent_online', 'agent_offline', 'agent_removed', 'recovered'];
 
 /** Every event of this daemon (and, on a server, about its agents), filtered by kind. */
@@ -1089,6 +1098,8 @@ function processView(scope, id) {
     const optional = [
       ['Max memory', info.max_memory ? fmtBytes(info.max_memory) : null], ['Errored', info.errored_reason],
       ['Next restart', info.restart_at_ms ? fmtTime(info.restart_at_ms) : null],
+      ['Exit code', info.status === 'exited' ? String(dash(info.exit_code)) : null],
+      ['Cron restart', info.cron_next_ms ? `${info.definition.cron_restart} (next ${fmtTime(info.cron_next_ms)})` : null],
       ['Env keys', (info.env_keys || []).join(', ')],
     ].filter(([, v]) => v);
     fillFacts(facts, [

@@ -114,6 +114,7 @@ pub fn render(m: &Metrics) -> String {
         Status::Starting,
         Status::Stopping,
         Status::Waiting,
+        Status::Exited,
     ];
     family(
         "opm_processes",
@@ -205,6 +206,8 @@ mod tests {
                 error: None,
                 instance: None,
                 instances: 1,
+                restart_at_ms: None,
+                exit_code: None,
             }],
         };
         let text = render(&m);

@@ -80,7 +80,7 @@ pub fn document() -> Value {
         json!({ "oneOf": [r("CreateRequest"), { "type": "array", "items": r("CreateRequest") }] })
     )}));
     paths.insert("/daemon/apply".into(), json!({ "post": with_body(op("Make the processes match a process file in one transaction: create the new, update and restart the changed, leave the unchanged running, prune what came from the file before", json!({ "200": ok(r("ApplyResponse")) })), r("ApplyRequest")) }));
-    paths.insert("/daemon/action".into(), json!({ "post": with_body(op("Start, stop, restart, reload, remove or flush processes", json!({ "200": ok(r("ActionResponse")) })), r("ActionRequest")) }));
+    paths.insert("/daemon/action".into(), json!({ "post": with_body(op("Start, stop, restart, reload, remove or flush processes, zero their restart counters (reset) or send them a signal", json!({ "200": ok(r("ActionResponse")) })), r("ActionRequest")) }));
     paths.insert("/daemon/scale".into(), json!({ "post": with_body(op("Grow or shrink an instance group: new copies take the lowest free indexes, the highest are stopped and removed", json!({ "200": ok(r("ScaleResponse")) })), r("ScaleRequest")) }));
     paths.insert("/daemon/logs/{id}".into(), json!({ "get": with_params(op("The last lines of a process's stdout and stderr", json!({ "200": ok(r("LogsResponse")) })), json!([id_param(process_id)[0].clone(), lines.clone()])) }));
     paths.insert("/daemon/logs/{id}/stream".into(), json!({ "get": with_params(op("Live log lines as server-sent events named `out` and `err`", json!({ "200": {
@@ -100,7 +100,7 @@ pub fn document() -> Value {
     let event_filters = json!([
         { "name": "process", "in": "query", "required": false, "description": "Only this process's events (id, or the name it had)", "schema": { "type": "string" } },
         { "name": "agent", "in": "query", "required": false, "description": "Only this agent's events (id or name; on a server)", "schema": { "type": "string" } },
-        { "name": "kind", "in": "query", "required": false, "description": "Only these kinds, comma-separated: started, exited, restarted, stopped, errored, memory_limit, watch, spawn_failed, adopted, lost, removed, agent_joined, agent_registered, agent_online, agent_offline, agent_removed, recovered", "schema": { "type": "string" } }
+        { "name": "kind", "in": "query", "required": false, "description": "Only these kinds, comma-separated: started, exited, restarted, stopped, errored, finished, cron_restart, reset, signal, memory_limit, watch, spawn_failed, adopted, lost, removed, agent_joined, agent_registered, agent_online, agent_offline, agent_removed, recovered", "schema": { "type": "string" } }
     ]);
     let mut with_limit = event_filters.as_array().cloned().unwrap_or_default();
     with_limit.push(json!({ "name": "limit", "in": "query", "required": false, "description": "The newest N (1 to 10000; 100 when not given), oldest first", "schema": { "type": "integer" } }));
@@ -123,7 +123,7 @@ pub fn document() -> Value {
             "count": { "type": "array", "items": { "type": "integer" }, "description": "a process's restarts; an agent's online processes" }
         }}}
     }});
-    let status = json!({ "type": "string", "enum": ["online", "stopped", "errored", "starting", "stopping", "waiting"] });
+    let status = json!({ "type": "string", "enum": ["online", "stopped", "errored", "starting", "stopping", "waiting", "exited"] });
     let process_view = json!({
         "type": "object",
         "required": ["id", "name", "pid", "status", "restarts", "uptime_ms", "cpu", "memory"],
@@ -136,7 +136,9 @@ pub fn document() -> Value {
             "autorestart": { "type": "boolean" }, "desired": { "type": "string" },
             "error": { "type": "string", "description": "why the last start failed, until a run succeeds" },
             "instance": { "type": "integer", "nullable": true, "description": "its index in its instance group (0…N-1); null without instances" },
-            "instances": { "type": "integer", "description": "the copies in its group (1 without instances)" }
+            "instances": { "type": "integer", "description": "the copies in its group (1 without instances)" },
+            "restart_at_ms": { "type": "integer", "description": "waiting: when the next automatic start is due (ms since the epoch)" },
+            "exit_code": { "type": "integer", "description": "exited: the code of the run that ended and was not restarted" }
         }
     });
     let mut process_info = process_view.clone();
@@ -177,8 +179,8 @@ pub fn document() -> Value {
                 json!({ "type": "string", "nullable": true }),
             ),
             (
-                "restart_at_ms",
-                json!({ "type": "integer", "nullable": true }),
+                "cron_next_ms",
+                json!({ "type": "integer", "description": "with cron_restart: its next match" }),
             ),
             (
                 "events",
@@ -223,7 +225,10 @@ pub fn document() -> Value {
         "caller_env": { "type": "object", "additionalProperties": { "type": "string" }, "description": "the environment the child's is built on (the caller's shell), under `env`" },
         "force": { "type": "boolean", "description": "create it even if the same command already runs under opm without a name" },
         "instances": { "oneOf": [{ "type": "integer" }, { "type": "string", "enum": ["max"] }], "description": "run N copies under this name (`max`: one per CPU, -1: one less)" },
-        "increment_var": { "type": "string", "description": "a variable raised by each copy's index (e.g. PORT)" }
+        "increment_var": { "type": "string", "description": "a variable raised by each copy's index (e.g. PORT)" },
+        "restart": { "type": "string", "enum": ["always", "on-failure", "never"], "description": "which exits are restarted (default always; never is autorestart = false)" },
+        "stop_exit_codes": { "type": "array", "items": { "type": "integer", "minimum": 0, "maximum": 255 }, "description": "exit codes that are not restarted" },
+        "cron_restart": { "type": "string", "description": "restart (or start again, once exited) at each match: \"0 3 * * *\", or six fields with seconds first" }
     }});
     let apply_request = json!({ "type": "object", "required": ["processes"], "additionalProperties": false, "properties": {
         "processes": { "type": "array", "items": r("CreateRequest") },
@@ -260,7 +265,9 @@ pub fn document() -> Value {
                 "ProcessInfo": process_info,
                 "CreateRequest": create_request,
                 "ActionRequest": { "type": "object", "required": ["id", "action"], "additionalProperties": false, "properties": {
-                    "id": target, "action": { "type": "string", "enum": ["start", "stop", "restart", "reload", "remove", "flush"] },
+                    "id": target, "action": { "type": "string", "enum": ["start", "stop", "restart", "reload", "remove", "flush", "reset", "signal"] },
+                    "signal": { "oneOf": [{ "type": "string" }, { "type": "integer" }], "description": "signal: SIGUSR2, USR2 or 12" },
+                    "process_group": { "type": "boolean", "description": "signal: to the whole process group, not only the main process" },
                     "caller_env": { "type": "object", "description": "restart, reload: the environment the child's is built on from now on" }
                 }},
                 "ActionResponse": { "type": "object", "properties": {

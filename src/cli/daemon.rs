@@ -548,6 +548,8 @@ pub async fn kill() -> Result<(), CliError> {
                 id: crate::model::Target::Name("all".into()),
                 action: crate::model::ActionKind::Stop,
                 caller_env: None,
+                signal: None,
+                process_group: false,
             },
         )
         .await?;

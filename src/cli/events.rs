@@ -20,7 +20,7 @@ pub struct EventsArgs {
     /// Only this agent's events (on a server: online, offline, removed)
     #[arg(long, value_name = "A")]
     pub agent: Option<String>,
-    /// Only these kinds (comma-separated): started, exited, restarted, stopped, errored, memory_limit, watch, spawn_failed, agent_joined, agent_registered, agent_online, agent_offline, recovered, ...
+    /// Only these kinds (comma-separated): started, exited, restarted, stopped, errored, finished, cron_restart, reset, signal, memory_limit, watch, spawn_failed, agent_joined, agent_registered, agent_online, agent_offline, recovered, ...
     #[arg(long, value_name = "K")]
     pub kind: Option<String>,
     /// How many of the newest events to print (1 to 10000)

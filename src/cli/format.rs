@@ -51,6 +51,20 @@ fn status_color(s: Status) -> Color {
         Status::Stopped => Color::DarkGrey,
         Status::Errored => Color::Red,
         Status::Starting | Status::Stopping | Status::Waiting => Color::Yellow,
+        Status::Exited => Color::Blue,
+    }
+}
+
+/// The status as the table shows it: `exited (0)` with the exit code,
+/// `waiting (3s)` with the time left before the next try.
+pub fn status_text(v: &ProcessView) -> String {
+    match (v.status, v.exit_code, v.restart_at_ms) {
+        (Status::Exited, Some(code), _) => format!("exited ({code})"),
+        (Status::Waiting, _, Some(at)) => {
+            let left = at.saturating_sub(crate::spec::now_ms());
+            format!("waiting ({})", duration(left.div_ceil(1000) * 1000))
+        }
+        (s, _, _) => s.as_str().to_string(),
     }
 }
 
@@ -64,7 +78,7 @@ pub fn table(views: &[ProcessView]) -> String {
         "id", "name", "pid", "status", "↺", "uptime", "cpu", "memory",
     ]);
     for v in grouped(views) {
-        let mut status = Cell::new(v.status.as_str());
+        let mut status = Cell::new(status_text(v));
         if color {
             status = status.fg(status_color(v.status));
         }

@@ -113,6 +113,12 @@ pub enum Command {
     Events(events::EventsArgs),
     /// A live dashboard in the terminal: processes, CPU and memory, logs, restart/stop/start keys
     Monit(monit::MonitArgs),
+    /// Zero the restart counters (↺) of processes
+    Reset(process::TargetArgs),
+    /// Send a signal to processes: `opm signal SIGUSR2 api` (the main process; --process-group for all of its group)
+    Signal(process::SignalArgs),
+    /// Print the pid of each running process named (all when none is), one per line; exit 1 if one is not running
+    Pid(process::PidArgs),
     /// Empty the log files of processes (all when none is named)
     Flush(process::FlushArgs),
     /// The environment opm gives a process
@@ -240,6 +246,9 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
         Command::Logs(a) => process::logs(a).await,
         Command::Monit(a) => monit::monit(a).await,
         Command::Events(a) => events::events(a).await,
+        Command::Reset(a) => process::act(a, ActionKind::Reset).await,
+        Command::Signal(a) => process::signal(a).await,
+        Command::Pid(a) => process::pid(a).await,
         Command::Flush(a) => process::flush(a).await,
         Command::Env(a) => process::env(a).await,
         Command::Save(a) => process::save(a).await,

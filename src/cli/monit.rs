@@ -959,6 +959,7 @@ fn status_color(s: Status) -> Color {
         Status::Stopped => Color::DarkGray,
         Status::Errored => Color::Red,
         Status::Starting | Status::Stopping | Status::Waiting => Color::Yellow,
+        Status::Exited => Color::Blue,
     }
 }
 
@@ -1190,6 +1191,8 @@ mod tests {
             error: None,
             instance: None,
             instances: 1,
+            restart_at_ms: None,
+            exit_code: None,
         }
     }
 

@@ -11,7 +11,7 @@ use super::daemon::{local, target, RestoreArgs};
 use super::format::{self, print_json, table};
 use super::{CliError, Format, Remote};
 use crate::client::{Client, ClientError};
-use crate::definition::{EnvArg, ProcessDef};
+use crate::definition::{EnvArg, ProcessDef, RestartPolicy};
 use crate::fsutil::write_atomic;
 use crate::model::{
     ActionKind, ActionRequest, ActionResponse, ApplyRequest, ApplyResponse, CreateBody, Dump,
@@ -23,6 +23,9 @@ pub struct StartArgs {
     /// The process: its script and options (`crate::definition`).
     #[command(flatten)]
     pub def: ProcessDef,
+    /// Which exits are restarted: always (default), on-failure (not exit code 0), never (= --no-autorestart)
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub restart: Option<RestartPolicy>,
     /// A variable K=V (repeatable), or the name of a set of a process file (`env_production`: --env production)
     #[arg(long = "env", value_name = "K=V|SET")]
     pub env: Vec<EnvArg>,
@@ -49,9 +52,9 @@ pub struct UpdateArgs {
     /// A variable K=V to set (repeatable)
     #[arg(long = "env", value_name = "K=V")]
     pub env: Vec<EnvArg>,
-    /// Restart it now with the new definition (else it applies at its next restart)
-    #[arg(long)]
-    pub restart: bool,
+    /// Bare: restart it now with the new definition (else it applies at its next restart). With a value: the restart policy (always, on-failure, never)
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub restart: Option<Option<RestartPolicy>>,
     #[command(flatten)]
     pub remote: Remote,
     #[arg(long, value_enum, default_value_t = Format::Default)]
@@ -444,6 +447,9 @@ pub fn caller_env() -> std::collections::BTreeMap<String, String> {
 }
 
 pub async fn start(mut a: StartArgs) -> Result<(), CliError> {
+    if let Some(policy) = a.restart.take() {
+        a.def.restart = Some(policy);
+    }
     // `opm start --watch app.js`: clap gives app.js to --watch (it takes an
     // optional value); with no script left, it is the script and --watch is bare.
     if a.def.script.trim().is_empty() {
@@ -667,6 +673,8 @@ pub async fn send_action(
                 id: target,
                 action,
                 caller_env: None,
+                signal: None,
+                process_group: false,
             },
         )
         .await
@@ -715,6 +723,8 @@ pub async fn act(a: TargetArgs, action: ActionKind) -> Result<(), CliError> {
             id: Target::parse(t),
             action,
             caller_env: caller_env.clone(),
+            signal: None,
+            process_group: false,
         };
         match client
             .post::<_, ActionResponse>("/daemon/action", &req)
@@ -746,6 +756,7 @@ pub async fn act(a: TargetArgs, action: ActionKind) -> Result<(), CliError> {
             let done = match action {
                 ActionKind::Stop => v.status == Status::Stopped,
                 ActionKind::Remove => false,
+                ActionKind::Reset | ActionKind::Signal => true,
                 _ => v.status == Status::Online,
             };
             let mark = if done { "✔" } else { "…" };
@@ -775,6 +786,130 @@ pub async fn act(a: TargetArgs, action: ActionKind) -> Result<(), CliError> {
     }
     if failed > 0 {
         Err(CliError::Partial(failed))
+    } else {
+        Ok(())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SignalArgs {
+    /// The signal: a name (SIGUSR2, USR2, any case) or a number (12)
+    #[arg(value_name = "SIGNAL")]
+    pub signal: crate::definition::Signal,
+    /// Process ids, names or `all` (the running ones)
+    #[arg(required = true, value_name = "ID|NAME|all")]
+    pub targets: Vec<String>,
+    /// Send it to every process of the group (the program and what it started), not only the main process
+    #[arg(long)]
+    pub process_group: bool,
+    #[command(flatten)]
+    pub remote: Remote,
+    #[arg(long, value_enum, default_value_t = Format::Default)]
+    pub format: Format,
+}
+
+/// `opm signal SIG NAME...`: the signal to each process's main pid (or,
+/// with `--group`, its whole process group).
+pub async fn signal(a: SignalArgs) -> Result<(), CliError> {
+    let client = target(&a.remote)?;
+    let mut shown: Vec<ProcessView> = Vec::new();
+    let mut failed = 0;
+    for t in &a.targets {
+        let req = ActionRequest {
+            id: Target::parse(t),
+            action: ActionKind::Signal,
+            caller_env: None,
+            signal: Some(a.signal),
+            process_group: a.process_group,
+        };
+        match client
+            .post::<_, ActionResponse>("/daemon/action", &req)
+            .await
+        {
+            Ok(r) => shown.extend(r.processes),
+            Err(e) => {
+                eprintln!("✘ {t}: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if a.format == Format::Json {
+        print_json(
+            &serde_json::json!({ "action": "signal", "signal": a.signal, "processes": shown }),
+        )?;
+    } else {
+        let to = if a.process_group {
+            "the process group of"
+        } else {
+            "pid"
+        };
+        for v in &shown {
+            println!(
+                "✔ sent {} to {} (id {}): {to} {}",
+                a.signal,
+                v.name,
+                v.id,
+                v.pid.map_or("-".into(), |p| p.to_string())
+            );
+        }
+    }
+    if failed > 0 {
+        Err(CliError::Partial(failed))
+    } else {
+        Ok(())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PidArgs {
+    /// Process ids or names (default: every process)
+    #[arg(value_name = "ID|NAME|all")]
+    pub targets: Vec<String>,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+/// `opm pid [NAME...]`: the pid of each running process named, one per
+/// line and nothing else, for scripts (`kill -HUP $(opm pid api)`). Exits 1
+/// when a named process has no running process (said on stderr).
+pub async fn pid(a: PidArgs) -> Result<(), CliError> {
+    let client = target(&a.remote)?;
+    let views: Vec<ProcessView> = client.get("/daemon/list").await?;
+    let all = a.targets.is_empty() || a.targets.iter().any(|t| t == "all");
+    let mut not_running = 0;
+    if all {
+        for v in &views {
+            if let Some(p) = v.pid {
+                println!("{p}");
+            }
+        }
+        return Ok(());
+    }
+    for t in &a.targets {
+        let named: Vec<&ProcessView> = views
+            .iter()
+            .filter(|v| v.name == *t || t.parse::<u64>() == Ok(v.id))
+            .collect();
+        if named.is_empty() {
+            return Err(CliError::Usage(format!("no process with id or name {t}")));
+        }
+        for v in named {
+            match v.pid {
+                Some(p) => println!("{p}"),
+                None => {
+                    eprintln!(
+                        "✘ {} (id {}) has no running process: it is {}",
+                        v.name,
+                        v.id,
+                        format::status_text(v)
+                    );
+                    not_running += 1;
+                }
+            }
+        }
+    }
+    if not_running > 0 {
+        Err(CliError::Partial(not_running))
     } else {
         Ok(())
     }
@@ -842,13 +977,53 @@ pub async fn info(a: InfoArgs) -> Result<(), CliError> {
     row("cpu", format!("{:.1}%", v.cpu));
     row("memory", format::bytes(v.memory));
     row("autorestart", v.autorestart.to_string());
+    let def = &i.definition;
     row(
-        "restart policy",
+        "restart",
+        match def.stop_exit_codes.as_slice() {
+            [] => def.restart_policy().to_string(),
+            codes => format!(
+                "{}, never after exit code {}",
+                def.restart_policy(),
+                codes
+                    .iter()
+                    .map(i32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    );
+    row(
+        "restart delay",
+        match def.restart_delay {
+            Some(d) => format!(
+                "{d} before each restart (doubling in a crash loop, up to {})",
+                crate::definition::Millis(crate::reconcile::plan::BACKOFF_CAP_MS.max(d.0))
+            ),
+            None => format!(
+                "none: the first restart is at once, a crash loop waits {} doubling, up to {}",
+                crate::definition::Millis(i.restart_delay_ms),
+                crate::definition::Millis(crate::reconcile::plan::BACKOFF_CAP_MS)
+            ),
+        },
+    );
+    row(
+        "crash loop",
         format!(
-            "max {} quick restarts, delay {} ms doubling, stable after {} ms",
-            i.max_restarts, i.restart_delay_ms, i.min_uptime_ms
+            "errored after {} quick restarts (exits within {} of starting)",
+            i.max_restarts,
+            crate::definition::Millis(i.min_uptime_ms)
         ),
     );
+    if let Some(cron) = &def.cron_restart {
+        row(
+            "cron restart",
+            match i.cron_next_ms {
+                Some(next) => format!("{cron:?}, next at {}", format::timestamp(next)),
+                None => format!("{cron:?}, no next match"),
+            },
+        );
+    }
     row("kill signal", i.definition.kill_signal().to_string());
     row("kill timeout", format!("{} ms", i.kill_timeout_ms));
     row("max memory", i.max_memory.map_or("-".into(), format::bytes));
@@ -894,7 +1069,10 @@ pub async fn info(a: InfoArgs) -> Result<(), CliError> {
     if let Some(r) = &i.errored_reason {
         row("errored", r.clone());
     }
-    if let Some(at) = i.restart_at_ms {
+    if let Some(code) = v.exit_code {
+        row("exit code", code.to_string());
+    }
+    if let Some(at) = v.restart_at_ms {
         row("next restart", format::timestamp(at));
     }
     row(
@@ -1032,6 +1210,8 @@ pub async fn flush(a: FlushArgs) -> Result<(), CliError> {
                     id: Target::parse(t),
                     action: ActionKind::Flush,
                     caller_env: None,
+                    signal: None,
+                    process_group: false,
                 },
             )
             .await?;
@@ -1117,6 +1297,8 @@ pub async fn restore() -> Result<(), CliError> {
                                 },
                                 action: ActionKind::Start,
                                 caller_env: None,
+                                signal: None,
+                                process_group: false,
                             },
                         )
                         .await?;
@@ -1155,6 +1337,11 @@ pub async fn update(a: UpdateArgs) -> Result<(), CliError> {
     let info: ProcessInfo = client.get(&format!("/daemon/info/{}", a.target)).await?;
     let mut stored = serde_json::to_value(&info.definition)?;
     let mut given = a.def;
+    // `--restart` alone restarts now; `--restart POLICY` sets the policy.
+    let restart_now = a.restart == Some(None);
+    if let Some(Some(policy)) = a.restart {
+        given.restart = Some(policy);
+    }
     for e in a.env {
         match e {
             EnvArg::Var(k, v) => given.env.push((k, v)),
@@ -1178,6 +1365,12 @@ pub async fn update(a: UpdateArgs) -> Result<(), CliError> {
     }
     let given = serde_json::to_value(&given)?;
     if let (Some(s), Some(g)) = (stored.as_object_mut(), given.as_object()) {
+        // `restart` and `autorestart` say the same thing: the one given wins.
+        for (one, other) in [("restart", "autorestart"), ("autorestart", "restart")] {
+            if g.contains_key(one) && !g.contains_key(other) {
+                s.remove(other);
+            }
+        }
         for (k, v) in g {
             if k == "script" && v.as_str().is_some_and(|t| t.trim().is_empty()) {
                 continue;
@@ -1195,7 +1388,7 @@ pub async fn update(a: UpdateArgs) -> Result<(), CliError> {
                 processes: vec![def],
                 origin: None,
                 prune: false,
-                restart: a.restart,
+                restart: restart_now,
             },
         )
         .await?;
@@ -1203,7 +1396,7 @@ pub async fn update(a: UpdateArgs) -> Result<(), CliError> {
         return print_json(&answer);
     }
     for v in &answer.changed {
-        if a.restart {
+        if restart_now {
             println!(
                 "✔ updated {} (id {}) and restarted it: {}",
                 v.name,

@@ -67,6 +67,8 @@ pub struct Executor {
     watchers: HashMap<u64, (WatchPlan, tokio::task::AbortHandle)>,
     /// Restarts due to watched changes: when due, the first change's time, what changed.
     watch_due: HashMap<u64, WatchDue>,
+    /// The next `cron_restart` match of each process with one, and its expression.
+    cron_due: HashMap<u64, (u64, String)>,
 }
 
 /// What one process's watcher watches and leaves aside.
@@ -113,6 +115,7 @@ impl Executor {
             next_memory_check_ms: 0,
             watchers: HashMap::new(),
             watch_due: HashMap::new(),
+            cron_due: HashMap::new(),
         };
         (exec, handle)
     }
@@ -167,6 +170,7 @@ impl Executor {
                 self.check_memory(now, &mut dirty);
             }
             self.due_watch_restarts(now, &mut dirty);
+            self.due_cron_restarts(now, &mut dirty);
             self.pass(dirty);
         }
         if let Err(e) = self.store.flush() {
@@ -180,6 +184,7 @@ impl Executor {
             .values()
             .filter_map(|s| s.next_check_ms)
             .chain(self.watch_due.values().map(|d| d.at_ms))
+            .chain(self.cron_due.values().map(|(t, _)| *t))
             .min();
         let memory = self
             .slots
@@ -331,6 +336,18 @@ impl Executor {
                     dirty.insert(id);
                 }
             }
+            Msg::Reset(ids) => {
+                for id in ids {
+                    let Some(slot) = self.slots.get_mut(&id) else {
+                        continue;
+                    };
+                    let before = slot.obs.restarts();
+                    slot.obs = plan::on_reset(&slot.obs);
+                    let spec = slot.spec.clone();
+                    self.event(&spec, "reset", format!("{before} restarts counted before"));
+                    dirty.insert(id);
+                }
+            }
         }
     }
 
@@ -425,6 +442,7 @@ impl Executor {
         }
         for &id in &dirty {
             self.sync_watch(id);
+            self.sync_cron(id, now);
             if let Some(slot) = self.slots.get(&id) {
                 if let Err(e) = self.store.put_runtime(id, &slot.obs) {
                     tracing::error!(id, name = %slot.spec.name, "cannot record its state: {e}");
@@ -533,11 +551,14 @@ impl Executor {
                         format!("{sig} to process group {pgid}"),
                     );
                 }
-                Action::MarkStopped | Action::MarkErrored { .. } => {
+                Action::MarkStopped | Action::MarkErrored { .. } | Action::MarkFinished { .. } => {
                     slot.obs = plan::on_action(&slot.spec, &slot.obs, &action, now);
                     let spec = slot.spec.clone();
                     match action {
                         Action::MarkErrored { reason } => self.event(&spec, "errored", reason),
+                        Action::MarkFinished { reason } => {
+                            self.event(&spec, "finished", format!("not restarted: {reason}"))
+                        }
                         _ => self.event(&spec, "stopped", String::new()),
                     }
                 }
@@ -653,6 +674,60 @@ impl Executor {
                 let spec = slot.spec.clone();
                 self.event(&spec, "watch", reason);
                 dirty.insert(id);
+            }
+        }
+    }
+
+    /// Turns `cron_restart` matches that are due into restarts (or starts of
+    /// an exited run), and schedules each one's next match.
+    fn due_cron_restarts(&mut self, now: u64, dirty: &mut BTreeSet<u64>) {
+        let due: Vec<(u64, String)> = self
+            .cron_due
+            .iter()
+            .filter(|(_, (t, _))| *t <= now)
+            .map(|(id, (_, expr))| (*id, expr.clone()))
+            .collect();
+        for (id, expr) in due {
+            match plan::next_cron_ms(&expr, now) {
+                Some(next) => self.cron_due.insert(id, (next, expr.clone())),
+                None => self.cron_due.remove(&id),
+            };
+            let Some(slot) = self.slots.get_mut(&id) else {
+                continue;
+            };
+            let reason = format!("cron_restart {expr:?} matched");
+            let next = plan::on_cron(&slot.spec, &slot.obs, &reason);
+            if next != slot.obs {
+                slot.obs = next;
+                let spec = slot.spec.clone();
+                self.event(&spec, "cron_restart", reason);
+                dirty.insert(id);
+            }
+        }
+    }
+
+    /// Keeps the next `cron_restart` match scheduled exactly while the
+    /// process should run with one (a match missed while the daemon was
+    /// down is not made up for, as cron does).
+    fn sync_cron(&mut self, id: u64, now: u64) {
+        let wanted = self.slots.get(&id).and_then(|s| {
+            (s.spec.desired == crate::spec::Desired::Running)
+                .then(|| s.spec.def.cron_restart.clone())
+                .flatten()
+        });
+        match (wanted, self.cron_due.get(&id)) {
+            (Some(expr), Some((_, current))) if *current == expr => {}
+            (Some(expr), _) => match plan::next_cron_ms(&expr, now) {
+                Some(next) => {
+                    self.cron_due.insert(id, (next, expr));
+                }
+                None => {
+                    self.cron_due.remove(&id);
+                    tracing::warn!(id, "cron_restart {expr:?} has no next match");
+                }
+            },
+            (None, _) => {
+                self.cron_due.remove(&id);
             }
         }
     }

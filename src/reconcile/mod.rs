@@ -36,6 +36,8 @@ pub enum Msg {
     },
     /// A file under a watched path changed.
     FileChanged { id: u64, path: std::path::PathBuf },
+    /// `opm reset`: zero these processes' restart counters.
+    Reset(Vec<u64>),
 }
 
 /// State shared between the executor (the only writer) and readers.
@@ -95,6 +97,14 @@ impl Handle {
         if !ids.is_empty() {
             // The executor only stops at shutdown; a wake then has nothing to do.
             let _ = self.tx.send(Msg::Wake(ids));
+        }
+    }
+
+    /// Zeroes the restart counters of `ids` (they live in `observed`,
+    /// which only the executor writes).
+    pub fn reset(&self, ids: Vec<u64>) {
+        if !ids.is_empty() {
+            let _ = self.tx.send(Msg::Reset(ids));
         }
     }
 

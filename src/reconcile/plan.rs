@@ -6,6 +6,7 @@
 //! performs the actions and feeds the facts back. Every transition has a test
 //! below that reads like a sentence.
 
+use crate::definition::{ProcessDef, RestartPolicy};
 use crate::model::ActionKind;
 use crate::spec::{Desired, Exit, Observed, Phase, Spec};
 
@@ -29,6 +30,10 @@ pub enum Action {
     MarkStopped,
     /// Too many unstable restarts: give up until the user asks.
     MarkErrored { reason: String },
+    /// The run ended and its policy does not restart it (`restart`,
+    /// `stop_exit_codes`): nothing runs until the user (or a cron match)
+    /// asks. `reason` says which rule applied.
+    MarkFinished { reason: String },
     /// Delete the process from the store.
     Forget,
 }
@@ -71,14 +76,46 @@ pub fn backoff_ms(restart_delay_ms: u64, unstable: u32) -> u64 {
         .min(BACKOFF_CAP_MS.max(restart_delay_ms))
 }
 
+/// The wait before the automatic restart that follows the `unstable`-th
+/// consecutive unstable exit: the fixed `restart_delay` when one is asked
+/// for, or the crash backoff when it is longer (in a crash loop).
+pub fn restart_wait_ms(def: &ProcessDef, unstable: u32) -> u64 {
+    def.fixed_restart_delay_ms()
+        .max(backoff_ms(def.restart_delay_ms(), unstable))
+}
+
+/// Why the run that just ended is not restarted, if it is not: its policy
+/// (`restart`, `stop_exit_codes`) applied to how it ended. A start that
+/// failed (`last_error`) is a failure; an end nobody saw (the daemon was
+/// down: no code, no signal) is not a clean exit either.
+pub fn no_restart_reason(def: &ProcessDef, obs: &Observed) -> Option<String> {
+    let policy = def.restart_policy();
+    if policy == RestartPolicy::Never {
+        return Some("restart = never".into());
+    }
+    if obs.last_error.is_some() {
+        return None;
+    }
+    match obs.last_exit.as_ref().and_then(|e| e.code) {
+        Some(code) if def.stop_exit_codes.contains(&code) => {
+            Some(format!("exit code {code} is in stop_exit_codes"))
+        }
+        Some(0) if policy == RestartPolicy::OnFailure => {
+            Some("exit code 0 with restart = on-failure".into())
+        }
+        _ => None,
+    }
+}
+
 /// When the pending automatic restart is due, if one is. A start that
 /// failed (`last_error`) is never retried at once: the same error would
-/// most likely come back, so it waits at least `restart_delay`.
+/// most likely come back, so it waits at least the backoff's base.
 pub fn restart_due_ms(spec: &Spec, obs: &Observed) -> Option<u64> {
     match obs.phase {
         Phase::Exited { at_ms }
             if spec.desired == Desired::Running
-                && spec.def.autorestart()
+                && obs.generation >= spec.generation
+                && no_restart_reason(&spec.def, obs).is_none()
                 && obs.unstable <= spec.def.max_restarts() =>
         {
             let unstable = if obs.last_error.is_some() {
@@ -86,9 +123,55 @@ pub fn restart_due_ms(spec: &Spec, obs: &Observed) -> Option<u64> {
             } else {
                 obs.unstable
             };
-            Some(at_ms + backoff_ms(spec.def.restart_delay_ms(), unstable))
+            Some(at_ms + restart_wait_ms(&spec.def, unstable))
         }
         _ => None,
+    }
+}
+
+/// The first match of a `cron_restart` expression after `after_ms`, in the
+/// daemon's local time; `None` when it cannot be read or never matches.
+pub fn next_cron_ms(expr: &str, after_ms: u64) -> Option<u64> {
+    next_cron_in(expr, after_ms, &chrono::Local)
+}
+
+/// `next_cron_ms` in the time zone `tz` (the tests use UTC).
+pub fn next_cron_in<Tz: chrono::TimeZone>(expr: &str, after_ms: u64, tz: &Tz) -> Option<u64> {
+    let cron = crate::definition::parse_cron(expr).ok()?;
+    let after = tz
+        .timestamp_millis_opt(i64::try_from(after_ms).ok()?)
+        .single()?;
+    let next = cron.find_next_occurrence(&after, false).ok()?;
+    u64::try_from(next.timestamp_millis()).ok()
+}
+
+/// A cron match: a running process is restarted, and one that exited (or
+/// errored) runs again, as a fresh run (its crash count cleared). Nothing
+/// changes for a process the user stopped, nor while a start or a stop is
+/// already under way.
+pub fn on_cron(spec: &Spec, obs: &Observed, reason: &str) -> Observed {
+    let mut next = obs.clone();
+    if spec.desired != Desired::Running || obs.restart_pending.is_some() {
+        return next;
+    }
+    match obs.phase {
+        Phase::Running { .. } => next.restart_pending = Some(reason.to_string()),
+        Phase::Stopped { .. } | Phase::Errored { .. } => {
+            next.restart_pending = Some(reason.to_string());
+            next.unstable = 0;
+        }
+        _ => {}
+    }
+    next
+}
+
+/// `opm reset`: the restart counters start again from zero (the current
+/// run, if any, counts as the first start; the crash-loop count is cleared).
+pub fn on_reset(obs: &Observed) -> Observed {
+    Observed {
+        starts: obs.starts.min(1),
+        unstable: 0,
+        ..obs.clone()
     }
 }
 
@@ -134,8 +217,15 @@ pub fn plan(spec: &Spec, obs: &Observed, now_ms: u64) -> Plan {
             if requested {
                 return Plan::act(Action::Spawn);
             }
-            if !spec.def.autorestart() {
-                return Plan::act(Action::MarkStopped);
+            if let Some(reason) = no_restart_reason(&spec.def, obs) {
+                // A start that failed and is not tried again is an error,
+                // not a finished run.
+                return Plan::act(match &obs.last_error {
+                    Some(error) => Action::MarkErrored {
+                        reason: format!("{error} (not tried again: {reason})"),
+                    },
+                    None => Action::MarkFinished { reason },
+                });
             }
             if obs.unstable > spec.def.max_restarts() {
                 return Plan::act(Action::MarkErrored {
@@ -324,7 +414,12 @@ pub fn on_action(spec: &Spec, obs: &Observed, action: &Action, now_ms: u64) -> O
                 }
             }
         }
-        Action::MarkStopped => next.phase = Phase::Stopped { at_ms: now_ms },
+        // A finished run is `Stopped` while it is meant to run: `status`
+        // calls that `exited` (no new phase, so records stay readable by
+        // an older opm).
+        Action::MarkStopped | Action::MarkFinished { .. } => {
+            next.phase = Phase::Stopped { at_ms: now_ms }
+        }
         Action::MarkErrored { reason } => {
             next.phase = Phase::Errored {
                 at_ms: now_ms,
@@ -379,7 +474,8 @@ pub fn on_user_action(spec: &mut Spec, obs: &Observed, action: ActionKind) {
             spec.generation += 1;
         }
         ActionKind::Remove => spec.desired = Desired::Removed,
-        ActionKind::Flush => {}
+        // Neither asks for a run nor changes the desired state.
+        ActionKind::Flush | ActionKind::Reset | ActionKind::Signal => {}
     }
 }
 
@@ -431,7 +527,18 @@ pub fn status(spec: &Spec, obs: &Observed) -> crate::model::Status {
         Phase::Stopping { .. } => Status::Stopping,
         Phase::Spawning { .. } => Status::Starting,
         Phase::Errored { .. } => Status::Errored,
-        Phase::Stopped { .. } => Status::Stopped,
+        Phase::Stopped { .. } => {
+            if spec.desired != Desired::Running {
+                Status::Stopped
+            } else if obs.generation < spec.generation || obs.restart_pending.is_some() {
+                // A start asked for (by the user, a cron match): it comes at once.
+                Status::Starting
+            } else {
+                // Meant to run, nothing asked for: a run that ended and was
+                // not restarted (a one-shot job, an exit its policy keeps).
+                Status::Exited
+            }
+        }
         Phase::Idle => match spec.desired {
             Desired::Running => Status::Starting,
             _ => Status::Stopped,
@@ -442,11 +549,13 @@ pub fn status(spec: &Spec, obs: &Observed) -> crate::model::Status {
             } else if obs.generation < spec.generation {
                 // A start the user asked for: the spawn comes at once.
                 Status::Starting
-            } else if !spec.def.autorestart() {
-                Status::Stopped
-            } else if obs.last_error.is_some()
-                || backoff_ms(spec.def.restart_delay_ms(), obs.unstable) > 0
-            {
+            } else if no_restart_reason(&spec.def, obs).is_some() {
+                if obs.last_error.is_some() {
+                    Status::Errored
+                } else {
+                    Status::Exited
+                }
+            } else if obs.last_error.is_some() || restart_wait_ms(&spec.def, obs.unstable) > 0 {
                 Status::Waiting
             } else {
                 Status::Starting
@@ -531,7 +640,8 @@ mod tests {
     const T0: u64 = 1_000_000;
 
     /// A process `api` that should run, generation 1, with a short policy
-    /// (3 quick restarts, 100 ms delay, stable after 1 s, 2 s kill timeout).
+    /// (3 quick restarts, no fixed delay so the backoff starts from 100 ms,
+    /// stable after 1 s, 2 s kill timeout).
     fn spec() -> Spec {
         Spec {
             id: 1,
@@ -543,7 +653,6 @@ mod tests {
                 script: "node app.js".into(),
                 cwd: Some("/".into()),
                 max_restarts: Some(3),
-                restart_delay: Some(Millis(100)),
                 min_uptime: Some(Millis(1_000)),
                 kill_timeout: Some(Millis(2_000)),
                 ..Default::default()
@@ -696,13 +805,260 @@ mod tests {
     }
 
     #[test]
-    fn without_autorestart_an_exit_leaves_the_process_stopped() {
+    fn without_autorestart_an_exit_leaves_the_process_exited() {
         let mut s = spec();
         s.def.autorestart = Some(false);
         let obs = on_exit(&s, &running(42, T0), 42, Some(0), None, false, T0 + 10);
-        assert_eq!(plan(&s, &obs, T0 + 10).actions, vec![Action::MarkStopped]);
-        let stopped = on_action(&s, &obs, &Action::MarkStopped, T0 + 10);
-        assert_eq!(plan(&s, &stopped, T0 + 20), Plan::idle());
+        let finished = Action::MarkFinished {
+            reason: "restart = never".into(),
+        };
+        assert_eq!(plan(&s, &obs, T0 + 10).actions, vec![finished.clone()]);
+        let exited = on_action(&s, &obs, &finished, T0 + 10);
+        assert_eq!(status(&s, &exited), crate::model::Status::Exited);
+        assert_eq!(plan(&s, &exited, T0 + 20), Plan::idle());
+    }
+
+    /// `spec()` with its definition changed by `f`.
+    fn spec_with(f: impl FnOnce(&mut crate::definition::ProcessDef)) -> Spec {
+        let mut s = spec();
+        f(&mut s.def);
+        s
+    }
+
+    /// A run of `s` that started at T0 and ended at T0 + 5 s (a stable
+    /// uptime) with `code` or `signal`.
+    fn ended(s: &Spec, code: Option<i32>, signal: Option<i32>) -> Observed {
+        on_exit(s, &running(42, T0), 42, code, signal, false, T0 + 5_000)
+    }
+
+    #[test]
+    fn an_exit_code_in_stop_exit_codes_is_not_restarted_and_shows_exited() {
+        let s = spec_with(|d| d.stop_exit_codes = vec![0, 3]);
+        let obs = ended(&s, Some(3), None);
+        let p = plan(&s, &obs, T0 + 5_000);
+        let [Action::MarkFinished { reason }] = p.actions.as_slice() else {
+            panic!("finished, got {p:?}");
+        };
+        assert!(
+            reason.contains("exit code 3 is in stop_exit_codes"),
+            "{reason}"
+        );
+        assert_eq!(status(&s, &obs), crate::model::Status::Exited);
+        assert_eq!(restart_due_ms(&s, &obs), None);
+        let other = ended(&s, Some(4), None);
+        assert_eq!(plan(&s, &other, T0 + 5_000).actions, vec![Action::Spawn]);
+    }
+
+    #[test]
+    fn on_failure_keeps_a_clean_exit_and_restarts_a_failed_one() {
+        let s = spec_with(|d| d.restart = Some(RestartPolicy::OnFailure));
+        let clean = ended(&s, Some(0), None);
+        assert!(matches!(
+            plan(&s, &clean, T0 + 5_000).actions.as_slice(),
+            [Action::MarkFinished { .. }]
+        ));
+        let failed = ended(&s, Some(1), None);
+        assert_eq!(plan(&s, &failed, T0 + 5_000).actions, vec![Action::Spawn]);
+    }
+
+    #[test]
+    fn on_failure_restarts_a_run_killed_by_a_signal_or_ended_while_nobody_watched() {
+        let s = spec_with(|d| d.restart = Some(RestartPolicy::OnFailure));
+        let killed = ended(&s, None, Some(9));
+        assert_eq!(plan(&s, &killed, T0 + 5_000).actions, vec![Action::Spawn]);
+        let lost = on_restore(&s, &running(42, T0), false, T0 + 60_000);
+        assert_eq!(plan(&s, &lost, T0 + 60_000).actions, vec![Action::Spawn]);
+    }
+
+    #[test]
+    fn never_restarts_no_exit_and_autorestart_false_is_never() {
+        let s = spec_with(|d| d.restart = Some(RestartPolicy::Never));
+        for (code, signal) in [(Some(0), None), (Some(1), None), (None, Some(9))] {
+            let obs = ended(&s, code, signal);
+            assert!(matches!(
+                plan(&s, &obs, T0 + 5_000).actions.as_slice(),
+                [Action::MarkFinished { .. }]
+            ));
+        }
+        let old = spec_with(|d| d.autorestart = Some(false));
+        assert_eq!(old.def.restart_policy(), RestartPolicy::Never);
+        assert!(!old.def.autorestart());
+    }
+
+    #[test]
+    fn a_start_that_failed_under_never_is_errored_not_exited() {
+        let s = spec_with(|d| d.restart = Some(RestartPolicy::Never));
+        let obs = on_spawn_failed(&s, &Observed::new(), "No such file", T0);
+        assert_eq!(status(&s, &obs), crate::model::Status::Errored);
+        let p = plan(&s, &obs, T0);
+        let [Action::MarkErrored { reason }] = p.actions.as_slice() else {
+            panic!("errored, got {p:?}");
+        };
+        assert!(reason.contains("No such file"), "{reason}");
+    }
+
+    #[test]
+    fn a_fixed_restart_delay_waits_before_every_restart_even_the_first() {
+        let s = spec_with(|d| d.restart_delay = Some(Millis(2_000)));
+        let obs = ended(&s, Some(1), None);
+        assert_eq!(obs.unstable, 1);
+        assert_eq!(plan(&s, &obs, T0 + 5_000), Plan::wait_until(T0 + 7_000));
+        assert_eq!(restart_due_ms(&s, &obs), Some(T0 + 7_000));
+        assert_eq!(status(&s, &obs), crate::model::Status::Waiting);
+        assert_eq!(plan(&s, &obs, T0 + 7_000).actions, vec![Action::Spawn]);
+        // A clean exit waits the same.
+        let clean = ended(&s, Some(0), None);
+        assert_eq!(plan(&s, &clean, T0 + 5_000), Plan::wait_until(T0 + 7_000));
+    }
+
+    #[test]
+    fn a_fixed_restart_delay_still_doubles_in_a_crash_loop() {
+        let s = spec_with(|d| d.restart_delay = Some(Millis(500)));
+        let waits: Vec<u64> = (1..=5).map(|n| restart_wait_ms(&s.def, n)).collect();
+        assert_eq!(waits, [500, 500, 1_000, 2_000, 4_000]);
+        assert_eq!(restart_wait_ms(&s.def, 40), BACKOFF_CAP_MS);
+        let long = spec_with(|d| d.restart_delay = Some(Millis(60_000)));
+        assert_eq!(
+            restart_wait_ms(&long.def, 40),
+            60_000,
+            "the cap never shortens it"
+        );
+        assert_eq!(
+            restart_wait_ms(&spec().def, 1),
+            0,
+            "no fixed delay: at once"
+        );
+    }
+
+    #[test]
+    fn an_exited_job_stays_exited_across_a_daemon_restore() {
+        let s = spec_with(|d| d.restart = Some(RestartPolicy::Never));
+        let finished = Action::MarkFinished {
+            reason: "restart = never".into(),
+        };
+        let exited = on_action(&s, &ended(&s, Some(0), None), &finished, T0 + 5_000);
+        let restored = on_restore(&s, &exited, false, T0 + 60_000);
+        assert_eq!(restored, exited);
+        assert_eq!(plan(&s, &restored, T0 + 60_000), Plan::idle());
+        assert_eq!(status(&s, &restored), crate::model::Status::Exited);
+    }
+
+    #[test]
+    fn a_one_shot_job_that_ended_while_the_daemon_was_down_is_not_run_again() {
+        let s = spec_with(|d| d.restart = Some(RestartPolicy::Never));
+        let lost = on_restore(&s, &running(42, T0), false, T0 + 60_000);
+        assert!(matches!(
+            plan(&s, &lost, T0 + 60_000).actions.as_slice(),
+            [Action::MarkFinished { .. }]
+        ));
+    }
+
+    #[test]
+    fn a_start_runs_an_exited_job_again_and_a_stop_makes_it_stopped() {
+        let s = spec_with(|d| d.restart = Some(RestartPolicy::Never));
+        let finished = Action::MarkFinished {
+            reason: "restart = never".into(),
+        };
+        let exited = on_action(&s, &ended(&s, Some(0), None), &finished, T0 + 5_000);
+        let mut started = s.clone();
+        on_user_action(&mut started, &exited, ActionKind::Start);
+        assert_eq!(status(&started, &exited), crate::model::Status::Starting);
+        assert_eq!(
+            plan(&started, &exited, T0 + 6_000).actions,
+            vec![Action::Spawn]
+        );
+        let mut stopped = s.clone();
+        on_user_action(&mut stopped, &exited, ActionKind::Stop);
+        assert_eq!(status(&stopped, &exited), crate::model::Status::Stopped);
+    }
+
+    #[test]
+    fn a_cron_match_restarts_a_running_process() {
+        let s = spec_with(|d| d.cron_restart = Some("0 3 * * *".into()));
+        let obs = on_cron(&s, &running(42, T0), "cron");
+        assert_eq!(obs.restart_pending.as_deref(), Some("cron"));
+        assert_eq!(
+            plan(&s, &obs, T0).actions,
+            vec![Action::Terminate { pgid: 42 }]
+        );
+    }
+
+    #[test]
+    fn a_cron_match_runs_an_exited_or_errored_job_again_with_a_clean_crash_count() {
+        let s = spec_with(|d| d.restart = Some(RestartPolicy::Never));
+        for phase in [
+            Phase::Stopped { at_ms: T0 },
+            Phase::Errored {
+                at_ms: T0,
+                reason: "x".into(),
+            },
+        ] {
+            let before = Observed {
+                phase,
+                unstable: 9,
+                starts: 3,
+                generation: 1,
+                ..Observed::new()
+            };
+            let obs = on_cron(&s, &before, "cron");
+            assert_eq!(obs.unstable, 0);
+            assert_eq!(plan(&s, &obs, T0).actions, vec![Action::Spawn]);
+            assert_eq!(on_spawned(&s, &obs, 50, 1, "b", T0).restart_pending, None);
+        }
+    }
+
+    #[test]
+    fn a_cron_match_leaves_a_stopped_process_stopped() {
+        let s = spec_desired(Desired::Stopped);
+        let stopped = Observed {
+            phase: Phase::Stopped { at_ms: T0 },
+            ..Observed::new()
+        };
+        assert_eq!(on_cron(&s, &stopped, "cron"), stopped);
+    }
+
+    #[test]
+    fn the_next_cron_match_follows_the_expression_with_or_without_seconds() {
+        use chrono::{TimeZone, Utc};
+        let at = |y, mo, d, h, mi, s| {
+            Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
+                .single()
+                .map(|t| t.timestamp_millis() as u64)
+                .expect("a valid time")
+        };
+        let now = at(2024, 5, 1, 12, 0, 30);
+        assert_eq!(
+            next_cron_in("0 3 * * *", now, &Utc),
+            Some(at(2024, 5, 2, 3, 0, 0))
+        );
+        assert_eq!(
+            next_cron_in("* * * * *", now, &Utc),
+            Some(at(2024, 5, 1, 12, 1, 0))
+        );
+        assert_eq!(
+            next_cron_in("*/2 * * * * *", now, &Utc),
+            Some(at(2024, 5, 1, 12, 0, 32))
+        );
+        assert_eq!(next_cron_in("every day", now, &Utc), None);
+    }
+
+    #[test]
+    fn a_reset_zeroes_the_restart_counters_and_the_crash_loop() {
+        let mut obs = running(42, T0);
+        obs.starts = 12;
+        obs.unstable = 3;
+        let reset = on_reset(&obs);
+        assert_eq!((reset.restarts(), reset.unstable), (0, 0));
+        assert_eq!(reset.phase, obs.phase);
+        let again = on_spawned(
+            &spec(),
+            &on_exit(&spec(), &reset, 42, Some(1), None, false, T0 + 5_000),
+            43,
+            1,
+            "b",
+            T0 + 5_001,
+        );
+        assert_eq!(again.restarts(), 1);
     }
 
     #[test]

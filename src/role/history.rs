@@ -118,6 +118,8 @@ mod tests {
             error: None,
             instance: None,
             instances: 1,
+            restart_at_ms: None,
+            exit_code: None,
         }
     }
 

@@ -1,4 +1,4 @@
-//! Actions on existing processes (start, stop, restart, reload, remove, flush): the desired state changes in the store, the reconciler carries them out, and the answer waits for the outcome.
+//! Actions on existing processes (start, stop, restart, reload, remove, flush, reset, signal): the desired state changes in the store, the reconciler carries them out, and the answer waits for the outcome.
 
 use super::*;
 
@@ -36,6 +36,11 @@ impl Service {
                 processes: self.views(Some(&ids), false),
                 removed: Vec::new(),
             });
+        }
+        match req.action {
+            ActionKind::Reset => return self.reset(ids).await,
+            ActionKind::Signal => return self.signal(&req, &entries),
+            _ => {}
         }
         let mut specs = Vec::with_capacity(entries.len());
         for id in &ids {
@@ -98,6 +103,101 @@ impl Service {
             action,
             processes: self.views(Some(&remaining), false),
             removed,
+        })
+    }
+}
+
+/// How long `reset` waits for the reconciler to publish the zeroed counters.
+pub const RESET_WAIT: Duration = Duration::from_secs(2);
+
+impl Service {
+    /// `opm reset`: the restart counters of `ids` start again from zero.
+    async fn reset(&self, ids: Vec<u64>) -> Result<ActionResponse, ServiceError> {
+        self.rec.reset(ids.clone());
+        self.rec
+            .wait_for(RESET_WAIT, |procs| {
+                ids.iter().all(|id| {
+                    procs
+                        .get(id)
+                        .is_none_or(|e| e.obs.restarts() == 0 && e.obs.unstable == 0)
+                })
+            })
+            .await;
+        Ok(ActionResponse {
+            action: ActionKind::Reset,
+            processes: self.views(Some(&ids), false),
+            removed: Vec::new(),
+        })
+    }
+
+    /// `opm signal`: sends the signal to each target's main process (the
+    /// one opm started, whose pid `list` shows), or with `group` to every
+    /// process of its group. A target that names one process which is not
+    /// running is refused; with `all`, only the running ones are signalled.
+    fn signal(
+        &self,
+        req: &ActionRequest,
+        entries: &[Entry],
+    ) -> Result<ActionResponse, ServiceError> {
+        let Some(sig) = req.signal else {
+            return Err(ServiceError::BadRequest(
+                "signal needs `signal`: a name (SIGUSR2, USR2) or a number (12)".into(),
+            ));
+        };
+        let mut signalled = Vec::new();
+        for e in entries {
+            let Some(pid) = e.obs.pid() else {
+                if req.id.is_all() {
+                    continue;
+                }
+                return Err(ServiceError::Conflict(format!(
+                    "{} (id {}) is {}: no process to send {sig} to",
+                    e.spec.name,
+                    e.spec.id,
+                    status(&e.spec, &e.obs).as_str()
+                )));
+            };
+            let sent = if req.process_group {
+                spawn::signal_group(pid, sig.0)
+            } else {
+                spawn::signal_pid(pid, sig.0)
+            };
+            match sent {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(ServiceError::Conflict(format!(
+                        "{} (id {}): pid {pid} has just ended; {sig} not sent",
+                        e.spec.name, e.spec.id
+                    )))
+                }
+                Err(err) => {
+                    return Err(ServiceError::BadRequest(format!(
+                        "cannot send {sig} to {} (pid {pid}): {err}",
+                        e.spec.name
+                    )))
+                }
+            }
+            let to = if req.process_group {
+                "process group"
+            } else {
+                "pid"
+            };
+            tracing::info!(id = e.spec.id, name = %e.spec.name, "{sig} sent to {to} {pid}");
+            let _ = self.store.push_event(&crate::spec::Event {
+                at_ms: now_ms(),
+                subject: crate::spec::Subject::Process {
+                    id: e.spec.id,
+                    name: e.spec.name.clone(),
+                },
+                kind: "signal".into(),
+                detail: format!("{sig} to {to} {pid}"),
+            });
+            signalled.push(e.spec.id);
+        }
+        Ok(ActionResponse {
+            action: ActionKind::Signal,
+            processes: self.views(Some(&signalled), false),
+            removed: Vec::new(),
         })
     }
 }

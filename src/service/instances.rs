@@ -311,6 +311,8 @@ impl Service {
                 id: Target::Id(id),
                 action: ActionKind::Reload,
                 caller_env: req.caller_env.clone(),
+                signal: None,
+                process_group: false,
             };
             self.act(one).await?;
             if let Err(why) = self.serving_again(id, &ports).await {

@@ -60,6 +60,11 @@ impl Service {
             error: obs.last_error.clone(),
             instance: spec.def.instance,
             instances: 1,
+            restart_at_ms: restart_due_ms(spec, obs),
+            exit_code: match status(spec, obs) {
+                Status::Exited => obs.last_exit.as_ref().and_then(|e| e.code),
+                _ => None,
+            },
         }
     }
 
@@ -134,7 +139,11 @@ impl Service {
                 Phase::Errored { reason, .. } => Some(reason.clone()),
                 _ => None,
             },
-            restart_at_ms: restart_due_ms(spec, obs),
+            cron_next_ms: spec
+                .def
+                .cron_restart
+                .as_deref()
+                .and_then(|c| crate::reconcile::plan::next_cron_ms(c, now_ms())),
             events,
             definition: spec.definition(),
             group,

@@ -435,6 +435,22 @@ pub fn signal_group(pgid: u32, sig: Signal) -> io::Result<bool> {
     }
 }
 
+/// Sends `sig` to the one process `pid` (`opm signal` without `--process-group`),
+/// with the same answers and refusals as `signal_group`.
+pub fn signal_pid(pid: u32, sig: Signal) -> io::Result<bool> {
+    let p = proc::group_pid(pid).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to signal pid {pid}"),
+        )
+    })?;
+    match nix::sys::signal::kill(p, sig) {
+        Ok(()) => Ok(true),
+        Err(Errno::ESRCH) => Ok(false),
+        Err(e) => Err(io::Error::from_raw_os_error(e as i32)),
+    }
+}
+
 /// Whether `split_command` hands `cmd` to `/bin/sh -c`.
 pub fn runs_in_shell(cmd: &str) -> bool {
     matches!(split_command(cmd), Some((p, a)) if p == "/bin/sh" && a.len() == 2 && a[1] == cmd)

@@ -69,7 +69,17 @@ fn drive(remote: &ApiHome, local: &TestHome, server: &str, token: Option<&str>, 
     );
 
     remote_opm(local, &["restart", name, "--server", server], token).ok();
-    remote.wait_status(name, "online");
+    let now = remote.wait_status(name, "online");
+
+    // reset, pid and signal go the same way.
+    let pid = now["pid"].as_i64().expect("pid");
+    let out = remote_opm(local, &["pid", name, "--server", server], token).ok();
+    assert_eq!(out.stdout, format!("{pid}\n"), "{out}");
+    remote_opm(local, &["reset", name, "--server", server], token).ok();
+    assert_eq!(remote.wait_status(name, "online")["restarts"], 0);
+    // `sleep` ignores SIGWINCH: it is delivered and nothing changes.
+    let out = remote_opm(local, &["signal", "WINCH", name, "--server", server], token).ok();
+    assert!(out.stdout.contains(&format!("pid {pid}")), "{out}");
 
     let info = remote_opm(
         local,

@@ -27,6 +27,7 @@ mod log_rotation;
 mod logs;
 mod monit;
 mod process_lifecycle;
+mod process_tools;
 mod restart_policy;
 mod roles;
 mod roles_netns;

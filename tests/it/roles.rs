@@ -143,6 +143,18 @@ fn a_server_sees_and_controls_the_processes_of_three_agents() {
         "a restart gives a new pid"
     );
     assert_eq!(restarted["restarts"], 2);
+    // reset, pid and signal on a chosen agent.
+    srv.home.opm(&["reset", "job-1", "--server", "web-1"]).ok();
+    assert_eq!(a1.home.process("job-1")["restarts"], 0);
+    let out = srv.home.opm(&["pid", "job-1", "--server", "web-1"]).ok();
+    assert_eq!(
+        out.stdout,
+        format!("{}\n", pid_of(&a1.home, "job-1")),
+        "{out}"
+    );
+    srv.home
+        .opm(&["signal", "SIGWINCH", "job-1", "--server", "web-1"])
+        .ok();
 
     // Create a process on an agent and read its logs through the server.
     srv.home

@@ -840,6 +840,8 @@ fn changes_arrive_by_server_sent_events_and_the_page_polls_nothing() {
         wait_until(UI_DEADLINE, "late's exit in the page", || {
             page_status(b, "late").is_some_and(|s| s != "online")
         });
+        // Not restarted (--no-autorestart): `exited`, with its code on hover.
+        assert_eq!(page_status(b, "late").as_deref(), Some("exited"));
         assert_eq!(
             b.js("return window.__same_page === true;", vec![]),
             json!(true),
