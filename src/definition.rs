@@ -31,6 +31,9 @@ pub const MIN_LOG_SIZE: u64 = 64 * 1024;
 pub const MAX_LOG_FILES: u32 = 1000;
 /// The time between the stop signal and SIGKILL when a process is stopped.
 pub const DEFAULT_KILL_TIMEOUT_MS: u64 = 3_000;
+/// How long a run may take to be ready (`wait_ready`, `ready_port`) before
+/// it is reported not ready and a reload gives up on it.
+pub const DEFAULT_LISTEN_TIMEOUT_MS: u64 = 30_000;
 
 /// One process as the user defines it. Every option is optional: absent
 /// means "the default" (see the accessors), so the same value serves a file
@@ -149,6 +152,25 @@ pub struct ProcessDef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_files: Option<u32>,
     // --- end of logs ---
+    // --- Readiness (issue 14) ---
+    /// Online only once the process sends READY=1 to $NOTIFY_SOCKET (systemd's notify protocol); `reload` then starts the new run before stopping the old
+    #[arg(
+        long,
+        num_args = 0,
+        default_missing_value = "true",
+        value_parser = clap::value_parser!(bool)
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ready: Option<bool>,
+    /// Online only once the process listens on this TCP port; `reload` then starts the new run before stopping the old
+    #[arg(long, value_name = "PORT")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_port: Option<u16>,
+    /// How long a start waits to be ready before it is reported not ready, and a reload before it gives up and keeps the old run (default 30s)
+    #[arg(long, value_name = "DURATION")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_timeout: Option<Millis>,
+    // --- end of readiness ---
     /// `running` or `stopped` (create it without starting it). The API's
     /// older spelling `"stopped": true` is read as `stopped`.
     #[arg(skip)]
@@ -193,6 +215,18 @@ impl ProcessDef {
         self.log_files.unwrap_or(default)
     }
 
+    pub fn wait_ready(&self) -> bool {
+        self.wait_ready.unwrap_or(false)
+    }
+    /// Whether the process says when it is ready (`wait_ready` or `ready_port`).
+    pub fn awaits_readiness(&self) -> bool {
+        self.wait_ready() || self.ready_port.is_some()
+    }
+    pub fn listen_timeout_ms(&self) -> u64 {
+        self.listen_timeout
+            .map_or(DEFAULT_LISTEN_TIMEOUT_MS, |d| d.0)
+    }
+
     /// The same definition with every default written out: what `opm save`
     /// writes and `opm info` shows.
     pub fn filled(&self) -> ProcessDef {
@@ -203,6 +237,8 @@ impl ProcessDef {
             min_uptime: Some(Millis(self.min_uptime_ms())),
             kill_signal: Some(self.kill_signal()),
             kill_timeout: Some(Millis(self.kill_timeout_ms())),
+            wait_ready: Some(self.wait_ready()),
+            listen_timeout: Some(Millis(self.listen_timeout_ms())),
             ..self.clone()
         }
     }
@@ -233,6 +269,12 @@ impl ProcessDef {
         }
         if self.log_files.is_some_and(|n| n > MAX_LOG_FILES) {
             problems.push(format!("log files must be at most {MAX_LOG_FILES}"));
+        }
+        if self.listen_timeout_ms() > 3_600_000 {
+            problems.push("listen timeout must be at most 1 h".into());
+        }
+        if self.ready_port == Some(0) {
+            problems.push("ready port must be 1 to 65535".into());
         }
         if self.watch.as_deref() == Some("") {
             problems.push("the watched path is empty".into());

@@ -21,6 +21,9 @@ use crate::spec::{now_ms, Event, Observed, Phase, Spec, Subject};
 use crate::store::Store;
 use crate::supervise::{pidfd, proc, spawn};
 
+mod handover;
+use handover::{ReloadWait, Round};
+
 /// How often processes with a memory limit are measured.
 pub const MEMORY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -49,6 +52,8 @@ struct Slot {
     spec: Spec,
     obs: Observed,
     next_check_ms: Option<u64>,
+    /// A reload request waiting for its answer (`handover`).
+    reload: Option<ReloadWait>,
 }
 
 pub struct Executor {
@@ -65,6 +70,12 @@ pub struct Executor {
     watchers: HashMap<u64, (PathBuf, tokio::task::AbortHandle)>,
     /// Restarts due to watched changes, when they are due, and what changed.
     watch_due: HashMap<u64, (u64, PathBuf)>,
+    /// `NOTIFY_SOCKET` for children that `--wait-ready`.
+    notify_address: Option<String>,
+    /// When the runs waiting for their ready port are looked at next.
+    next_port_poll_ms: Option<u64>,
+    /// Reloads a previous daemon left under way, asked again after restore.
+    pending_reloads: Vec<(u64, u64)>,
 }
 
 static NONCE: AtomicU64 = AtomicU64::new(0);
@@ -96,6 +107,9 @@ impl Executor {
             next_memory_check_ms: 0,
             watchers: HashMap::new(),
             watch_due: HashMap::new(),
+            notify_address: None,
+            next_port_poll_ms: None,
+            pending_reloads: Vec::new(),
         };
         (exec, handle)
     }
@@ -104,6 +118,7 @@ impl Executor {
     /// the published state is whole before anyone reads it. Call inside the
     /// runtime (pidfds register with its reactor).
     pub fn start(&mut self) {
+        self.start_notify();
         let ids = match self.restore() {
             Ok(ids) => ids,
             Err(e) => {
@@ -111,6 +126,14 @@ impl Executor {
                 Vec::new()
             }
         };
+        for (id, generation) in std::mem::take(&mut self.pending_reloads) {
+            if let Some(slot) = self.slots.get_mut(&id) {
+                slot.reload = Some(ReloadWait {
+                    generation,
+                    waiters: Vec::new(),
+                });
+            }
+        }
         self.pass(ids.into_iter().collect());
     }
 
@@ -150,6 +173,9 @@ impl Executor {
                 self.check_memory(now, &mut dirty);
             }
             self.due_watch_restarts(now, &mut dirty);
+            if self.next_port_poll_ms.is_some_and(|t| t <= now) {
+                self.poll_ports(now, &mut dirty);
+            }
             self.pass(dirty);
         }
         if let Err(e) = self.store.flush() {
@@ -163,6 +189,7 @@ impl Executor {
             .values()
             .filter_map(|s| s.next_check_ms)
             .chain(self.watch_due.values().map(|(t, _)| *t))
+            .chain(self.next_port_poll_ms)
             .min();
         let memory = self
             .slots
@@ -236,6 +263,7 @@ impl Executor {
                 }
                 _ => {}
             }
+            self.restore_handover(&spec, &mut obs, same_boot);
             self.store.put_runtime(id, &obs)?;
             self.slots.insert(
                 id,
@@ -243,6 +271,7 @@ impl Executor {
                     spec,
                     obs,
                     next_check_ms: None,
+                    reload: None,
                 },
             );
             ids.push(id);
@@ -258,12 +287,28 @@ impl Executor {
                 let due = now_ms() + WATCH_DEBOUNCE.as_millis() as u64;
                 self.watch_due.entry(id).or_insert((due, path));
             }
+            Msg::Notice { pgid, notice } => self.on_notice(pgid, notice, dirty),
+            Msg::Reload {
+                id,
+                generation,
+                reply,
+            } => self.on_reload(id, generation, reply, dirty),
             Msg::Exited { id, pid, status } => {
                 let now = now_ms();
+                let (code, signal) = status.map_or((None, None), |s| (s.code, s.signal));
+                let describe = crate::spec::Exit {
+                    code,
+                    signal,
+                    at_ms: now,
+                    uptime_ms: 0,
+                }
+                .describe();
+                if self.other_exited(id, pid, describe, dirty) {
+                    return;
+                }
                 let Some(slot) = self.slots.get_mut(&id) else {
                     return;
                 };
-                let (code, signal) = status.map_or((None, None), |s| (s.code, s.signal));
                 let mut group_alive = proc::group_alive(pid);
                 if group_alive
                     && matches!(slot.obs.phase, Phase::Running { pid: p, .. } if p == pid)
@@ -371,10 +416,16 @@ impl Executor {
         if !spawns.is_empty() {
             for &id in &spawns {
                 if let Some(slot) = self.slots.get_mut(&id) {
-                    slot.obs.phase = Phase::Spawning {
-                        nonce: fresh_nonce(),
-                        at_ms: now,
-                    };
+                    // A reload's new run has its intent in `handover` already.
+                    if !matches!(
+                        slot.obs.handover,
+                        Some(crate::spec::Handover::Spawning { .. })
+                    ) {
+                        slot.obs.phase = Phase::Spawning {
+                            nonce: fresh_nonce(),
+                            at_ms: now,
+                        };
+                    }
                     if let Err(e) = self.store.put_runtime(id, &slot.obs) {
                         tracing::error!(id, name = %slot.spec.name, "cannot record the spawn: {e}");
                     }
@@ -405,6 +456,9 @@ impl Executor {
         }
         if let Err(e) = self.store.flush() {
             tracing::error!("flush failed: {e}");
+        }
+        if self.next_port_poll_ms.is_none() {
+            self.next_port_poll_ms = self.port_poll_due(now);
         }
         self.publish(&dirty);
     }
@@ -448,6 +502,7 @@ impl Executor {
             spec: spec.clone(),
             obs: Observed::new(),
             next_check_ms: None,
+            reload: None,
         });
         slot.spec = spec;
         // Each round moves the phase forward; a handful always suffices
@@ -467,8 +522,32 @@ impl Executor {
                     slot.obs = plan::on_group_gone(&slot.obs, now);
                 }
             }
+            match self.handover_round(id, now) {
+                Round::Free => {}
+                Round::Again => continue,
+                Round::Hold | Round::SpawnNext => {
+                    let Some(slot) = self.slots.get_mut(&id) else {
+                        return Ok(());
+                    };
+                    slot.next_check_ms = super::handover::next_check_ms(&slot.obs);
+                    if matches!(
+                        slot.obs.handover,
+                        Some(crate::spec::Handover::Spawning { .. })
+                    ) {
+                        spawns.push(id);
+                    }
+                    return Ok(());
+                }
+            }
+            let Some(slot) = self.slots.get_mut(&id) else {
+                return Ok(());
+            };
             let p = plan::plan(&slot.spec, &slot.obs, now);
-            slot.next_check_ms = p.next_check_ms;
+            slot.next_check_ms = match (p.next_check_ms, super::handover::next_check_ms(&slot.obs))
+            {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let Some(action) = p.actions.into_iter().next() else {
                 return Ok(());
             };
@@ -525,16 +604,18 @@ impl Executor {
             .into_iter()
             .filter_map(|id| {
                 let slot = self.slots.get(&id)?;
-                match slot.obs.phase {
-                    Phase::Spawning { nonce, .. } => Some((id, slot.spec.clone(), nonce)),
+                match (&slot.obs.handover, &slot.obs.phase) {
+                    (Some(crate::spec::Handover::Spawning { nonce, .. }), _)
+                    | (_, Phase::Spawning { nonce, .. }) => Some((id, slot.spec.clone(), *nonce)),
                     _ => None,
                 }
             })
             .collect();
         let home = &self.home;
+        let notify = self.notify_address.as_deref();
         let results: Vec<std::io::Result<spawn::Spawned>> = if jobs.len() < 2 {
             jobs.iter()
-                .map(|(_, spec, nonce)| spawn_run(home, spec, *nonce))
+                .map(|(_, spec, nonce)| spawn_run(home, notify, spec, *nonce))
                 .collect()
         } else {
             let threads = std::thread::available_parallelism()
@@ -548,7 +629,7 @@ impl Executor {
                         scope.spawn(move || {
                             chunk
                                 .iter()
-                                .map(|(_, spec, nonce)| spawn_run(home, spec, *nonce))
+                                .map(|(_, spec, nonce)| spawn_run(home, notify, spec, *nonce))
                                 .collect::<Vec<_>>()
                         })
                     })
@@ -574,6 +655,12 @@ impl Executor {
         let Some(slot) = self.slots.get_mut(&id) else {
             return;
         };
+        if matches!(
+            slot.obs.handover,
+            Some(crate::spec::Handover::Spawning { .. })
+        ) {
+            return self.finish_next_spawn(id, spec, result);
+        }
         let was_started = slot.obs.starts > 0;
         match result {
             Ok(child) => {
@@ -749,13 +836,21 @@ impl Executor {
 }
 
 /// Spawns one run of `spec`, marked with `nonce`.
-fn spawn_run(home: &Home, spec: &Spec, nonce: u64) -> std::io::Result<spawn::Spawned> {
+fn spawn_run(
+    home: &Home,
+    notify: Option<&str>,
+    spec: &Spec,
+    nonce: u64,
+) -> std::io::Result<spawn::Spawned> {
     let (program, args) = spawn::split_command(&spec.command())
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
     let mut env = spec.def.env.clone();
     env.push(("OPM_ID".into(), spec.id.to_string()));
     env.push(("OPM_NAME".into(), spec.name.clone()));
     env.push((SPAWN_MARKER.into(), nonce.to_string()));
+    if let (true, Some(address)) = (spec.def.wait_ready(), notify) {
+        env.push(("NOTIFY_SOCKET".into(), address.to_string()));
+    }
     let cwd = PathBuf::from(spec.cwd());
     let out_log = home.out_log(&spec.name, spec.id);
     let err_log = home.err_log(&spec.name, spec.id);

@@ -24,9 +24,11 @@ impl Service {
                 action: req.action,
                 processes: self.views(Some(&ids), false),
                 removed: Vec::new(),
+                reloads: Vec::new(),
             });
         }
         let mut specs = Vec::with_capacity(entries.len());
+        let mut reloads = Vec::new();
         for id in &ids {
             // The store is the truth for specs; the published copy may lag.
             let Some(mut spec) = self.store.get(*id)? else {
@@ -38,6 +40,10 @@ impl Service {
                 .map(|e| e.obs)
                 .unwrap_or_default();
             on_user_action(&mut spec, &obs, req.action);
+            if req.action == ActionKind::Reload {
+                // Asked before the new generation is stored: see `Handle::reload`.
+                reloads.push((spec.id, self.rec.reload(spec.id, spec.generation)));
+            }
             if matches!(req.action, ActionKind::Restart | ActionKind::Reload) {
                 if let Some(env) = &req.caller_env {
                     spec.def.caller_env = Some(env.clone());
@@ -61,6 +67,7 @@ impl Service {
             .map(|s| (s.id, s.desired, s.generation))
             .collect();
         let action = req.action;
+        let reloads = self.await_reloads(reloads, &specs).await;
         self.rec
             .wait_for(timeout, |procs| {
                 wanted.iter().all(|(id, desired, generation)| {
@@ -87,6 +94,7 @@ impl Service {
             action,
             processes: self.views(Some(&remaining), false),
             removed,
+            reloads,
         })
     }
 }

@@ -14,6 +14,7 @@ mod events;
 mod health;
 mod history;
 mod logs;
+mod reload;
 mod views;
 
 pub use create::with_interpreter;
