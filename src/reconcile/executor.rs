@@ -675,7 +675,9 @@ impl Executor {
                     &self.boot_id,
                     now,
                 );
-                slot.next_check_ms = None;
+                // A run that must say it is ready is looked at again at its
+                // `listen_timeout`.
+                slot.next_check_ms = super::handover::next_check_ms(&slot.obs);
                 self.watch(id, child.pid);
                 let kind = if was_started { "restarted" } else { "started" };
                 self.event(spec, kind, format!("pid {}", child.pid));

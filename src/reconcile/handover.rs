@@ -125,6 +125,10 @@ pub fn step(spec: &Spec, obs: &Observed, reload: Option<u64>, now_ms: u64) -> St
         }) => {
             if !killed && now_ms >= *deadline_ms {
                 Step::KillRetiring { pgid: *pid }
+            } else if reload_wanted {
+                // One run beside the live one at a time: the next reload
+                // begins when the replaced run is gone.
+                Step::Hold
             } else {
                 Step::Free
             }
@@ -506,6 +510,14 @@ mod tests {
             crate::reconcile::plan::Plan::default(),
             "nothing left to do for the live run"
         );
+        let again = spec(true, 3);
+        assert_eq!(
+            step(&again, &obs, Some(3), T0 + 1_001),
+            Step::Hold,
+            "a second reload waits until the replaced run is gone"
+        );
+        let gone = on_other_exit(&again, &obs, 42, false).expect("its run");
+        assert_eq!(step(&again, &gone, Some(3), T0 + 1_100), Step::SpawnNext);
     }
 
     #[test]

@@ -26,6 +26,8 @@ mod log_rotation;
 mod logs;
 mod monit;
 mod process_lifecycle;
+mod readiness;
+mod reload;
 mod restart_policy;
 mod roles;
 mod roles_netns;
