@@ -171,6 +171,14 @@ pub fn document() -> Value {
                 json!({ "type": "integer", "nullable": true }),
             ),
             (
+                "readiness",
+                json!({ "type": "string", "description": "with wait_ready or ready_port: whether the live run is ready, as a sentence" }),
+            ),
+            (
+                "notify_status",
+                json!({ "type": "string", "description": "the last STATUS= text the process sent to its notify socket" }),
+            ),
+            (
                 "events",
                 json!({ "type": "array", "items": { "type": "object", "properties": {
                 "at_ms": { "type": "integer" }, "id": { "type": "integer" }, "name": { "type": "string" },
@@ -207,7 +215,10 @@ pub fn document() -> Value {
         "interpreter_args": { "type": "string", "description": "arguments of the interpreter, before the script" },
         "origin": { "type": "string", "description": "the process file it came from (absolute)" },
         "caller_env": { "type": "object", "additionalProperties": { "type": "string" }, "description": "the environment the child's is built on (the caller's shell), under `env`" },
-        "force": { "type": "boolean", "description": "create it even if the same command already runs under opm without a name" }
+        "force": { "type": "boolean", "description": "create it even if the same command already runs under opm without a name" },
+        "wait_ready": { "type": "boolean", "description": "online only once the process sends READY=1 to $NOTIFY_SOCKET; reload starts the new run before stopping the old" },
+        "ready_port": { "type": "integer", "minimum": 1, "maximum": 65535, "description": "online only once the process listens on this TCP port; reload starts the new run before stopping the old" },
+        "listen_timeout": { "oneOf": [{ "type": "integer", "minimum": 0 }, { "type": "string" }], "description": "how long a run may take to be ready before that is reported (and a reload keeps the old run): ms or \"30s\" (default 30s)" }
     }});
     let apply_request = json!({ "type": "object", "required": ["processes"], "additionalProperties": false, "properties": {
         "processes": { "type": "array", "items": r("CreateRequest") },
@@ -239,7 +250,12 @@ pub fn document() -> Value {
                 }},
                 "ActionResponse": { "type": "object", "properties": {
                     "action": { "type": "string" }, "processes": { "type": "array", "items": r("ProcessView") },
-                    "removed": { "type": "array", "items": { "type": "integer" } }
+                    "removed": { "type": "array", "items": { "type": "integer" } },
+                    "reloads": { "type": "array", "description": "reload: how each process was reloaded", "items": { "type": "object", "properties": {
+                        "id": { "type": "integer" }, "name": { "type": "string" },
+                        "outcome": { "type": "string", "enum": ["handover", "restart", "failed"], "description": "handover: the new run was ready before the old one was stopped; restart: no readiness set (or not running, or not ready), stopped then started; failed: the new run did not get ready, the old one still serves" },
+                        "detail": { "type": "string" }, "old_pid": { "type": "integer", "nullable": true }, "new_pid": { "type": "integer", "nullable": true }
+                    }}}
                 }},
                 "LogsResponse": { "type": "object", "properties": {
                     "id": { "type": "integer" }, "name": { "type": "string" }, "out_log": { "type": "string" }, "err_log": { "type": "string" },
