@@ -4,6 +4,6 @@ use crate::store::StoreError;
 
 pub const VERSION: u32 = 1;
 
-pub fn up(_db: &sled::Db) -> Result<Vec<(sled::IVec, Vec<u8>)>, StoreError> {
+pub fn up(_db: &sled::Db) -> Result<crate::store::migrate::Rewritten, StoreError> {
     Ok(Vec::new())
 }

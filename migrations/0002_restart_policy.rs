@@ -87,6 +87,6 @@ pub fn convert(old: SpecV1) -> SpecV2 {
 
 /// Returns the rewritten `processes` entries; the runner writes them in the
 /// same transaction as the new schema version.
-pub fn up(db: &sled::Db) -> Result<Vec<(sled::IVec, Vec<u8>)>, StoreError> {
+pub fn up(db: &sled::Db) -> Result<crate::store::migrate::Rewritten, StoreError> {
     rewrite_processes(db, |old: SpecV1| convert(old))
 }

@@ -33,6 +33,9 @@ pub const MAX_LOG_FILES: u32 = 1000;
 pub const DEFAULT_KILL_TIMEOUT_MS: u64 = 3_000;
 /// How long watched files must be quiet before the restart (`watch_delay`).
 pub const DEFAULT_WATCH_DELAY_MS: u64 = 300;
+/// How long a run may take to be ready (`wait_ready`, `ready_port`) before
+/// it is reported not ready and a reload gives up on it.
+pub const DEFAULT_LISTEN_TIMEOUT_MS: u64 = 30_000;
 
 /// One process as the user defines it. Every option is optional: absent
 /// means "the default" (see the accessors), so the same value serves a file
@@ -193,6 +196,25 @@ pub struct ProcessDef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<u32>,
     // --- end of instances ---
+    // --- Readiness (issue 14) ---
+    /// Online only once the process sends READY=1 to $NOTIFY_SOCKET (systemd's notify protocol); `reload` then starts the new run before stopping the old
+    #[arg(
+        long,
+        num_args = 0,
+        default_missing_value = "true",
+        value_parser = clap::value_parser!(bool)
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ready: Option<bool>,
+    /// Online only once the process listens on this TCP port; `reload` then starts the new run before stopping the old
+    #[arg(long, value_name = "PORT")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_port: Option<u16>,
+    /// How long a start waits to be ready before it is reported not ready, and a reload before it gives up and keeps the old run (default 30s)
+    #[arg(long, value_name = "DURATION")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_timeout: Option<Millis>,
+    // --- end of readiness ---
     /// `running` or `stopped` (create it without starting it). The API's
     /// older spelling `"stopped": true` is read as `stopped`.
     #[arg(skip)]
@@ -278,6 +300,17 @@ impl ProcessDef {
     pub fn watch_delay_ms(&self) -> u64 {
         self.watch_delay.map_or(DEFAULT_WATCH_DELAY_MS, |d| d.0)
     }
+    pub fn wait_ready(&self) -> bool {
+        self.wait_ready.unwrap_or(false)
+    }
+    /// Whether the process says when it is ready (`wait_ready` or `ready_port`).
+    pub fn awaits_readiness(&self) -> bool {
+        self.wait_ready() || self.ready_port.is_some()
+    }
+    pub fn listen_timeout_ms(&self) -> u64 {
+        self.listen_timeout
+            .map_or(DEFAULT_LISTEN_TIMEOUT_MS, |d| d.0)
+    }
 
     /// The same definition with every default written out: what `opm save`
     /// writes and `opm info` shows.
@@ -294,6 +327,8 @@ impl ProcessDef {
             kill_signal: Some(self.kill_signal()),
             kill_timeout: Some(Millis(self.kill_timeout_ms())),
             watch_delay: (!self.watch.is_empty()).then(|| Millis(self.watch_delay_ms())),
+            wait_ready: Some(self.wait_ready()),
+            listen_timeout: Some(Millis(self.listen_timeout_ms())),
             ..self.clone()
         }
     }
@@ -379,6 +414,12 @@ impl ProcessDef {
             if let Err(e) = parse_cron(expr) {
                 problems.push(e);
             }
+        }
+        if self.listen_timeout_ms() > 3_600_000 {
+            problems.push("listen timeout must be at most 1 h".into());
+        }
+        if self.ready_port == Some(0) {
+            problems.push("ready port must be 1 to 65535".into());
         }
         if problems.is_empty() {
             Ok(())

@@ -165,21 +165,19 @@ pub const PM2_KEYS: &[(&str, Row)] = &[
     ),
     // Control flow
     ("min_uptime", Row::To("min_uptime", Conv::Value)),
-    // When ProcessDef has `listen_timeout`: Row::To("listen_timeout", Conv::Value).
-    (
-        "listen_timeout",
-        Row::Unsupported("opm has no readiness wait on this version"),
-    ),
+    ("listen_timeout", Row::To("listen_timeout", Conv::Value)),
     ("kill_timeout", Row::To("kill_timeout", Conv::Value)),
     ("kill_signal", Row::To("kill_signal", Conv::Value)),
     (
         "shutdown_with_message",
         Row::Unsupported("opm stops a process with a signal (kill_signal)"),
     ),
-    // When ProcessDef has `wait_ready`: Row::To("wait_ready", Conv::Bool).
+    // PM2's wait_ready waits for `process.send('ready')` over its IPC
+    // channel, which opm does not open: carried over, the app would stay
+    // `starting`.
     (
         "wait_ready",
-        Row::Unsupported("opm has no readiness wait on this version"),
+        Row::Unsupported("PM2's wait_ready waits for process.send('ready') (IPC), which opm has no channel for: have the app send READY=1 to $NOTIFY_SOCKET and set wait_ready, or set ready_port"),
     ),
     ("max_restarts", Row::To("max_restarts", Conv::Value)),
     ("restart_delay", Row::To("restart_delay", Conv::Value)),

@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! opm: a process manager in one binary — CLI, daemon, HTTP API and web UI.
 //!
 //! The daemon keeps every process definition in a sled store (`store`), and

@@ -156,6 +156,13 @@ pub struct ProcessInfo {
     /// daemon's local time zone read the expression).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cron_next_ms: Option<u64>,
+    /// With `wait_ready` or `ready_port`: whether the live run is ready, as
+    /// a sentence ("ready", "waiting…", "not ready within 30s…").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<String>,
+    /// The last `STATUS=` text the process sent to its notify socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_status: Option<String>,
     pub events: Vec<EventView>,
     /// The whole definition, every default written out, as `opm save`
     /// writes it (`kill_signal`, and the options above in their file form).
@@ -339,6 +346,24 @@ pub struct ActionResponse {
     /// Ids that were removed (for `remove`).
     #[serde(default)]
     pub removed: Vec<u64>,
+    /// For `reload`: how each process was reloaded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reloads: Vec<ReloadReport>,
+}
+
+/// How one process was reloaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    pub id: u64,
+    pub name: String,
+    /// `handover`: the new run was started beside the old one and was
+    /// ready before the old one was stopped; `restart`: no handover was
+    /// possible (`detail` says why), it was stopped, then started;
+    /// `failed`: the new run did not get ready, the old one still serves.
+    pub outcome: String,
+    pub detail: String,
+    pub old_pid: Option<u32>,
+    pub new_pid: Option<u32>,
 }
 
 /// `GET /daemon/logs/{id}?lines=N`.

@@ -151,6 +151,65 @@ pub struct Observed {
     pub last_error: Option<String>,
     /// A restart the daemon decided on (e.g. memory limit); served at the next spawn.
     pub restart_pending: Option<String>,
+    /// Whether the live run has said it is ready (`wait_ready`, `ready_port`).
+    pub readiness: Readiness,
+    /// A reload under way: the run that is to replace the live one, or the
+    /// run being stopped beside it. Kept here so a daemon killed mid-reload
+    /// knows every run of the process.
+    pub handover: Option<Handover>,
+    /// The last `STATUS=` text the process sent to its notify socket.
+    pub notify_status: Option<String>,
+}
+
+/// Whether a run has said it is ready, when its definition asks it to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Readiness {
+    /// Not asked (no `wait_ready` nor `ready_port`): online once spawned.
+    NotAsked,
+    /// Not ready yet; `deadline_ms` is when `listen_timeout` passes.
+    Waiting {
+        deadline_ms: u64,
+    },
+    /// `listen_timeout` passed at `at_ms` without a sign (reported); it
+    /// still runs, and is ready if it says so later.
+    TimedOut {
+        at_ms: u64,
+    },
+    Ready {
+        at_ms: u64,
+    },
+}
+
+impl Readiness {
+    /// Whether the run counts as up (`online`).
+    pub fn is_up(&self) -> bool {
+        matches!(self, Readiness::NotAsked | Readiness::Ready { .. })
+    }
+}
+
+/// The other run of a process during a reload (`reconcile::handover`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Handover {
+    /// The new run's spawn is recorded (and flushed) before it is made: a
+    /// daemon killed next finds it by this nonce.
+    Spawning { nonce: u64, at_ms: u64 },
+    /// The new run is up and not ready yet; the live one still serves.
+    Starting {
+        pid: u32,
+        start_time: u64,
+        since_ms: u64,
+        deadline_ms: u64,
+    },
+    /// A run being stopped beside the live one: the replaced one after a
+    /// reload, or a new one that did not get ready. The stop signal was sent;
+    /// SIGKILL is due at `deadline_ms`.
+    Retiring {
+        pid: u32,
+        start_time: u64,
+        deadline_ms: u64,
+        killed: bool,
+        leader_gone: bool,
+    },
 }
 
 impl Observed {
@@ -164,6 +223,9 @@ impl Observed {
             boot_id: String::new(),
             last_error: None,
             restart_pending: None,
+            readiness: Readiness::NotAsked,
+            handover: None,
+            notify_status: None,
         }
     }
 

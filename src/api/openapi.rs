@@ -183,6 +183,14 @@ pub fn document() -> Value {
                 json!({ "type": "integer", "description": "with cron_restart: its next match" }),
             ),
             (
+                "readiness",
+                json!({ "type": "string", "description": "with wait_ready or ready_port: whether the live run is ready, as a sentence" }),
+            ),
+            (
+                "notify_status",
+                json!({ "type": "string", "description": "the last STATUS= text the process sent to its notify socket" }),
+            ),
+            (
                 "events",
                 json!({ "type": "array", "items": { "type": "object", "properties": {
                 "at_ms": { "type": "integer" }, "id": { "type": "integer" }, "name": { "type": "string" },
@@ -228,7 +236,10 @@ pub fn document() -> Value {
         "increment_var": { "type": "string", "description": "a variable raised by each copy's index (e.g. PORT)" },
         "restart": { "type": "string", "enum": ["always", "on-failure", "never"], "description": "which exits are restarted (default always; never is autorestart = false)" },
         "stop_exit_codes": { "type": "array", "items": { "type": "integer", "minimum": 0, "maximum": 255 }, "description": "exit codes that are not restarted" },
-        "cron_restart": { "type": "string", "description": "restart (or start again, once exited) at each match: \"0 3 * * *\", or six fields with seconds first" }
+        "cron_restart": { "type": "string", "description": "restart (or start again, once exited) at each match: \"0 3 * * *\", or six fields with seconds first" },
+        "wait_ready": { "type": "boolean", "description": "online only once the process sends READY=1 to $NOTIFY_SOCKET; reload starts the new run before stopping the old" },
+        "ready_port": { "type": "integer", "minimum": 1, "maximum": 65535, "description": "online only once the process listens on this TCP port; reload starts the new run before stopping the old" },
+        "listen_timeout": { "oneOf": [{ "type": "integer", "minimum": 0 }, { "type": "string" }], "description": "how long a run may take to be ready before that is reported (and a reload keeps the old run): ms or \"30s\" (default 30s)" }
     }});
     let apply_request = json!({ "type": "object", "required": ["processes"], "additionalProperties": false, "properties": {
         "processes": { "type": "array", "items": r("CreateRequest") },
@@ -272,7 +283,12 @@ pub fn document() -> Value {
                 }},
                 "ActionResponse": { "type": "object", "properties": {
                     "action": { "type": "string" }, "processes": { "type": "array", "items": r("ProcessView") },
-                    "removed": { "type": "array", "items": { "type": "integer" } }
+                    "removed": { "type": "array", "items": { "type": "integer" } },
+                    "reloads": { "type": "array", "description": "reload: how each process was reloaded", "items": { "type": "object", "properties": {
+                        "id": { "type": "integer" }, "name": { "type": "string" },
+                        "outcome": { "type": "string", "enum": ["handover", "restart", "failed"], "description": "handover: the new run was ready before the old one was stopped; restart: no readiness set (or not running, or not ready), stopped then started; failed: the new run did not get ready, the old one still serves" },
+                        "detail": { "type": "string" }, "old_pid": { "type": "integer", "nullable": true }, "new_pid": { "type": "integer", "nullable": true }
+                    }}}
                 }},
                 "LogsResponse": { "type": "object", "properties": {
                     "id": { "type": "integer" }, "name": { "type": "string" }, "out_log": { "type": "string" }, "err_log": { "type": "string" },

@@ -1464,6 +1464,7 @@ mod tests {
                 action: ActionKind::Restart,
                 processes: vec![v.clone()],
                 removed: vec![],
+                reloads: vec![],
             })
         };
         assert_eq!(

@@ -717,6 +717,7 @@ pub async fn act(a: TargetArgs, action: ActionKind) -> Result<(), CliError> {
     };
     let mut shown: Vec<ProcessView> = Vec::new();
     let mut removed = Vec::new();
+    let mut reloads = Vec::new();
     let mut failed = 0;
     for t in &targets {
         let req = ActionRequest {
@@ -737,6 +738,7 @@ pub async fn act(a: TargetArgs, action: ActionKind) -> Result<(), CliError> {
                     }
                 }
                 removed.extend(r.removed);
+                reloads.extend(r.reloads);
             }
             Err(e) => {
                 eprintln!("✘ {t}: {e}");
@@ -746,9 +748,12 @@ pub async fn act(a: TargetArgs, action: ActionKind) -> Result<(), CliError> {
     }
     if a.format == Format::Json {
         print_json(
-            &serde_json::json!({ "action": action, "processes": shown, "removed": removed }),
+            &serde_json::json!({ "action": action, "processes": shown, "removed": removed, "reloads": reloads }),
         )?;
     } else {
+        for r in &reloads {
+            println!("{}", reload_line(r));
+        }
         for id in &removed {
             println!("✔ removed process {id}");
         }
@@ -783,6 +788,10 @@ pub async fn act(a: TargetArgs, action: ActionKind) -> Result<(), CliError> {
                 failed += 1;
             }
         }
+    }
+    for r in reloads.iter().filter(|r| r.outcome == "failed") {
+        eprintln!("✘ reload {} (id {}) failed: {}", r.name, r.id, r.detail);
+        failed += 1;
     }
     if failed > 0 {
         Err(CliError::Partial(failed))
@@ -912,6 +921,25 @@ pub async fn pid(a: PidArgs) -> Result<(), CliError> {
         Err(CliError::Partial(not_running))
     } else {
         Ok(())
+    }
+}
+
+/// One line saying how a process was reloaded.
+fn reload_line(r: &crate::model::ReloadReport) -> String {
+    let pid = |p: Option<u32>| p.map_or("-".to_string(), |p| p.to_string());
+    match r.outcome.as_str() {
+        "handover" => format!(
+            "✔ reload {} (id {}): new run pid {} ready, then old pid {} stopped (no downtime)",
+            r.name,
+            r.id,
+            pid(r.new_pid),
+            pid(r.old_pid)
+        ),
+        "restart" => format!(
+            "↻ reload {} (id {}) was a restart: {}",
+            r.name, r.id, r.detail
+        ),
+        _ => format!("✘ reload {} (id {}): {}", r.name, r.id, r.detail),
     }
 }
 
@@ -1074,6 +1102,12 @@ pub async fn info(a: InfoArgs) -> Result<(), CliError> {
     }
     if let Some(at) = v.restart_at_ms {
         row("next restart", format::timestamp(at));
+    }
+    if let Some(r) = &i.readiness {
+        row("readiness", r.clone());
+    }
+    if let Some(s) = &i.notify_status {
+        row("notify status", s.clone());
     }
     row(
         "log rotation",

@@ -21,6 +21,9 @@ use crate::spec::{now_ms, Event, Observed, Phase, Spec, Subject};
 use crate::store::Store;
 use crate::supervise::{pidfd, proc, spawn};
 
+mod handover;
+use handover::{ReloadWait, Round};
+
 /// How often processes with a memory limit are measured.
 pub const MEMORY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -51,6 +54,8 @@ struct Slot {
     spec: Spec,
     obs: Observed,
     next_check_ms: Option<u64>,
+    /// A reload request waiting for its answer (`handover`).
+    reload: Option<ReloadWait>,
 }
 
 pub struct Executor {
@@ -69,6 +74,12 @@ pub struct Executor {
     watch_due: HashMap<u64, WatchDue>,
     /// The next `cron_restart` match of each process with one, and its expression.
     cron_due: HashMap<u64, (u64, String)>,
+    /// `NOTIFY_SOCKET` for children that `--wait-ready`.
+    notify_address: Option<String>,
+    /// When the runs waiting for their ready port are looked at next.
+    next_port_poll_ms: Option<u64>,
+    /// Reloads a previous daemon left under way, asked again after restore.
+    pending_reloads: Vec<(u64, u64)>,
 }
 
 /// What one process's watcher watches and leaves aside.
@@ -116,6 +127,9 @@ impl Executor {
             watchers: HashMap::new(),
             watch_due: HashMap::new(),
             cron_due: HashMap::new(),
+            notify_address: None,
+            next_port_poll_ms: None,
+            pending_reloads: Vec::new(),
         };
         (exec, handle)
     }
@@ -124,6 +138,7 @@ impl Executor {
     /// the published state is whole before anyone reads it. Call inside the
     /// runtime (pidfds register with its reactor).
     pub fn start(&mut self) {
+        self.start_notify();
         let ids = match self.restore() {
             Ok(ids) => ids,
             Err(e) => {
@@ -131,6 +146,14 @@ impl Executor {
                 Vec::new()
             }
         };
+        for (id, generation) in std::mem::take(&mut self.pending_reloads) {
+            if let Some(slot) = self.slots.get_mut(&id) {
+                slot.reload = Some(ReloadWait {
+                    generation,
+                    waiters: Vec::new(),
+                });
+            }
+        }
         self.pass(ids.into_iter().collect());
     }
 
@@ -171,6 +194,9 @@ impl Executor {
             }
             self.due_watch_restarts(now, &mut dirty);
             self.due_cron_restarts(now, &mut dirty);
+            if self.next_port_poll_ms.is_some_and(|t| t <= now) {
+                self.poll_ports(now, &mut dirty);
+            }
             self.pass(dirty);
         }
         if let Err(e) = self.store.flush() {
@@ -185,6 +211,7 @@ impl Executor {
             .filter_map(|s| s.next_check_ms)
             .chain(self.watch_due.values().map(|d| d.at_ms))
             .chain(self.cron_due.values().map(|(t, _)| *t))
+            .chain(self.next_port_poll_ms)
             .min();
         let memory = self
             .slots
@@ -258,6 +285,7 @@ impl Executor {
                 }
                 _ => {}
             }
+            self.restore_handover(&spec, &mut obs, same_boot);
             self.store.put_runtime(id, &obs)?;
             self.slots.insert(
                 id,
@@ -265,6 +293,7 @@ impl Executor {
                     spec,
                     obs,
                     next_check_ms: None,
+                    reload: None,
                 },
             );
             ids.push(id);
@@ -291,12 +320,28 @@ impl Executor {
                     (now + delay).min(due.first_ms + delay + WATCH_MAX_WAIT.as_millis() as u64);
                 due.path = path;
             }
+            Msg::Notice { pgid, notice } => self.on_notice(pgid, notice, dirty),
+            Msg::Reload {
+                id,
+                generation,
+                reply,
+            } => self.on_reload(id, generation, reply, dirty),
             Msg::Exited { id, pid, status } => {
                 let now = now_ms();
+                let (code, signal) = status.map_or((None, None), |s| (s.code, s.signal));
+                let describe = crate::spec::Exit {
+                    code,
+                    signal,
+                    at_ms: now,
+                    uptime_ms: 0,
+                }
+                .describe();
+                if self.other_exited(id, pid, describe, dirty) {
+                    return;
+                }
                 let Some(slot) = self.slots.get_mut(&id) else {
                     return;
                 };
-                let (code, signal) = status.map_or((None, None), |s| (s.code, s.signal));
                 let mut group_alive = proc::group_alive(pid);
                 if group_alive
                     && matches!(slot.obs.phase, Phase::Running { pid: p, .. } if p == pid)
@@ -416,10 +461,16 @@ impl Executor {
         if !spawns.is_empty() {
             for &id in &spawns {
                 if let Some(slot) = self.slots.get_mut(&id) {
-                    slot.obs.phase = Phase::Spawning {
-                        nonce: fresh_nonce(),
-                        at_ms: now,
-                    };
+                    // A reload's new run has its intent in `handover` already.
+                    if !matches!(
+                        slot.obs.handover,
+                        Some(crate::spec::Handover::Spawning { .. })
+                    ) {
+                        slot.obs.phase = Phase::Spawning {
+                            nonce: fresh_nonce(),
+                            at_ms: now,
+                        };
+                    }
                     if let Err(e) = self.store.put_runtime(id, &slot.obs) {
                         tracing::error!(id, name = %slot.spec.name, "cannot record the spawn: {e}");
                     }
@@ -451,6 +502,9 @@ impl Executor {
         }
         if let Err(e) = self.store.flush() {
             tracing::error!("flush failed: {e}");
+        }
+        if self.next_port_poll_ms.is_none() {
+            self.next_port_poll_ms = self.port_poll_due(now);
         }
         self.publish(&dirty);
     }
@@ -494,6 +548,7 @@ impl Executor {
             spec: spec.clone(),
             obs: Observed::new(),
             next_check_ms: None,
+            reload: None,
         });
         slot.spec = spec;
         // Each round moves the phase forward; a handful always suffices
@@ -513,8 +568,32 @@ impl Executor {
                     slot.obs = plan::on_group_gone(&slot.obs, now);
                 }
             }
+            match self.handover_round(id, now) {
+                Round::Free => {}
+                Round::Again => continue,
+                Round::Hold | Round::SpawnNext => {
+                    let Some(slot) = self.slots.get_mut(&id) else {
+                        return Ok(());
+                    };
+                    slot.next_check_ms = super::handover::next_check_ms(&slot.obs);
+                    if matches!(
+                        slot.obs.handover,
+                        Some(crate::spec::Handover::Spawning { .. })
+                    ) {
+                        spawns.push(id);
+                    }
+                    return Ok(());
+                }
+            }
+            let Some(slot) = self.slots.get_mut(&id) else {
+                return Ok(());
+            };
             let p = plan::plan(&slot.spec, &slot.obs, now);
-            slot.next_check_ms = p.next_check_ms;
+            slot.next_check_ms = match (p.next_check_ms, super::handover::next_check_ms(&slot.obs))
+            {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let Some(action) = p.actions.into_iter().next() else {
                 return Ok(());
             };
@@ -574,16 +653,18 @@ impl Executor {
             .into_iter()
             .filter_map(|id| {
                 let slot = self.slots.get(&id)?;
-                match slot.obs.phase {
-                    Phase::Spawning { nonce, .. } => Some((id, slot.spec.clone(), nonce)),
+                match (&slot.obs.handover, &slot.obs.phase) {
+                    (Some(crate::spec::Handover::Spawning { nonce, .. }), _)
+                    | (_, Phase::Spawning { nonce, .. }) => Some((id, slot.spec.clone(), *nonce)),
                     _ => None,
                 }
             })
             .collect();
         let home = &self.home;
+        let notify = self.notify_address.as_deref();
         let results: Vec<std::io::Result<spawn::Spawned>> = if jobs.len() < 2 {
             jobs.iter()
-                .map(|(_, spec, nonce)| spawn_run(home, spec, *nonce))
+                .map(|(_, spec, nonce)| spawn_run(home, notify, spec, *nonce))
                 .collect()
         } else {
             let threads = std::thread::available_parallelism()
@@ -597,7 +678,7 @@ impl Executor {
                         scope.spawn(move || {
                             chunk
                                 .iter()
-                                .map(|(_, spec, nonce)| spawn_run(home, spec, *nonce))
+                                .map(|(_, spec, nonce)| spawn_run(home, notify, spec, *nonce))
                                 .collect::<Vec<_>>()
                         })
                     })
@@ -623,6 +704,12 @@ impl Executor {
         let Some(slot) = self.slots.get_mut(&id) else {
             return;
         };
+        if matches!(
+            slot.obs.handover,
+            Some(crate::spec::Handover::Spawning { .. })
+        ) {
+            return self.finish_next_spawn(id, spec, result);
+        }
         let was_started = slot.obs.starts > 0;
         match result {
             Ok(child) => {
@@ -637,7 +724,9 @@ impl Executor {
                     &self.boot_id,
                     now,
                 );
-                slot.next_check_ms = None;
+                // A run that must say it is ready is looked at again at its
+                // `listen_timeout`.
+                slot.next_check_ms = super::handover::next_check_ms(&slot.obs);
                 self.watch(id, child.pid);
                 let kind = if was_started { "restarted" } else { "started" };
                 self.event(spec, kind, format!("pid {}", child.pid));
@@ -883,7 +972,12 @@ fn log_files(home: &Home, spec: &Spec) -> [PathBuf; 2] {
 }
 
 /// Spawns one run of `spec`, marked with `nonce`.
-fn spawn_run(home: &Home, spec: &Spec, nonce: u64) -> std::io::Result<spawn::Spawned> {
+fn spawn_run(
+    home: &Home,
+    notify: Option<&str>,
+    spec: &Spec,
+    nonce: u64,
+) -> std::io::Result<spawn::Spawned> {
     let (program, args) = spawn::split_command(&spec.command())
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
     let mut env = spec.def.env.clone();
@@ -893,6 +987,9 @@ fn spawn_run(home: &Home, spec: &Spec, nonce: u64) -> std::io::Result<spawn::Spa
     for (k, v) in spec.def.instance_env(|k| std::env::var(k).ok()) {
         env.retain(|(e, _)| *e != k);
         env.push((k, v));
+    }
+    if let (true, Some(address)) = (spec.def.wait_ready(), notify) {
+        env.push(("NOTIFY_SOCKET".into(), address.to_string()));
     }
     let cwd = PathBuf::from(spec.cwd());
     let [out_log, err_log] = log_files(home, spec);

@@ -4,6 +4,7 @@
 //! the rest of the daemon wakes it and watches what it published.
 
 pub mod executor;
+pub mod handover;
 pub mod plan;
 
 use crate::sync::RwLockExt;
@@ -38,6 +39,17 @@ pub enum Msg {
     FileChanged { id: u64, path: std::path::PathBuf },
     /// `opm reset`: zero these processes' restart counters.
     Reset(Vec<u64>),
+    /// A message on the notify socket from a member of group `pgid`.
+    Notice {
+        pgid: u32,
+        notice: crate::supervise::ready::Notice,
+    },
+    /// A reload of `generation` (stored next): answered when it is over.
+    Reload {
+        id: u64,
+        generation: u64,
+        reply: tokio::sync::oneshot::Sender<handover::ReloadOutcome>,
+    },
 }
 
 /// State shared between the executor (the only writer) and readers.
@@ -106,6 +118,22 @@ impl Handle {
         if !ids.is_empty() {
             let _ = self.tx.send(Msg::Reset(ids));
         }
+    }
+
+    /// Asks for a reload of `id` to `generation`, before that generation is
+    /// stored (so no pass takes it for a restart); the answer says how it went.
+    pub fn reload(
+        &self,
+        id: u64,
+        generation: u64,
+    ) -> tokio::sync::oneshot::Receiver<handover::ReloadOutcome> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let _ = self.tx.send(Msg::Reload {
+            id,
+            generation,
+            reply,
+        });
+        answer
     }
 
     /// Waits until `done` holds for the published state, or `timeout` passes.

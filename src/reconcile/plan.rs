@@ -299,6 +299,8 @@ pub fn on_spawned(
     next.boot_id = boot_id.to_string();
     next.last_error = None;
     next.restart_pending = None;
+    next.readiness = super::handover::readiness_at_spawn(spec, now_ms);
+    next.notify_status = None;
     next
 }
 
@@ -523,7 +525,8 @@ pub fn start_settled(spec: &Spec, obs: &Observed, desired: Desired, generation: 
 pub fn status(spec: &Spec, obs: &Observed) -> crate::model::Status {
     use crate::model::Status;
     match obs.phase {
-        Phase::Running { .. } => Status::Online,
+        Phase::Running { .. } if obs.readiness.is_up() => Status::Online,
+        Phase::Running { .. } => Status::Starting,
         Phase::Stopping { .. } => Status::Stopping,
         Phase::Spawning { .. } => Status::Starting,
         Phase::Errored { .. } => Status::Errored,

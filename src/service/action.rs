@@ -35,6 +35,7 @@ impl Service {
                 action: req.action,
                 processes: self.views(Some(&ids), false),
                 removed: Vec::new(),
+                reloads: Vec::new(),
             });
         }
         match req.action {
@@ -43,6 +44,7 @@ impl Service {
             _ => {}
         }
         let mut specs = Vec::with_capacity(entries.len());
+        let mut reloads = Vec::new();
         for id in &ids {
             // The store is the truth for specs; the published copy may lag.
             let Some(mut spec) = self.store.get(*id)? else {
@@ -54,6 +56,10 @@ impl Service {
                 .map(|e| e.obs)
                 .unwrap_or_default();
             on_user_action(&mut spec, &obs, req.action);
+            if req.action == ActionKind::Reload {
+                // Asked before the new generation is stored: see `Handle::reload`.
+                reloads.push((spec.id, self.rec.reload(spec.id, spec.generation)));
+            }
             if matches!(req.action, ActionKind::Restart | ActionKind::Reload) {
                 if let Some(env) = &req.caller_env {
                     spec.def.caller_env = Some(env.clone());
@@ -77,6 +83,7 @@ impl Service {
             .map(|s| (s.id, s.desired, s.generation))
             .collect();
         let action = req.action;
+        let reloads = self.await_reloads(reloads, &specs).await;
         self.rec
             .wait_for(timeout, |procs| {
                 wanted.iter().all(|(id, desired, generation)| {
@@ -103,6 +110,7 @@ impl Service {
             action,
             processes: self.views(Some(&remaining), false),
             removed,
+            reloads,
         })
     }
 }
@@ -127,6 +135,7 @@ impl Service {
             action: ActionKind::Reset,
             processes: self.views(Some(&ids), false),
             removed: Vec::new(),
+            reloads: Vec::new(),
         })
     }
 
@@ -198,6 +207,7 @@ impl Service {
             action: ActionKind::Signal,
             processes: self.views(Some(&signalled), false),
             removed: Vec::new(),
+            reloads: Vec::new(),
         })
     }
 }

@@ -298,6 +298,7 @@ impl Service {
         if ids.len() < 2 || !grouped {
             return Ok(None);
         }
+        let mut reloads = Vec::with_capacity(ids.len());
         for (step, &id) in ids.iter().enumerate() {
             let Some(entry) = self.entries(Some(&[id])).pop() else {
                 continue;
@@ -314,8 +315,18 @@ impl Service {
                 signal: None,
                 process_group: false,
             };
-            self.act(one).await?;
-            if let Err(why) = self.serving_again(id, &ports).await {
+            let answer = self.act(one).await?;
+            let failed = answer
+                .reloads
+                .iter()
+                .find(|r| r.outcome == "failed")
+                .map(|r| r.detail.clone());
+            reloads.extend(answer.reloads);
+            let step_result = match failed {
+                Some(why) => Err(why),
+                None => self.serving_again(id, &ports).await,
+            };
+            if let Err(why) = step_result {
                 let name = &entry.spec.name;
                 let copy = entry
                     .spec
@@ -333,6 +344,7 @@ impl Service {
             action: ActionKind::Reload,
             processes: self.views(Some(&ids), false),
             removed: Vec::new(),
+            reloads,
         }))
     }
 

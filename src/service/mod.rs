@@ -15,6 +15,7 @@ mod health;
 mod history;
 mod instances;
 mod logs;
+mod reload;
 mod views;
 
 pub use create::with_interpreter;

@@ -144,6 +144,8 @@ impl Service {
                 .cron_restart
                 .as_deref()
                 .and_then(|c| crate::reconcile::plan::next_cron_ms(c, now_ms())),
+            readiness: readiness_text(spec, obs),
+            notify_status: obs.notify_status.clone(),
             events,
             definition: spec.definition(),
             group,
@@ -243,4 +245,32 @@ impl Service {
             processes,
         }
     }
+}
+
+/// The live run's readiness as `opm info` shows it, when it is asked for.
+fn readiness_text(spec: &Spec, obs: &crate::spec::Observed) -> Option<String> {
+    use crate::spec::Readiness;
+    if !spec.def.awaits_readiness() {
+        return None;
+    }
+    let sign = match spec.def.ready_port {
+        Some(port) if !spec.def.wait_ready() => format!("listening on port {port}"),
+        Some(port) => format!("READY=1 on NOTIFY_SOCKET or listening on port {port}"),
+        None => "READY=1 on NOTIFY_SOCKET".to_string(),
+    };
+    let timeout = crate::definition::Millis(spec.def.listen_timeout_ms());
+    Some(match (&obs.phase, &obs.readiness) {
+        (Phase::Running { .. }, Readiness::Waiting { .. }) => {
+            format!("waiting for {sign} (listen_timeout {timeout})")
+        }
+        (Phase::Running { .. }, Readiness::TimedOut { at_ms }) => format!(
+            "not ready within {timeout} (listen_timeout, at {}): still running, still waiting for {sign}",
+            crate::spec::utc_timestamp(*at_ms)
+        ),
+        (Phase::Running { since_ms, .. }, Readiness::Ready { at_ms }) => format!(
+            "ready ({sign}) {} ms after its start",
+            at_ms.saturating_sub(*since_ms)
+        ),
+        _ => format!("asked: {sign}, within {timeout}"),
+    })
 }

@@ -11,6 +11,7 @@ pub mod inotify;
 pub mod logs;
 pub mod pidfd;
 pub mod proc;
+pub mod ready;
 pub mod rotate;
 pub mod spawn;
 pub mod user;

@@ -125,7 +125,7 @@ pub fn page_size() -> u64 {
 
 /// Iterates the numeric entries of `/proc` (one per process, threads are not
 /// listed). Unreadable entries are skipped.
-fn proc_pids() -> impl Iterator<Item = u32> {
+pub(crate) fn proc_pids() -> impl Iterator<Item = u32> {
     fs::read_dir("/proc")
         .into_iter()
         .flatten()

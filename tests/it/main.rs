@@ -28,6 +28,8 @@ mod logs;
 mod monit;
 mod process_lifecycle;
 mod process_tools;
+mod readiness;
+mod reload;
 mod restart_policy;
 mod roles;
 mod roles_netns;
