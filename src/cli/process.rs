@@ -891,8 +891,12 @@ pub async fn info(a: InfoArgs) -> Result<(), CliError> {
             ),
         },
     );
-    row("out log", i.out_log.clone());
-    row("err log", i.err_log.clone());
+    if i.out_log == i.err_log {
+        row("log (merged)", i.out_log.clone());
+    } else {
+        row("out log", i.out_log.clone());
+        row("err log", i.err_log.clone());
+    }
     if !i.events.is_empty() {
         println!("recent events:");
         for e in &i.events {
@@ -928,13 +932,26 @@ pub async fn logs(a: LogsArgs) -> Result<(), CliError> {
         let r: LogsResponse = client
             .get(&format!("/daemon/logs/{t}?lines={}", a.lines))
             .await?;
+        // Merged logs (one file): its lines are read as out, whatever
+        // stream wrote them.
+        let merged = r.out_log == r.err_log;
+        if merged && !lf.out && lf.err {
+            eprintln!(
+                "note: {} writes stdout and stderr to one file ({}): its lines are read as out, so --err shows none of them",
+                r.name, r.out_log
+            );
+        }
         for (stream, path, lines) in [("out", &r.out_log, &r.out), ("err", &r.err_log, &r.err)] {
-            if !lf.wants_stream(stream) {
+            if !lf.wants_stream(stream) || (merged && stream == "err") {
                 continue;
             }
             let plain = one.is_some() && !lf.json;
             if plain {
-                let which = if stream == "out" { "stdout" } else { "stderr" };
+                let which = match stream {
+                    "out" if merged => "stdout and stderr",
+                    "out" => "stdout",
+                    _ => "stderr",
+                };
                 println!("==> {path} ({which}) <==");
             }
             for l in lines.iter().filter(|l| lf.keeps(stream, l)) {

@@ -92,6 +92,12 @@ impl Service {
             writes.push(spec);
         }
         let new: Vec<NewSpec> = plan.create.iter().map(|&i| resolved[i].clone()).collect();
+        {
+            let mut batch: Vec<&Spec> = new.iter().map(|n| &n.spec).collect();
+            batch.extend(writes.iter().filter(|s| s.desired != Desired::Removed));
+            let replacing: Vec<u64> = writes.iter().map(|s| s.id).collect();
+            super::create::log_clash(&self.home, &batch, &stored, &replacing)?;
+        }
         let created = {
             let store = self.store.clone();
             let writes = writes.clone();

@@ -10,8 +10,7 @@ impl Service {
             .get(id)?
             .ok_or_else(|| ServiceError::NotFound(format!("no process {id}")))?;
         let lines = lines.min(MAX_LOG_LINES);
-        let out_log = self.home.out_log(&spec.name, id);
-        let err_log = self.home.err_log(&spec.name, id);
+        let (out_log, err_log) = self.home.process_logs(&spec.name, id, &spec.def);
         let read = |p: &Path| {
             supervise::rotate::tail_lines(p, lines).map_err(|source| ServiceError::File {
                 what: "cannot read",
@@ -23,7 +22,12 @@ impl Service {
             id,
             name: spec.name.clone(),
             out: read(&out_log)?,
-            err: read(&err_log)?,
+            // Merged: one file, read once (as the out log).
+            err: if err_log == out_log {
+                Vec::new()
+            } else {
+                read(&err_log)?
+            },
             out_log: out_log.display().to_string(),
             err_log: err_log.display().to_string(),
         })
@@ -44,10 +48,12 @@ impl Service {
     pub fn rotate_logs(&self) {
         for e in self.entries(None) {
             let policy = self.log_policy(&e.spec.def);
-            for live in [
-                self.home.out_log(&e.spec.name, e.spec.id),
-                self.home.err_log(&e.spec.name, e.spec.id),
-            ] {
+            let (out, err) = self.home.process_logs(&e.spec.name, e.spec.id, &e.spec.def);
+            for live in if out == err {
+                vec![out]
+            } else {
+                vec![out, err]
+            } {
                 match supervise::rotate::rotate_if_over(&live, &policy) {
                     Ok(Some(supervise::rotate::Cut::Truncate)) => tracing::warn!(
                         "{}: the file system cannot collapse a range; rotated by copy and truncate (lines written during it may be lost)",
@@ -67,10 +73,7 @@ impl Service {
             .store
             .get(id)?
             .ok_or_else(|| ServiceError::NotFound(format!("no process {id}")))?;
-        Ok((
-            id,
-            self.home.out_log(&spec.name, id),
-            self.home.err_log(&spec.name, id),
-        ))
+        let (out, err) = self.home.process_logs(&spec.name, id, &spec.def);
+        Ok((id, out, err))
     }
 }

@@ -91,9 +91,11 @@ fn tail_lines_once(path: &Path, n: usize) -> io::Result<Vec<String>> {
         .collect())
 }
 
-/// Truncates the file to length 0 if it exists; a missing file is fine.
+/// Truncates the file to length 0 if it exists; a missing file is fine,
+/// and so is one that is not a regular file (a log sent to `/dev/null`).
 pub fn truncate(path: &Path) -> io::Result<()> {
     match OpenOptions::new().write(true).open(path) {
+        Ok(f) if !f.metadata()?.is_file() => Ok(()),
         Ok(f) => f.set_len(0),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
@@ -192,20 +194,28 @@ impl Follower {
     /// Sends lines into `tx` until its receiver goes away (then `Ok`), or
     /// the logs folder cannot be watched.
     pub async fn run<T: From<LogLine>>(self, tx: &mpsc::Sender<T>) -> io::Result<()> {
-        let dir = self.out.parent().unwrap_or(Path::new("/"));
-        std::fs::create_dir_all(dir)?;
         let mut changes = Hub::global()?.subscribe(CHANGE_QUEUE);
-        changes.add(dir, true)?;
-        let mut files = [
+        // The two logs may live in different folders (`out_file`, `err_file`).
+        for p in [&self.out, &self.err] {
+            let dir = p.parent().unwrap_or(Path::new("/"));
+            std::fs::create_dir_all(dir)?;
+            changes.add(dir, true)?;
+        }
+        // Merged logs (one file for both streams) are read once, as out.
+        let merged = self.out == self.err;
+        let mut files: Vec<Followed> = [
             (&self.out, Stream::Out, self.offsets[0]),
             (&self.err, Stream::Err, self.offsets[1]),
         ]
+        .into_iter()
+        .take(if merged { 1 } else { 2 })
         .map(|(path, stream, offset)| Followed {
             path,
             stream,
             offset,
             partial: Vec::new(),
-        });
+        })
+        .collect();
         if self.lines > 0 {
             for f in &files {
                 for text in super::rotate::tail_lines(f.path, self.lines)? {

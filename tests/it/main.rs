@@ -22,6 +22,7 @@ mod history;
 mod import;
 mod kill_signal;
 mod layers;
+mod log_paths;
 mod log_rotation;
 mod logs;
 mod monit;
