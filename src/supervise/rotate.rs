@@ -70,8 +70,9 @@ pub fn with_cut<T>(path: &Path, f: impl FnOnce(u64) -> T) -> T {
 /// The bytes of the stream of `live` from `offset` up to `cut` (where the
 /// live file starts), taken from its rotated files, for a follower that fell
 /// behind a rotation; call it inside `with_cut`. When the rotated files no
-/// longer reach back to `offset`, they start at the oldest one kept.
-pub fn rotated_since(live: &Path, offset: u64, cut: u64) -> io::Result<Vec<u8>> {
+/// longer reach back to `offset`, they start at the oldest one kept: the
+/// offset the bytes start at comes with them.
+pub fn rotated_since(live: &Path, offset: u64, cut: u64) -> io::Result<(u64, Vec<u8>)> {
     let mut parts = Vec::new();
     let mut start = cut;
     for p in rotated_files(live, crate::definition::MAX_LOG_FILES) {
@@ -83,13 +84,14 @@ pub fn rotated_since(live: &Path, offset: u64, cut: u64) -> io::Result<Vec<u8>> 
         parts.push((start, bytes));
     }
     let mut out = Vec::new();
+    let from = offset.max(start);
     for (start, bytes) in parts.into_iter().rev() {
         let skip = usize::try_from(offset.saturating_sub(start))
             .map_err(io::Error::other)?
             .min(bytes.len());
         out.extend_from_slice(&bytes[skip..]);
     }
-    Ok(out)
+    Ok((from, out))
 }
 
 /// The rotated file number `n` of `live` (1 is the newest).
@@ -186,28 +188,39 @@ pub fn rotate_if_over(live: &Path, policy: &Policy) -> io::Result<Option<Cut>> {
         return Ok(None);
     }
     let block = meta.blksize().max(512);
+    // The head is the whole caps the file holds, down to a block (the
+    // kernel's unit): every rotated piece is at most the cap, and what
+    // stays live is what the child wrote past the last whole cap.
+    let all = size / policy.max_size;
+    let mut cut = all * policy.max_size / block * block;
     // The kernel refuses a collapse that reaches the end of the file.
-    let mut cut = size / block * block;
     if cut == size {
         cut -= block;
     }
-    if cut == 0 {
+    if cut == 0 || all == 0 {
         return Ok(None);
     }
 
-    // 1. The head, copied and synced to new files beside the live one, in
-    // even pieces of at most an eighth over the cap (a head many caps long,
-    // when the daemon was down while the child wrote, gives several rotated
-    // files), newest first; pieces older than the number kept are not
-    // written.
-    let whole = cut / policy.max_size;
-    let all = if whole > 0 && cut - whole * policy.max_size <= policy.max_size / 8 {
-        whole
-    } else {
-        whole + 1
-    };
-    let bound = |i: u64| u64::try_from(u128::from(cut) * u128::from(i) / u128::from(all));
+    // 1. The rotated files this rotation pushes past the number kept go
+    // first, so the disk never holds them and the new head at once (a
+    // daemon killed right after loses only what was to be deleted).
     let pieces = u32::try_from(all).unwrap_or(u32::MAX).min(policy.keep);
+    if pieces > 0 {
+        for n in (policy.keep + 1 - pieces)..=policy.keep {
+            for gz in [false, true] {
+                match fs::remove_file(rotated_path(live, n, gz)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    // 2. The head, copied and synced to new files beside the live one, in
+    // `all` even pieces (a head many caps long, when the daemon was down
+    // while the child wrote, gives several rotated files), newest first;
+    // pieces older than the number kept are not written.
+    let bound = |i: u64| u64::try_from(u128::from(cut) * u128::from(i) / u128::from(all));
     let mut staged = Vec::new();
     for n in 1..=pieces {
         let end = bound(all - u64::from(n) + 1).map_err(io::Error::other)?;
@@ -227,7 +240,7 @@ pub fn rotate_if_over(live: &Path, policy: &Policy) -> io::Result<Option<Cut>> {
     // From here to the cut, followers wait: the rotated files and the cut
     // change together.
     let mut cuts = cuts().write().unwrap_or_else(|p| p.into_inner());
-    // 2. The older rotated files shift by that many (past the number kept:
+    // 3. The older rotated files shift by that many (past the number kept:
     // deleted), and the new ones take their places.
     if pieces > 0 {
         for n in (1..=policy.keep).rev() {
@@ -248,7 +261,7 @@ pub fn rotate_if_over(live: &Path, policy: &Policy) -> io::Result<Option<Cut>> {
         }
     }
 
-    // 3. Cut the head out of the live file.
+    // 4. Cut the head out of the live file.
     match nix::fcntl::fallocate(
         std::os::fd::AsRawFd::as_raw_fd(&file),
         nix::fcntl::FallocateFlags::FALLOC_FL_COLLAPSE_RANGE,
