@@ -85,6 +85,7 @@ pub fn document() -> Value {
     paths.insert("/daemon/logs/{id}/stream".into(), json!({ "get": with_params(op("Live log lines as server-sent events named `out` and `err`", json!({ "200": {
         "description": "An event stream", "content": { "text/event-stream": { "schema": { "type": "string" } } }
     }})), json!([id_param(process_id)[0].clone(), lines])) }));
+    paths.insert("/daemon/reload-logs".into(), json!({ "post": op("Give every running process's log files their configured names back after an outside tool (logrotate) renamed them away; what was found for each", json!({ "200": ok(r("ReloadLogsResponse")) })) }));
     paths.insert("/daemon/env/{id}".into(), json!({ "get": with_params(op("The environment opm gives a process", json!({ "200": ok(r("EnvResponse")) })), id_param(process_id)) }));
     paths.insert("/daemon/dump".into(), json!({ "get": op("Every process definition (for `opm save`)", json!({ "200": ok(r("Dump")) })) }));
     paths.insert("/daemon/stop".into(), json!({ "post": op("Stop the daemon; processes keep running", json!({ "200": ok(json!({ "type": "object", "properties": { "stopping": { "type": "boolean" }, "pid": { "type": "integer" } } })) })) }));
@@ -229,6 +230,14 @@ pub fn document() -> Value {
         "created": { "type": "array", "items": r("ProcessView") }, "changed": { "type": "array", "items": r("ProcessView") },
         "unchanged": { "type": "array", "items": r("ProcessView") }, "pruned": { "type": "array", "items": { "type": "string" } }
     }});
+    let reload_logs = json!({ "type": "object", "properties": {
+        "logs": { "type": "array", "items": { "type": "object", "properties": {
+            "id": { "type": "integer" }, "name": { "type": "string" },
+            "stream": { "type": "string", "enum": ["out", "err", "both"] }, "path": { "type": "string" },
+            "outcome": { "type": "string", "enum": ["same", "moved", "deleted", "elsewhere", "occupied", "failed"] },
+            "detail": { "type": "string" }
+        }}}
+    }});
     let mut doc = json!({
         "openapi": "3.0.3",
         "info": { "title": "opm", "version": env!("CARGO_PKG_VERSION"), "description": "The opm daemon's API. Over TCP every route needs the token (GET /health without it says only that the daemon is up); changes need Content-Type: application/json, and Host and Origin must be the daemon's own." },
@@ -329,6 +338,7 @@ pub fn document() -> Value {
     });
     doc["components"]["schemas"]["ApplyRequest"] = apply_request;
     doc["components"]["schemas"]["ApplyResponse"] = apply_response;
+    doc["components"]["schemas"]["ReloadLogsResponse"] = reload_logs;
     doc
 }
 

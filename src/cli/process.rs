@@ -1042,6 +1042,54 @@ pub async fn flush(a: FlushArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+#[derive(Debug, Args)]
+pub struct ReloadLogsArgs {
+    /// Print the daemon's answer as JSON
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+/// `opm reload-logs`: one line per log that was not already in place, and
+/// a count of those that were; exit 1 when a log is left writing a file
+/// that is not its configured one.
+pub async fn reload_logs(a: ReloadLogsArgs) -> Result<(), CliError> {
+    let client = target(&a.remote)?;
+    let r: crate::model::ReloadLogsResponse = client
+        .post("/daemon/reload-logs", &serde_json::json!({}))
+        .await?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r).map_err(|e| CliError::Usage(e.to_string()))?
+        );
+    }
+    let mut left = 0;
+    for l in r.logs.iter().filter(|l| l.outcome != "same") {
+        let mark = if l.outcome == "moved" { "✔" } else { "✘" };
+        if l.outcome != "moved" {
+            left += 1;
+        }
+        if !a.json {
+            println!("{mark} {} ({}): {}", l.name, l.stream, l.detail);
+        }
+    }
+    let same = r.logs.iter().filter(|l| l.outcome == "same").count();
+    if !a.json {
+        println!(
+            "{same} of {} logs of running processes already write their configured files",
+            r.logs.len()
+        );
+    }
+    if left > 0 {
+        return Err(CliError::Usage(format!(
+            "{left} log(s) still go to another file than the configured one (see above)"
+        )));
+    }
+    Ok(())
+}
+
 pub async fn env(a: EnvArgs) -> Result<(), CliError> {
     let client = target(&a.remote)?;
     let r: EnvResponse = client.get(&format!("/daemon/env/{}", a.target)).await?;

@@ -66,6 +66,70 @@ impl Service {
         }
     }
 
+    /// `opm reload-logs`: for every running process, gives each log file
+    /// it writes that was renamed away (by logrotate) its configured name
+    /// back (`supervise::rotate::reattach`), and says what it found.
+    pub fn reload_logs(&self) -> crate::model::ReloadLogsResponse {
+        use supervise::rotate::Reattach;
+        let mut logs = Vec::new();
+        let mut entries = self.entries(None);
+        entries.sort_by_key(|e| e.spec.id);
+        for e in entries {
+            let Some(pid) = e.obs.pid() else { continue };
+            let (out, err) = self.home.process_logs(&e.spec.name, e.spec.id, &e.spec.def);
+            let streams = if out == err {
+                vec![("both", 1, out)]
+            } else {
+                vec![("out", 1, out), ("err", 2, err)]
+            };
+            for (stream, fd, path) in streams {
+                let shown = path.display();
+                let (outcome, detail) = match supervise::rotate::reattach(pid, fd, &path) {
+                    Ok(Reattach::Same) => ("same", format!("writes {shown}")),
+                    Ok(Reattach::Moved { to, bytes }) => (
+                        "moved",
+                        format!(
+                            "wrote {} (renamed from {shown}): that file is {shown} again, and its first {bytes} bytes are in {}",
+                            to.display(),
+                            to.display()
+                        ),
+                    ),
+                    Ok(Reattach::Deleted { was }) => (
+                        "deleted",
+                        format!(
+                            "writes a deleted file (was {}): `opm restart {}` makes it write {shown}",
+                            was.display(),
+                            e.spec.name
+                        ),
+                    ),
+                    Ok(Reattach::Elsewhere { at }) => (
+                        "elsewhere",
+                        format!("writes {at}, not a file named after {shown}: left alone"),
+                    ),
+                    Ok(Reattach::Occupied { bytes }) => (
+                        "occupied",
+                        format!(
+                            "writes a renamed file, but {shown} is another file with {bytes} bytes in it: move that away and run reload-logs again"
+                        ),
+                    ),
+                    Err(err) => ("failed", format!("cannot reattach {shown}: {err}")),
+                };
+                if outcome != "same" {
+                    tracing::info!(id = e.spec.id, name = %e.spec.name, "reload-logs: {stream}: {detail}");
+                }
+                logs.push(crate::model::ReloadedLog {
+                    id: e.spec.id,
+                    name: e.spec.name.clone(),
+                    stream: stream.to_string(),
+                    path: path.display().to_string(),
+                    outcome: outcome.to_string(),
+                    detail,
+                });
+            }
+        }
+        crate::model::ReloadLogsResponse { logs }
+    }
+
     /// The log files of a process, for the live stream.
     pub fn log_paths(&self, target: &Target) -> Result<(u64, PathBuf, PathBuf), ServiceError> {
         let id = self.resolve_one(target)?;

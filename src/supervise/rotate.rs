@@ -290,6 +290,118 @@ pub fn rotate_if_over(live: &Path, policy: &Policy) -> io::Result<Option<Cut>> {
     }
 }
 
+/// What `reattach` found (and did) for one descriptor of a child.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reattach {
+    /// The descriptor is the file at the configured path: nothing to do.
+    Same,
+    /// Renamed away (logrotate without `copytruncate`): the child's file
+    /// is at the configured path again, and what it held up to a block
+    /// before was copied to where it had been renamed (`bytes` of it).
+    Moved { to: PathBuf, bytes: u64 },
+    /// The file was deleted: no name can be given back to it.
+    Deleted { was: PathBuf },
+    /// Not a file named after the log (the program sent its output
+    /// elsewhere itself, or to a pipe): left alone.
+    Elsewhere { at: String },
+    /// The configured path holds another file that is not empty.
+    Occupied { bytes: u64 },
+}
+
+/// Makes the file that descriptor `fd` of process `pid` writes (its stdout
+/// or stderr, opened by opm at spawn) the file at `live` again, when a tool
+/// renamed it away (logrotate's default `create` mode): the child keeps its
+/// descriptor, so opm cannot reopen it, but it can give the file its name
+/// back. The head (down to a block) is copied to the name it was renamed to
+/// and synced, the file is renamed back over `live` (an empty file there,
+/// from logrotate's `create`, is replaced), and the head is cut out as in a
+/// rotation: the child never notices and no line is lost. A renamed file
+/// is one whose name starts with the log's (`app.log.1`, `app.log-20261129`,
+/// in any folder of the same file system).
+pub fn reattach(pid: u32, fd: u32, live: &Path) -> io::Result<Reattach> {
+    let link = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
+    let target = fs::read_link(&link)?;
+    let text = target.to_string_lossy().into_owned();
+    let theirs = fs::metadata(&link)?;
+    match fs::metadata(live) {
+        Ok(m) if (m.dev(), m.ino()) == (theirs.dev(), theirs.ino()) => return Ok(Reattach::Same),
+        _ => {}
+    }
+    if let Some(was) = text.strip_suffix(" (deleted)") {
+        if theirs.is_file() {
+            return Ok(Reattach::Deleted {
+                was: PathBuf::from(was),
+            });
+        }
+    }
+    let named_after = live
+        .file_name()
+        .zip(target.file_name())
+        .is_some_and(|(l, t)| t.as_encoded_bytes().starts_with(l.as_encoded_bytes()));
+    if !theirs.is_file() || !target.is_absolute() || !named_after {
+        return Ok(Reattach::Elsewhere { at: text });
+    }
+    match fs::metadata(live) {
+        Ok(m) if m.len() > 0 || !m.is_file() => return Ok(Reattach::Occupied { bytes: m.len() }),
+        _ => {}
+    }
+    let _one = rotating().lock().unwrap_or_else(|p| p.into_inner());
+    let file = OpenOptions::new().read(true).write(true).open(&link)?;
+    let size = file.metadata()?.len();
+    let block = file.metadata()?.blksize().max(512);
+    let mut cut = size / block * block;
+    if cut == size && cut > 0 {
+        cut -= block;
+    }
+    let staging = {
+        let mut name = target.as_os_str().to_owned();
+        name.push(".opm-reattach");
+        PathBuf::from(name)
+    };
+    if cut > 0 {
+        let mut w = Rotated::create(&staging, false)?;
+        copy_range(&file, 0, cut, &mut w)?;
+        w.finish()?;
+    }
+    // The child's file takes its name back (over logrotate's empty one).
+    if let Err(e) = fs::rename(&target, live) {
+        let _ = fs::remove_file(&staging);
+        return Err(e);
+    }
+    if cut == 0 {
+        return Ok(Reattach::Moved {
+            to: target,
+            bytes: 0,
+        });
+    }
+    fs::rename(&staging, &target)?;
+    let _cuts = cuts().write().unwrap_or_else(|p| p.into_inner());
+    match nix::fcntl::fallocate(
+        std::os::fd::AsRawFd::as_raw_fd(&file),
+        nix::fcntl::FallocateFlags::FALLOC_FL_COLLAPSE_RANGE,
+        0,
+        i64::try_from(cut).map_err(io::Error::other)?,
+    ) {
+        Ok(()) => Ok(Reattach::Moved {
+            to: target,
+            bytes: cut,
+        }),
+        Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::EINVAL) => {
+            // Copy-and-truncate, as a rotation does on such file systems.
+            let end = file.metadata()?.len();
+            let mut w = Rotated::append(&target, false)?;
+            copy_range(&file, cut, end, &mut w)?;
+            w.finish()?;
+            file.set_len(0)?;
+            Ok(Reattach::Moved {
+                to: target,
+                bytes: end,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Copies `file[from..to]` into `w`, in 1 MiB slices.
 fn copy_range(file: &File, from: u64, to: u64, w: &mut Rotated) -> io::Result<()> {
     let mut buf = vec![0u8; 1 << 20];

@@ -23,6 +23,7 @@ mod import;
 mod kill_signal;
 mod layers;
 mod log_paths;
+mod log_reload;
 mod log_rotation;
 mod logs;
 mod monit;
