@@ -176,7 +176,12 @@ def daemon_cpu(opm, writer, procs, rate, seconds, cap, check_ms, label):
         t0, c0 = time.monotonic(), cpu_ticks(pid)
         # Rotations counted by the rotated files' modification times.
         logs = os.path.join(run.home, "logs")
-        before = {n: os.stat(os.path.join(logs, n)).st_mtime_ns for n in os.listdir(logs)}
+        before = {}
+        for n in os.listdir(logs):
+            try:
+                before[n] = os.stat(os.path.join(logs, n)).st_mtime_ns
+            except OSError:
+                pass  # a staging file renamed meanwhile
         rotations = 0
         end = t0 + seconds
         while time.monotonic() < end:
@@ -193,7 +198,12 @@ def daemon_cpu(opm, writer, procs, rate, seconds, cap, check_ms, label):
         t1, c1 = time.monotonic(), cpu_ticks(pid)
         la1 = load()
         pct = (c1 - c0) / hz / (t1 - t0) * 100
-        du = sum(os.path.getsize(os.path.join(logs, n)) for n in os.listdir(logs))
+        du = 0
+        for n in os.listdir(logs):
+            try:
+                du += os.path.getsize(os.path.join(logs, n))
+            except OSError:
+                pass
         print(f"{label}: daemon CPU {pct:.2f}% of one core over {t1 - t0:.0f} s; "
               f"~{rotations} rotations seen; logs {du / 1e6:.0f} MB at the end; "
               f"load average {la0:.2f} -> {la1:.2f}", flush=True)
