@@ -71,6 +71,29 @@ impl Home {
     pub fn err_log(&self, name: &str, id: u64) -> PathBuf {
         self.logs().join(format!("{name}-{id}.err.log"))
     }
+    /// The files a process's stdout and stderr go to: its `out_file` and
+    /// `err_file` (stored absolute) or the defaults above; with merged logs
+    /// both are the out file (default `NAME-ID.log`).
+    pub fn process_logs(
+        &self,
+        name: &str,
+        id: u64,
+        def: &crate::definition::ProcessDef,
+    ) -> (PathBuf, PathBuf) {
+        let out = match &def.out_file {
+            Some(f) => PathBuf::from(f),
+            None if def.logs_merged() => self.logs().join(format!("{name}-{id}.log")),
+            None => self.out_log(name, id),
+        };
+        if def.logs_merged() {
+            return (out.clone(), out);
+        }
+        let err = def
+            .err_file
+            .as_ref()
+            .map_or_else(|| self.err_log(name, id), PathBuf::from);
+        (out, err)
+    }
 
     /// Makes the home private before the daemon keeps secrets in it: it must
     /// belong to this user (a home someone else owns is refused), the home

@@ -153,6 +153,32 @@ pub struct ProcessDef {
     #[arg(long, value_name = "N")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_files: Option<u32>,
+    /// The file stdout goes to (relative to --cwd, or absolute; its folder is created; default: NAME-ID.out.log in opm's logs folder)
+    #[arg(long, value_name = "FILE", visible_alias = "output")]
+    #[serde(default, alias = "output", skip_serializing_if = "Option::is_none")]
+    pub out_file: Option<String>,
+    /// The file stderr goes to (as --out-file; default: NAME-ID.err.log in opm's logs folder)
+    #[arg(long, value_name = "FILE", visible_alias = "error-file")]
+    #[serde(
+        default,
+        alias = "error_file",
+        alias = "error",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub err_file: Option<String>,
+    /// Both streams to one file: --out-file, else NAME-ID.log in opm's logs folder
+    #[arg(
+        long,
+        num_args = 0,
+        default_missing_value = "true",
+        value_parser = clap::value_parser!(bool)
+    )]
+    #[serde(
+        default,
+        alias = "combine_logs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub merge_logs: Option<bool>,
     // --- end of logs ---
     // --- Watch and users (issue 14) ---
     /// Changes matching this glob do not restart (relative to each watched path; repeatable; e.g. logs, *.log, **/tmp/*)
@@ -295,6 +321,11 @@ impl ProcessDef {
     pub fn log_files(&self, default: u32) -> u32 {
         self.log_files.unwrap_or(default)
     }
+    /// Whether both streams go to one file: `merge_logs`, or the same
+    /// `out_file` and `err_file`.
+    pub fn logs_merged(&self) -> bool {
+        self.merge_logs == Some(true) || (self.out_file.is_some() && self.out_file == self.err_file)
+    }
 
     /// How long the watched files must be quiet before a restart.
     pub fn watch_delay_ms(&self) -> u64 {
@@ -420,6 +451,25 @@ impl ProcessDef {
         }
         if self.ready_port == Some(0) {
             problems.push("ready port must be 1 to 65535".into());
+        }
+        for (key, path) in [("out_file", &self.out_file), ("err_file", &self.err_file)] {
+            match path.as_deref() {
+                Some("") => problems.push(format!("{key} is empty")),
+                Some(p) if p.contains('\0') => problems.push(format!("{key} contains a NUL byte")),
+                Some(p) if p.ends_with('/') => {
+                    problems.push(format!("{key} {p:?} names a folder: name a file in it"))
+                }
+                _ => {}
+            }
+        }
+        if self.merge_logs == Some(true)
+            && self.err_file.is_some()
+            && self.err_file != self.out_file
+        {
+            problems.push(
+                "merge_logs writes both streams to the out file: leave err_file out (or make it the same as out_file)"
+                    .into(),
+            );
         }
         if problems.is_empty() {
             Ok(())

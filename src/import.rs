@@ -113,39 +113,25 @@ pub const PM2_KEYS: &[(&str, Row)] = &[
         "namespace",
         Row::Unsupported("opm has no namespaces (names are global)"),
     ),
-    // Logs. When ProcessDef has them: out_file/err_file Row::To(…, Conv::Text),
-    // merge_logs/combine_logs Row::To("merge_logs", Conv::Bool).
-    (
-        "out_file",
-        Row::Unsupported("opm writes logs under its home on this version"),
-    ),
-    (
-        "output",
-        Row::Unsupported("opm writes logs under its home on this version"),
-    ),
-    (
-        "error_file",
-        Row::Unsupported("opm writes logs under its home on this version"),
-    ),
-    (
-        "err_file",
-        Row::Unsupported("opm writes logs under its home on this version"),
-    ),
-    (
-        "error",
-        Row::Unsupported("opm writes logs under its home on this version"),
-    ),
+    // Logs: the paths as they are (relative ones are taken from the cwd).
+    ("out_file", Row::To("out_file", Conv::Text)),
+    ("output", Row::To("out_file", Conv::Text)),
+    ("error_file", Row::To("err_file", Conv::Text)),
+    ("err_file", Row::To("err_file", Conv::Text)),
+    ("error", Row::To("err_file", Conv::Text)),
     (
         "log_file",
         Row::Unsupported("opm keeps no combined log file"),
     ),
+    // PM2's merge_logs joins the files of a cluster's instances; opm's
+    // joins a process's stdout and stderr: not the same wish.
     (
         "merge_logs",
-        Row::Unsupported("opm has one log per process (no instances) on this version"),
+        Row::Unsupported("PM2's merge_logs joins instances' files; opm's merge_logs (set it yourself if wanted) joins stdout and stderr"),
     ),
     (
         "combine_logs",
-        Row::Unsupported("opm has one log per process (no instances) on this version"),
+        Row::Unsupported("PM2's combine_logs joins instances' files; opm's merge_logs (set it yourself if wanted) joins stdout and stderr"),
     ),
     (
         "log_date_format",
@@ -780,6 +766,8 @@ pub(crate) mod tests {
         assert_eq!(api.kill_timeout_ms(), 1600);
         assert_eq!(api.restart_delay_ms(), 2000);
         assert_eq!(api.watch, vec!["src".to_string(), "lib".to_string()]);
+        assert_eq!(api.out_file.as_deref(), Some("/var/log/api.out"));
+        assert_eq!(api.merge_logs, None, "PM2's merge_logs means another thing");
         assert!(api.env.contains(&("WORKERS".into(), "2".into())));
         assert_eq!(c.entries[0].sets["production"]["NODE_ENV"], "production");
         let worker = &c.entries[1].def;
@@ -793,7 +781,6 @@ pub(crate) mod tests {
         for want in [
             ("api", "instances"),
             ("api", "exec_mode"),
-            ("api", "out_file"),
             ("api", "merge_logs"),
             ("api", "shiny_new_key"),
             ("", "deploy"),

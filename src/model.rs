@@ -377,6 +377,29 @@ pub struct LogsResponse {
     pub err: Vec<String>,
 }
 
+/// `POST /daemon/reload-logs`: what was found for each log descriptor of
+/// each running process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadLogsResponse {
+    pub logs: Vec<ReloadedLog>,
+}
+
+/// One stream of one running process, as `opm reload-logs` found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadedLog {
+    pub id: u64,
+    pub name: String,
+    /// `out`, `err`, or `both` (merged logs).
+    pub stream: String,
+    /// The configured file.
+    pub path: String,
+    /// `same` (it writes the configured file), `moved` (renamed away, given
+    /// its name back), `deleted`, `elsewhere`, `occupied` or `failed`.
+    pub outcome: String,
+    /// What happened, in a sentence.
+    pub detail: String,
+}
+
 /// `GET /daemon/env/{id}`: the environment opm adds to the inherited one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvResponse {

@@ -86,6 +86,7 @@ pub fn document() -> Value {
     paths.insert("/daemon/logs/{id}/stream".into(), json!({ "get": with_params(op("Live log lines as server-sent events named `out` and `err`", json!({ "200": {
         "description": "An event stream", "content": { "text/event-stream": { "schema": { "type": "string" } } }
     }})), json!([id_param(process_id)[0].clone(), lines])) }));
+    paths.insert("/daemon/reload-logs".into(), json!({ "post": op("Give every running process's log files their configured names back after an outside tool (logrotate) renamed them away; what was found for each", json!({ "200": ok(r("ReloadLogsResponse")) })) }));
     paths.insert("/daemon/env/{id}".into(), json!({ "get": with_params(op("The environment opm gives a process", json!({ "200": ok(r("EnvResponse")) })), id_param(process_id)) }));
     paths.insert("/daemon/dump".into(), json!({ "get": op("Every process definition (for `opm save`)", json!({ "200": ok(r("Dump")) })) }));
     paths.insert("/daemon/stop".into(), json!({ "post": op("Stop the daemon; processes keep running", json!({ "200": ok(json!({ "type": "object", "properties": { "stopping": { "type": "boolean" }, "pid": { "type": "integer" } } })) })) }));
@@ -224,6 +225,9 @@ pub fn document() -> Value {
         "group": { "oneOf": [{ "type": "string" }, { "type": "integer" }], "description": "run with this group (name or gid; also read as `gid`); default: the user's primary group" },
         "max_log_size": { "oneOf": [{ "type": "integer", "minimum": 65536 }, { "type": "string" }], "description": "rotate a log past this size: bytes, or \"10M\" (default [logs] max_size)" },
         "log_files": { "type": "integer", "minimum": 0, "maximum": 1000, "description": "rotated files kept per log (default [logs] files)" },
+        "out_file": { "type": "string", "description": "the file stdout goes to: absolute, or relative to cwd (default NAME-ID.out.log in the logs folder)" },
+        "err_file": { "type": "string", "description": "the file stderr goes to (default NAME-ID.err.log in the logs folder)" },
+        "merge_logs": { "type": "boolean", "description": "both streams to one file: out_file, else NAME-ID.log in the logs folder" },
         "desired": { "type": "string", "enum": ["running", "stopped"], "description": "also read as `stopped: true|false`" },
         "unchecked": { "type": "boolean", "description": "store it even if its program cannot be found or run now" },
         "args": { "type": "array", "items": { "type": "string" }, "description": "arguments given to the script" },
@@ -260,6 +264,14 @@ pub fn document() -> Value {
         "processes": { "type": "array", "items": r("ProcessView") },
         "added": { "type": "array", "items": { "type": "integer" } },
         "removed": { "type": "array", "items": { "type": "integer" } }
+    }});
+    let reload_logs = json!({ "type": "object", "properties": {
+        "logs": { "type": "array", "items": { "type": "object", "properties": {
+            "id": { "type": "integer" }, "name": { "type": "string" },
+            "stream": { "type": "string", "enum": ["out", "err", "both"] }, "path": { "type": "string" },
+            "outcome": { "type": "string", "enum": ["same", "moved", "deleted", "elsewhere", "occupied", "failed"] },
+            "detail": { "type": "string" }
+        }}}
     }});
     let mut doc = json!({
         "openapi": "3.0.3",
@@ -370,6 +382,7 @@ pub fn document() -> Value {
     doc["components"]["schemas"]["ApplyResponse"] = apply_response;
     doc["components"]["schemas"]["ScaleRequest"] = scale_request;
     doc["components"]["schemas"]["ScaleResponse"] = scale_response;
+    doc["components"]["schemas"]["ReloadLogsResponse"] = reload_logs;
     doc
 }
 

@@ -130,6 +130,12 @@ pub fn routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
             Ok::<_, Rejection>(log_stream(out, err, lines, slot))
         });
 
+    let reload_logs = warp::path!("daemon" / "reload-logs")
+        .and(admin(tokens.clone()))
+        .and(warp::post())
+        .and(with_ctx(ctx.clone()))
+        .map(|ctx: Ctx| warp::reply::json(&ctx.svc.reload_logs()).into_response());
+
     let env = warp::path!("daemon" / "env" / String)
         .and(admin(tokens.clone()))
         .and(warp::get())
@@ -175,6 +181,8 @@ pub fn routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
         .or(stream)
         .unify()
         .or(logs)
+        .unify()
+        .or(reload_logs)
         .unify()
         .or(env)
         .unify()

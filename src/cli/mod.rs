@@ -121,6 +121,8 @@ pub enum Command {
     Pid(process::PidArgs),
     /// Empty the log files of processes (all when none is named)
     Flush(process::FlushArgs),
+    /// After an outside tool (logrotate) renamed log files away: give each running process's file its configured name back
+    ReloadLogs(process::ReloadLogsArgs),
     /// The environment opm gives a process
     Env(process::EnvArgs),
     /// Write the process list to dump.toml (restored by `opm restore`)
@@ -250,6 +252,7 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
         Command::Signal(a) => process::signal(a).await,
         Command::Pid(a) => process::pid(a).await,
         Command::Flush(a) => process::flush(a).await,
+        Command::ReloadLogs(a) => process::reload_logs(a).await,
         Command::Env(a) => process::env(a).await,
         Command::Save(a) => process::save(a).await,
         Command::Restore => process::restore().await,

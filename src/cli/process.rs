@@ -1120,8 +1120,12 @@ pub async fn info(a: InfoArgs) -> Result<(), CliError> {
             ),
         },
     );
-    row("out log", i.out_log.clone());
-    row("err log", i.err_log.clone());
+    if i.out_log == i.err_log {
+        row("log (merged)", i.out_log.clone());
+    } else {
+        row("out log", i.out_log.clone());
+        row("err log", i.err_log.clone());
+    }
     if !i.events.is_empty() {
         println!("recent events:");
         for e in &i.events {
@@ -1157,13 +1161,26 @@ pub async fn logs(a: LogsArgs) -> Result<(), CliError> {
         let r: LogsResponse = client
             .get(&format!("/daemon/logs/{t}?lines={}", a.lines))
             .await?;
+        // Merged logs (one file): its lines are read as out, whatever
+        // stream wrote them.
+        let merged = r.out_log == r.err_log;
+        if merged && !lf.out && lf.err {
+            eprintln!(
+                "note: {} writes stdout and stderr to one file ({}): its lines are read as out, so --err shows none of them",
+                r.name, r.out_log
+            );
+        }
         for (stream, path, lines) in [("out", &r.out_log, &r.out), ("err", &r.err_log, &r.err)] {
-            if !lf.wants_stream(stream) {
+            if !lf.wants_stream(stream) || (merged && stream == "err") {
                 continue;
             }
             let plain = one.is_some() && !lf.json;
             if plain {
-                let which = if stream == "out" { "stdout" } else { "stderr" };
+                let which = match stream {
+                    "out" if merged => "stdout and stderr",
+                    "out" => "stdout",
+                    _ => "stderr",
+                };
                 println!("==> {path} ({which}) <==");
             }
             for l in lines.iter().filter(|l| lf.keeps(stream, l)) {
@@ -1252,6 +1269,54 @@ pub async fn flush(a: FlushArgs) -> Result<(), CliError> {
         for v in r.processes {
             println!("✔ emptied the logs of {} (id {})", v.name, v.id);
         }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct ReloadLogsArgs {
+    /// Print the daemon's answer as JSON
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+/// `opm reload-logs`: one line per log that was not already in place, and
+/// a count of those that were; exit 1 when a log is left writing a file
+/// that is not its configured one.
+pub async fn reload_logs(a: ReloadLogsArgs) -> Result<(), CliError> {
+    let client = target(&a.remote)?;
+    let r: crate::model::ReloadLogsResponse = client
+        .post("/daemon/reload-logs", &serde_json::json!({}))
+        .await?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r).map_err(|e| CliError::Usage(e.to_string()))?
+        );
+    }
+    let mut left = 0;
+    for l in r.logs.iter().filter(|l| l.outcome != "same") {
+        let mark = if l.outcome == "moved" { "✔" } else { "✘" };
+        if l.outcome != "moved" {
+            left += 1;
+        }
+        if !a.json {
+            println!("{mark} {} ({}): {}", l.name, l.stream, l.detail);
+        }
+    }
+    let same = r.logs.iter().filter(|l| l.outcome == "same").count();
+    if !a.json {
+        println!(
+            "{same} of {} logs of running processes already write their configured files",
+            r.logs.len()
+        );
+    }
+    if left > 0 {
+        return Err(CliError::Usage(format!(
+            "{left} log(s) still go to another file than the configured one (see above)"
+        )));
     }
     Ok(())
 }

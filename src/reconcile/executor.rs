@@ -306,6 +306,18 @@ impl Executor {
         match msg {
             Msg::Wake(ids) => dirty.extend(ids),
             Msg::FileChanged { id, path } => {
+                // A log file of its own (or one rotated from it) under the
+                // watched folder would restart it at every line.
+                if let Some(slot) = self.slots.get(&id) {
+                    let (out, err) = self.home.process_logs(&slot.spec.name, id, &slot.spec.def);
+                    if [out, err].iter().any(|l| {
+                        path.as_os_str()
+                            .as_encoded_bytes()
+                            .starts_with(l.as_os_str().as_encoded_bytes())
+                    }) {
+                        return;
+                    }
+                }
                 let now = now_ms();
                 let delay = self
                     .slots
@@ -357,7 +369,8 @@ impl Executor {
                 if let (Some(code), Phase::Running { since_ms, .. }) = (code, &before.phase) {
                     let quick = now.saturating_sub(*since_ms) < SHELL_QUICK_EXIT.as_millis() as u64;
                     if quick && spawn::runs_in_shell(&slot.spec.command()) {
-                        let err_log = self.home.err_log(&slot.spec.name, id);
+                        let (_, err_log) =
+                            self.home.process_logs(&slot.spec.name, id, &slot.spec.def);
                         let last = crate::supervise::logs::tail_lines(&err_log, 1)
                             .ok()
                             .and_then(|mut l| l.pop());
@@ -965,10 +978,8 @@ fn under(cwd: &std::path::Path, w: &str) -> PathBuf {
 
 /// The files a run's output goes to.
 fn log_files(home: &Home, spec: &Spec) -> [PathBuf; 2] {
-    [
-        home.out_log(&spec.name, spec.id),
-        home.err_log(&spec.name, spec.id),
-    ]
+    let (out, err) = home.process_logs(&spec.name, spec.id, &spec.def);
+    [out, err]
 }
 
 /// Spawns one run of `spec`, marked with `nonce`.

@@ -20,10 +20,12 @@ impl Service {
         let entries = self.entries(Some(&ids));
         if req.action == ActionKind::Flush {
             for e in &entries {
-                for path in [
-                    self.home.out_log(&e.spec.name, e.spec.id),
-                    self.home.err_log(&e.spec.name, e.spec.id),
-                ] {
+                let (out, err) = self.home.process_logs(&e.spec.name, e.spec.id, &e.spec.def);
+                for path in if out == err {
+                    vec![out]
+                } else {
+                    vec![out, err]
+                } {
                     supervise::logs::truncate(&path).map_err(|source| ServiceError::File {
                         what: "cannot empty",
                         path: path.clone(),

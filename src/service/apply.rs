@@ -121,6 +121,12 @@ impl Service {
             .filter(|s| s.desired == Desired::Removed && !pruned.iter().any(|(id, _)| *id == s.id))
             .map(|s| (s.id, s.name.clone()))
             .collect();
+        {
+            let mut batch: Vec<&Spec> = new.iter().map(|n| &n.spec).collect();
+            batch.extend(writes.iter().filter(|s| s.desired != Desired::Removed));
+            let replacing: Vec<u64> = writes.iter().map(|s| s.id).collect();
+            super::create::log_clash(&self.home, &batch, &stored, &replacing)?;
+        }
         let created = {
             let store = self.store.clone();
             let writes = writes.clone();

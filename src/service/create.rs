@@ -60,6 +60,8 @@ impl Service {
                 )));
             }
         }
+        let batch: Vec<&Spec> = new.iter().map(|n| &n.spec).collect();
+        log_clash(&self.home, &batch, &existing, &[])?;
         // Each group's copies, in one transaction with the rest.
         let new: Vec<NewSpec> = new.into_iter().flat_map(instances::expand).collect();
         let store = self.store.clone();
@@ -209,6 +211,16 @@ impl Service {
                 )));
             }
         }
+        for key in ["out_file", "err_file"] {
+            let field = if key == "out_file" {
+                &mut def.out_file
+            } else {
+                &mut def.err_file
+            };
+            if let Some(f) = field.as_mut() {
+                *f = log_file_path(key, f, &cwd)?;
+            }
+        }
         let stopped = def.stopped();
         def.desired = None;
         def.cwd = Some(cwd.display().to_string());
@@ -229,6 +241,95 @@ impl Service {
             join: false,
         })
     }
+}
+
+/// A custom log file (`out_file`, `err_file`) made absolute against the
+/// working directory (`.` and `..` resolved in the text) and checked: not a
+/// folder, and when it exists a file (or a device such as `/dev/null`) the
+/// daemon can append to. A missing file and its folders are created at
+/// spawn.
+fn log_file_path(key: &str, given: &str, cwd: &Path) -> Result<String, ServiceError> {
+    let mut path = PathBuf::new();
+    for c in cwd.join(given).components() {
+        match c {
+            std::path::Component::ParentDir => {
+                path.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => path.push(other),
+        }
+    }
+    let bad = |why: String| {
+        ServiceError::BadRequest(format!("{key} {given:?} ({}): {why}", path.display()))
+    };
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_dir() => return Err(bad("it is a folder: name a file".into())),
+        Ok(_) => {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(|e| bad(format!("cannot open it for writing: {e}")))?;
+        }
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(libc::ENOTDIR) =>
+        {
+            // The nearest folder that exists must be a folder.
+            let mut up = path.parent();
+            while let Some(dir) = up {
+                match std::fs::metadata(dir) {
+                    Ok(m) if m.is_dir() => break,
+                    Ok(_) => {
+                        return Err(bad(format!("{} is not a folder", dir.display())));
+                    }
+                    Err(_) => up = dir.parent(),
+                }
+            }
+        }
+        Err(e) => return Err(bad(e.to_string())),
+    }
+    Ok(path.display().to_string())
+}
+
+/// Refuses a log file that another process already writes (two writers of
+/// one file would mix their lines and rotate it twice): each custom file of
+/// `new` against every file of `stored` (but those in `replacing`, whose
+/// definitions `new` replaces) and against the other new ones. The two
+/// streams of one process in one file is merging, and allowed.
+pub(super) fn log_clash(
+    home: &crate::config::Home,
+    new: &[&Spec],
+    stored: &[Spec],
+    replacing: &[u64],
+) -> Result<(), ServiceError> {
+    let mut taken: Vec<(PathBuf, &str)> = Vec::new();
+    for s in stored
+        .iter()
+        .filter(|s| s.desired != Desired::Removed && !replacing.contains(&s.id))
+    {
+        let (out, err) = home.process_logs(&s.name, s.id, &s.def);
+        taken.push((out, &s.name));
+        taken.push((err, &s.name));
+    }
+    for n in new {
+        let mine: Vec<PathBuf> = [&n.def.out_file, &n.def.err_file]
+            .into_iter()
+            .flatten()
+            .map(PathBuf::from)
+            .collect();
+        for p in &mine {
+            if let Some((_, other)) = taken.iter().find(|(t, other)| t == p && *other != n.name) {
+                return Err(ServiceError::Conflict(format!(
+                    "{} already writes {}: give {} a log file of its own",
+                    other,
+                    p.display(),
+                    n.name
+                )));
+            }
+        }
+        taken.extend(mine.into_iter().map(|p| (p, n.name.as_str())));
+    }
+    Ok(())
 }
 
 /// `app.js` → `node app.js` when the first word is a script file in `cwd`

@@ -10,8 +10,7 @@ impl Service {
             .get(id)?
             .ok_or_else(|| ServiceError::NotFound(format!("no process {id}")))?;
         let lines = lines.min(MAX_LOG_LINES);
-        let out_log = self.home.out_log(&spec.name, id);
-        let err_log = self.home.err_log(&spec.name, id);
+        let (out_log, err_log) = self.home.process_logs(&spec.name, id, &spec.def);
         let read = |p: &Path| {
             supervise::rotate::tail_lines(p, lines).map_err(|source| ServiceError::File {
                 what: "cannot read",
@@ -23,7 +22,12 @@ impl Service {
             id,
             name: spec.name.clone(),
             out: read(&out_log)?,
-            err: read(&err_log)?,
+            // Merged: one file, read once (as the out log).
+            err: if err_log == out_log {
+                Vec::new()
+            } else {
+                read(&err_log)?
+            },
             out_log: out_log.display().to_string(),
             err_log: err_log.display().to_string(),
         })
@@ -44,10 +48,12 @@ impl Service {
     pub fn rotate_logs(&self) {
         for e in self.entries(None) {
             let policy = self.log_policy(&e.spec.def);
-            for live in [
-                self.home.out_log(&e.spec.name, e.spec.id),
-                self.home.err_log(&e.spec.name, e.spec.id),
-            ] {
+            let (out, err) = self.home.process_logs(&e.spec.name, e.spec.id, &e.spec.def);
+            for live in if out == err {
+                vec![out]
+            } else {
+                vec![out, err]
+            } {
                 match supervise::rotate::rotate_if_over(&live, &policy) {
                     Ok(Some(supervise::rotate::Cut::Truncate)) => tracing::warn!(
                         "{}: the file system cannot collapse a range; rotated by copy and truncate (lines written during it may be lost)",
@@ -60,6 +66,70 @@ impl Service {
         }
     }
 
+    /// `opm reload-logs`: for every running process, gives each log file
+    /// it writes that was renamed away (by logrotate) its configured name
+    /// back (`supervise::rotate::reattach`), and says what it found.
+    pub fn reload_logs(&self) -> crate::model::ReloadLogsResponse {
+        use supervise::rotate::Reattach;
+        let mut logs = Vec::new();
+        let mut entries = self.entries(None);
+        entries.sort_by_key(|e| e.spec.id);
+        for e in entries {
+            let Some(pid) = e.obs.pid() else { continue };
+            let (out, err) = self.home.process_logs(&e.spec.name, e.spec.id, &e.spec.def);
+            let streams = if out == err {
+                vec![("both", 1, out)]
+            } else {
+                vec![("out", 1, out), ("err", 2, err)]
+            };
+            for (stream, fd, path) in streams {
+                let shown = path.display();
+                let (outcome, detail) = match supervise::rotate::reattach(pid, fd, &path) {
+                    Ok(Reattach::Same) => ("same", format!("writes {shown}")),
+                    Ok(Reattach::Moved { to, bytes }) => (
+                        "moved",
+                        format!(
+                            "wrote {} (renamed from {shown}): that file is {shown} again, and its first {bytes} bytes are in {}",
+                            to.display(),
+                            to.display()
+                        ),
+                    ),
+                    Ok(Reattach::Deleted { was }) => (
+                        "deleted",
+                        format!(
+                            "writes a deleted file (was {}): `opm restart {}` makes it write {shown}",
+                            was.display(),
+                            e.spec.name
+                        ),
+                    ),
+                    Ok(Reattach::Elsewhere { at }) => (
+                        "elsewhere",
+                        format!("writes {at}, not a file named after {shown}: left alone"),
+                    ),
+                    Ok(Reattach::Occupied { bytes }) => (
+                        "occupied",
+                        format!(
+                            "writes a renamed file, but {shown} is another file with {bytes} bytes in it: move that away and run reload-logs again"
+                        ),
+                    ),
+                    Err(err) => ("failed", format!("cannot reattach {shown}: {err}")),
+                };
+                if outcome != "same" {
+                    tracing::info!(id = e.spec.id, name = %e.spec.name, "reload-logs: {stream}: {detail}");
+                }
+                logs.push(crate::model::ReloadedLog {
+                    id: e.spec.id,
+                    name: e.spec.name.clone(),
+                    stream: stream.to_string(),
+                    path: path.display().to_string(),
+                    outcome: outcome.to_string(),
+                    detail,
+                });
+            }
+        }
+        crate::model::ReloadLogsResponse { logs }
+    }
+
     /// The log files of a process, for the live stream.
     pub fn log_paths(&self, target: &Target) -> Result<(u64, PathBuf, PathBuf), ServiceError> {
         let id = self.resolve_one(target)?;
@@ -67,10 +137,7 @@ impl Service {
             .store
             .get(id)?
             .ok_or_else(|| ServiceError::NotFound(format!("no process {id}")))?;
-        Ok((
-            id,
-            self.home.out_log(&spec.name, id),
-            self.home.err_log(&spec.name, id),
-        ))
+        let (out, err) = self.home.process_logs(&spec.name, id, &spec.def);
+        Ok((id, out, err))
     }
 }

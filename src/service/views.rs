@@ -117,6 +117,7 @@ impl Service {
                 detail: e.detail,
             })
             .collect();
+        let logs = self.home.process_logs(&spec.name, id, &spec.def);
         Ok(ProcessInfo {
             view,
             created_ms: spec.created_ms,
@@ -127,8 +128,8 @@ impl Service {
             max_memory: spec.def.max_memory(),
             watch: (!spec.def.watch.is_empty()).then(|| spec.def.watch.join(", ")),
             env_keys: spec.def.env.iter().map(|(k, _)| k.clone()).collect(),
-            out_log: self.home.out_log(&spec.name, id).display().to_string(),
-            err_log: self.home.err_log(&spec.name, id).display().to_string(),
+            out_log: logs.0.display().to_string(),
+            err_log: logs.1.display().to_string(),
             last_exit: obs.last_exit.as_ref().map(|e| ExitView {
                 code: e.code,
                 signal: e.signal,

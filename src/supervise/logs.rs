@@ -91,9 +91,11 @@ fn tail_lines_once(path: &Path, n: usize) -> io::Result<Vec<String>> {
         .collect())
 }
 
-/// Truncates the file to length 0 if it exists; a missing file is fine.
+/// Truncates the file to length 0 if it exists; a missing file is fine,
+/// and so is one that is not a regular file (a log sent to `/dev/null`).
 pub fn truncate(path: &Path) -> io::Result<()> {
     match OpenOptions::new().write(true).open(path) {
+        Ok(f) if !f.metadata()?.is_file() => Ok(()),
         Ok(f) => f.set_len(0),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
@@ -192,20 +194,28 @@ impl Follower {
     /// Sends lines into `tx` until its receiver goes away (then `Ok`), or
     /// the logs folder cannot be watched.
     pub async fn run<T: From<LogLine>>(self, tx: &mpsc::Sender<T>) -> io::Result<()> {
-        let dir = self.out.parent().unwrap_or(Path::new("/"));
-        std::fs::create_dir_all(dir)?;
         let mut changes = Hub::global()?.subscribe(CHANGE_QUEUE);
-        changes.add(dir, true)?;
-        let mut files = [
+        // The two logs may live in different folders (`out_file`, `err_file`).
+        for p in [&self.out, &self.err] {
+            let dir = p.parent().unwrap_or(Path::new("/"));
+            std::fs::create_dir_all(dir)?;
+            changes.add(dir, true)?;
+        }
+        // Merged logs (one file for both streams) are read once, as out.
+        let merged = self.out == self.err;
+        let mut files: Vec<Followed> = [
             (&self.out, Stream::Out, self.offsets[0]),
             (&self.err, Stream::Err, self.offsets[1]),
         ]
+        .into_iter()
+        .take(if merged { 1 } else { 2 })
         .map(|(path, stream, offset)| Followed {
             path,
             stream,
             offset,
             partial: Vec::new(),
-        });
+        })
+        .collect();
         if self.lines > 0 {
             for f in &files {
                 for text in super::rotate::tail_lines(f.path, self.lines)? {
@@ -264,8 +274,13 @@ impl Followed<'_> {
             // a rotation, the follower reads the rest from the rotated files.
             let (bytes, next, behind) = super::rotate::with_cut(self.path, |cut| {
                 if self.offset < cut {
-                    let bytes = super::rotate::rotated_since(self.path, self.offset, cut)
-                        .unwrap_or_default();
+                    let (from, bytes) = super::rotate::rotated_since(self.path, self.offset, cut)
+                        .unwrap_or((cut, Vec::new()));
+                    // Fallen further behind than the files kept: what is
+                    // gone is skipped, and the line begun before with it.
+                    if from > self.offset {
+                        self.partial.clear();
+                    }
                     return (bytes, cut, true);
                 }
                 read_from_at_most(self.path, self.offset - cut, READ_SLICE)
@@ -498,23 +513,36 @@ mod tests {
             keep: 2,
             compress: false,
         };
+        // After each rotation the follower is behind it (its offset is in
+        // what moved to the rotated file): it reads that back, then the
+        // live file. Every line comes once, in order.
+        let mut expect = 0;
+        let mut rotations = 0;
         for i in 0..50_000 {
             writeln!(w, "padding-padding-n{i}").expect("write");
-            if i % 997 == 0 {
-                super::super::rotate::rotate_if_over(&out, &policy).expect("rotate");
-                // The follower a few rotations behind at most (further, the
-                // lines are in files no longer kept).
-                if i % (997 * 3) == 0 {
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            if i % 997 == 0
+                && super::super::rotate::rotate_if_over(&out, &policy)
+                    .expect("rotate")
+                    .is_some()
+            {
+                rotations += 1;
+                while expect <= i {
+                    assert_eq!(
+                        next(&mut rx).await,
+                        (Stream::Out, format!("padding-padding-n{expect}"))
+                    );
+                    expect += 1;
                 }
             }
         }
-        for i in 0..50_000 {
+        while expect < 50_000 {
             assert_eq!(
                 next(&mut rx).await,
-                (Stream::Out, format!("padding-padding-n{i}"))
+                (Stream::Out, format!("padding-padding-n{expect}"))
             );
+            expect += 1;
         }
+        assert!(rotations > 10, "{rotations} rotations");
         drop(rx);
         let _ = task.await;
     }

@@ -70,8 +70,9 @@ pub fn with_cut<T>(path: &Path, f: impl FnOnce(u64) -> T) -> T {
 /// The bytes of the stream of `live` from `offset` up to `cut` (where the
 /// live file starts), taken from its rotated files, for a follower that fell
 /// behind a rotation; call it inside `with_cut`. When the rotated files no
-/// longer reach back to `offset`, they start at the oldest one kept.
-pub fn rotated_since(live: &Path, offset: u64, cut: u64) -> io::Result<Vec<u8>> {
+/// longer reach back to `offset`, they start at the oldest one kept: the
+/// offset the bytes start at comes with them.
+pub fn rotated_since(live: &Path, offset: u64, cut: u64) -> io::Result<(u64, Vec<u8>)> {
     let mut parts = Vec::new();
     let mut start = cut;
     for p in rotated_files(live, crate::definition::MAX_LOG_FILES) {
@@ -83,13 +84,14 @@ pub fn rotated_since(live: &Path, offset: u64, cut: u64) -> io::Result<Vec<u8>> 
         parts.push((start, bytes));
     }
     let mut out = Vec::new();
+    let from = offset.max(start);
     for (start, bytes) in parts.into_iter().rev() {
         let skip = usize::try_from(offset.saturating_sub(start))
             .map_err(io::Error::other)?
             .min(bytes.len());
         out.extend_from_slice(&bytes[skip..]);
     }
-    Ok(out)
+    Ok((from, out))
 }
 
 /// The rotated file number `n` of `live` (1 is the newest).
@@ -186,28 +188,39 @@ pub fn rotate_if_over(live: &Path, policy: &Policy) -> io::Result<Option<Cut>> {
         return Ok(None);
     }
     let block = meta.blksize().max(512);
+    // The head is the whole caps the file holds, down to a block (the
+    // kernel's unit): every rotated piece is at most the cap, and what
+    // stays live is what the child wrote past the last whole cap.
+    let all = size / policy.max_size;
+    let mut cut = all * policy.max_size / block * block;
     // The kernel refuses a collapse that reaches the end of the file.
-    let mut cut = size / block * block;
     if cut == size {
         cut -= block;
     }
-    if cut == 0 {
+    if cut == 0 || all == 0 {
         return Ok(None);
     }
 
-    // 1. The head, copied and synced to new files beside the live one, in
-    // even pieces of at most an eighth over the cap (a head many caps long,
-    // when the daemon was down while the child wrote, gives several rotated
-    // files), newest first; pieces older than the number kept are not
-    // written.
-    let whole = cut / policy.max_size;
-    let all = if whole > 0 && cut - whole * policy.max_size <= policy.max_size / 8 {
-        whole
-    } else {
-        whole + 1
-    };
-    let bound = |i: u64| u64::try_from(u128::from(cut) * u128::from(i) / u128::from(all));
+    // 1. The rotated files this rotation pushes past the number kept go
+    // first, so the disk never holds them and the new head at once (a
+    // daemon killed right after loses only what was to be deleted).
     let pieces = u32::try_from(all).unwrap_or(u32::MAX).min(policy.keep);
+    if pieces > 0 {
+        for n in (policy.keep + 1 - pieces)..=policy.keep {
+            for gz in [false, true] {
+                match fs::remove_file(rotated_path(live, n, gz)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    // 2. The head, copied and synced to new files beside the live one, in
+    // `all` even pieces (a head many caps long, when the daemon was down
+    // while the child wrote, gives several rotated files), newest first;
+    // pieces older than the number kept are not written.
+    let bound = |i: u64| u64::try_from(u128::from(cut) * u128::from(i) / u128::from(all));
     let mut staged = Vec::new();
     for n in 1..=pieces {
         let end = bound(all - u64::from(n) + 1).map_err(io::Error::other)?;
@@ -227,7 +240,7 @@ pub fn rotate_if_over(live: &Path, policy: &Policy) -> io::Result<Option<Cut>> {
     // From here to the cut, followers wait: the rotated files and the cut
     // change together.
     let mut cuts = cuts().write().unwrap_or_else(|p| p.into_inner());
-    // 2. The older rotated files shift by that many (past the number kept:
+    // 3. The older rotated files shift by that many (past the number kept:
     // deleted), and the new ones take their places.
     if pieces > 0 {
         for n in (1..=policy.keep).rev() {
@@ -248,7 +261,7 @@ pub fn rotate_if_over(live: &Path, policy: &Policy) -> io::Result<Option<Cut>> {
         }
     }
 
-    // 3. Cut the head out of the live file.
+    // 4. Cut the head out of the live file.
     match nix::fcntl::fallocate(
         std::os::fd::AsRawFd::as_raw_fd(&file),
         nix::fcntl::FallocateFlags::FALLOC_FL_COLLAPSE_RANGE,
@@ -272,6 +285,118 @@ pub fn rotate_if_over(live: &Path, policy: &Policy) -> io::Result<Option<Cut>> {
             file.set_len(0)?;
             *cuts.entry(live.to_path_buf()).or_insert(0) += end;
             Ok(Some(Cut::Truncate))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What `reattach` found (and did) for one descriptor of a child.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reattach {
+    /// The descriptor is the file at the configured path: nothing to do.
+    Same,
+    /// Renamed away (logrotate without `copytruncate`): the child's file
+    /// is at the configured path again, and what it held up to a block
+    /// before was copied to where it had been renamed (`bytes` of it).
+    Moved { to: PathBuf, bytes: u64 },
+    /// The file was deleted: no name can be given back to it.
+    Deleted { was: PathBuf },
+    /// Not a file named after the log (the program sent its output
+    /// elsewhere itself, or to a pipe): left alone.
+    Elsewhere { at: String },
+    /// The configured path holds another file that is not empty.
+    Occupied { bytes: u64 },
+}
+
+/// Makes the file that descriptor `fd` of process `pid` writes (its stdout
+/// or stderr, opened by opm at spawn) the file at `live` again, when a tool
+/// renamed it away (logrotate's default `create` mode): the child keeps its
+/// descriptor, so opm cannot reopen it, but it can give the file its name
+/// back. The head (down to a block) is copied to the name it was renamed to
+/// and synced, the file is renamed back over `live` (an empty file there,
+/// from logrotate's `create`, is replaced), and the head is cut out as in a
+/// rotation: the child never notices and no line is lost. A renamed file
+/// is one whose name starts with the log's (`app.log.1`, `app.log-20261129`,
+/// in any folder of the same file system).
+pub fn reattach(pid: u32, fd: u32, live: &Path) -> io::Result<Reattach> {
+    let link = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
+    let target = fs::read_link(&link)?;
+    let text = target.to_string_lossy().into_owned();
+    let theirs = fs::metadata(&link)?;
+    match fs::metadata(live) {
+        Ok(m) if (m.dev(), m.ino()) == (theirs.dev(), theirs.ino()) => return Ok(Reattach::Same),
+        _ => {}
+    }
+    if let Some(was) = text.strip_suffix(" (deleted)") {
+        if theirs.is_file() {
+            return Ok(Reattach::Deleted {
+                was: PathBuf::from(was),
+            });
+        }
+    }
+    let named_after = live
+        .file_name()
+        .zip(target.file_name())
+        .is_some_and(|(l, t)| t.as_encoded_bytes().starts_with(l.as_encoded_bytes()));
+    if !theirs.is_file() || !target.is_absolute() || !named_after {
+        return Ok(Reattach::Elsewhere { at: text });
+    }
+    match fs::metadata(live) {
+        Ok(m) if m.len() > 0 || !m.is_file() => return Ok(Reattach::Occupied { bytes: m.len() }),
+        _ => {}
+    }
+    let _one = rotating().lock().unwrap_or_else(|p| p.into_inner());
+    let file = OpenOptions::new().read(true).write(true).open(&link)?;
+    let size = file.metadata()?.len();
+    let block = file.metadata()?.blksize().max(512);
+    let mut cut = size / block * block;
+    if cut == size && cut > 0 {
+        cut -= block;
+    }
+    let staging = {
+        let mut name = target.as_os_str().to_owned();
+        name.push(".opm-reattach");
+        PathBuf::from(name)
+    };
+    if cut > 0 {
+        let mut w = Rotated::create(&staging, false)?;
+        copy_range(&file, 0, cut, &mut w)?;
+        w.finish()?;
+    }
+    // The child's file takes its name back (over logrotate's empty one).
+    if let Err(e) = fs::rename(&target, live) {
+        let _ = fs::remove_file(&staging);
+        return Err(e);
+    }
+    if cut == 0 {
+        return Ok(Reattach::Moved {
+            to: target,
+            bytes: 0,
+        });
+    }
+    fs::rename(&staging, &target)?;
+    let _cuts = cuts().write().unwrap_or_else(|p| p.into_inner());
+    match nix::fcntl::fallocate(
+        std::os::fd::AsRawFd::as_raw_fd(&file),
+        nix::fcntl::FallocateFlags::FALLOC_FL_COLLAPSE_RANGE,
+        0,
+        i64::try_from(cut).map_err(io::Error::other)?,
+    ) {
+        Ok(()) => Ok(Reattach::Moved {
+            to: target,
+            bytes: cut,
+        }),
+        Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::EINVAL) => {
+            // Copy-and-truncate, as a rotation does on such file systems.
+            let end = file.metadata()?.len();
+            let mut w = Rotated::append(&target, false)?;
+            copy_range(&file, cut, end, &mut w)?;
+            w.finish()?;
+            file.set_len(0)?;
+            Ok(Reattach::Moved {
+                to: target,
+                bytes: end,
+            })
         }
         Err(e) => Err(e.into()),
     }

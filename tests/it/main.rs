@@ -23,6 +23,8 @@ mod import;
 mod instances;
 mod kill_signal;
 mod layers;
+mod log_paths;
+mod log_reload;
 mod log_rotation;
 mod logs;
 mod monit;
