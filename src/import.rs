@@ -77,25 +77,17 @@ pub const PM2_KEYS: &[(&str, Row)] = &[
     ),
     ("node_args", Row::To("interpreter_args", Conv::Joined)),
     // Advanced
-    // When ProcessDef has `instances`: Row::To("instances", Conv::Value).
-    (
-        "instances",
-        Row::Unsupported("opm runs one process per definition on this version (no instances)"),
-    ),
+    ("instances", Row::To("instances", Conv::Value)),
     ("exec_mode", Row::To("", Conv::ExecMode)),
     ("watch", Row::To("watch", Conv::Watch)),
     ("ignore_watch", Row::To("ignore_watch", Conv::Words)),
     ("watch_delay", Row::To("watch_delay", Conv::Value)),
     ("max_memory_restart", Row::To("max_memory", Conv::Value)),
     ("env", Row::To("env", Conv::Env)),
-    // When ProcessDef has `increment_var`: Row::To("increment_var", Conv::Text).
-    (
-        "increment_var",
-        Row::Unsupported("opm has no instances on this version"),
-    ),
+    ("increment_var", Row::To("increment_var", Conv::Text)),
     (
         "instance_var",
-        Row::Unsupported("opm has no instances on this version"),
+        Row::Unsupported("opm names the index OPM_INSTANCE and NODE_APP_INSTANCE (no other name)"),
     ),
     (
         "filter_env",
@@ -779,7 +771,6 @@ pub(crate) mod tests {
             .map(|n| (n.app.as_str(), n.key.as_str()))
             .collect();
         for want in [
-            ("api", "instances"),
             ("api", "exec_mode"),
             ("api", "merge_logs"),
             ("api", "shiny_new_key"),
@@ -787,8 +778,7 @@ pub(crate) mod tests {
         ] {
             assert!(listed.contains(&want), "{want:?} not listed in {listed:?}");
         }
-        let instances = c.notes.iter().find(|n| n.key == "instances").expect("note");
-        assert_eq!(instances.value, "4", "{instances:?}");
+        assert_eq!(api.instances.map(|n| n.to_string()).as_deref(), Some("4"));
     }
 
     #[test]

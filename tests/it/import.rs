@@ -21,21 +21,38 @@ fn env_of(home: &TestHome, name: &str) -> Vec<String> {
 fn import_then_start_in_production(home: &TestHome, file: &str) {
     let imported = home.opm(&["import", file, "-o", "procs.toml"]).ok();
     assert!(
-        imported
-            .stderr
-            .contains("app web: instances = 2 not converted"),
-        "instances is reported with its app: {imported}"
+        !imported.stderr.contains("instances"),
+        "instances and increment_var convert: {imported}"
     );
     assert!(imported.stderr.contains("converted 2 apps"), "{imported}");
     let text = std::fs::read_to_string(home.join("procs.toml")).expect("procs.toml");
     assert!(text.contains("[process.env_production]"), "{text}");
+    assert!(text.contains("instances = 2"), "{text}");
 
     home.opm(&["start", "procs.toml", "--env", "production"])
         .ok();
-    let web = env_of(home, "web");
-    for want in ["GREETING=hello", "PORT=3000", "NODE_ENV=production"] {
-        assert!(web.iter().any(|e| e == want), "web lacks {want}: {web:?}");
+    // Two copies of web, each with its index and its own PORT.
+    let webs: Vec<serde_json::Value> = home
+        .list()
+        .into_iter()
+        .filter(|p| p["name"] == "web")
+        .collect();
+    assert_eq!(webs.len(), 2, "{webs:#?}");
+    let mut ports = Vec::new();
+    for p in &webs {
+        assert_eq!(p["status"], "online", "{p:#}");
+        let web = environ(pid_of(p)).unwrap_or_else(|| panic!("environment of {p:#}"));
+        for want in ["GREETING=hello", "NODE_ENV=production"] {
+            assert!(web.iter().any(|e| e == want), "web lacks {want}: {web:?}");
+        }
+        ports.extend(web.iter().filter(|e| e.starts_with("PORT=")).cloned());
     }
+    ports.sort();
+    assert_eq!(
+        ports,
+        ["PORT=3000", "PORT=3001"],
+        "increment_var raises PORT per copy"
+    );
     let worker = env_of(home, "worker");
     for want in ["NODE_ENV=production", "QUEUE=jobs"] {
         assert!(
@@ -68,7 +85,7 @@ const shared = { script: "sleep", interpreter: "none" };
 console.log("a config file may print things: it must not spoil the import");
 module.exports = {
   apps: [
-    { ...shared, name: "web", args: ["1201"], instances: 2, max_memory_restart: "100M",
+    { ...shared, name: "web", args: ["1201"], instances: 2, increment_var: "PORT", max_memory_restart: "100M",
       env: { GREETING: "hello", PORT: 3000 }, env_production: { NODE_ENV: "production" } },
     { ...shared, name: "worker", args: "1202",
       env_production: { NODE_ENV: "production", QUEUE: "jobs" } },
@@ -86,7 +103,7 @@ fn a_pm2_ecosystem_json_converts_into_a_file_that_starts_with_env_production() {
         &home,
         "eco.json",
         r#"{ "apps": [
-  { "name": "web", "script": "sleep", "args": "1201", "instances": 2,
+  { "name": "web", "script": "sleep", "args": "1201", "instances": 2, "increment_var": "PORT",
     "max_memory_restart": "100M", "env": { "GREETING": "hello", "PORT": 3000 },
     "env_production": { "NODE_ENV": "production" } },
   { "name": "worker", "script": "sleep", "args": ["1202"],
