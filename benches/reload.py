@@ -19,10 +19,20 @@ window. Cases:
       SO_REUSEPORT and sending READY=1 to $NOTIFY_SOCKET) under opm with
       --wait-ready: the new run starts beside the old one.
   opm-python-restart: the same web.py without readiness.
+  opm-node22-ready-port / opm-node22-instances-2 (only with --node22 PATH, a
+      Node >= 22.12 binary, where `reusePort: true` works): app.js under opm
+      with --ready-port, 1 instance or `--instances 2` (a rolling reload,
+      one copy at a time; both copies bind the same port). PM2's cases keep
+      the system node.
+
+app.js binds with `reusePort: true` (Node < 22.12 ignores the option) and
+on SIGINT/SIGTERM closes its server (finishing what it has accepted) and
+exits.
 
 PM2 is installed from the npm registry into a temporary prefix (or
 --pm2-prefix); opm is target/release/opm (or $OPM_BIN). Each side gets its own temporary
 home. Usage: benches/reload.py [--reloads 5] [--interval 0.02]
+[--pm2-prefix DIR] [--node22 PATH] [--only CASE,CASE]
 """
 
 import argparse
@@ -42,12 +52,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP_JS = r"""
 const http = require('http');
 const port = Number(process.env.PORT);
-http.createServer((req, res) => res.end(String(process.pid)))
-  .listen({ port, host: '127.0.0.1', reusePort: true }, () => {
-    if (process.send) process.send('ready');
-  });
-process.on('SIGINT', () => process.exit(0));
-process.on('SIGTERM', () => process.exit(0));
+const server = http.createServer((req, res) => res.end(String(process.pid)));
+server.listen({ port, host: '127.0.0.1', reusePort: true }, () => {
+  if (process.send) process.send('ready');
+});
+const stop = () => { server.close(() => process.exit(0)); setTimeout(() => process.exit(0), 2000).unref(); };
+process.on('SIGINT', stop);
+process.on('SIGTERM', stop);
 """
 
 WEB_PY = r"""
@@ -139,19 +150,24 @@ def free_port():
 
 
 def measure(name, start, reload, stop, port, reloads, interval, ran):
-    start()
-    wait_answer(port)
-    time.sleep(1.0)
-    loop = Loop(port, interval)
-    time.sleep(0.5)
-    marks, notes = [], []
-    for _ in range(reloads):
-        marks.append(time.time())
-        notes.append(reload())
-        time.sleep(1.5)
+    loop = None
+    try:
+        start()
         wait_answer(port)
-    results = loop.finish()
-    stop()
+        time.sleep(1.0)
+        loop = Loop(port, interval)
+        time.sleep(0.5)
+        marks, notes = [], []
+        for _ in range(reloads):
+            marks.append(time.time())
+            notes.append(reload())
+            time.sleep(1.5)
+            wait_answer(port)
+        results = loop.finish()
+    finally:
+        if loop is not None:
+            loop.stop.set()
+        stop()
     failed = sum(1 for _, ok in results if not ok)
     row = {
         "case": name,
@@ -178,6 +194,7 @@ def main():
     ap.add_argument("--interval", type=float, default=0.02)
     ap.add_argument("--pm2-prefix")
     ap.add_argument("--only", help="comma-separated case names")
+    ap.add_argument("--node22", help="a Node >= 22.12 binary: adds the opm-node22-* cases")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="opm-reload-bench-")
     app = os.path.join(work, "app.js")
@@ -187,6 +204,8 @@ def main():
     opm_bin = os.environ.get("OPM_BIN") or os.path.join(ROOT, "target", "release", "opm")
     only = set(args.only.split(",")) if args.only else None
     node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    node22 = os.path.abspath(args.node22) if args.node22 else None
+    node22_version = node22 and subprocess.run([node22, "--version"], capture_output=True, text=True).stdout.strip()
 
     def opm_case(name, command, flags, port):
         home = os.path.join(work, name)
@@ -222,11 +241,20 @@ def main():
         ("opm-python-wait-ready", lambda: (lambda p: opm_case("opm-python-wait-ready", f"python3 {web} {p}", ["--wait-ready"], p))(free_port())),
         ("opm-python-restart", lambda: (lambda p: opm_case("opm-python-restart", f"python3 {web} {p}", [], p))(free_port())),
     ]
-    print(f"# node {node}, {args.reloads} reloads per case, a request every {args.interval * 1000:.0f} ms", flush=True)
-    for name, case in cases:
-        if only is None or name in only:
-            case()
-    shutil.rmtree(work, ignore_errors=True)
+    if node22:
+        cases += [
+            ("opm-node22-ready-port", lambda: (lambda p: opm_case("opm-node22-ready-port", f"{node22} {app}", ["--ready-port", str(p)], p))(free_port())),
+            ("opm-node22-instances-2", lambda: (lambda p: opm_case("opm-node22-instances-2", f"{node22} {app}", ["--instances", "2", "--ready-port", str(p)], p))(free_port())),
+        ]
+    print(f"# node {node} (PM2 and opm-node-*)" + (f", node22 {node22_version} (opm-node22-*)" if node22 else "")
+          + f", {args.reloads} reloads per case, a request every {args.interval * 1000:.0f} ms, load average {os.getloadavg()}", flush=True)
+    try:
+        for name, case in cases:
+            if only is None or name in only:
+                case()
+    finally:
+        print(f"# load average at the end {os.getloadavg()}", flush=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
