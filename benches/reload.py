@@ -129,6 +129,12 @@ def windows(results, marks):
     return out
 
 
+def failures(results, marks):
+    """Failed requests of each reload: from its mark to the next."""
+    ends = marks[1:] + [float("inf")]
+    return [sum(1 for t, ok in results if not ok and a <= t < b) for a, b in zip(marks, ends)]
+
+
 def wait_answer(port, timeout=15):
     end = time.time() + timeout
     while time.time() < end:
@@ -173,6 +179,8 @@ def measure(name, start, reload, stop, port, reloads, interval, ran):
         "case": name,
         "requests": len(results),
         "failed": failed,
+        "before_first_reload": sum(1 for t, ok in results if not ok and t < marks[0]) if marks else 0,
+        "per_reload_failed": failures(results, marks),
         "per_reload_window_ms": windows(results, marks),
         "ran": ran,
         "reload_said": notes[-1][:160] if notes else "",
