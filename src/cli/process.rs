@@ -945,10 +945,11 @@ fn reload_line(r: &crate::model::ReloadReport) -> String {
 
 pub async fn list(a: ListArgs) -> Result<(), CliError> {
     let client = target(&a.remote)?;
-    let views: Vec<ProcessView> = client.get("/daemon/list").await?;
     if a.format == Format::Json {
-        return print_json(&views);
+        // The daemon's bytes, laid out, not decoded and encoded again.
+        return format::print_json_bytes(&client.get_json_bytes("/daemon/list").await?);
     }
+    let views: Vec<ProcessView> = client.get("/daemon/list").await?;
     println!("{}", table(&views));
     Ok(())
 }
