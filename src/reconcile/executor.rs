@@ -51,7 +51,7 @@ pub const STORE_RETRY: Duration = Duration::from_millis(500);
 pub const PIDFD_RETRY: Duration = Duration::from_millis(200);
 
 struct Slot {
-    spec: Spec,
+    spec: Arc<Spec>,
     obs: Observed,
     next_check_ms: Option<u64>,
     /// A reload request waiting for its answer (`handover`).
@@ -290,7 +290,7 @@ impl Executor {
             self.slots.insert(
                 id,
                 Slot {
-                    spec,
+                    spec: Arc::new(spec),
                     obs,
                     next_check_ms: None,
                     reload: None,
@@ -450,11 +450,22 @@ impl Executor {
             }
         }
         // A large batch is spawned a slice per pass, so exits, stops and
-        // reads are served in between; the rest look again at once.
+        // reads are served in between; the rest look again at once. Those
+        // already recorded and published as they are wait without being
+        // written and published again at every slice.
+        let mut dirty = dirty;
         if spawns.len() > SPAWN_BATCH {
+            let published = self.shared.read();
             for id in spawns.split_off(SPAWN_BATCH) {
-                if let Some(slot) = self.slots.get_mut(&id) {
-                    slot.next_check_ms = Some(now);
+                let Some(slot) = self.slots.get_mut(&id) else {
+                    continue;
+                };
+                slot.next_check_ms = Some(now);
+                if published
+                    .get(&id)
+                    .is_some_and(|e| Arc::ptr_eq(&e.spec, &slot.spec) && e.obs == slot.obs)
+                {
+                    dirty.remove(&id);
                 }
             }
         }
@@ -544,13 +555,22 @@ impl Executor {
             self.slots.remove(&id);
             return Ok(());
         };
-        let slot = self.slots.entry(id).or_insert_with(|| Slot {
-            spec: spec.clone(),
-            obs: Observed::new(),
-            next_check_ms: None,
-            reload: None,
-        });
-        slot.spec = spec;
+        match self.slots.get_mut(&id) {
+            // Unchanged: the copy readers share stays as it is.
+            Some(slot) if *slot.spec == spec => {}
+            Some(slot) => slot.spec = Arc::new(spec),
+            None => {
+                self.slots.insert(
+                    id,
+                    Slot {
+                        spec: Arc::new(spec),
+                        obs: Observed::new(),
+                        next_check_ms: None,
+                        reload: None,
+                    },
+                );
+            }
+        }
         // Each round moves the phase forward; a handful always suffices
         // (e.g. Exited → Stopped → Forget).
         for _ in 0..6 {
@@ -649,7 +669,7 @@ impl Executor {
     /// Spawns the runs of `ids` (their intents are durable), on a few
     /// threads when there are several: each spawn waits for its child's exec.
     fn spawn_all(&mut self, ids: Vec<u64>) {
-        let jobs: Vec<(u64, Spec, u64)> = ids
+        let jobs: Vec<(u64, Arc<Spec>, u64)> = ids
             .into_iter()
             .filter_map(|id| {
                 let slot = self.slots.get(&id)?;
@@ -662,6 +682,18 @@ impl Executor {
             .collect();
         let home = &self.home;
         let notify = self.notify_address.as_deref();
+        if jobs.len() > 1 {
+            // Creating a file takes its folder's lock: two threads creating
+            // a thousand logs in one folder wait on each other (ext4 spins
+            // on that lock), and cost ten times one thread doing it all. So
+            // the batch's new log files are made here, one after another,
+            // and the spawning threads only open them.
+            for (_, spec, _) in &jobs {
+                for log in log_files(home, spec) {
+                    create_log(&log);
+                }
+            }
+        }
         let results: Vec<std::io::Result<spawn::Spawned>> = if jobs.len() < 2 {
             jobs.iter()
                 .map(|(_, spec, nonce)| spawn_run(home, notify, spec, *nonce))
@@ -969,6 +1001,24 @@ fn log_files(home: &Home, spec: &Spec) -> [PathBuf; 2] {
         home.out_log(&spec.name, spec.id),
         home.err_log(&spec.name, spec.id),
     ]
+}
+
+/// Creates a log file that does not exist yet, as the spawn would (0640,
+/// its folder made first). Whatever fails here fails again in the spawn,
+/// which reports it.
+fn create_log(path: &std::path::Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.exists() {
+        return;
+    }
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path);
 }
 
 /// Spawns one run of `spec`, marked with `nonce`.
