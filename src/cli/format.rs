@@ -39,21 +39,11 @@ pub fn pretty_json(json: &[u8]) -> Vec<u8> {
     }
     let mut out = Vec::with_capacity(json.len() + json.len() / 2);
     let mut depth = 0usize;
-    let (mut in_string, mut escaped) = (false, false);
     // Just after `[` or `{`: the newline waits to see whether it is empty.
     let mut opened = false;
-    for &b in json {
-        if in_string {
-            out.push(b);
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
+    let mut i = 0;
+    while let Some(&b) = json.get(i) {
+        i += 1;
         if b.is_ascii_whitespace() {
             continue;
         }
@@ -82,10 +72,26 @@ pub fn pretty_json(json: &[u8]) -> Vec<u8> {
             }
             b':' => out.extend_from_slice(b": "),
             b'"' => {
-                out.push(b);
-                in_string = true;
+                // A string, copied whole up to its closing quote.
+                let start = i - 1;
+                while let Some(&c) = json.get(i) {
+                    i += if c == b'\\' { 2 } else { 1 };
+                    if c == b'"' {
+                        break;
+                    }
+                }
+                out.extend_from_slice(&json[start..i.min(json.len())]);
             }
-            _ => out.push(b),
+            _ => {
+                // A number, `true`, `false` or `null`, copied whole.
+                let start = i - 1;
+                while json.get(i).is_some_and(|c| {
+                    !matches!(c, b',' | b']' | b'}' | b':') && !c.is_ascii_whitespace()
+                }) {
+                    i += 1;
+                }
+                out.extend_from_slice(&json[start..i]);
+            }
         }
     }
     out

@@ -30,7 +30,7 @@ impl Service {
 
     /// Whether the last pass is older than `USAGE_TTL` (or none was taken).
     pub(super) fn usage_stale(usage: &UsageSnapshot) -> bool {
-        !usage.at.is_some_and(|t| t.elapsed() < USAGE_TTL)
+        usage.at.is_none_or(|t| t.elapsed() >= USAGE_TTL)
     }
 
     /// The last pass over /proc. `refresh`: a read that shows CPU and
