@@ -78,6 +78,8 @@ pub struct Executor {
     notify_address: Option<String>,
     /// When the runs waiting for their ready port are looked at next.
     next_port_poll_ms: Option<u64>,
+    /// Processes handled in passes since the heap was last trimmed.
+    untrimmed: usize,
     /// Reloads a previous daemon left under way, asked again after restore.
     pending_reloads: Vec<(u64, u64)>,
 }
@@ -130,6 +132,7 @@ impl Executor {
             notify_address: None,
             next_port_poll_ms: None,
             pending_reloads: Vec::new(),
+            untrimmed: 0,
         };
         (exec, handle)
     }
@@ -454,7 +457,8 @@ impl Executor {
         // already recorded and published as they are wait without being
         // written and published again at every slice.
         let mut dirty = dirty;
-        if spawns.len() > SPAWN_BATCH {
+        let more_to_spawn = spawns.len() > SPAWN_BATCH;
+        if more_to_spawn {
             let published = self.shared.read();
             for id in spawns.split_off(SPAWN_BATCH) {
                 let Some(slot) = self.slots.get_mut(&id) else {
@@ -518,6 +522,16 @@ impl Executor {
             self.next_port_poll_ms = self.port_poll_due(now);
         }
         self.publish(&dirty);
+        // A burst over many processes (a file of a thousand) leaves
+        // megabytes of freed copies in the heap (decoded specs, each
+        // commit's snapshot), which glibc keeps resident: at its end, hand
+        // them back (measured: 46 → 30 MiB after a thousand started).
+        self.untrimmed += dirty.len();
+        if !more_to_spawn && self.untrimmed > SPAWN_BATCH {
+            self.untrimmed = 0;
+            // SAFETY: malloc_trim only returns free heap pages to the system.
+            unsafe { libc::malloc_trim(0) };
+        }
     }
 
     /// Makes `id` look again after `STORE_RETRY` (a store error, e.g. no
