@@ -395,12 +395,13 @@ impl Client {
         Ok((status, buf.freeze()))
     }
 
-    async fn json<T: DeserializeOwned>(
+    /// The body of a successful answer; an error answer becomes `Api`.
+    async fn success(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<T, ClientError> {
+    ) -> Result<Bytes, ClientError> {
         let (status, bytes) = self.request(method, path, body).await?;
         if !status.is_success() {
             let message = serde_json::from_slice::<ApiError>(&bytes)
@@ -408,11 +409,30 @@ impl Client {
                 .unwrap_or_else(|_| format!("{status}: {}", String::from_utf8_lossy(&bytes)));
             return Err(ClientError::Api { status, message });
         }
+        Ok(bytes)
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
+        let bytes = self.success(method, path, body).await?;
         serde_json::from_slice(&bytes).map_err(ClientError::Decode)
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.json(Method::GET, path, None).await
+    }
+
+    /// A GET whose answer is handed back as the daemon wrote it, checked
+    /// to be one well-formed JSON value but not decoded (`opm list
+    /// --format json` prints it as it came).
+    pub async fn get_json_bytes(&self, path: &str) -> Result<Bytes, ClientError> {
+        let bytes = self.success(Method::GET, path, None).await?;
+        serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).map_err(ClientError::Decode)?;
+        Ok(bytes)
     }
 
     pub async fn post<B: Serialize, T: DeserializeOwned>(

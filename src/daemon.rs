@@ -138,6 +138,7 @@ async fn serve(
     svc.ui = config.daemon.web.ui || opts.webui;
     let svc = Arc::new(svc);
     tokio::spawn(sample_history(svc.clone(), shutdown_rx.clone()));
+    tokio::spawn(sample_usage(svc.clone(), shutdown_rx.clone()));
     tokio::spawn(rotate_logs(svc.clone(), shutdown_rx.clone()));
     let role = Arc::new(RoleState::new(
         config.role,
@@ -287,6 +288,21 @@ async fn rotate_logs(svc: Arc<Service>, shutdown: watch::Receiver<bool>) {
 async fn sample_history(svc: Arc<Service>, shutdown: watch::Receiver<bool>) {
     let every = Duration::from_millis(svc.config.daemon.history.interval_ms);
     every_blocking(every, shutdown, move || svc.record_history()).await;
+}
+
+/// Takes a pass over /proc whenever a read asks for one (its last is older
+/// than `USAGE_TTL`): at most one at a time, off the request path, so reads
+/// never scan /proc themselves.
+async fn sample_usage(svc: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = svc.usage_wanted.notified() => {
+                let svc = svc.clone();
+                let _ = tokio::task::spawn_blocking(move || svc.sample_usage()).await;
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// Runs `work` on tokio's blocking pool every `every` (a late tick delays

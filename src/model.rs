@@ -242,6 +242,10 @@ pub struct ApplyRequest {
     /// Restart the changed processes now (else at their next restart).
     #[serde(default = "yes")]
     pub restart: bool,
+    /// The environment of the shell that ran `opm start FILE`, sent once:
+    /// the `caller_env` of every definition that brings none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_env: Option<BTreeMap<String, String>>,
 }
 
 fn yes() -> bool {

@@ -249,7 +249,8 @@ pub fn document() -> Value {
         "processes": { "type": "array", "items": r("CreateRequest") },
         "origin": { "type": "string", "description": "the process file's absolute path, recorded in each definition" },
         "prune": { "type": "boolean", "description": "remove the processes of `origin` that are not in `processes`" },
-        "restart": { "type": "boolean", "description": "restart changed processes now (default true)" }
+        "restart": { "type": "boolean", "description": "restart changed processes now (default true)" },
+        "caller_env": { "type": "object", "additionalProperties": { "type": "string" }, "description": "the caller's environment, sent once: the `caller_env` of each definition that has none" }
     }});
     let apply_response = json!({ "type": "object", "properties": {
         "created": { "type": "array", "items": r("ProcessView") }, "changed": { "type": "array", "items": r("ProcessView") },

@@ -24,7 +24,7 @@ pub fn routes(ctx: Ctx, tokens: Tokens) -> BoxedFilter<(Resp,)> {
         .and(admin(tokens.clone()))
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
-        .map(|ctx: Ctx| warp::reply::json(&ctx.svc.list()).into_response());
+        .map(|ctx: Ctx| list_reply(&ctx.svc.list()));
 
     let info = warp::path!("daemon" / "info" / String)
         .and(admin(tokens.clone()))
@@ -249,5 +249,24 @@ impl From<logs::LogLine> for warp::sse::Event {
         warp::sse::Event::default()
             .event(line.stream.name())
             .data(line.text)
+    }
+}
+
+/// The list as JSON, written into a buffer sized for it at once (a
+/// thousand processes make about 200 KB, which a growing buffer would copy
+/// a dozen times over).
+fn list_reply(views: &[crate::model::ProcessView]) -> Resp {
+    let mut body = Vec::with_capacity(256 * views.len() + 2);
+    match serde_json::to_writer(&mut body, views) {
+        Ok(()) => {
+            let mut resp = Resp::new(body.into());
+            resp.headers_mut().insert(
+                warp::http::header::CONTENT_TYPE,
+                warp::http::HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
+        // As warp's own `json` reply does: a value that cannot be written is the daemon's fault.
+        Err(_) => warp::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }

@@ -520,13 +520,7 @@ pub async fn start(mut a: StartArgs) -> Result<(), CliError> {
             ));
         }
         let origin = absolute(&current_dir()?, &path);
-        let mut defs = narrowed(read_process_file(&path, &sets)?, &a.only, &path)?;
-        if a.remote.server.is_none() {
-            let env = caller_env();
-            for d in &mut defs {
-                d.caller_env = Some(env.clone());
-            }
-        }
+        let defs = narrowed(read_process_file(&path, &sets)?, &a.only, &path)?;
         let client = target(&a.remote)?;
         let answer: ApplyResponse = client
             .post(
@@ -536,6 +530,9 @@ pub async fn start(mut a: StartArgs) -> Result<(), CliError> {
                     origin: Some(origin.display().to_string()),
                     prune: a.prune,
                     restart: true,
+                    // Once for the whole file (a thousand copies would pass
+                    // the daemon's body limit).
+                    caller_env: a.remote.server.is_none().then(caller_env),
                 },
             )
             .await?;
@@ -945,10 +942,11 @@ fn reload_line(r: &crate::model::ReloadReport) -> String {
 
 pub async fn list(a: ListArgs) -> Result<(), CliError> {
     let client = target(&a.remote)?;
-    let views: Vec<ProcessView> = client.get("/daemon/list").await?;
     if a.format == Format::Json {
-        return print_json(&views);
+        // The daemon's bytes, laid out, not decoded and encoded again.
+        return format::print_json_bytes(&client.get_json_bytes("/daemon/list").await?);
     }
+    let views: Vec<ProcessView> = client.get("/daemon/list").await?;
     println!("{}", table(&views));
     Ok(())
 }
@@ -1488,6 +1486,7 @@ pub async fn update(a: UpdateArgs) -> Result<(), CliError> {
                 origin: None,
                 prune: false,
                 restart: restart_now,
+                caller_env: None,
             },
         )
         .await?;

@@ -20,7 +20,9 @@ use crate::supervise::pidfd::ExitStatus;
 /// What the reconciler last published for one process.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    pub spec: Spec,
+    /// Shared with the executor's own copy: a thousand processes are held
+    /// once, not once per reader and once per pass.
+    pub spec: Arc<Spec>,
     pub obs: Observed,
 }
 

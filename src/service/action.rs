@@ -89,7 +89,7 @@ impl Service {
         self.rec
             .wait_for(timeout, |procs| {
                 wanted.iter().all(|(id, desired, generation)| {
-                    let now = procs.get(id).map(|e| (&e.spec, &e.obs));
+                    let now = procs.get(id).map(|e| (&*e.spec, &e.obs));
                     action_settled(action, now, *desired, *generation)
                 })
             })

@@ -28,6 +28,9 @@ impl Service {
             if req.origin.is_some() {
                 def.origin.clone_from(&req.origin);
             }
+            if def.caller_env.is_none() {
+                def.caller_env.clone_from(&req.caller_env);
+            }
             def.force = None;
             match self.new_spec(def) {
                 Ok(n) => resolved.push(n),

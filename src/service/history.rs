@@ -8,9 +8,13 @@ use crate::model::{HistoryResponse, SubjectHistory};
 use crate::sync::LockExt;
 
 impl Service {
-    /// Takes one sample of every process (one scan of /proc for all).
+    /// Takes one sample of every process (one scan of /proc for all,
+    /// unless a read just had one taken).
     pub fn record_history(&self) {
-        let views = self.views(None, true);
+        if Service::usage_stale(&self.usage.lock_or_recover()) {
+            self.sample_usage();
+        }
+        let views = self.views(None, false);
         let now = now_ms();
         self.history.lock_or_recover().record(
             now,
@@ -31,11 +35,12 @@ impl Service {
                 ids
             }
         };
-        let names: HashMap<u64, String> = self
-            .entries(Some(&ids))
-            .into_iter()
-            .map(|e| (e.spec.id, e.spec.name))
-            .collect();
+        let names: HashMap<u64, String> = {
+            let procs = self.rec.shared.read();
+            ids.iter()
+                .filter_map(|id| Some((*id, procs.get(id)?.spec.name.clone())))
+                .collect()
+        };
         let history = self.history.lock_or_recover();
         let subjects = ids
             .iter()

@@ -41,7 +41,8 @@ use crate::spec::{derive_name, now_ms, validate_name, Desired, Phase, Spec};
 use crate::store::{NewSpec, Store, StoreError};
 use crate::supervise::{self, proc, spawn};
 
-/// How long CPU and memory samples are reused by `list`.
+/// How old a CPU and memory sample may be before a read asks for a new
+/// pass over /proc (taken in the background; the read answers at once).
 pub const USAGE_TTL: Duration = Duration::from_millis(1000);
 /// The longest a create or start waits for the spawn before answering.
 pub const SPAWN_WAIT: Duration = Duration::from_secs(3);
@@ -92,10 +93,11 @@ pub struct ApiState {
     pub tls_fingerprint: Option<String>,
 }
 
-struct UsageCache {
+/// CPU and memory of every process group, from one pass over /proc.
+#[derive(Default)]
+struct UsageSnapshot {
     at: Option<Instant>,
     values: HashMap<u32, proc::Usage>,
-    sampler: proc::Sampler,
 }
 
 pub struct Service {
@@ -107,7 +109,12 @@ pub struct Service {
     /// Whether the web UI is served (`ui = true` or `--webui`).
     pub ui: bool,
     started: Instant,
-    usage: Mutex<UsageCache>,
+    /// What reads show: the last pass over /proc, swapped whole.
+    usage: Mutex<Arc<UsageSnapshot>>,
+    /// The one taking passes (its previous tick counts give CPU).
+    sampler: Mutex<proc::Sampler>,
+    /// Asks the daemon's sampling task for a pass, off the request path.
+    pub usage_wanted: tokio::sync::Notify,
     /// CPU, memory and restarts of every process over the last samples.
     history: Mutex<crate::history::History<u64>>,
     /// The time of the newest history sample, for whoever refreshes at its pace.
@@ -125,11 +132,9 @@ impl Service {
             config,
             api: Mutex::new(ApiState::default()),
             started: Instant::now(),
-            usage: Mutex::new(UsageCache {
-                at: None,
-                values: HashMap::new(),
-                sampler: proc::Sampler::new(),
-            }),
+            usage: Mutex::default(),
+            sampler: Mutex::new(proc::Sampler::new()),
+            usage_wanted: tokio::sync::Notify::new(),
             history,
             ticks: tokio::sync::watch::channel(0).0,
         }

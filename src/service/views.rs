@@ -1,38 +1,69 @@
-//! Reading what the daemon knows: the list, one process's details, its environment, the dump that `opm save` writes, and the daemon's metrics. CPU and memory samples are shared between reads for `USAGE_TTL`.
+//! Reading what the daemon knows: the list, one process's details, its
+//! environment, the dump that `opm save` writes, and the daemon's metrics.
+//! CPU and memory come from the last pass over /proc (one for all
+//! processes, taken off the request path), so a read costs the same
+//! whatever the machine runs.
 
 use super::*;
 use crate::sync::LockExt;
 
 impl Service {
-    /// CPU and memory per process group. `refresh` allows one scan of
-    /// /proc (for every running process, so `list` and `info` share it) when
-    /// the cached sample is older than `USAGE_TTL` or misses one of
-    /// `entries`; answers to mutations pass `false` and show what is cached
-    /// (nothing yet for a run that just started), so a start never pays for
-    /// a scan of the whole machine.
-    pub(super) fn usage(&self, entries: &[Entry], refresh: bool) -> HashMap<u32, proc::Usage> {
-        let mut cache = self.usage.lock_or_recover();
-        let fresh = cache.at.is_some_and(|t| t.elapsed() < USAGE_TTL);
-        let covered = entries
-            .iter()
+    /// One pass over /proc for every running process group: what reads show
+    /// until the next. Taken by the daemon's sampling task when a read finds
+    /// the last one older than `USAGE_TTL` (`usage_wanted`), and at every
+    /// history tick; never on a request's path.
+    pub fn sample_usage(&self) {
+        let mut sampler = self.sampler.lock_or_recover();
+        let pgids: Vec<u32> = self
+            .rec
+            .shared
+            .read()
+            .values()
             .filter_map(|e| e.obs.pid())
-            .all(|p| cache.values.contains_key(&p));
-        if refresh && !(fresh && covered) {
-            let pgids: Vec<u32> = self
-                .rec
-                .shared
-                .read()
-                .values()
-                .filter_map(|e| e.obs.pid())
-                .collect();
-            cache.values = cache.sampler.sample_groups(&pgids);
-            cache.at = Some(Instant::now());
+            .collect();
+        let values = sampler.sample_groups(&pgids);
+        *self.usage.lock_or_recover() = Arc::new(UsageSnapshot {
+            at: Some(Instant::now()),
+            values,
+        });
+    }
+
+    /// Whether the last pass is older than `USAGE_TTL` (or none was taken).
+    pub(super) fn usage_stale(usage: &UsageSnapshot) -> bool {
+        usage.at.is_none_or(|t| t.elapsed() >= USAGE_TTL)
+    }
+
+    /// The last pass over /proc. `refresh`: a read that shows CPU and
+    /// memory (`list`, `info`), which asks for a new pass when this one is
+    /// stale, without waiting for it; answers to mutations pass `false`.
+    fn usage(&self, refresh: bool) -> Arc<UsageSnapshot> {
+        let usage = self.usage.lock_or_recover().clone();
+        if refresh && Service::usage_stale(&usage) {
+            self.usage_wanted.notify_one();
         }
-        entries
+        usage
+    }
+
+    /// Runs started since the last pass are not in it: until the next
+    /// (asked for now), they show their leader's own figures, read from its
+    /// /proc/PID/stat alone (CPU averaged since it started), not zeros.
+    fn fill_new(&self, views: &mut [ProcessView], usage: &UsageSnapshot) {
+        let new: Vec<u32> = views
             .iter()
-            .filter_map(|e| e.obs.pid())
-            .filter_map(|p| cache.values.get(&p).map(|u| (p, *u)))
-            .collect()
+            .filter_map(|v| v.pid)
+            .filter(|p| !usage.values.contains_key(p))
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        self.usage_wanted.notify_one();
+        let first = proc::leader_usage(&new);
+        for v in views.iter_mut() {
+            if let Some(u) = v.pid.and_then(|p| first.get(&p)) {
+                v.cpu = round_cpu(u.cpu_percent);
+                v.memory = u.memory_bytes;
+            }
+        }
     }
 
     pub(super) fn view(entry: &Entry, usage: &HashMap<u32, proc::Usage>, now: u64) -> ProcessView {
@@ -51,7 +82,7 @@ impl Service {
             status: status(spec, obs),
             restarts: obs.restarts(),
             uptime_ms,
-            cpu: (u.cpu_percent * 10.0).round() / 10.0,
+            cpu: round_cpu(u.cpu_percent),
             memory: u.memory_bytes,
             command: spec.command(),
             cwd: spec.cwd().to_string(),
@@ -68,21 +99,33 @@ impl Service {
         }
     }
 
+    /// The rows of `ids` (all when `None`), built under the readers' lock
+    /// from the published entries, without copying them.
     pub(super) fn views(&self, ids: Option<&[u64]>, refresh: bool) -> Vec<ProcessView> {
-        let entries = self.entries(ids);
-        let usage = self.usage(&entries, refresh);
+        let usage = self.usage(refresh);
         let now = now_ms();
-        let sizes = self.group_sizes();
-        entries
-            .iter()
-            .map(|e| Service::view(e, &usage, now))
-            .map(|mut v| {
-                if v.instance.is_some() {
-                    v.instances = sizes.get(&v.name).copied().unwrap_or(1);
-                }
-                v
-            })
-            .collect()
+        let mut views: Vec<ProcessView> = {
+            let procs = self.rec.shared.read();
+            let view = |e: &Entry| Service::view(e, &usage.values, now);
+            match ids {
+                None => procs.values().map(view).collect(),
+                Some(ids) => ids
+                    .iter()
+                    .filter_map(|id| procs.get(id))
+                    .map(view)
+                    .collect(),
+            }
+        };
+        if refresh {
+            self.fill_new(&mut views, &usage);
+        }
+        if views.iter().any(|v| v.instance.is_some()) {
+            let sizes = self.group_sizes();
+            for v in views.iter_mut().filter(|v| v.instance.is_some()) {
+                v.instances = sizes.get(&v.name).copied().unwrap_or(1);
+            }
+        }
+        views
     }
 
     pub fn list(&self) -> Vec<ProcessView> {
@@ -94,8 +137,9 @@ impl Service {
         let entry = self.entries(Some(&[id])).pop().ok_or_else(|| {
             ServiceError::NotFound(format!("no process with id or name {target}"))
         })?;
-        let usage = self.usage(std::slice::from_ref(&entry), true);
-        let mut view = Service::view(&entry, &usage, now_ms());
+        let usage = self.usage(true);
+        let mut view = Service::view(&entry, &usage.values, now_ms());
+        self.fill_new(std::slice::from_mut(&mut view), &usage);
         let spec = &entry.spec;
         let group = match spec.def.instance {
             Some(_) => self.group_of(id)?,
@@ -274,4 +318,9 @@ fn readiness_text(spec: &Spec, obs: &crate::spec::Observed) -> Option<String> {
         ),
         _ => format!("asked: {sign}, within {timeout}"),
     })
+}
+
+/// Percent of one core, to one decimal.
+fn round_cpu(cpu: f32) -> f32 {
+    (cpu * 10.0).round() / 10.0
 }

@@ -262,18 +262,7 @@ impl Sampler {
                 }
                 None => {
                     let up = *uptime.get_or_insert_with(read_uptime);
-                    match up {
-                        Some(up) => {
-                            let started = a.first_start.unwrap_or(0) as f64 / hz;
-                            let alive = up - started;
-                            if alive > 0.0 {
-                                a.ticks as f64 / hz / alive * 100.0
-                            } else {
-                                0.0
-                            }
-                        }
-                        None => 0.0,
-                    }
+                    since_start(a.ticks, a.first_start.unwrap_or(0), up)
                 }
             };
             out.insert(
@@ -351,6 +340,45 @@ fn listening_in(table: &str, inodes: &HashSet<u64>) -> Vec<u16> {
                 return None;
             }
             u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()
+        })
+        .collect()
+}
+
+/// The CPU of `ticks` spent since a start at `start_ticks` after boot, as
+/// a percentage of one core, when the boot was `uptime` seconds ago.
+fn since_start(ticks: u64, start_ticks: u64, uptime: Option<f64>) -> f64 {
+    let hz = clock_ticks() as f64;
+    match uptime {
+        Some(up) => {
+            let alive = up - start_ticks as f64 / hz;
+            if alive > 0.0 {
+                ticks as f64 / hz / alive * 100.0
+            } else {
+                0.0
+            }
+        }
+        None => 0.0,
+    }
+}
+
+/// CPU (averaged since it started) and memory of each of `pids` alone,
+/// from its own /proc/PID/stat: what a group's first sample would say of a
+/// group that has no other member yet. A pid that is gone or a zombie is
+/// absent.
+pub fn leader_usage(pids: &[u32]) -> HashMap<u32, Usage> {
+    let uptime = read_uptime();
+    let page = page_size();
+    pids.iter()
+        .filter_map(|&pid| {
+            let st = stat(pid).filter(|st| !matches!(st.state, 'Z' | 'X' | 'x'))?;
+            let ticks = st.utime.saturating_add(st.stime);
+            Some((
+                pid,
+                Usage {
+                    cpu_percent: since_start(ticks, st.start_time, uptime) as f32,
+                    memory_bytes: st.rss_pages.saturating_mul(page),
+                },
+            ))
         })
         .collect()
 }
@@ -501,6 +529,9 @@ mod tests {
         // spawn returns once exec has begun (close-on-exec fds are closed),
         // which can be before the new program has faulted in any pages.
         wait_for(|| stat(pgid).is_some_and(|st| st.rss_pages > 0));
+        let alone = leader_usage(&[pgid, 999_999_999]);
+        assert!(alone.get(&pgid).is_some_and(|u| u.memory_bytes > 0));
+        assert!(!alone.contains_key(&999_999_999));
         let mut sampler = Sampler::new();
         let first = sampler.sample_groups(&[pgid, 999_999_999]);
         let u = first.get(&pgid).expect("group present");
