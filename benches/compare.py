@@ -1,44 +1,91 @@
 #!/usr/bin/env python3
-"""Whole-program figures of opm side by side with PM2.
+"""Whole-program figures of opm side by side with PM2, and the floor.
 
 Usage (from the repository root, after `cargo build --release`):
 
-    python3 benches/compare.py                     # 3 runs, opm and PM2
+    python3 benches/compare.py                     # 3 runs, 100 processes, opm and PM2
     python3 benches/compare.py --runs 1 --no-pm2   # a quick look at opm alone
     python3 benches/compare.py --out results.md    # also write the table
+    # issue 16's table: 1,000 processes, both tools and the floor, ~15 min
+    python3 benches/compare.py --procs 1000 --runs 2 --max-load 1.5 --out /tmp/cmp1000.md
 
 PM2 is installed from the npm registry into a temporary prefix
 (`npm install --prefix TMP pm2@latest`) and runs with its own temporary
 PM2_HOME; opm runs from a copy of target/release/opm with its own temporary
-OPM_HOME. Nothing outside those temporary directories is touched.
+OPM_HOME. The floor is `examples/floor.rs`, built here with
+`cargo build --release --locked --example floor` (or --floor-bin). Nothing
+outside the temporary directories is touched. A missing tool (the opm binary,
+node/npm, cargo) stops the script with a message before anything runs.
 
 Every figure is the median of the runs (3 by default). Each run uses fresh
-homes, and the tools take turns (opm run 1, PM2 run 1, opm run 2, ...). What
-one run measures, for each tool:
+homes, and the tools take turns (floor run 1, opm run 1, PM2 run 1, floor run
+2, ...). What one run measures, for each tool:
 
   A. fresh home: the first `list` (it starts the daemon: "cold start"); daemon
-     RSS with 0 processes; N starts with one CLI call each (`opm start "sleep
-     1000" --name pN` / `pm2 start sleep --name pN -- 1000`), pausing after the
-     10th for the `list` latency with 10 processes; `list` latency with N
-     processes; daemon RSS with N; the daemon's CPU over --idle-seconds.
+     RSS with 0 processes; --small starts with one CLI call each (`opm start
+     "sleep 1000" --name pN` / `pm2 start sleep --name pN -- 1000`), then the
+     `list` latency with --small processes. With --per-call-starts (the default
+     up to 200 processes; PM2 needs ~15 min for 1,000) the starts go on to N,
+     for "one `start` CLI call" (median of the N) and their total.
   B. fresh home, daemon already up: N processes from one command (an opm .toml
-     file / a PM2 ecosystem file).
+     file / a PM2 ecosystem file), timed from just before the CLI call to
+     (1) the CLI's return and (2) the moment all N are seen online (below).
+     Then, with those N running: the `list` latency; daemon RSS (VmRSS, and
+     RssAnon = heap and stacks, RssFile = mapped code and libraries, from
+     /proc/PID/status) 2 s after; the daemon's CPU over --idle-seconds; RSS
+     again; --more-starts single `start` CLI calls (processes N+1, N+2, ...),
+     their median = "one more start with N running"; then `stop all`, timed
+     from just before the CLI call to its return and to the moment every child
+     pid recorded before it (all N + --more-starts, read from the tool's own
+     list) is gone: no /proc/PID, or a zombie (exited, not yet reaped), or a
+     different start time (the pid was reused). That is polled every 20 ms.
+     PM2's children may be reparented or reaped late: a pid is followed,
+     whoever its parent is.
   C. fresh home: crash-to-restart. A small program stamps CLOCK_REALTIME into a
      file when it starts and just before it exits 1 (after 1.2 s); the gap is
      the next start's stamp minus the previous exit's.
 
+"All N online": for opm, the daemon's own list (`GET /daemon/list` on its unix
+socket, HTTP/1.0 from this script: no CLI start-up, ~2-5 ms of daemon time at
+1,000) is polled every --poll-ms (20 ms) until N rows say "online"; the time
+is that of the answer that first shows them all, so it is late by at most one
+period plus one answer. PM2's only daemon-side status query reads every
+process's usage (`jlist` is ~0.6 s at 1,000) and polling it would slow PM2
+itself, so for PM2 a node program connected to the daemon's event bus before
+the clock starts (`pm2.launchBus`) takes the "online" event PM2 sends when it
+marks each process online, and reports the CLOCK_MONOTONIC time of the N-th
+distinct name (no poll, no lag). Both are checked after with the tool's own
+list (not timed).
+
+The floor, measured in each run on the same machine (examples/floor.rs):
+  - list: `floor serve` (warp on a unix socket, 2 worker threads like the
+    daemon; sled holding N records shaped like opm's list rows, ~195 bytes;
+    GET /list concatenates them into one JSON array) and `floor get` (one
+    thread, a new connection, GET, the whole body to stdout): the client's
+    whole call, timed like a CLI call, median of --list-calls.
+  - memory: the floor server's RSS (VmRSS, RssAnon, RssFile) after those gets.
+  - CLI: `opm --version`, whole call, median of --list-calls.
+  - spawn: `floor spawn N DIR`: 2N log files created in one folder, then N
+    posix_spawns of /bin/sleep 1000 from 2 threads with stdout/stderr on them,
+    until all are spawned (the program then kills them by pid); and the same
+    with no log files (`--no-logs`).
+The table prints each opm figure's ratio to its floor: list → list floor;
+all online and the file start's return → spawn floor with log files; RSS →
+memory floor; `start` and the small `list` → CLI floor.
+
 A CLI call is timed from just before spawning it to the return of a blocking
 wait on its exit (subprocess.Popen + wait, output to a file), with
 time.perf_counter_ns(). A `list` latency of one run is the median of
---list-calls calls. RSS is VmRSS of the daemon's pid (opm: $OPM_HOME/daemon.pid,
-PM2: $PM2_HOME/pm2.pid); CPU is the utime+stime delta of that pid from
-/proc/PID/stat, as a percentage of one core.
+--list-calls calls. RSS is read from /proc/PID/status of the daemon's pid
+(opm: $OPM_HOME/daemon.pid, PM2: $PM2_HOME/pm2.pid); CPU is the utime+stime
+delta of that pid from /proc/PID/stat, as a percentage of one core.
 
 Clean-up, whatever happens (an error, Ctrl-C, SIGTERM, SIGHUP): `opm kill` /
 `pm2 kill` with the right home, then SIGKILL to every process that still
-carries this run's marker variable in its environment (every daemon, CLI and
-child started here inherits it), to its process group when it leads one; then
-the temporary directories are removed. No process is found by name.
+carries this run's marker variable in its environment (every daemon, CLI,
+floor program and child started here inherits it), to its process group when
+it leads one; then the temporary directories are removed. No process is found
+by name.
 """
 
 from __future__ import annotations
@@ -48,12 +95,15 @@ import datetime as _dt
 import json
 import os
 import platform
+import select
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -102,6 +152,30 @@ stamp("E")
 sys.exit(1)
 """
 
+# Connected to PM2's daemon before the clock starts; prints "ready", then
+# "done NS" (CLOCK_MONOTONIC, as Python's time.monotonic_ns) when the "online"
+# event of the N-th distinct process name arrives.
+PM2_BUS_JS = """\
+const pm2 = require(process.argv[2]);
+const want = parseInt(process.argv[3], 10);
+const seen = new Set();
+pm2.connect((err) => {
+  if (err) { console.error("pm2.connect: " + err); process.exit(3); }
+  pm2.launchBus((err, bus) => {
+    if (err) { console.error("pm2.launchBus: " + err); process.exit(3); }
+    bus.on("process:event", (p) => {
+      if (p.event !== "online" || !p.process) return;
+      seen.add(p.process.name);
+      if (seen.size >= want) {
+        console.log("done " + process.hrtime.bigint());
+        process.exit(0);
+      }
+    });
+    console.log("ready");
+  });
+});
+"""
+
 
 class BenchError(Exception):
     pass
@@ -138,14 +212,42 @@ def proc_stat(pid: int):
     return rest[0], int(rest[5 - 3]), int(rest[14 - 3]) + int(rest[15 - 3])
 
 
-def rss_kib(pid: int):
+def mem_kib(pid: int) -> dict:
+    """VmRSS, RssAnon, RssFile and RssShmem of pid in KiB ({} if it is gone)."""
+    out = {}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                out[key] = int(rest.split()[0])
+    except OSError:
+        return {}
+    return out
+
+
+def rss_kib(pid: int):
+    return mem_kib(pid).get("VmRSS")
+
+
+def record_mem(res: dict, key: str, pid: int, who: str) -> None:
+    """res[key] = VmRSS in MiB, res[key_anon] / res[key_file] = RssAnon / RssFile."""
+    m = mem_kib(pid)
+    if "VmRSS" not in m:
+        raise BenchError(f"{who}: no /proc/{pid}/status (the process is gone)")
+    res[key] = m["VmRSS"] / 1024
+    if "RssAnon" in m:
+        res[key.replace("_mib", "_anon_mib")] = m["RssAnon"] / 1024
+    if "RssFile" in m:
+        res[key.replace("_mib", "_file_mib")] = m["RssFile"] / 1024
+
+
+def start_time(pid: int):
+    """Field 22 of /proc/PID/stat (start time in ticks since boot), or None."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return None
+    return int(raw[raw.rfind(")") + 2 :].split()[22 - 3])
 
 
 def alive(pid: int) -> bool:
@@ -214,6 +316,103 @@ def read_pid(path: Path, timeout: float = 10.0) -> int:
         time.sleep(0.05)
 
 
+def unix_get(sock: Path, path: str, timeout: float = 30.0) -> bytes:
+    """The body of GET path over a unix socket (HTTP/1.0: the server closes)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(sock))
+        s.sendall(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
+        chunks = []
+        while True:
+            b = s.recv(1 << 18)
+            if not b:
+                break
+            chunks.append(b)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0]
+    if b" 200 " not in status + b" ":
+        raise BenchError(f"GET {path} on {sock}: {status.decode(errors='replace')}")
+    if b"transfer-encoding: chunked" in head.lower():
+        out, rest = [], body
+        while True:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                break
+            out.append(rest[:size])
+            rest = rest[size + 2 :]
+        body = b"".join(out)
+    return body
+
+
+class SocketPoller:
+    """Polls opm's GET /daemon/list on its unix socket until n rows are online."""
+
+    def __init__(self, sock: Path, n: int, period: float):
+        self.sock, self.n, self.period = sock, n, period
+
+    def wait(self, timeout: float):
+        deadline = time.monotonic() + timeout
+        polls, spent, online = 0, 0, 0
+        while True:
+            a = time.monotonic_ns()
+            try:
+                online = unix_get(self.sock, "/daemon/list").count(b'"status":"online"')
+            except OSError as e:
+                raise BenchError(f"polling {self.sock}: {e}") from e
+            b = time.monotonic_ns()
+            polls += 1
+            spent += b - a
+            if online >= self.n:
+                return b, f"{polls} polls every {self.period * 1000:g} ms, {spent / polls / 1e6:.1f} ms each"
+            if time.monotonic() > deadline:
+                raise BenchError(f"opm: only {online}/{self.n} online after {timeout:g} s")
+            time.sleep(self.period)
+
+    def close(self):
+        pass
+
+
+class BusWatcher:
+    """A node program on PM2's event bus, counting "online" events."""
+
+    def __init__(self, tool: "Pm2", n: int):
+        script = tool.dir / "bus.js"
+        script.write_text(PM2_BUS_JS)
+        self.n = n
+        self.proc = subprocess.Popen(
+            ["node", str(script), str(tool.module), str(n)], stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=tool.log_file, env=tool.env, cwd=tool.dir,
+        )
+        line = self._line(time.monotonic() + 60)
+        if line != "ready":
+            self.close()
+            raise BenchError(f"PM2 bus watcher: expected 'ready', got {line!r}; see {tool.log}")
+
+    def _line(self, deadline: float) -> str | None:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([self.proc.stdout], [], [], min(left, 1.0))
+            if ready:
+                raw = self.proc.stdout.readline()
+                return raw.decode(errors="replace").strip() if raw else None
+
+    def wait(self, timeout: float):
+        line = self._line(time.monotonic() + timeout)
+        if not line or not line.startswith("done "):
+            raise BenchError(f"PM2: not all {self.n} online (bus watcher said {line!r}) after {timeout:g} s")
+        return int(line.split()[1]), "PM2's event bus (no polling)"
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
 # ----------------------------------------------------------------- tools ---
 
 
@@ -263,7 +462,7 @@ class Tool:
     def daemon_pid(self) -> int:
         return read_pid(self.pid_file)
 
-    def wait_online(self, n: int, timeout: float = 30.0) -> int:
+    def wait_online(self, n: int, timeout: float = 60.0) -> int:
         deadline = time.monotonic() + timeout
         while True:
             online = self.online_count()
@@ -318,14 +517,26 @@ class Opm(Tool):
         path.write_text("".join(f'[[process]]\nscript = "sleep 1000"\nname = "p{i}"\n\n' for i in range(n)))
         return path
 
-    def start_file(self, path: Path):
-        return self.call([self.bin, "start", str(path)])
+    def start_file_cmd(self, path: Path):
+        return [self.bin, "start", str(path)]
 
     def start_crasher(self, argv):
         return self.call([self.bin, "start", " ".join(argv), "--name", "crash"])
 
     def online_count(self) -> int:
         return sum(1 for p in json.loads(self.output(self.list_cmd())) if p.get("status") == "online")
+
+    def child_pids(self):
+        return [p["pid"] for p in json.loads(self.output(self.list_cmd())) if p.get("pid")]
+
+    def online_watcher(self, n: int, period: float):
+        return SocketPoller(self.home / "opm.sock", n, period)
+
+    def stop_all_cmd(self):
+        return [self.bin, "stop", "all"]
+
+    def list_body_bytes(self) -> int:
+        return len(unix_get(self.home / "opm.sock", "/daemon/list"))
 
     def graceful_kill(self):
         subprocess.run(
@@ -340,6 +551,7 @@ class Pm2(Tool):
     def __init__(self, root, mark, tag, prefix: Path):
         super().__init__(root, mark, tag)
         self.bin = str(prefix / "node_modules" / ".bin" / "pm2")
+        self.module = prefix / "node_modules" / "pm2"
         self.env["PM2_HOME"] = str(self.home)
         self.pid_file = self.home / "pm2.pid"
 
@@ -358,14 +570,26 @@ class Pm2(Tool):
         path.write_text("module.exports = " + json.dumps({"apps": apps}, indent=1) + ";\n")
         return path
 
-    def start_file(self, path: Path):
-        return self.call([self.bin, "start", str(path)])
+    def start_file_cmd(self, path: Path):
+        return [self.bin, "start", str(path)]
 
     def start_crasher(self, argv):
         return self.call([self.bin, "start", argv[0], "--name", "crash", "--", *argv[1:]])
 
     def online_count(self) -> int:
         return sum(1 for p in json.loads(self.output(self.list_cmd())) if p.get("pm2_env", {}).get("status") == "online")
+
+    def child_pids(self):
+        return [p["pid"] for p in json.loads(self.output(self.list_cmd())) if p.get("pid")]
+
+    def online_watcher(self, n: int, period: float):
+        return BusWatcher(self, n)
+
+    def stop_all_cmd(self):
+        return [self.bin, "stop", "all"]
+
+    def list_body_bytes(self) -> int:
+        return len(self.output(self.list_cmd()).encode())
 
     def graceful_kill(self):
         subprocess.run(
@@ -393,43 +617,132 @@ def idle_cpu_percent(pid: int, seconds: float) -> float:
     return (b[2] - a[2]) / CLK_TCK / elapsed * 100.0
 
 
+def wait_timeout(args, n: int) -> float:
+    """How long N processes may take to come up (PM2: ~12 s per 1,000 on 2 cores)."""
+    return max(60.0, 0.3 * n)
+
+
+def timed_with(tool: Tool, argv, until):
+    """Runs the CLI call argv on a thread while until() waits for its effect.
+
+    Returns (the CLI's return, the effect's time), both in ns from just before
+    the call; until() returns a time.monotonic_ns() value."""
+    done: dict = {}
+
+    def run():
+        try:
+            tool.call(argv)
+            done["t"] = time.monotonic_ns()
+        except BaseException as e:  # noqa: BLE001 - re-raised on the main thread
+            done["err"] = e
+
+    th = threading.Thread(target=run, daemon=True)
+    t0 = time.monotonic_ns()
+    th.start()
+    t_effect = until()
+    th.join(timeout=600)
+    if "err" in done:
+        raise done["err"]
+    if "t" not in done:
+        raise BenchError(f"{' '.join(map(str, argv))} had not returned 600 s after its effect")
+    return done["t"] - t0, t_effect - t0
+
+
+def wait_gone(stamps, timeout: float) -> int:
+    """Polls every 20 ms until every (pid, start time) is gone; returns the time."""
+    deadline = time.monotonic() + timeout
+    left = list(stamps)
+    while True:
+        still = []
+        for pid, t in left:
+            try:
+                raw = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue  # gone
+            rest = raw[raw.rfind(")") + 2 :].split()
+            if rest[0] in ("Z", "X") or int(rest[22 - 3]) != t:
+                continue  # exited (not yet reaped), or the pid was reused
+            still.append((pid, t))
+        left = still
+        if not left:
+            return time.monotonic_ns()
+        if time.monotonic() > deadline:
+            raise BenchError(f"{len(left)} children still alive {timeout:g} s after `stop all`, "
+                             f"e.g. pids {[p for p, _ in left[:5]]}")
+        time.sleep(0.02)
+
+
 def phase_a(tool: Tool, args, res: dict) -> None:
     res["cold_ms"] = tool.warm_daemon() / 1e6
     pid = tool.daemon_pid()
     time.sleep(1.0)
-    res["rss0_mib"] = rss_kib(pid) / 1024
+    record_mem(res, "rss0_mib", pid, tool.label)
+    count = args.procs if args.per_call_starts else args.small
     starts = []
-    for i in range(args.procs):
+    for i in range(count):
         starts.append(tool.start_one(f"p{i}"))
         if i + 1 == args.small:
             got = tool.wait_online(args.small)
             if got < args.small:
                 raise BenchError(f"{tool.label}: only {got}/{args.small} online")
             res["list_small_ms"] = list_latency(tool, args.list_calls)
-    res["starts_total_s"] = sum(starts) / 1e9
-    res["start_one_ms"] = statistics.median(starts) / 1e6
-    got = tool.wait_online(args.procs)
-    if got < args.procs:
-        raise BenchError(f"{tool.label}: only {got}/{args.procs} online after {args.procs} starts")
-    res["list_big_ms"] = list_latency(tool, args.list_calls)
+    if args.per_call_starts:
+        res["starts_total_s"] = sum(starts) / 1e9
+        res["start_one_ms"] = statistics.median(starts) / 1e6
+        got = tool.wait_online(args.procs, wait_timeout(args, args.procs))
+        if got < args.procs:
+            raise BenchError(f"{tool.label}: only {got}/{args.procs} online after {args.procs} starts")
     if tool.daemon_pid() != pid:
         raise BenchError(f"{tool.label}: the daemon changed pid during the run")
-    time.sleep(2.0)
-    res["rss_big_mib"] = rss_kib(pid) / 1024
-    res["idle_cpu_pct"] = idle_cpu_percent(pid, args.idle_seconds)
-    res["rss_big_after_idle_mib"] = rss_kib(pid) / 1024
 
 
 def phase_b(tool: Tool, args, res: dict) -> None:
+    n = args.procs
     tool.warm_daemon()
-    tool.daemon_pid()
-    path = tool.write_file(args.procs)
-    res["file_start_ms"] = tool.start_file(path) / 1e6
-    t0 = time.perf_counter_ns()
-    got = tool.wait_online(args.procs)
-    if got < args.procs:
-        raise BenchError(f"{tool.label}: only {got}/{args.procs} online after the file start")
-    res["file_online_after_ms"] = (time.perf_counter_ns() - t0) / 1e6
+    pid = tool.daemon_pid()
+    path = tool.write_file(n)
+    watcher = tool.online_watcher(n, args.poll_ms / 1000)
+    how = {}
+
+    def all_online() -> int:
+        t, how["detail"] = watcher.wait(wait_timeout(args, n))
+        return t
+
+    try:
+        cli_ns, online_ns = timed_with(tool, tool.start_file_cmd(path), all_online)
+    finally:
+        watcher.close()
+    res["file_start_ms"] = cli_ns / 1e6
+    res["file_online_ms"] = online_ns / 1e6
+    got = tool.online_count()
+    if got < n:
+        raise BenchError(f"{tool.label}: its own list shows {got}/{n} online after the watcher saw all")
+    log(f"{tool.label}: {n} from one file: CLI returned {cli_ns / 1e6:.0f} ms, all online {online_ns / 1e6:.0f} ms ({how['detail']})")
+
+    res["list_big_ms"] = list_latency(tool, args.list_calls)
+    res["list_body_kb"] = tool.list_body_bytes() / 1000
+    time.sleep(2.0)
+    record_mem(res, "rss_big_mib", pid, tool.label)
+    res["idle_cpu_pct"] = idle_cpu_percent(pid, args.idle_seconds)
+    res["rss_big_after_idle_mib"] = rss_kib(pid) / 1024
+
+    more = [tool.start_one(f"q{i}") for i in range(args.more_starts)]
+    if more:
+        res["start_more_ms"] = statistics.median(more) / 1e6
+    total = n + args.more_starts
+    got = tool.wait_online(total, wait_timeout(args, total))
+    if got < total:
+        raise BenchError(f"{tool.label}: only {got}/{total} online before `stop all`")
+    stamps = [(p, start_time(p)) for p in tool.child_pids()]
+    stamps = [(p, t) for p, t in stamps if t is not None]
+    if len(stamps) < total:
+        raise BenchError(f"{tool.label}: {len(stamps)} live child pids in its list, {total} expected")
+    cli_ns, gone_ns = timed_with(tool, tool.stop_all_cmd(), lambda: wait_gone(stamps, max(120.0, 0.5 * total)))
+    res["stop_cli_ms"] = cli_ns / 1e6
+    res["stop_gone_s"] = gone_ns / 1e9
+    log(f"{tool.label}: stop all of {total}: CLI returned {cli_ns / 1e6:.0f} ms, all gone {gone_ns / 1e6:.0f} ms")
+    if tool.daemon_pid() != pid:
+        raise BenchError(f"{tool.label}: the daemon changed pid during the run")
 
 
 def phase_c(tool: Tool, args, res: dict, crasher) -> None:
@@ -471,6 +784,101 @@ def one_tool_run(make, args, crasher, res: dict) -> None:
                 fn(tool, args, res)
         finally:
             tool.cleanup()
+
+
+def floor_run(root: Path, mark: str, tag: str, floor_bin: Path, opm_bin: Path, args, res: dict) -> None:
+    """The floor figures of one run (see the module's docstring)."""
+    d = root / tag
+    d.mkdir()
+    env = dict(os.environ)
+    env[MARK_VAR] = mark
+    logf = open(d / "floor.log", "ab")
+    n = args.procs
+
+    def timed(argv, out) -> int:
+        t0 = time.perf_counter_ns()
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=logf, env=env, cwd=d)
+        rc = p.wait()
+        ns = time.perf_counter_ns() - t0
+        if rc != 0:
+            logf.flush()
+            raise BenchError(f"{' '.join(map(str, argv))} exited {rc}: "
+                             + (d / "floor.log").read_bytes()[-2000:].decode(errors="replace"))
+        return ns
+
+    try:
+        sock = d / "floor.sock"
+        server = subprocess.Popen([str(floor_bin), "serve", str(sock), str(d / "db"), str(n)],
+                                  stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env, cwd=d)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                if server.poll() is not None:
+                    raise BenchError(f"floor serve exited {server.returncode}; see {d / 'floor.log'}")
+                try:
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+                        c.connect(str(sock))
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise BenchError("floor serve: its socket did not come up in 120 s") from None
+                    time.sleep(0.05)
+            get = [str(floor_bin), "get", str(sock), "/list"]
+            out_path = d / "get.out"
+            with open(out_path, "wb") as out:
+                timed(get, out)  # not timed: a first call may warm caches
+            body = out_path.read_bytes()
+            rows = json.loads(body)
+            if len(rows) != n:
+                raise BenchError(f"floor get: {len(rows)} rows, {n} expected")
+            res["floor_list_kb"] = len(body) / 1000
+            with open(os.devnull, "wb") as out:
+                res["floor_list_ms"] = statistics.median(timed(get, out) for _ in range(args.list_calls)) / 1e6
+            record_mem(res, "floor_rss_mib", server.pid, "floor serve")
+        finally:
+            server.kill()
+            server.wait()
+        with open(os.devnull, "wb") as out:
+            timed([str(opm_bin), "--version"], out)
+            res["floor_cli_ms"] = statistics.median(
+                timed([str(opm_bin), "--version"], out) for _ in range(args.list_calls)) / 1e6
+        for key, extra in (("floor_spawn_logs_ms", []), ("floor_spawn_bare_ms", ["--no-logs"])):
+            logs = d / key
+            r = subprocess.run([str(floor_bin), "spawn", str(n), str(logs), *extra], stdin=subprocess.DEVNULL,
+                               capture_output=True, env=env, cwd=d, timeout=600)
+            if r.returncode != 0:
+                raise BenchError(f"floor spawn exited {r.returncode}: {r.stderr.decode(errors='replace')[-2000:]}")
+            got = json.loads(r.stdout)
+            if got["spawned"] != n:
+                raise BenchError(f"floor spawn: {got['spawned']} spawned, {n} asked")
+            res[key] = got["ms"]
+            shutil.rmtree(logs, ignore_errors=True)
+    finally:
+        logf.close()
+        left = kill_marked(mark)
+        if left:
+            log(f"floor: SIGKILLed {left} process(es) left behind")
+
+
+def build_floor(given: str | None) -> Path:
+    if given:
+        path = Path(given).resolve()
+        if not path.is_file():
+            raise BenchError(f"no floor binary at {path}")
+        return path
+    if not shutil.which("cargo"):
+        raise BenchError("cargo is not on PATH: it builds the floor (examples/floor.rs); "
+                         "pass --floor-bin or --no-floor")
+    log("building the floor: cargo build --release --locked --example floor")
+    r = subprocess.run(["cargo", "build", "--release", "--locked", "--example", "floor"], cwd=REPO,
+                       stdin=subprocess.DEVNULL, capture_output=True)
+    if r.returncode != 0:
+        raise BenchError("building the floor failed:\n" + r.stderr.decode(errors="replace")[-3000:])
+    target = REPO / os.environ.get("CARGO_TARGET_DIR", "target")  # an absolute one replaces REPO
+    path = target / "release" / "examples" / "floor"
+    if not path.is_file():
+        raise BenchError(f"cargo built the floor but {path} is not there")
+    return path
 
 
 # --------------------------------------------------------------- setup -----
@@ -531,20 +939,64 @@ def git_commit(path: Path) -> str:
 # -------------------------------------------------------------- report -----
 
 ROWS = [
-    # key, figure, unit, fmt, ratio ("pm2/opm" means bigger is better for opm)
+    # key, figure, unit, format
     ("cold_ms", "daemon cold start (first `list` on a fresh home)", "ms", "{:.1f}"),
     ("list_small_ms", "`list` latency, {small} processes (`opm list --format json` / `pm2 jlist`)", "ms", "{:.1f}"),
-    ("list_big_ms", "`list` latency, {procs} processes", "ms", "{:.1f}"),
-    ("start_one_ms", "one `start` CLI call (median of the {procs})", "ms", "{:.1f}"),
+    ("list_big_ms", "`list --format json` / `jlist`, whole CLI call, {procs} processes", "ms", "{:.1f}"),
+    ("list_body_kb", "… the daemon's JSON (opm: `GET /daemon/list`; PM2: what `jlist` prints)", "KB", "{:.0f}"),
+    ("file_start_ms", "{procs} processes from one file (.toml / ecosystem file): the CLI returned", "ms", "{:.0f}"),
+    ("file_online_ms", "{procs} processes from one file: all {procs} online", "ms", "{:.0f}"),
+    ("start_more_ms", "one more `start` with {procs} running (median of {more} CLI calls)", "ms", "{:.1f}"),
+    ("start_one_ms", "one `start` CLI call (median of {procs}, one call each)", "ms", "{:.1f}"),
     ("starts_total_s", "{procs} starts, one CLI call each (total)", "s", "{:.2f}"),
-    ("file_start_ms", "{procs} processes from one command (.toml / ecosystem file)", "ms", "{:.0f}"),
+    ("stop_cli_ms", "`stop all` with {total} running: the CLI returned", "ms", "{:.0f}"),
+    ("stop_gone_s", "`stop all` with {total} running: every child gone", "s", "{:.2f}"),
     ("rss0_mib", "daemon RSS, 0 processes", "MiB", "{:.1f}"),
-    ("rss_big_mib", "daemon RSS, {procs} processes", "MiB", "{:.1f}"),
+    ("rss_big_mib", "daemon RSS, {procs} processes (VmRSS)", "MiB", "{:.1f}"),
+    ("rss_big_anon_mib", "… of which RssAnon (heap, stacks)", "MiB", "{:.1f}"),
+    ("rss_big_file_mib", "… of which RssFile (mapped code and libraries)", "MiB", "{:.1f}"),
     ("rss_big_after_idle_mib", "daemon RSS, {procs} processes, after the idle period", "MiB", "{:.1f}"),
     ("idle_cpu_pct", "idle daemon CPU, {procs} processes, {idle:g} s (% of one core)", "%", "{:.3f}"),
     ("restart1_ms", "crash → first restart gap (child lived 1.2 s)", "ms", "{:.2f}"),
     ("restart2_ms", "crash → second restart gap", "ms", "{:.2f}"),
     ("load1", "1-minute load average when the run began", "", "{:.2f}"),
+]
+
+FLOOR_ROWS = [
+    ("floor_list_ms", "list: `floor get` of {procs} records from `floor serve` (warp on a unix socket, sled), "
+                      "whole call", "ms", "{:.2f}"),
+    ("floor_list_kb", "… the body it reads", "KB", "{:.0f}"),
+    ("floor_cli_ms", "CLI: `opm --version`, whole call", "ms", "{:.2f}"),
+    ("floor_spawn_logs_ms", "spawn: {procs} posix_spawns of /bin/sleep on 2 threads, 2 new log files each",
+     "ms", "{:.0f}"),
+    ("floor_spawn_bare_ms", "spawn: the same without log files", "ms", "{:.0f}"),
+    ("floor_rss_mib", "memory: RSS of `floor serve` holding {procs} records, after serving the list",
+     "MiB", "{:.1f}"),
+    ("floor_rss_anon_mib", "… of which RssAnon", "MiB", "{:.1f}"),
+    ("floor_rss_file_mib", "… of which RssFile", "MiB", "{:.1f}"),
+    ("load1", "1-minute load average when the floor run began", "", "{:.2f}"),
+]
+
+# The floor each opm figure is divided by.
+FLOOR_OF = {
+    "list_small_ms": "floor_cli_ms",
+    "list_big_ms": "floor_list_ms",
+    "list_body_kb": "floor_list_kb",
+    "file_start_ms": "floor_spawn_logs_ms",
+    "file_online_ms": "floor_spawn_logs_ms",
+    "start_more_ms": "floor_cli_ms",
+    "start_one_ms": "floor_cli_ms",
+    "rss_big_mib": "floor_rss_mib",
+    "rss_big_anon_mib": "floor_rss_anon_mib",
+    "rss_big_file_mib": "floor_rss_file_mib",
+}
+
+# Issue 16's aims at 1,000 processes: key, what, limit.
+AIMS_1000 = [
+    ("list_big_ms", "`list --format json` whole call ≤ 5 ms", 5.0, "ms"),
+    ("file_online_ms", "all 1,000 online from one file ≤ 1 s", 1000.0, "ms"),
+    ("rss_big_mib", "daemon RSS ≤ 16 MiB", 16.0, "MiB"),
+    ("start_more_ms", "one more `start` with 1,000 running ≤ 5 ms", 5.0, "ms"),
 ]
 
 
@@ -554,7 +1006,13 @@ def fmt(v, spec, unit):
 
 def render(args, meta, results) -> str:
     tools = [t for t in ("opm", "PM2") if results.get(t)]
+    floor = results.get("floor") or []
+    labels = dict(small=args.small, procs=args.procs, idle=args.idle_seconds, more=args.more_starts,
+                  total=args.procs + args.more_starts)
     med = {t: {k: median([r.get(k) for r in results[t]]) for k, *_ in ROWS} for t in tools}
+    fmed = {k: median([r.get(k) for r in floor]) for k, *_ in FLOOR_ROWS}
+    # Only what some tool measured (e.g. no per-call start figures without --per-call-starts).
+    rows = [r for r in ROWS if any(med[t][r[0]] is not None for t in tools)]
     lines = []
     lines.append(f"Date: {meta['date']}  ")
     lines.append(f"Machine: {meta['machine']}  ")
@@ -565,28 +1023,50 @@ def render(args, meta, results) -> str:
     lines.append(f"Load average before / after: {meta['load_before']} / {meta['load_after']}  ")
     lines.append(f"Crashing program: {meta['crasher']}")
     lines.append("")
-    head = "| figure | " + " | ".join(tools) + (" | PM2 ÷ opm |" if len(tools) == 2 else " |")
-    lines.append(head)
-    lines.append("|---" * (len(tools) + 1 + (len(tools) == 2)) + "|")
-    for key, figure, unit, spec in ROWS:
-        name = figure.format(small=args.small, procs=args.procs, idle=args.idle_seconds)
+    both = len(tools) == 2
+    head = "| figure | " + " | ".join(tools) + (" | PM2 ÷ opm" if both else "")
+    if floor:
+        head += " | floor | opm ÷ floor"
+    lines.append(head + " |")
+    lines.append("|---" * (len(tools) + 1 + both + 2 * bool(floor)) + "|")
+    for key, figure, unit, spec in rows:
         cells = [fmt(med[t][key], spec, unit) for t in tools]
-        row = f"| {name} | " + " | ".join(cells)
-        if len(tools) == 2:
+        row = f"| {figure.format(**labels)} | " + " | ".join(cells)
+        if both:
             a, b = med["opm"][key], med["PM2"][key]
             ratio = key != "load1" and a and b is not None and a > 0
             row += " | " + (f"{b / a:.1f}×" if ratio else "–")
+        if floor:
+            fkey = FLOOR_OF.get(key)
+            fv = fmed.get(fkey) if fkey else None
+            spec_f = next((r[3] for r in FLOOR_ROWS if r[0] == fkey), "{:.2f}")
+            o = med.get("opm", {}).get(key)
+            row += " | " + fmt(fv, spec_f, unit) + " | " + (f"{o / fv:.1f}×" if fv and o is not None else "–")
         lines.append(row + " |")
     lines.append("")
     lines.append(f"Medians of {args.runs} run(s); each `list` figure of a run is the median of "
-                 f"{args.list_calls} calls. CPU time is counted in clock ticks of "
+                 f"{args.list_calls} calls. \"All online\": opm's /daemon/list polled on its socket every "
+                 f"{args.poll_ms:g} ms; PM2's \"online\" events on its bus. CPU time is counted in clock ticks of "
                  f"{1000 // CLK_TCK} ms, so over {args.idle_seconds:g} s one tick is "
                  f"{100.0 / CLK_TCK / args.idle_seconds:.3f} % of a core.")
+    if floor:
+        lines.append("")
+        lines.append("### The floor (examples/floor.rs, same machine, same runs)")
+        lines.append("")
+        lines.append("| floor | median | " + " | ".join(f"run {i + 1}" for i in range(len(floor))) + " |")
+        lines.append("|---" * (len(floor) + 2) + "|")
+        for key, figure, unit, spec in FLOOR_ROWS:
+            lines.append(f"| {figure.format(**labels)} | {fmt(fmed[key], spec, unit)} | "
+                         + " | ".join(fmt(r.get(key), spec, unit) for r in floor) + " |")
     lines.append("")
     lines.append("### Aims")
     lines.append("")
     o = med.get("opm", {})
     p = med.get("PM2", {})
+    if args.procs == 1000 and o:
+        for key, what, limit, unit in AIMS_1000:
+            if o.get(key) is not None:
+                lines.append(f"- issue 16: {what}: {o[key]:.1f} {unit} — " + ("**met**" if o[key] <= limit else "**not met**"))
     if "PM2" in tools:
         for key, what in (("list_small_ms", f"{args.small} processes"), ("list_big_ms", f"{args.procs} processes")):
             if o.get(key) and p.get(key):
@@ -611,9 +1091,8 @@ def render(args, meta, results) -> str:
         lines.append("")
         lines.append("| figure | " + " | ".join(f"run {i + 1}" for i in range(len(results[t]))) + " |")
         lines.append("|---" * (len(results[t]) + 1) + "|")
-        for key, figure, unit, spec in ROWS:
-            name = figure.format(small=args.small, procs=args.procs, idle=args.idle_seconds)
-            lines.append(f"| {name} | " + " | ".join(fmt(r.get(key), spec, unit) for r in results[t]) + " |")
+        for key, figure, unit, spec in rows:
+            lines.append(f"| {figure.format(**labels)} | " + " | ".join(fmt(r.get(key), spec, unit) for r in results[t]) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -636,22 +1115,41 @@ def main() -> int:
     ap.add_argument("--out", help="also write the Markdown table to this file")
     ap.add_argument("--max-load", type=float,
                     help="before each tool's run, wait (up to 15 min) for the 1-minute load average to fall below this")
+    ap.add_argument("--per-call-starts", action=argparse.BooleanOptionalAction, default=None,
+                    help="also start all N with one CLI call each (default: on up to 200 processes; "
+                         "PM2 takes ~15 min for 1,000)")
+    ap.add_argument("--more-starts", type=int, default=10,
+                    help="single `start` calls with N running, for \"one more start\" (default 10)")
+    ap.add_argument("--poll-ms", type=float, default=20.0,
+                    help="period of the poll of opm's /daemon/list for \"all online\" (default 20)")
+    ap.add_argument("--no-floor", action="store_true", help="skip the floor (examples/floor.rs)")
+    ap.add_argument("--floor-bin", help="a floor binary already built (default: cargo builds examples/floor.rs)")
     args = ap.parse_args()
     if args.small > args.procs:
         ap.error("--small must not exceed --procs")
+    if args.runs < 1 or args.list_calls < 1 or args.more_starts < 0 or args.poll_ms <= 0:
+        ap.error("--runs and --list-calls must be at least 1, --more-starts at least 0, --poll-ms above 0")
+    if args.per_call_starts is None:
+        args.per_call_starts = args.procs <= 200
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
 
     opm_src = Path(args.opm)
     if not opm_src.is_file():
-        print(f"no opm binary at {opm_src}: run `cargo build --release` first", file=sys.stderr)
+        print(f"compare.py: no opm binary at {opm_src}: run `cargo build --release` first", file=sys.stderr)
         return 2
+    if not args.no_pm2:
+        missing = [t for t in ("node", *(() if args.pm2_prefix else ("npm",))) if not shutil.which(t)]
+        if missing:
+            print(f"compare.py: {' and '.join(missing)} not on PATH: PM2 needs them (or pass --no-pm2)",
+                  file=sys.stderr)
+            return 2
 
     mark = f"compare-{uuid.uuid4().hex[:12]}"
     root = Path(tempfile.mkdtemp(prefix="opm-compare-"))
     tools_made: list[Tool] = []
-    results: dict[str, list[dict]] = {"opm": [], "PM2": []}
+    results: dict[str, list[dict]] = {"opm": [], "PM2": [], "floor": []}
     rc = 0
     try:
         # A copy, so a rebuild of target/release/opm during the run changes nothing.
@@ -674,7 +1172,21 @@ def main() -> int:
             meta["pm2"] = pkg["version"]
             meta["node"] = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
 
+        floor_bin = None
+        if not args.no_floor:
+            floor_bin = root / "floor"
+            shutil.copy2(build_floor(args.floor_bin), floor_bin)
+
         for run in range(args.runs):
+            if floor_bin is not None:
+                if args.max_load is not None:
+                    wait_for_load(args.max_load)
+                res = {"load1": os.getloadavg()[0]}
+                log(f"run {run + 1}/{args.runs}: floor (load average {res['load1']:.2f})")
+                tag = f"floor-run{run + 1}"
+                floor_run(root, f"{mark}-{tag}", tag, floor_bin, opm_bin, args, res)
+                results["floor"].append(res)
+                log(f"floor run {run + 1}: " + ", ".join(f"{k}={v:.3f}" for k, v in res.items()))
             for label in ("opm", "PM2"):
                 if label == "PM2" and pm2_prefix is None:
                     continue
