@@ -73,6 +73,11 @@ The table prints each opm figure's ratio to its floor: list → list floor;
 all online and the file start's return → spawn floor with log files; RSS →
 memory floor; `start` and the small `list` → CLI floor.
 
+Every tool, CLI call and child gets this script's environment (plus its home
+and the marker), or only PATH and HOME with --minimal-env; the table's header
+says which and how big. opm keeps the caller's environment with each process,
+so its size shows in opm's RSS at 1,000.
+
 A CLI call is timed from just before spawning it to the return of a blocking
 wait on its exit (subprocess.Popen + wait, output to a file), with
 time.perf_counter_ns(). A `list` latency of one run is the median of
@@ -111,6 +116,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 MARK_VAR = "OPM_BENCH_MARK"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# The environment every tool, CLI call and child gets (plus its home and the
+# marker): this script's own, or only PATH and HOME with --minimal-env. opm
+# keeps the caller's environment with each process, so its size shows in RSS.
+BASE_ENV: dict = dict(os.environ)
 
 CRASHER_C = r"""
 #include <fcntl.h>
@@ -428,7 +437,7 @@ class Tool:
         self.home.mkdir(parents=True)
         self.log = self.dir / "cli.log"
         self.log_file = open(self.log, "ab")
-        self.env = {k: v for k, v in os.environ.items() if k not in ("OPM_HOME", "PM2_HOME")}
+        self.env = {k: v for k, v in BASE_ENV.items() if k not in ("OPM_HOME", "PM2_HOME")}
         self.env[MARK_VAR] = mark
         self.cleaned = False
 
@@ -790,7 +799,7 @@ def floor_run(root: Path, mark: str, tag: str, floor_bin: Path, opm_bin: Path, a
     """The floor figures of one run (see the module's docstring)."""
     d = root / tag
     d.mkdir()
-    env = dict(os.environ)
+    env = dict(BASE_ENV)
     env[MARK_VAR] = mark
     logf = open(d / "floor.log", "ab")
     n = args.procs
@@ -1021,6 +1030,7 @@ def render(args, meta, results) -> str:
         lines.append(f"PM2: {meta['pm2']} (node {meta['node']})  ")
     lines.append(f"Command: `{meta['command']}`  ")
     lines.append(f"Load average before / after: {meta['load_before']} / {meta['load_after']}  ")
+    lines.append(f"Environment given to the tools (besides their home and the marker): {meta['env']}  ")
     lines.append(f"Crashing program: {meta['crasher']}")
     lines.append("")
     both = len(tools) == 2
@@ -1122,6 +1132,8 @@ def main() -> int:
                     help="single `start` calls with N running, for \"one more start\" (default 10)")
     ap.add_argument("--poll-ms", type=float, default=20.0,
                     help="period of the poll of opm's /daemon/list for \"all online\" (default 20)")
+    ap.add_argument("--minimal-env", action="store_true",
+                    help="give the tools only PATH and HOME from this environment (default: all of it)")
     ap.add_argument("--no-floor", action="store_true", help="skip the floor (examples/floor.rs)")
     ap.add_argument("--floor-bin", help="a floor binary already built (default: cargo builds examples/floor.rs)")
     args = ap.parse_args()
@@ -1146,6 +1158,10 @@ def main() -> int:
                   file=sys.stderr)
             return 2
 
+    if args.minimal_env:
+        BASE_ENV.clear()
+        BASE_ENV.update({k: os.environ[k] for k in ("PATH", "HOME") if k in os.environ})
+    env_bytes = sum(len(k) + len(v) + 2 for k, v in BASE_ENV.items())
     mark = f"compare-{uuid.uuid4().hex[:12]}"
     root = Path(tempfile.mkdtemp(prefix="opm-compare-"))
     tools_made: list[Tool] = []
@@ -1164,6 +1180,8 @@ def main() -> int:
             "command": " ".join(["python3", "benches/compare.py", *sys.argv[1:]]),
             "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
             "crasher": crasher_desc,
+            "env": f"{len(BASE_ENV)} variables, {env_bytes} bytes"
+                   + (" (--minimal-env: PATH and HOME)" if args.minimal_env else " (this shell's own)"),
         }
         pm2_prefix = None
         if not args.no_pm2:
