@@ -45,11 +45,12 @@ homes, and the tools take turns (floor run 1, opm run 1, PM2 run 1, floor run
      file when it starts and just before it exits 1 (after 1.2 s); the gap is
      the next start's stamp minus the previous exit's.
 
-"All N online": for opm, the daemon's own list (`GET /daemon/list` on its unix
-socket, HTTP/1.0 from this script: no CLI start-up, ~2-5 ms of daemon time at
-1,000) is polled every --poll-ms (20 ms) until N rows say "online"; the time
-is that of the answer that first shows them all, so it is late by at most one
-period plus one answer. PM2's only daemon-side status query reads every
+"All N online": for opm, the daemon's own count (`GET /health` on its unix
+socket, HTTP/1.0 from this script: no CLI start-up; its `online` is counted
+from the same state and status as `list`, without writing 1,000 rows) is
+polled every --poll-ms (20 ms) until it says N; the time is that of the
+answer that first says so, so it is late by at most one period plus one
+answer (the log line of phase B gives the number of polls and their mean). PM2's only daemon-side status query reads every
 process's usage (`jlist` is ~0.6 s at 1,000) and polling it would slow PM2
 itself, so for PM2 a node program connected to the daemon's event bus before
 the clock starts (`pm2.launchBus`) takes the "online" event PM2 sends when it
@@ -355,7 +356,7 @@ def unix_get(sock: Path, path: str, timeout: float = 30.0) -> bytes:
 
 
 class SocketPoller:
-    """Polls opm's GET /daemon/list on its unix socket until n rows are online."""
+    """Polls opm's GET /health on its unix socket until it counts n online."""
 
     def __init__(self, sock: Path, n: int, period: float):
         self.sock, self.n, self.period = sock, n, period
@@ -366,8 +367,8 @@ class SocketPoller:
         while True:
             a = time.monotonic_ns()
             try:
-                online = unix_get(self.sock, "/daemon/list").count(b'"status":"online"')
-            except OSError as e:
+                online = int(json.loads(unix_get(self.sock, "/health"))["online"])
+            except (OSError, ValueError, KeyError) as e:
                 raise BenchError(f"polling {self.sock}: {e}") from e
             b = time.monotonic_ns()
             polls += 1
@@ -1055,7 +1056,7 @@ def render(args, meta, results) -> str:
         lines.append(row + " |")
     lines.append("")
     lines.append(f"Medians of {args.runs} run(s); each `list` figure of a run is the median of "
-                 f"{args.list_calls} calls. \"All online\": opm's /daemon/list polled on its socket every "
+                 f"{args.list_calls} calls. \"All online\": opm's /health count polled on its socket every "
                  f"{args.poll_ms:g} ms; PM2's \"online\" events on its bus. CPU time is counted in clock ticks of "
                  f"{1000 // CLK_TCK} ms, so over {args.idle_seconds:g} s one tick is "
                  f"{100.0 / CLK_TCK / args.idle_seconds:.3f} % of a core.")
