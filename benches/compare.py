@@ -361,7 +361,7 @@ class SocketPoller:
     def __init__(self, sock: Path, n: int, period: float):
         self.sock, self.n, self.period = sock, n, period
 
-    def wait(self, timeout: float):
+    def wait(self, timeout: float, check=lambda: None):
         deadline = time.monotonic() + timeout
         polls, spent, online = 0, 0, 0
         while True:
@@ -375,6 +375,7 @@ class SocketPoller:
             spent += b - a
             if online >= self.n:
                 return b, f"{polls} polls every {self.period * 1000:g} ms, {spent / polls / 1e6:.1f} ms each"
+            check()
             if time.monotonic() > deadline:
                 raise BenchError(f"opm: only {online}/{self.n} online after {timeout:g} s")
             time.sleep(self.period)
@@ -399,8 +400,9 @@ class BusWatcher:
             self.close()
             raise BenchError(f"PM2 bus watcher: expected 'ready', got {line!r}; see {tool.log}")
 
-    def _line(self, deadline: float) -> str | None:
+    def _line(self, deadline: float, check=lambda: None) -> str | None:
         while True:
+            check()
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
@@ -409,8 +411,8 @@ class BusWatcher:
                 raw = self.proc.stdout.readline()
                 return raw.decode(errors="replace").strip() if raw else None
 
-    def wait(self, timeout: float):
-        line = self._line(time.monotonic() + timeout)
+    def wait(self, timeout: float, check=lambda: None):
+        line = self._line(time.monotonic() + timeout, check)
         if not line or not line.startswith("done "):
             raise BenchError(f"PM2: not all {self.n} online (bus watcher said {line!r}) after {timeout:g} s")
         return int(line.split()[1]), "PM2's event bus (no polling)"
@@ -633,10 +635,11 @@ def wait_timeout(args, n: int) -> float:
 
 
 def timed_with(tool: Tool, argv, until):
-    """Runs the CLI call argv on a thread while until() waits for its effect.
+    """Runs the CLI call argv on a thread while until(check) waits for its effect.
 
     Returns (the CLI's return, the effect's time), both in ns from just before
-    the call; until() returns a time.monotonic_ns() value."""
+    the call; until() returns a time.monotonic_ns() value and calls check()
+    as it waits, which raises the CLI call's error as soon as it failed."""
     done: dict = {}
 
     def run():
@@ -646,10 +649,14 @@ def timed_with(tool: Tool, argv, until):
         except BaseException as e:  # noqa: BLE001 - re-raised on the main thread
             done["err"] = e
 
+    def check():
+        if "err" in done:
+            raise done["err"]
+
     th = threading.Thread(target=run, daemon=True)
     t0 = time.monotonic_ns()
     th.start()
-    t_effect = until()
+    t_effect = until(check)
     th.join(timeout=600)
     if "err" in done:
         raise done["err"]
@@ -658,7 +665,7 @@ def timed_with(tool: Tool, argv, until):
     return done["t"] - t0, t_effect - t0
 
 
-def wait_gone(stamps, timeout: float) -> int:
+def wait_gone(stamps, timeout: float, check=lambda: None) -> int:
     """Polls every 20 ms until every (pid, start time) is gone; returns the time."""
     deadline = time.monotonic() + timeout
     left = list(stamps)
@@ -676,6 +683,7 @@ def wait_gone(stamps, timeout: float) -> int:
         left = still
         if not left:
             return time.monotonic_ns()
+        check()
         if time.monotonic() > deadline:
             raise BenchError(f"{len(left)} children still alive {timeout:g} s after `stop all`, "
                              f"e.g. pids {[p for p, _ in left[:5]]}")
@@ -714,8 +722,8 @@ def phase_b(tool: Tool, args, res: dict) -> None:
     watcher = tool.online_watcher(n, args.poll_ms / 1000)
     how = {}
 
-    def all_online() -> int:
-        t, how["detail"] = watcher.wait(wait_timeout(args, n))
+    def all_online(check) -> int:
+        t, how["detail"] = watcher.wait(wait_timeout(args, n), check)
         return t
 
     try:
@@ -747,7 +755,7 @@ def phase_b(tool: Tool, args, res: dict) -> None:
     stamps = [(p, t) for p, t in stamps if t is not None]
     if len(stamps) < total:
         raise BenchError(f"{tool.label}: {len(stamps)} live child pids in its list, {total} expected")
-    cli_ns, gone_ns = timed_with(tool, tool.stop_all_cmd(), lambda: wait_gone(stamps, max(120.0, 0.5 * total)))
+    cli_ns, gone_ns = timed_with(tool, tool.stop_all_cmd(), lambda check: wait_gone(stamps, max(120.0, 0.5 * total), check))
     res["stop_cli_ms"] = cli_ns / 1e6
     res["stop_gone_s"] = gone_ns / 1e9
     log(f"{tool.label}: stop all of {total}: CLI returned {cli_ns / 1e6:.0f} ms, all gone {gone_ns / 1e6:.0f} ms")
