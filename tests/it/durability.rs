@@ -110,14 +110,15 @@ pub fn failpoints_or_skip() -> bool {
 /// The crash points of the write paths, in the order a write passes them,
 /// with the hits (counted from when the daemon starts serving) to die at. A start
 /// makes three commits (the create, the spawn's intent, the pid), each one
-/// writing two files (the snapshot and `db.seq`): the counts spread the kills
-/// over them.
+/// appending to the journal and writing `db.seq` (the daemon's first commit
+/// writes a whole snapshot instead): the counts spread the kills over them.
 const POINTS: &[(&str, &[u32])] = &[
     ("store::before-insert", &[1]),
     ("store::after-insert", &[1]),
     ("store::before-flush", &[1, 2]),
     ("store::after-flush", &[1, 2]),
     ("store::after-fsync", &[1, 3]),
+    ("journal::mid-append", &[1, 3]),
     ("fsutil::mid-write", &[1, 4]),
     ("fsutil::before-rename", &[2, 5]),
     ("fsutil::after-rename", &[1, 4]),
@@ -324,11 +325,16 @@ fn the_answer_to_a_start_is_written_only_after_an_fsync_covering_its_write() {
         synced < answer,
         "the fsync (line {synced}) returned before the answer (line {answer}) was written:\n{text}"
     );
-    let snapshot = lines[synced..answer]
-        .iter()
-        .any(|l| l.contains("rename(") && l.contains("db.snapshot\""));
+    // What changed is in the journal beside the snapshot, synced, before
+    // the answer (or, at a daemon's first commit, in a new snapshot).
+    let journaled = (synced..answer).any(|i| {
+        let l = lines[i];
+        (l.contains(" fdatasync(") && l.contains("db.journal>"))
+            && completed_at(&lines, i, "fdatasync").is_some_and(|done| done < answer)
+            || l.contains("rename(") && l.contains("db.snapshot\"")
+    });
     assert!(
-        snapshot,
-        "the snapshot was renamed into place before the answer:\n{text}"
+        journaled,
+        "the change was journaled and synced before the answer:\n{text}"
     );
 }
