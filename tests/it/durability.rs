@@ -110,8 +110,10 @@ pub fn failpoints_or_skip() -> bool {
 /// The crash points of the write paths, in the order a write passes them,
 /// with the hits (counted from when the daemon starts serving) to die at. A start
 /// makes three commits (the create, the spawn's intent, the pid), each one
-/// appending to the journal and writing `db.seq` (the daemon's first commit
-/// writes a whole snapshot instead): the counts spread the kills over them.
+/// appending to the journal and writing `db.seq` in place. The atomic file
+/// writes (`fsutil::*`) are reached with `OPM_JOURNAL_LIMIT=0`, which makes
+/// every commit write a whole snapshot and an empty journal (two files): the
+/// counts spread the kills over them.
 const POINTS: &[(&str, &[u32])] = &[
     ("store::before-insert", &[1]),
     ("store::after-insert", &[1]),
@@ -119,6 +121,7 @@ const POINTS: &[(&str, &[u32])] = &[
     ("store::after-flush", &[1, 2]),
     ("store::after-fsync", &[1, 3]),
     ("journal::mid-append", &[1, 3]),
+    ("store::before-mirror", &[1, 3]),
     ("fsutil::mid-write", &[1, 4]),
     ("fsutil::before-rename", &[2, 5]),
     ("fsutil::after-rename", &[1, 4]),
@@ -138,7 +141,18 @@ fn a_daemon_killed_at_any_crash_point_loses_nothing_acknowledged_and_runs_nothin
     for (point, hits) in POINTS {
         for hit in *hits {
             let spec = format!("{point}={hit}");
-            let out = home.opm_env(&["daemon", "restore"], &[("OPM_FAILPOINTS", &spec)]);
+            let limit = if point.starts_with("fsutil::") {
+                "0"
+            } else {
+                ""
+            };
+            let out = home.opm_env(
+                &["daemon", "restore"],
+                &[
+                    ("OPM_FAILPOINTS", spec.as_str()),
+                    ("OPM_JOURNAL_LIMIT", limit),
+                ],
+            );
             assert!(out.success(), "{spec}: {out}");
             let daemon = home.daemon_pid().expect("daemon pid");
             // Starts, with a stop and a remove of earlier ones mixed in,
