@@ -47,3 +47,20 @@ pub fn arm() {
     #[cfg(feature = "failpoints")]
     ARMED.store(true, std::sync::atomic::Ordering::SeqCst);
 }
+
+/// Under the `failpoints` feature, `OPM_JOURNAL_LIMIT=BYTES` makes the store
+/// write a whole snapshot whenever its journal is longer than that (0: at
+/// every commit), so the crash tests reach the snapshot's write path too.
+pub fn journal_limit() -> Option<u64> {
+    #[cfg(feature = "failpoints")]
+    {
+        static LIMIT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+        *LIMIT.get_or_init(|| {
+            std::env::var("OPM_JOURNAL_LIMIT")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+        })
+    }
+    #[cfg(not(feature = "failpoints"))]
+    None
+}

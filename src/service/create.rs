@@ -40,7 +40,9 @@ impl Service {
         }
         // An unnamed start of a command that already runs is a mistake more
         // often than a wish for a second copy (PM2: "Script already launched").
-        let existing = self.store.specs()?;
+        // The executor's shared copies, not the store's records: decoding a
+        // thousand of them was most of a start's cost at 1,000 processes.
+        let existing = self.shared_specs();
         for (n, force) in new.iter().zip(&forced) {
             if n.explicit_name || *force {
                 continue;
@@ -61,7 +63,7 @@ impl Service {
             }
         }
         let batch: Vec<&Spec> = new.iter().map(|n| &n.spec).collect();
-        log_clash(&self.home, &batch, &existing, &[])?;
+        log_clash(&self.home, &batch, existing.iter().map(|s| &**s), &[])?;
         // Each group's copies, in one transaction with the rest.
         let new: Vec<NewSpec> = new.into_iter().flat_map(instances::expand).collect();
         let store = self.store.clone();
@@ -296,15 +298,23 @@ fn log_file_path(key: &str, given: &str, cwd: &Path) -> Result<String, ServiceEr
 /// `new` against every file of `stored` (but those in `replacing`, whose
 /// definitions `new` replaces) and against the other new ones. The two
 /// streams of one process in one file is merging, and allowed.
-pub(super) fn log_clash(
+pub(super) fn log_clash<'a>(
     home: &crate::config::Home,
-    new: &[&Spec],
-    stored: &[Spec],
+    new: &[&'a Spec],
+    stored: impl IntoIterator<Item = &'a Spec>,
     replacing: &[u64],
 ) -> Result<(), ServiceError> {
+    // Only a log file given by name can be another's: a default one holds
+    // the new process's id, which no one has yet.
+    if new
+        .iter()
+        .all(|n| n.def.out_file.is_none() && n.def.err_file.is_none())
+    {
+        return Ok(());
+    }
     let mut taken: Vec<(PathBuf, &str)> = Vec::new();
     for s in stored
-        .iter()
+        .into_iter()
         .filter(|s| s.desired != Desired::Removed && !replacing.contains(&s.id))
     {
         let (out, err) = home.process_logs(&s.name, s.id, &s.def);

@@ -140,6 +140,17 @@ impl Service {
         }
     }
 
+    /// Every process's definition as the executor holds it (shared, not
+    /// decoded again).
+    pub(super) fn shared_specs(&self) -> Vec<Arc<Spec>> {
+        self.rec
+            .shared
+            .read()
+            .values()
+            .map(|e| e.spec.clone())
+            .collect()
+    }
+
     pub(super) fn entries(&self, ids: Option<&[u64]>) -> Vec<Entry> {
         let procs = self.rec.shared.read();
         match ids {

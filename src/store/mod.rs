@@ -12,19 +12,29 @@
 //!
 //! An acknowledged mutation is durable when the method returns, power cut
 //! included: sled's flush (which is only `sync_file_range`), then an
-//! `fdatasync` of its log, then the snapshot and the sequence mirror
-//! (`db.seq`) written atomically. Concurrent callers share that work (group
-//! commit, see `Store::flush`).
+//! `fdatasync` of its log, then what changed appended to the journal beside
+//! the snapshot (`journal.rs`, `fdatasync`ed; now and then a whole new
+//! snapshot instead), then the sequence mirror (`db.seq`) written
+//! atomically. Concurrent callers share that work (group commit, see
+//! `Store::flush`).
+//!
+//! Every write to a tree the snapshot keeps (`snapshot::TREES`) marks its
+//! key (`Dirty::mark`) after it is made and before its `flush`: the next
+//! commit journals the key's value as it is then. A write that marks
+//! nothing would be missing from a database rebuilt from the snapshot.
 
 pub mod codec;
+pub mod journal;
 pub mod migrate;
 pub mod records;
 pub mod snapshot;
 
 use crate::sync::{LockExt, RwLockExt};
+use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
@@ -62,6 +72,10 @@ const FLUSH_SEQ_KEY: &[u8] = b"flush_seq";
 /// The snapshot is born 0600, always: like the database, it holds agent
 /// tokens and every process's environment.
 pub const SNAPSHOT_MODE: u32 = 0o600;
+
+/// The journal is replaced by a new snapshot once it is larger than the
+/// snapshot and than this.
+const JOURNAL_MIN_BYTES: u64 = 256 * 1024;
 
 /// The smallest `conf` sled writes; shorter means damaged (sled itself would
 /// quietly write a new one).
@@ -124,6 +138,48 @@ pub struct Recovery {
     pub processes: usize,
 }
 
+/// The keys written since the last commit in the trees the snapshot keeps
+/// (see the module doc).
+#[derive(Debug, Default)]
+pub(crate) struct Dirty(Mutex<BTreeSet<(&'static str, Vec<u8>)>>);
+
+impl Dirty {
+    /// Marks a key written (or removed): call it after the write, before
+    /// the `flush` that acknowledges it.
+    pub(crate) fn mark(&self, tree: &'static str, key: &[u8]) {
+        self.0.lock_or_recover().insert((tree, key.to_vec()));
+    }
+
+    fn take(&self) -> BTreeSet<(&'static str, Vec<u8>)> {
+        std::mem::take(&mut *self.0.lock_or_recover())
+    }
+}
+
+/// The journal being appended to; only the commit leader touches it.
+#[derive(Debug, Default)]
+struct JournalWriter {
+    /// `None` until a snapshot and an empty journal are written (at the
+    /// first commit, and after any failed one).
+    file: Option<std::fs::File>,
+    /// The journal's length and its snapshot's.
+    len: u64,
+    base_len: u64,
+    /// The sequence of the last commit it holds.
+    seq: u64,
+    /// `db.seq`, open for writing in place once it was written whole.
+    mirror: Option<std::fs::File>,
+}
+
+impl JournalWriter {
+    /// Whether the next commit writes a whole snapshot instead of a record.
+    fn full(&self) -> bool {
+        match crate::failpoint::journal_limit() {
+            Some(limit) => self.len > limit,
+            None => self.len > self.base_len.max(JOURNAL_MIN_BYTES),
+        }
+    }
+}
+
 /// The group commit's state: tickets handed out, tickets durable, and
 /// whether a leader is committing right now.
 #[derive(Debug, Default)]
@@ -158,6 +214,9 @@ pub struct Store {
     log_file: std::fs::File,
     dir: PathBuf,
     snapshot_file: PathBuf,
+    journal_file: PathBuf,
+    dirty: Arc<Dirty>,
+    journal: Mutex<JournalWriter>,
     /// `db.seq`: the last commit's sequence, a second witness beside the
     /// snapshot's (see `FLUSH_SEQ_KEY`), so a damaged snapshot does not hide
     /// a damaged database.
@@ -236,6 +295,34 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The snapshot at `path` with its journal replayed onto it: `Ok(None)`
+/// when there is none, `Err(why)` when it is there but unreadable. A
+/// journal that stops early leaves the snapshot at an older sequence, which
+/// the acknowledged one (`db.seq`) then judges.
+fn read_snapshot(path: &Path, journal_path: &Path) -> Result<Option<Snapshot>, String> {
+    let Some(mut snap) = Snapshot::read(path)? else {
+        return Ok(None);
+    };
+    match std::fs::read(journal_path) {
+        Ok(bytes) => {
+            let replay = journal::replay(&mut snap, &bytes);
+            if let Some(why) = replay.stopped {
+                tracing::warn!(
+                    "{}: replayed {} commits, then stopped ({why})",
+                    journal_path.display(),
+                    replay.applied
+                );
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(
+            "{}: {e}; the snapshot is read alone",
+            journal_path.display()
+        ),
+    }
+    Ok(Some(snap))
 }
 
 /// Reads every tree of a database and checks what must hold; returns the
@@ -461,15 +548,17 @@ impl Store {
         std::fs::create_dir_all(parent).map_err(|e| StoreError::Io(parent.to_path_buf(), e))?;
         let lock = lock(dir)?;
         let snapshot_file = dir.with_extension("snapshot");
+        let journal_file = dir.with_extension("journal");
         let seq_file = dir.with_extension("seq");
         crate::fsutil::remove_leftovers(&snapshot_file);
+        crate::fsutil::remove_leftovers(&journal_file);
         crate::fsutil::remove_leftovers(&seq_file);
         let exists = dir.exists()
             && std::fs::read_dir(dir)
                 .map_err(|e| StoreError::Io(dir.to_path_buf(), e))?
                 .next()
                 .is_some();
-        let snap = Snapshot::read(&snapshot_file);
+        let snap = read_snapshot(&snapshot_file, &journal_file);
         let acknowledged = [
             snap.as_ref().ok().and_then(|s| s.as_ref()).map(|s| s.seq),
             mirrored_seq(&seq_file),
@@ -574,6 +663,9 @@ impl Store {
             log_file,
             dir: dir.to_path_buf(),
             snapshot_file,
+            journal_file,
+            dirty: Arc::default(),
+            journal: Mutex::default(),
             seq_file,
             schema,
             recovery,
@@ -610,12 +702,12 @@ impl Store {
     /// The role system's own state (`role` tree): the agent's link, the
     /// server's tombstones of removed agents.
     pub fn role_records(&self) -> Result<records::Records, StoreError> {
-        records::Records::open(&self.db, ROLE)
+        records::Records::open(&self.db, ROLE, self.dirty.clone())
     }
 
     /// A server's agent registrations (`agents` tree), keyed by agent id.
     pub fn agent_records(&self) -> Result<records::Records, StoreError> {
-        records::Records::open(&self.db, AGENTS)
+        records::Records::open(&self.db, AGENTS, self.dirty.clone())
     }
 
     /// Makes every write made before the call durable (see the module doc).
@@ -684,19 +776,94 @@ impl Store {
         Ok(())
     }
 
-    /// One commit: records `seq`, has sled write its log, fsyncs it, and
-    /// writes the snapshot.
+    /// One commit: records `seq`, has sled write its log, fsyncs it,
+    /// journals what changed (or writes a new snapshot), and mirrors `seq`.
     fn commit_upto(&self, seq: u64) -> Result<(), StoreError> {
         self.meta.insert(FLUSH_SEQ_KEY, codec::encode(&seq)?)?;
+        self.dirty.mark(META, FLUSH_SEQ_KEY);
         self.sync_log(true)?;
-        self.write_snapshot(seq)?;
-        crate::fsutil::write_atomic_exact(&self.seq_file, format!("{seq}\n").as_bytes(), 0o600)
-            .map_err(|e| StoreError::Io(self.seq_file.clone(), e))
+        {
+            let mut journal = self.journal.lock_or_recover();
+            let result = match journal.file {
+                Some(_) if !journal.full() => self.append_journal(&mut journal, seq),
+                _ => self.write_snapshot(&mut journal, seq),
+            };
+            if result.is_err() {
+                // What was taken from `dirty` is in no record: the next
+                // commit writes everything.
+                journal.file = None;
+            }
+            result?;
+            fail::fail_point!("store::before-mirror");
+            self.mirror_seq(&mut journal, seq)
+        }
     }
 
-    fn write_snapshot(&self, seq: u64) -> Result<(), StoreError> {
+    /// Writes `seq` to `db.seq`: whole (atomically) the first time, then in
+    /// place, always 21 bytes, with an `fdatasync`: a write torn by a power
+    /// cut leaves no number, which `mirrored_seq` reads as no witness.
+    fn mirror_seq(&self, journal: &mut JournalWriter, seq: u64) -> Result<(), StoreError> {
+        use std::os::unix::fs::FileExt;
+        let io = |e| StoreError::Io(self.seq_file.clone(), e);
+        let text = format!("{seq:020}\n");
+        match &journal.mirror {
+            Some(file) => {
+                file.write_all_at(text.as_bytes(), 0).map_err(io)?;
+                file.sync_data().map_err(io)
+            }
+            None => {
+                crate::fsutil::write_atomic_exact(&self.seq_file, text.as_bytes(), 0o600)
+                    .map_err(io)?;
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&self.seq_file)
+                    .map_err(io)?;
+                journal.mirror = Some(file);
+                Ok(())
+            }
+        }
+    }
+
+    /// Appends the values of the keys marked since the last commit.
+    fn append_journal(&self, journal: &mut JournalWriter, seq: u64) -> Result<(), StoreError> {
+        let changes = {
+            let _alone = self.writes.write_or_recover();
+            let mut changes = Vec::new();
+            for (tree, key) in self.dirty.take() {
+                let value = self.db.open_tree(tree)?.get(&key)?.map(|v| v.to_vec());
+                changes.push(journal::Change {
+                    tree: tree.to_string(),
+                    key,
+                    value,
+                });
+            }
+            changes
+        };
+        let record = journal::Record {
+            prev_seq: journal.seq,
+            seq,
+            written_ms: crate::spec::now_ms(),
+            changes,
+        };
+        let bytes = journal::encode(&record).map_err(StoreError::Encode)?;
+        let io = |e| StoreError::Io(self.journal_file.clone(), e);
+        let file = journal.file.as_mut().expect("appending to an open journal");
+        let (first, rest) = bytes.split_at(bytes.len() / 2);
+        file.write_all(first).map_err(io)?;
+        fail::fail_point!("journal::mid-append");
+        file.write_all(rest).map_err(io)?;
+        file.sync_data().map_err(io)?;
+        journal.len += bytes.len() as u64;
+        journal.seq = seq;
+        Ok(())
+    }
+
+    /// Writes a whole snapshot of `seq`, then an empty journal after it.
+    fn write_snapshot(&self, journal: &mut JournalWriter, seq: u64) -> Result<(), StoreError> {
         let snap = {
             let _alone = self.writes.write_or_recover();
+            // Every key marked so far is in this snapshot.
+            self.dirty.take();
             let mut trees = Vec::with_capacity(snapshot::TREES.len());
             for name in snapshot::TREES {
                 let tree = self.db.open_tree(name)?;
@@ -714,7 +881,19 @@ impl Store {
         };
         let bytes = snap.encode().map_err(StoreError::Encode)?;
         crate::fsutil::write_atomic_exact(&self.snapshot_file, &bytes, SNAPSHOT_MODE)
-            .map_err(|e| StoreError::Io(self.snapshot_file.clone(), e))
+            .map_err(|e| StoreError::Io(self.snapshot_file.clone(), e))?;
+        let io = |e| StoreError::Io(self.journal_file.clone(), e);
+        crate::fsutil::write_atomic_exact(&self.journal_file, &journal::header(seq), SNAPSHOT_MODE)
+            .map_err(io)?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.journal_file)
+            .map_err(io)?;
+        journal.file = Some(file);
+        journal.len = journal::HEADER as u64;
+        journal.base_len = bytes.len() as u64;
+        journal.seq = seq;
+        Ok(())
     }
 
     /// Shared hold on the trees for a multi-tree transaction (see `writes`).
@@ -743,6 +922,9 @@ impl Store {
             })
             .map_err(tx_err)?;
         drop(writing);
+        for spec in specs {
+            self.dirty.mark(PROCESSES, &codec::id_key(spec.id));
+        }
         fail::fail_point!("store::after-insert");
         self.flush()
     }
@@ -814,6 +996,13 @@ impl Store {
             .map_err(tx_err)?;
         drop(writing);
         drop(naming);
+        for spec in changed.iter().chain(&created) {
+            self.dirty.mark(PROCESSES, &codec::id_key(spec.id));
+        }
+        for spec in &created {
+            self.dirty.mark(NAMES, spec.name.as_bytes());
+        }
+        self.dirty.mark(META, NEXT_ID_KEY);
         fail::fail_point!("store::after-insert");
         self.flush()?;
         Ok(created)
@@ -825,7 +1014,8 @@ impl Store {
         let naming = self.naming.lock_or_recover();
         // The other copies of its group, if it has one: the name stays
         // theirs. (Names change only under `naming`, so this list holds.)
-        let siblings: Vec<u64> = match self.get(id)? {
+        let existing = self.get(id)?;
+        let siblings: Vec<u64> = match &existing {
             Some(spec) if spec.def.instance.is_some() => self
                 .specs()?
                 .into_iter()
@@ -860,6 +1050,12 @@ impl Store {
             .map_err(tx_err)?;
         drop(writing);
         drop(naming);
+        let key = codec::id_key(id);
+        self.dirty.mark(PROCESSES, &key);
+        self.dirty.mark(RUNTIME, &key);
+        if let Some(spec) = &existing {
+            self.dirty.mark(NAMES, spec.name.as_bytes());
+        }
         fail::fail_point!("store::after-insert");
         self.flush()
     }
@@ -900,8 +1096,9 @@ impl Store {
 
     /// Records what was observed; durable at the next `flush`.
     pub fn put_runtime(&self, id: u64, observed: &Observed) -> Result<(), StoreError> {
-        self.runtime
-            .insert(codec::id_key(id), codec::encode(observed)?)?;
+        let key = codec::id_key(id);
+        self.runtime.insert(key, codec::encode(observed)?)?;
+        self.dirty.mark(RUNTIME, &key);
         Ok(())
     }
 
@@ -1083,12 +1280,154 @@ mod tests {
         let db = dir.path().join("db");
         let store = Store::open(&db).expect("open");
         store.create(vec![spec("a")]).expect("create");
-        let snap = Snapshot::read(&db.with_extension("snapshot"))
-            .expect("readable")
-            .expect("written");
+        let snap = read_snapshot(
+            &db.with_extension("snapshot"),
+            &db.with_extension("journal"),
+        )
+        .expect("readable")
+        .expect("written");
         assert_eq!(snap.processes(), 1);
         assert_eq!(snap.schema(), Some(migrate::CURRENT));
         assert_eq!(Some(snap.seq), mirrored_seq(&db.with_extension("seq")));
+    }
+
+    /// Every tree the snapshot keeps, as the database holds it now.
+    fn dump(store: &Store) -> Vec<(String, snapshot::Entries)> {
+        snapshot::TREES
+            .iter()
+            .map(|name| {
+                let tree = store.db.open_tree(name).expect("tree");
+                let entries = tree
+                    .iter()
+                    .map(|i| i.map(|(k, v)| (k.to_vec(), v.to_vec())).expect("item"))
+                    .collect();
+                (name.to_string(), entries)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_snapshot_and_its_journal_hold_every_write_of_every_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("db");
+        let store = Store::open(&db).expect("open");
+        let read = || {
+            read_snapshot(
+                &db.with_extension("snapshot"),
+                &db.with_extension("journal"),
+            )
+            .expect("readable")
+            .expect("written")
+        };
+        let role = store.role_records().expect("role");
+        let agents = store.agent_records().expect("agents");
+        let mut bases = 0;
+        let mut last_base = std::fs::metadata(db.with_extension("snapshot"))
+            .expect("snapshot")
+            .modified()
+            .expect("mtime");
+        for round in 0..300u64 {
+            let created = store
+                .create(vec![spec(&format!("p{round}")), spec(&format!("q{round}"))])
+                .expect("create");
+            let mut changed = created[0].clone();
+            changed.generation += 1;
+            store.update(&[changed]).expect("update");
+            let mut seen = Observed::new();
+            seen.starts = round as u32;
+            store.put_runtime(created[1].id, &seen).expect("runtime");
+            role.put(&format!("k{}", round % 7), &round).expect("role");
+            agents
+                .put_all([("a", &round), ("b", &(round + 1))])
+                .expect("agents");
+            if round % 3 == 0 {
+                store.remove(created[1].id).expect("remove");
+                role.remove(&format!("k{}", (round + 3) % 7)).expect("role");
+            }
+            store.flush().expect("flush");
+            let snap = read();
+            assert!(
+                snap.trees == dump(&store),
+                "round {round}: the snapshot and journal differ from the database"
+            );
+            let base = std::fs::metadata(db.with_extension("snapshot"))
+                .expect("snapshot")
+                .modified()
+                .expect("mtime");
+            if base != last_base {
+                bases += 1;
+                last_base = base;
+            }
+        }
+        let journal = std::fs::metadata(db.with_extension("journal")).expect("journal");
+        let snapshot = std::fs::metadata(db.with_extension("snapshot")).expect("snapshot");
+        assert!(
+            journal.len() <= snapshot.len().max(JOURNAL_MIN_BYTES) + 64 * 1024,
+            "the journal ({} bytes) was replaced by a snapshot ({} bytes) when it grew",
+            journal.len(),
+            snapshot.len()
+        );
+        assert!(
+            bases >= 1,
+            "a new snapshot was written when the journal grew"
+        );
+        // Reopened (the first commit writes a whole snapshot again), it
+        // holds the same.
+        let specs = store.specs().expect("specs");
+        drop((role, agents, store));
+        let store = Store::open(&db).expect("reopen");
+        assert_eq!(store.specs().expect("specs"), specs);
+        assert!(
+            read().trees == dump(&store),
+            "the reopened store's snapshot"
+        );
+    }
+
+    #[test]
+    fn a_journal_cut_short_by_a_killed_commit_loses_only_that_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("db");
+        let store = Store::open(&db).expect("open");
+        store.create(vec![spec("a")]).expect("create");
+        store.create(vec![spec("b")]).expect("create");
+        let whole = std::fs::read(db.with_extension("journal")).expect("journal");
+        let seq = read_snapshot(
+            &db.with_extension("snapshot"),
+            &db.with_extension("journal"),
+        )
+        .expect("readable")
+        .expect("written")
+        .seq;
+        drop(store);
+        // The last append, half written.
+        let mut torn = whole.clone();
+        torn.truncate(whole.len() - 10);
+        std::fs::write(db.with_extension("journal"), &torn).expect("tear");
+        let snap = read_snapshot(
+            &db.with_extension("snapshot"),
+            &db.with_extension("journal"),
+        )
+        .expect("readable")
+        .expect("written");
+        assert!(snap.seq < seq, "the torn commit is not replayed");
+        assert_eq!(snap.processes(), 1);
+        // The database itself is sound: it opens with both, and the first
+        // commit writes a whole snapshot and an empty journal again.
+        let store = Store::open(&db).expect("open");
+        assert_eq!(store.specs().expect("specs").len(), 2);
+        let snap = read_snapshot(
+            &db.with_extension("snapshot"),
+            &db.with_extension("journal"),
+        )
+        .expect("readable")
+        .expect("written");
+        assert_eq!(snap.processes(), 2);
+        assert_eq!(
+            std::fs::metadata(db.with_extension("journal"))
+                .expect("journal")
+                .len(),
+            journal::HEADER as u64
+        );
     }
 
     #[test]

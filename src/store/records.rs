@@ -5,12 +5,15 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{codec, StoreError};
+use std::sync::Arc;
+
+use super::{codec, Dirty, StoreError};
 
 /// One string-keyed tree of records.
 pub struct Records {
     name: &'static str,
     tree: sled::Tree,
+    dirty: Arc<Dirty>,
 }
 
 /// A stored value not decoded yet: decode it as the current record type,
@@ -28,10 +31,15 @@ impl Stored {
 }
 
 impl Records {
-    pub(super) fn open(db: &sled::Db, name: &'static str) -> Result<Records, StoreError> {
+    pub(super) fn open(
+        db: &sled::Db,
+        name: &'static str,
+        dirty: Arc<Dirty>,
+    ) -> Result<Records, StoreError> {
         Ok(Records {
             name,
             tree: db.open_tree(name)?,
+            dirty,
         })
     }
 
@@ -75,6 +83,7 @@ impl Records {
 
     pub fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StoreError> {
         self.tree.insert(key.as_bytes(), codec::encode(value)?)?;
+        self.dirty.mark(self.name, key.as_bytes());
         Ok(())
     }
 
@@ -84,15 +93,21 @@ impl Records {
         items: impl IntoIterator<Item = (&'a str, &'a T)>,
     ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
+        let mut keys = Vec::new();
         for (key, value) in items {
             batch.insert(key.as_bytes(), codec::encode(value)?);
+            keys.push(key);
         }
         self.tree.apply_batch(batch)?;
+        for key in keys {
+            self.dirty.mark(self.name, key.as_bytes());
+        }
         Ok(())
     }
 
     pub fn remove(&self, key: &str) -> Result<(), StoreError> {
         self.tree.remove(key.as_bytes())?;
+        self.dirty.mark(self.name, key.as_bytes());
         Ok(())
     }
 
@@ -109,7 +124,7 @@ mod tests {
     fn records_round_trip_and_scan_by_prefix() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = sled::open(dir.path()).expect("open");
-        let r = Records::open(&db, "role").expect("tree");
+        let r = Records::open(&db, "role", Arc::default()).expect("tree");
         r.put("revoked:a", &1u64).expect("put");
         r.put_all([("revoked:b", &2u64), ("link", &3u64)])
             .expect("put all");

@@ -110,14 +110,18 @@ pub fn failpoints_or_skip() -> bool {
 /// The crash points of the write paths, in the order a write passes them,
 /// with the hits (counted from when the daemon starts serving) to die at. A start
 /// makes three commits (the create, the spawn's intent, the pid), each one
-/// writing two files (the snapshot and `db.seq`): the counts spread the kills
-/// over them.
+/// appending to the journal and writing `db.seq` in place. The atomic file
+/// writes (`fsutil::*`) are reached with `OPM_JOURNAL_LIMIT=0`, which makes
+/// every commit write a whole snapshot and an empty journal (two files): the
+/// counts spread the kills over them.
 const POINTS: &[(&str, &[u32])] = &[
     ("store::before-insert", &[1]),
     ("store::after-insert", &[1]),
     ("store::before-flush", &[1, 2]),
     ("store::after-flush", &[1, 2]),
     ("store::after-fsync", &[1, 3]),
+    ("journal::mid-append", &[1, 3]),
+    ("store::before-mirror", &[1, 3]),
     ("fsutil::mid-write", &[1, 4]),
     ("fsutil::before-rename", &[2, 5]),
     ("fsutil::after-rename", &[1, 4]),
@@ -137,7 +141,18 @@ fn a_daemon_killed_at_any_crash_point_loses_nothing_acknowledged_and_runs_nothin
     for (point, hits) in POINTS {
         for hit in *hits {
             let spec = format!("{point}={hit}");
-            let out = home.opm_env(&["daemon", "restore"], &[("OPM_FAILPOINTS", &spec)]);
+            let limit = if point.starts_with("fsutil::") {
+                "0"
+            } else {
+                ""
+            };
+            let out = home.opm_env(
+                &["daemon", "restore"],
+                &[
+                    ("OPM_FAILPOINTS", spec.as_str()),
+                    ("OPM_JOURNAL_LIMIT", limit),
+                ],
+            );
             assert!(out.success(), "{spec}: {out}");
             let daemon = home.daemon_pid().expect("daemon pid");
             // Starts, with a stop and a remove of earlier ones mixed in,
@@ -324,11 +339,16 @@ fn the_answer_to_a_start_is_written_only_after_an_fsync_covering_its_write() {
         synced < answer,
         "the fsync (line {synced}) returned before the answer (line {answer}) was written:\n{text}"
     );
-    let snapshot = lines[synced..answer]
-        .iter()
-        .any(|l| l.contains("rename(") && l.contains("db.snapshot\""));
+    // What changed is in the journal beside the snapshot, synced, before
+    // the answer (or, at a daemon's first commit, in a new snapshot).
+    let journaled = (synced..answer).any(|i| {
+        let l = lines[i];
+        (l.contains(" fdatasync(") && l.contains("db.journal>"))
+            && completed_at(&lines, i, "fdatasync").is_some_and(|done| done < answer)
+            || l.contains("rename(") && l.contains("db.snapshot\"")
+    });
     assert!(
-        snapshot,
-        "the snapshot was renamed into place before the answer:\n{text}"
+        journaled,
+        "the change was journaled and synced before the answer:\n{text}"
     );
 }

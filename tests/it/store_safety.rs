@@ -32,10 +32,10 @@ fn home_with_a_stopped_daemon() -> (TestHome, i32) {
     (home, a)
 }
 
-/// `OPM_HOME/db`, `db.snapshot` and `db.seq`, every byte.
+/// `OPM_HOME/db`, `db.snapshot`, `db.journal` and `db.seq`, every byte.
 fn db_and_snapshot(home: &TestHome) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut files = home.snapshot("db");
-    for beside in ["db.snapshot", "db.seq"] {
+    for beside in ["db.snapshot", "db.journal", "db.seq"] {
         if let Ok(bytes) = std::fs::read(home.join(beside)) {
             files.insert(PathBuf::from("..").join(beside), bytes);
         }
@@ -196,6 +196,58 @@ fn a_database_with_flipped_bytes_anywhere_is_rebuilt_from_the_snapshot() {
     }
 }
 
+/// The bytes of the journal's records (after its 20-byte header): the
+/// processes of `home_with_a_stopped_daemon` were started after its daemon
+/// wrote its first snapshot, so they live there.
+fn journal_records(home: &TestHome) -> usize {
+    let journal = std::fs::read(home.join("db.journal")).expect("db.journal");
+    assert!(journal.starts_with(b"opmjrnl\n"), "a journal");
+    journal.len() - 20
+}
+
+#[test]
+fn a_damaged_database_is_rebuilt_from_the_snapshot_and_the_whole_records_of_a_torn_journal() {
+    let (home, a) = home_with_a_stopped_daemon();
+    assert!(journal_records(&home) > 0, "the starts were journaled");
+    // A commit killed while it appended: half a record at the end.
+    let mut journal = std::fs::read(home.join("db.journal")).expect("db.journal");
+    journal.extend_from_slice(&[0, 0, 1, 0, 0xde, 0xad]);
+    std::fs::write(home.join("db.journal"), &journal).expect("tear the journal");
+    garble(&home.join("db/db"), 0.5);
+    let damaged = home.snapshot("db");
+    assert_refused(&home, "damaged");
+    assert_recovered(&home, a, Some(&damaged));
+}
+
+#[test]
+fn a_damaged_database_beside_a_journal_damaged_before_its_end_is_refused() {
+    let (home, _) = home_with_a_stopped_daemon();
+    let len = journal_records(&home);
+    assert!(len > 64, "the starts were journaled");
+    // The first record damaged: the acknowledged writes after it are gone
+    // from the snapshot's side too, and `db.seq` says they were acknowledged.
+    let path = home.join("db.journal");
+    let mut journal = std::fs::read(&path).expect("db.journal");
+    journal[30..40].fill(0xff);
+    std::fs::write(&path, &journal).expect("damage the journal");
+    garble(&home.join("db/db"), 0.5);
+    let before = db_and_snapshot(&home);
+    for args in [
+        &["daemon", "restore", "--no-recover"][..],
+        &["daemon", "restore"][..],
+    ] {
+        let out = home.opm(args).failed();
+        assert!(
+            out.stderr.contains("were acknowledged"),
+            "the gap is named: {out}"
+        );
+        assert!(out.stderr.contains("left untouched"), "{out}");
+        assert_same_files(&before, &db_and_snapshot(&home));
+        assert_no_daemon_and_no_leftovers(&home);
+    }
+    assert!(damaged_copies(&home).is_empty());
+}
+
 #[test]
 fn a_truncated_database_is_rebuilt_from_the_snapshot() {
     refused_then_recovered(|home| {
@@ -280,6 +332,7 @@ fn the_snapshot_and_the_database_are_private_to_the_user() {
             & 0o777
     };
     assert_eq!(mode("db.snapshot"), 0o600);
+    assert_eq!(mode("db.journal"), 0o600);
     assert_eq!(mode("db"), 0o700);
     assert_eq!(mode("db/db"), 0o600);
     assert_eq!(mode("config.toml"), 0o600);
