@@ -19,6 +19,9 @@ use std::str::FromStr;
 use clap::Args;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub mod caller_env;
+pub use caller_env::CallerEnv;
+
 /// The base of the crash backoff when no restart delay is given.
 pub const DEFAULT_RESTART_DELAY_MS: u64 = 100;
 /// Consecutive quick restarts before a process is `errored`.
@@ -129,10 +132,11 @@ pub struct ProcessDef {
     /// The environment of the shell that ran `opm start` (opm's own
     /// variables left out): the base the child's environment is built on,
     /// under `env`. Refreshed by `opm restart --update-env`; not compared
-    /// when a file is applied again.
+    /// when a file is applied again. Equal ones decoded are one shared
+    /// copy (see the `caller_env` module).
     #[arg(skip)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub caller_env: Option<BTreeMap<String, String>>,
+    #[serde(default, with = "caller_env", skip_serializing_if = "Option::is_none")]
+    pub caller_env: Option<CallerEnv>,
     /// Start it even if the same command already runs under opm. A request
     /// flag, never stored.
     #[arg(
@@ -1200,6 +1204,29 @@ mod tests {
             as_json::decode(r#"{"script":"x","kill_signal":"SIGINT","future":1}"#).expect("read");
         assert_eq!(def.kill_signal().to_string(), "SIGINT");
         assert!(as_json::decode(r#"{"script":1}"#).is_err());
+    }
+
+    #[test]
+    fn stored_records_from_before_read_the_same_and_share_one_caller_environment() {
+        // As the store holds a `Spec`: bincode around the definition's JSON.
+        #[derive(Serialize, Deserialize)]
+        struct Record {
+            #[serde(with = "as_json")]
+            def: ProcessDef,
+        }
+        let before =
+            r#"{"script":"sleep 1","caller_env":{"HOME":"/home/stored","PATH":"/usr/bin"}}"#;
+        let bytes = bincode::serialize(&before).expect("encode");
+        let one: Record = bincode::deserialize(&bytes).expect("decode");
+        let two: Record = bincode::deserialize(&bytes).expect("decode");
+        let (a, b) = (one.def.caller_env.as_ref(), two.def.caller_env.as_ref());
+        assert_eq!(
+            a.and_then(|e| e.get("HOME")).map(String::as_str),
+            Some("/home/stored")
+        );
+        assert!(std::sync::Arc::ptr_eq(a.expect("env"), b.expect("env")));
+        // Written back, the record is the bytes it was.
+        assert_eq!(bincode::serialize(&one).expect("encode"), bytes);
     }
 
     #[test]

@@ -244,8 +244,12 @@ pub struct ApplyRequest {
     pub restart: bool,
     /// The environment of the shell that ran `opm start FILE`, sent once:
     /// the `caller_env` of every definition that brings none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub caller_env: Option<BTreeMap<String, String>>,
+    #[serde(
+        default,
+        with = "crate::definition::caller_env",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub caller_env: Option<crate::definition::CallerEnv>,
 }
 
 fn yes() -> bool {
@@ -332,8 +336,12 @@ pub struct ActionRequest {
     pub action: ActionKind,
     /// With restart or reload: the caller's environment, replacing the
     /// captured one (`opm restart --update-env`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub caller_env: Option<BTreeMap<String, String>>,
+    #[serde(
+        default,
+        with = "crate::definition::caller_env",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub caller_env: Option<crate::definition::CallerEnv>,
     /// With signal: which one (`SIGUSR2`, `USR2` or `12`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<crate::definition::Signal>,

@@ -442,8 +442,8 @@ fn opm_own(key: &str) -> bool {
 }
 
 /// The environment of the shell running this command, minus opm's own variables.
-pub fn caller_env() -> std::collections::BTreeMap<String, String> {
-    std::env::vars().filter(|(k, _)| !opm_own(k)).collect()
+pub fn caller_env() -> crate::definition::CallerEnv {
+    std::sync::Arc::new(std::env::vars().filter(|(k, _)| !opm_own(k)).collect())
 }
 
 pub async fn start(mut a: StartArgs) -> Result<(), CliError> {

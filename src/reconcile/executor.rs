@@ -1087,7 +1087,7 @@ fn spawn_run(
         args: &args,
         cwd: &cwd,
         env: &env,
-        base: spec.def.caller_env.as_ref(),
+        base: spec.def.caller_env.as_deref(),
         out_log: &out_log,
         err_log: &err_log,
         run_as: run_as.as_ref(),

@@ -1462,7 +1462,9 @@ mod tests {
     fn written_out_defaults_and_the_callers_environment_are_no_change() {
         let (_, def) = entry("a", "sleep 1", "/f.toml");
         let mut other = def.filled();
-        other.caller_env = Some([("X".to_string(), "1".to_string())].into());
+        other.caller_env = Some(std::sync::Arc::new(
+            [("X".to_string(), "1".to_string())].into(),
+        ));
         assert!(same_definition(&def, &other));
         other.env = vec![("X".into(), "1".into())];
         assert!(!same_definition(&def, &other));

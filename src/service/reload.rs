@@ -17,7 +17,7 @@ impl Service {
     pub async fn reload_one(
         &self,
         id: u64,
-        caller_env: Option<std::collections::BTreeMap<String, String>>,
+        caller_env: Option<crate::definition::CallerEnv>,
     ) -> Result<ReloadReport, ServiceError> {
         let mut r = self
             .action(ActionRequest {

@@ -213,7 +213,8 @@ impl Service {
         let mut full = spec
             .def
             .caller_env
-            .clone()
+            .as_deref()
+            .cloned()
             .unwrap_or_else(|| daemon.clone());
         full.retain(|k, _| !crate::SECRET_ENV_VARS.contains(&k.as_str()));
         full.extend(env.clone());
