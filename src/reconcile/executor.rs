@@ -537,13 +537,11 @@ impl Executor {
         self.publish(&dirty);
         // A burst over many processes (a file of a thousand) leaves
         // megabytes of freed copies in the heap (decoded specs, each
-        // commit's snapshot), which glibc keeps resident: at its end, hand
-        // them back (measured: 46 → 30 MiB after a thousand started).
+        // commit's snapshot): at its end, hand them back.
         self.untrimmed += dirty.len();
         if !more_to_spawn && self.untrimmed > SPAWN_BATCH {
             self.untrimmed = 0;
-            // SAFETY: malloc_trim only returns free heap pages to the system.
-            unsafe { libc::malloc_trim(0) };
+            crate::daemon::trim_heap();
         }
     }
 
