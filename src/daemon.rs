@@ -289,36 +289,9 @@ async fn sample_history(svc: Arc<Service>, shutdown: watch::Receiver<bool>) {
     let every = Duration::from_millis(svc.config.daemon.history.interval_ms);
     every_blocking(every, shutdown, move || {
         svc.record_history();
-        trim_heap();
+        crate::supervise::heap::trim();
     })
     .await;
-}
-
-/// Free heap above which `trim_heap` hands it back to the system.
-const TRIM_HEAP_ABOVE: usize = 2 << 20;
-
-/// Hands freed heap memory back to the system when more than
-/// `TRIM_HEAP_ABOVE` of it is free: glibc keeps what was freed resident, and
-/// a thousand processes' bring-up or answers leave megabytes of it
-/// (measured: 46 → 30 MiB of RSS after a thousand started). `mallinfo2`
-/// sums the free chunks of every arena (the daemon keeps to one) and the
-/// top of the heap; pages already given back still count as free, so a
-/// fragmented heap is trimmed again at each call, each time only
-/// re-advising pages that are no longer resident (see BENCHMARKS for its cost).
-pub(crate) fn trim_heap() {
-    let started = std::time::Instant::now();
-    // SAFETY: mallinfo2 reads the allocator's counters, malloc_trim returns
-    // free pages to the system; neither touches memory in use.
-    let free = unsafe { libc::mallinfo2() }.fordblks;
-    if free > TRIM_HEAP_ABOVE {
-        // SAFETY: as above.
-        unsafe { libc::malloc_trim(0) };
-        tracing::debug!(
-            "heap trimmed: {} KiB free in malloc, in {} µs",
-            free >> 10,
-            started.elapsed().as_micros()
-        );
-    }
 }
 
 /// Takes a pass over /proc whenever a read asks for one (its last is older

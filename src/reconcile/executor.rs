@@ -541,7 +541,7 @@ impl Executor {
         self.untrimmed += dirty.len();
         if !more_to_spawn && self.untrimmed > SPAWN_BATCH {
             self.untrimmed = 0;
-            crate::daemon::trim_heap();
+            crate::supervise::heap::trim();
         }
     }
 

@@ -3,10 +3,11 @@
 //! signals whole groups, watches exits through pidfds and reaps them, samples
 //! CPU and memory from `/proc`, reads the per-process log files, and watches
 //! files through the daemon's one inotify instance, and runs children as
-//! another user (`user.rs`). It knows
+//! another user (`user.rs`); it also trims the daemon's own heap (`heap.rs`). It knows
 //! nothing of HTTP, the store or desired state; callers decide, this module
 //! only acts and observes.
 
+pub mod heap;
 pub mod inotify;
 pub mod logs;
 pub mod pidfd;
