@@ -1,6 +1,16 @@
 //! Reading a process's logs: the last lines of each stream, and the files the live stream follows.
 
 use super::*;
+use crate::sync::LockExt;
+
+/// What the rotation check keeps between passes: each process's log
+/// paths and policy (worked out again when its definition changes), and
+/// which logs were written since their last look.
+#[derive(Default)]
+pub struct LogChecks {
+    paths: BTreeMap<u64, (Arc<Spec>, [PathBuf; 2], supervise::rotate::Policy)>,
+    growth: supervise::growth::Growth,
+}
 
 impl Service {
     pub fn logs(&self, target: &Target, lines: usize) -> Result<LogsResponse, ServiceError> {
@@ -44,24 +54,50 @@ impl Service {
     }
 
     /// Rotates every log past its cap (one pass; the daemon runs it each
-    /// `[logs] check_interval_ms`).
+    /// `[logs] check_interval_ms`). Only the logs written since their last
+    /// look are statted (`supervise::growth`), and each process's log paths
+    /// are worked out again only when its definition changed.
     pub fn rotate_logs(&self) {
-        for e in self.entries(None) {
-            let policy = self.log_policy(&e.spec.def);
-            let (out, err) = self.home.process_logs(&e.spec.name, e.spec.id, &e.spec.def);
-            for live in if out == err {
-                vec![out]
-            } else {
-                vec![out, err]
-            } {
-                match supervise::rotate::rotate_if_over(&live, &policy) {
-                    Ok(Some(supervise::rotate::Cut::Truncate)) => tracing::warn!(
-                        "{}: the file system cannot collapse a range; rotated by copy and truncate (lines written during it may be lost)",
-                        live.display()
-                    ),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("cannot rotate {}: {e}", live.display()),
+        let mut checks = self.log_checks.lock_or_recover();
+        let checks = &mut *checks;
+        {
+            let procs = self.rec.shared.read();
+            checks.paths.retain(|id, _| procs.contains_key(id));
+            for (id, e) in procs.iter() {
+                if checks
+                    .paths
+                    .get(id)
+                    .is_some_and(|(spec, ..)| Arc::ptr_eq(spec, &e.spec))
+                {
+                    continue;
                 }
+                let (out, err) = self.home.process_logs(&e.spec.name, e.spec.id, &e.spec.def);
+                let policy = self.log_policy(&e.spec.def);
+                checks
+                    .paths
+                    .insert(*id, (e.spec.clone(), [out, err], policy));
+            }
+        }
+        let mut policies: BTreeMap<&Path, supervise::rotate::Policy> = BTreeMap::new();
+        for (_, logs, policy) in checks.paths.values() {
+            for live in logs {
+                policies.insert(live, *policy);
+            }
+        }
+        let live: std::collections::BTreeSet<PathBuf> =
+            policies.keys().map(|p| p.to_path_buf()).collect();
+        for live in checks.growth.due(&live) {
+            checks.growth.arm(&live);
+            let Some(policy) = policies.get(live.as_path()) else {
+                continue;
+            };
+            match supervise::rotate::rotate_if_over(&live, policy) {
+                Ok(Some(supervise::rotate::Cut::Truncate)) => tracing::warn!(
+                    "{}: the file system cannot collapse a range; rotated by copy and truncate (lines written during it may be lost)",
+                    live.display()
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("cannot rotate {}: {e}", live.display()),
             }
         }
     }

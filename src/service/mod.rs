@@ -119,6 +119,8 @@ pub struct Service {
     history: Mutex<crate::history::History<u64>>,
     /// The time of the newest history sample, for whoever refreshes at its pace.
     pub ticks: tokio::sync::watch::Sender<u64>,
+    /// What the log rotation check keeps between its passes.
+    log_checks: Mutex<logs::LogChecks>,
 }
 
 impl Service {
@@ -137,6 +139,7 @@ impl Service {
             usage_wanted: tokio::sync::Notify::new(),
             history,
             ticks: tokio::sync::watch::channel(0).0,
+            log_checks: Mutex::default(),
         }
     }
 

@@ -7,6 +7,7 @@
 //! nothing of HTTP, the store or desired state; callers decide, this module
 //! only acts and observes.
 
+pub mod growth;
 pub mod heap;
 pub mod inotify;
 pub mod logs;

@@ -1,0 +1,207 @@
+//! Which log files may have grown since they were last looked at, so the
+//! rotation check stats only those: a thousand processes' logs statted
+//! every second cost the idle daemon half a percent of a core.
+//!
+//! Each log has a one-shot inotify watch (`IN_MODIFY`, and a rename, a
+//! deletion or a change of attributes), armed before the file is looked at:
+//! a write after the look fires it, and the kernel removes it, so a log
+//! written a thousand times between two looks costs one event. A log nobody
+//! writes costs nothing. The watches live on their own inotify instance,
+//! read without blocking at each check (no thread). A log the kernel will
+//! not watch (no inotify, the watch limit reached, the file not there yet)
+//! is looked at every time, and every `SWEEP_EVERY` checks all logs are, so
+//! nothing missed can grow for long.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+
+/// Every this many checks, every log is looked at, watched or not.
+pub const SWEEP_EVERY: u32 = 60;
+
+fn flags() -> AddWatchFlags {
+    AddWatchFlags::IN_MODIFY
+        | AddWatchFlags::IN_MOVE_SELF
+        | AddWatchFlags::IN_DELETE_SELF
+        | AddWatchFlags::IN_ATTRIB
+        | AddWatchFlags::IN_ONESHOT
+}
+
+pub struct Growth {
+    inotify: Option<Inotify>,
+    /// Each log with an armed watch, and back.
+    armed: HashMap<PathBuf, WatchDescriptor>,
+    by_wd: HashMap<WatchDescriptor, PathBuf>,
+    checks: u32,
+}
+
+impl Default for Growth {
+    fn default() -> Self {
+        Growth::new()
+    }
+}
+
+impl Growth {
+    pub fn new() -> Growth {
+        let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
+            .inspect_err(|e| {
+                tracing::warn!(
+                    "no inotify for the log checks ({e}): every log is statted at every check"
+                )
+            })
+            .ok();
+        Growth {
+            inotify,
+            armed: HashMap::new(),
+            by_wd: HashMap::new(),
+            checks: 0,
+        }
+    }
+
+    /// The logs among `live` to look at now: those written (or renamed,
+    /// deleted) since their last look, those without a watch, or all of
+    /// them at a sweep or after the kernel lost events. Logs no longer in
+    /// `live` are forgotten. Call `arm` on each before looking at it.
+    pub fn due(&mut self, live: &BTreeSet<PathBuf>) -> Vec<PathBuf> {
+        let mut sweep = self.checks % SWEEP_EVERY == 0;
+        self.checks = self.checks.wrapping_add(1);
+        if let Some(inotify) = &self.inotify {
+            loop {
+                match inotify.read_events() {
+                    Ok(events) if !events.is_empty() => {
+                        for e in events {
+                            if e.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+                                sweep = true;
+                            }
+                            // A one-shot watch is gone once it fired.
+                            if let Some(path) = self.by_wd.remove(&e.wd) {
+                                self.armed.remove(&path);
+                            }
+                        }
+                    }
+                    // Empty, EAGAIN, or an error: nothing more to read now.
+                    _ => break,
+                }
+            }
+        }
+        let gone: Vec<PathBuf> = self
+            .armed
+            .keys()
+            .filter(|p| !live.contains(*p))
+            .cloned()
+            .collect();
+        for path in gone {
+            self.disarm(&path);
+        }
+        live.iter()
+            .filter(|p| sweep || !self.armed.contains_key(*p))
+            .cloned()
+            .collect()
+    }
+
+    /// Arms the watch on `path` (before it is looked at: a write after
+    /// this fires it). A log that cannot be watched stays due every time.
+    pub fn arm(&mut self, path: &Path) {
+        let Some(inotify) = &self.inotify else {
+            return;
+        };
+        if self.armed.contains_key(path) {
+            return;
+        }
+        if let Ok(wd) = inotify.add_watch(path, flags()) {
+            // The same inode under another name (a merged log, a hard
+            // link) gives the same watch: the newest name keeps it.
+            if let Some(old) = self.by_wd.insert(wd, path.to_path_buf()) {
+                self.armed.remove(&old);
+            }
+            self.armed.insert(path.to_path_buf(), wd);
+        }
+    }
+
+    fn disarm(&mut self, path: &Path) {
+        if let Some(wd) = self.armed.remove(path) {
+            self.by_wd.remove(&wd);
+            if let Some(inotify) = &self.inotify {
+                let _ = inotify.rm_watch(wd);
+            }
+        }
+    }
+
+    /// How many logs have an armed watch.
+    pub fn armed(&self) -> usize {
+        self.armed.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn set(paths: &[&Path]) -> BTreeSet<PathBuf> {
+        paths.iter().map(|p| p.to_path_buf()).collect()
+    }
+
+    /// Looks at what is due as the rotation check does: arm, then look.
+    fn check(g: &mut Growth, live: &BTreeSet<PathBuf>) -> Vec<PathBuf> {
+        let due = g.due(live);
+        for p in &due {
+            g.arm(p);
+        }
+        due
+    }
+
+    #[test]
+    fn only_written_renamed_or_new_logs_are_due_between_sweeps() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+        std::fs::write(&a, "").expect("a");
+        std::fs::write(&b, "").expect("b");
+        let mut g = Growth::new();
+        assert!(g.inotify.is_some(), "inotify is there on Linux");
+        let live = set(&[&a, &b]);
+        // The first check is a sweep: both, and both armed.
+        assert_eq!(check(&mut g, &live), vec![a.clone(), b.clone()]);
+        assert_eq!(g.armed(), 2);
+        // Nobody wrote: nothing is due.
+        assert!(check(&mut g, &live).is_empty());
+        // Many writes to a: one look.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&a)
+            .expect("open");
+        for _ in 0..100 {
+            f.write_all(b"line\n").expect("write");
+        }
+        assert_eq!(check(&mut g, &live), vec![a.clone()]);
+        assert!(check(&mut g, &live).is_empty());
+        // b renamed away and made again (logrotate): due, and the new file
+        // is the one watched.
+        std::fs::rename(&b, dir.path().join("b.log.1")).expect("rename");
+        std::fs::write(&b, "").expect("b again");
+        assert_eq!(check(&mut g, &live), vec![b.clone()]);
+        std::fs::write(&b, "x").expect("write the new b");
+        assert_eq!(check(&mut g, &live), vec![b.clone()]);
+        // A new log is due at once; a log no longer live is forgotten.
+        let c = dir.path().join("c.log");
+        std::fs::write(&c, "").expect("c");
+        let live = set(&[&a, &c]);
+        assert_eq!(check(&mut g, &live), vec![c.clone()]);
+        assert_eq!(g.armed(), 2);
+    }
+
+    #[test]
+    fn a_log_that_cannot_be_watched_is_due_every_time_and_a_sweep_sees_all() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, missing) = (dir.path().join("a.log"), dir.path().join("not-yet.log"));
+        std::fs::write(&a, "").expect("a");
+        let mut g = Growth::new();
+        let live = set(&[&a, &missing]);
+        assert_eq!(check(&mut g, &live).len(), 2);
+        for _ in 1..SWEEP_EVERY {
+            assert_eq!(check(&mut g, &live), vec![missing.clone()]);
+        }
+        assert_eq!(check(&mut g, &live), vec![a.clone(), missing.clone()]);
+    }
+}
