@@ -9,6 +9,8 @@ use crate::sync::LockExt;
 #[derive(Default)]
 pub struct LogChecks {
     paths: BTreeMap<u64, (Arc<Spec>, [PathBuf; 2], supervise::rotate::Policy)>,
+    /// Each live log's policy (a merged log is one file for two streams).
+    policies: BTreeMap<PathBuf, supervise::rotate::Policy>,
     growth: supervise::growth::Growth,
 }
 
@@ -60,9 +62,12 @@ impl Service {
     pub fn rotate_logs(&self) {
         let mut checks = self.log_checks.lock_or_recover();
         let checks = &mut *checks;
+        let mut changed = false;
         {
             let procs = self.rec.shared.read();
+            let before = checks.paths.len();
             checks.paths.retain(|id, _| procs.contains_key(id));
+            changed |= checks.paths.len() != before;
             for (id, e) in procs.iter() {
                 if checks
                     .paths
@@ -76,19 +81,22 @@ impl Service {
                 checks
                     .paths
                     .insert(*id, (e.spec.clone(), [out, err], policy));
+                changed = true;
             }
         }
-        let mut policies: BTreeMap<&Path, supervise::rotate::Policy> = BTreeMap::new();
-        for (_, logs, policy) in checks.paths.values() {
-            for live in logs {
-                policies.insert(live, *policy);
-            }
+        if changed {
+            checks.policies = checks
+                .paths
+                .values()
+                .flat_map(|(_, logs, policy)| logs.iter().map(|l| (l.clone(), *policy)))
+                .collect();
+            checks
+                .growth
+                .set_live(checks.policies.keys().cloned().collect());
         }
-        let live: std::collections::BTreeSet<PathBuf> =
-            policies.keys().map(|p| p.to_path_buf()).collect();
-        for live in checks.growth.due(&live) {
+        for live in checks.growth.due() {
             checks.growth.arm(&live);
-            let Some(policy) = policies.get(live.as_path()) else {
+            let Some(policy) = checks.policies.get(&live) else {
                 continue;
             };
             match supervise::rotate::rotate_if_over(&live, policy) {

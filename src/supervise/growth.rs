@@ -30,9 +30,14 @@ fn flags() -> AddWatchFlags {
 
 pub struct Growth {
     inotify: Option<Inotify>,
+    /// Every log to look after, as last given to `set_live`.
+    live: Vec<PathBuf>,
     /// Each log with an armed watch, and back.
     armed: HashMap<PathBuf, WatchDescriptor>,
     by_wd: HashMap<WatchDescriptor, PathBuf>,
+    /// Logs due at the next check: written since their last look, new, or
+    /// without a watch.
+    pending: BTreeSet<PathBuf>,
     checks: u32,
 }
 
@@ -53,17 +58,41 @@ impl Growth {
             .ok();
         Growth {
             inotify,
+            live: Vec::new(),
             armed: HashMap::new(),
             by_wd: HashMap::new(),
+            pending: BTreeSet::new(),
             checks: 0,
         }
     }
 
-    /// The logs among `live` to look at now: those written (or renamed,
-    /// deleted) since their last look, those without a watch, or all of
-    /// them at a sweep or after the kernel lost events. Logs no longer in
-    /// `live` are forgotten. Call `arm` on each before looking at it.
-    pub fn due(&mut self, live: &BTreeSet<PathBuf>) -> Vec<PathBuf> {
+    /// The logs to look after from now on (call it when they change):
+    /// new ones are due at once, those no longer there are forgotten.
+    pub fn set_live(&mut self, live: Vec<PathBuf>) {
+        let keep: BTreeSet<&PathBuf> = live.iter().collect();
+        let gone: Vec<PathBuf> = self
+            .armed
+            .keys()
+            .filter(|p| !keep.contains(p))
+            .cloned()
+            .collect();
+        for path in gone {
+            self.disarm(&path);
+        }
+        self.pending.retain(|p| keep.contains(p));
+        for path in &live {
+            if !self.armed.contains_key(path) {
+                self.pending.insert(path.clone());
+            }
+        }
+        self.live = live;
+    }
+
+    /// The logs to look at now: those written (or renamed, deleted) since
+    /// their last look, new ones, those without a watch, or all of them at
+    /// a sweep or after the kernel lost events. Call `arm` on each before
+    /// looking at it.
+    pub fn due(&mut self) -> Vec<PathBuf> {
         let mut sweep = self.checks % SWEEP_EVERY == 0;
         self.checks = self.checks.wrapping_add(1);
         if let Some(inotify) = &self.inotify {
@@ -77,6 +106,7 @@ impl Growth {
                             // A one-shot watch is gone once it fired.
                             if let Some(path) = self.by_wd.remove(&e.wd) {
                                 self.armed.remove(&path);
+                                self.pending.insert(path);
                             }
                         }
                     }
@@ -85,37 +115,36 @@ impl Growth {
                 }
             }
         }
-        let gone: Vec<PathBuf> = self
-            .armed
-            .keys()
-            .filter(|p| !live.contains(*p))
-            .cloned()
-            .collect();
-        for path in gone {
-            self.disarm(&path);
+        if sweep {
+            self.pending.clear();
+            return self.live.clone();
         }
-        live.iter()
-            .filter(|p| sweep || !self.armed.contains_key(*p))
-            .cloned()
-            .collect()
+        std::mem::take(&mut self.pending).into_iter().collect()
     }
 
     /// Arms the watch on `path` (before it is looked at: a write after
-    /// this fires it). A log that cannot be watched stays due every time.
+    /// this fires it). A log that cannot be watched is due again next time.
     pub fn arm(&mut self, path: &Path) {
-        let Some(inotify) = &self.inotify else {
-            return;
-        };
         if self.armed.contains_key(path) {
             return;
         }
-        if let Ok(wd) = inotify.add_watch(path, flags()) {
-            // The same inode under another name (a merged log, a hard
-            // link) gives the same watch: the newest name keeps it.
-            if let Some(old) = self.by_wd.insert(wd, path.to_path_buf()) {
-                self.armed.remove(&old);
+        let watched = self
+            .inotify
+            .as_ref()
+            .and_then(|i| i.add_watch(path, flags()).ok());
+        match watched {
+            Some(wd) => {
+                // The same inode under another name (a merged log, a hard
+                // link) gives the same watch: the newest name keeps it.
+                if let Some(old) = self.by_wd.insert(wd, path.to_path_buf()) {
+                    self.armed.remove(&old);
+                    self.pending.insert(old);
+                }
+                self.armed.insert(path.to_path_buf(), wd);
             }
-            self.armed.insert(path.to_path_buf(), wd);
+            None => {
+                self.pending.insert(path.to_path_buf());
+            }
         }
     }
 
@@ -139,13 +168,13 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn set(paths: &[&Path]) -> BTreeSet<PathBuf> {
+    fn set(paths: &[&Path]) -> Vec<PathBuf> {
         paths.iter().map(|p| p.to_path_buf()).collect()
     }
 
     /// Looks at what is due as the rotation check does: arm, then look.
-    fn check(g: &mut Growth, live: &BTreeSet<PathBuf>) -> Vec<PathBuf> {
-        let due = g.due(live);
+    fn check(g: &mut Growth) -> Vec<PathBuf> {
+        let due = g.due();
         for p in &due {
             g.arm(p);
         }
@@ -160,12 +189,12 @@ mod tests {
         std::fs::write(&b, "").expect("b");
         let mut g = Growth::new();
         assert!(g.inotify.is_some(), "inotify is there on Linux");
-        let live = set(&[&a, &b]);
+        g.set_live(set(&[&a, &b]));
         // The first check is a sweep: both, and both armed.
-        assert_eq!(check(&mut g, &live), vec![a.clone(), b.clone()]);
+        assert_eq!(check(&mut g), vec![a.clone(), b.clone()]);
         assert_eq!(g.armed(), 2);
         // Nobody wrote: nothing is due.
-        assert!(check(&mut g, &live).is_empty());
+        assert!(check(&mut g).is_empty());
         // Many writes to a: one look.
         let mut f = std::fs::OpenOptions::new()
             .append(true)
@@ -174,20 +203,20 @@ mod tests {
         for _ in 0..100 {
             f.write_all(b"line\n").expect("write");
         }
-        assert_eq!(check(&mut g, &live), vec![a.clone()]);
-        assert!(check(&mut g, &live).is_empty());
+        assert_eq!(check(&mut g), vec![a.clone()]);
+        assert!(check(&mut g).is_empty());
         // b renamed away and made again (logrotate): due, and the new file
         // is the one watched.
         std::fs::rename(&b, dir.path().join("b.log.1")).expect("rename");
         std::fs::write(&b, "").expect("b again");
-        assert_eq!(check(&mut g, &live), vec![b.clone()]);
+        assert_eq!(check(&mut g), vec![b.clone()]);
         std::fs::write(&b, "x").expect("write the new b");
-        assert_eq!(check(&mut g, &live), vec![b.clone()]);
+        assert_eq!(check(&mut g), vec![b.clone()]);
         // A new log is due at once; a log no longer live is forgotten.
         let c = dir.path().join("c.log");
         std::fs::write(&c, "").expect("c");
-        let live = set(&[&a, &c]);
-        assert_eq!(check(&mut g, &live), vec![c.clone()]);
+        g.set_live(set(&[&a, &c]));
+        assert_eq!(check(&mut g), vec![c.clone()]);
         assert_eq!(g.armed(), 2);
     }
 
@@ -197,11 +226,11 @@ mod tests {
         let (a, missing) = (dir.path().join("a.log"), dir.path().join("not-yet.log"));
         std::fs::write(&a, "").expect("a");
         let mut g = Growth::new();
-        let live = set(&[&a, &missing]);
-        assert_eq!(check(&mut g, &live).len(), 2);
+        g.set_live(set(&[&a, &missing]));
+        assert_eq!(check(&mut g).len(), 2);
         for _ in 1..SWEEP_EVERY {
-            assert_eq!(check(&mut g, &live), vec![missing.clone()]);
+            assert_eq!(check(&mut g), vec![missing.clone()]);
         }
-        assert_eq!(check(&mut g, &live), vec![a.clone(), missing.clone()]);
+        assert_eq!(check(&mut g), vec![a.clone(), missing.clone()]);
     }
 }
