@@ -1,4 +1,5 @@
-//! One inotify instance for the whole daemon. The kernel allows a user only
+//! One inotify instance for every watcher of the daemon (the log rotation
+//! check has one more, of its own: `growth.rs`). The kernel allows a user only
 //! a few instances (`fs.inotify.max_user_instances`, often 128); one per
 //! `--watch` process and one per live log stream would let 128 streams
 //! switch `--watch` off. Here every watcher subscribes to the same instance:
