@@ -161,28 +161,14 @@ impl Service {
             .chain(&gone_copies)
             .map(|(id, _)| *id)
             .collect();
-        let longest_kill = writes
-            .iter()
-            .map(|s| s.def.kill_timeout_ms())
-            .max()
-            .unwrap_or(0);
-        self.rec
-            .wait_for(
-                SPAWN_WAIT + Duration::from_millis(longest_kill) + STOP_WAIT_SLACK,
-                |procs| {
-                    starts.iter().all(|(id, desired, generation)| {
-                        procs
-                            .get(id)
-                            .is_some_and(|e| start_settled(&e.spec, &e.obs, *desired, *generation))
-                    }) && gone.iter().all(|id| !procs.contains_key(id))
-                        // A change without a restart is answered once the
-                        // reconciler shows the new definition.
-                        && writes.iter().all(|w| {
-                            procs.get(&w.id).is_none_or(|e| e.spec.def == w.def)
-                        })
-                },
-            )
-            .await;
+        // A change without a restart is answered once the reconciler shows
+        // the new definition.
+        self.wait_settled(&starts, &gone, &writes, |procs| {
+            writes
+                .iter()
+                .all(|w| procs.get(&w.id).is_none_or(|e| e.spec.def == w.def))
+        })
+        .await;
         let restarted: Vec<u64> = starts.iter().map(|(id, _, _)| *id).collect();
         self.settle_shells(&restarted).await;
         let ids_of = |pairs: &[(usize, u64)]| {

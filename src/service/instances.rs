@@ -249,22 +249,7 @@ impl Service {
             .iter()
             .map(|s| (s.id, s.desired, s.generation))
             .collect();
-        let longest_kill = changed
-            .iter()
-            .map(|s| s.def.kill_timeout_ms())
-            .max()
-            .unwrap_or(0);
-        self.rec
-            .wait_for(
-                SPAWN_WAIT + Duration::from_millis(longest_kill) + STOP_WAIT_SLACK,
-                |procs| {
-                    starts.iter().all(|(id, desired, generation)| {
-                        procs
-                            .get(id)
-                            .is_some_and(|e| start_settled(&e.spec, &e.obs, *desired, *generation))
-                    }) && removed.iter().all(|id| !procs.contains_key(id))
-                },
-            )
+        self.wait_settled(&starts, &removed, &changed, |_| true)
             .await;
         self.settle_shells(&added).await;
         let mut ids: Vec<u64> = before

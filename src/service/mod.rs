@@ -143,6 +143,37 @@ impl Service {
         }
     }
 
+    /// Waits until every `(id, desired, generation)` of `starts` has
+    /// settled (`start_settled`), every id of `gone` has left, and `also`
+    /// holds: at most the spawn wait plus the longest `kill_timeout` among
+    /// `changed` (their old runs are stopped first).
+    pub(super) async fn wait_settled(
+        &self,
+        starts: &[(u64, Desired, u64)],
+        gone: &[u64],
+        changed: &[Spec],
+        also: impl Fn(&BTreeMap<u64, Entry>) -> bool,
+    ) {
+        let longest_kill = changed
+            .iter()
+            .map(|s| s.def.kill_timeout_ms())
+            .max()
+            .unwrap_or(0);
+        self.rec
+            .wait_for(
+                SPAWN_WAIT + Duration::from_millis(longest_kill) + STOP_WAIT_SLACK,
+                |procs| {
+                    starts.iter().all(|(id, desired, generation)| {
+                        procs
+                            .get(id)
+                            .is_some_and(|e| start_settled(&e.spec, &e.obs, *desired, *generation))
+                    }) && gone.iter().all(|id| !procs.contains_key(id))
+                        && also(procs)
+                },
+            )
+            .await;
+    }
+
     /// Every process's definition as the executor holds it (shared, not
     /// decoded again).
     pub(super) fn shared_specs(&self) -> Vec<Arc<Spec>> {
