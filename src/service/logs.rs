@@ -3,14 +3,19 @@
 use super::*;
 use crate::sync::LockExt;
 
+/// One process's logs as the rotation check last worked them out: for
+/// the definition it had, its out and err files (one path twice when
+/// merged) and their policy.
+type ProcessLogs = (Arc<Spec>, [Arc<Path>; 2], supervise::rotate::Policy);
+
 /// What the rotation check keeps between passes: each process's log
 /// paths and policy (worked out again when its definition changes), and
 /// which logs were written since their last look.
 #[derive(Default)]
 pub struct LogChecks {
-    paths: BTreeMap<u64, (Arc<Spec>, [PathBuf; 2], supervise::rotate::Policy)>,
+    paths: BTreeMap<u64, ProcessLogs>,
     /// Each live log's policy (a merged log is one file for two streams).
-    policies: BTreeMap<PathBuf, supervise::rotate::Policy>,
+    policies: BTreeMap<Arc<Path>, supervise::rotate::Policy>,
     growth: supervise::growth::Growth,
 }
 
@@ -78,6 +83,10 @@ impl Service {
                 }
                 let (out, err) = self.home.process_logs(&e.spec.name, e.spec.id, &e.spec.def);
                 let policy = self.log_policy(&e.spec.def);
+                // Each path held once, shared with the log check's maps (a
+                // merged log is one file for both streams).
+                let out: Arc<Path> = out.into();
+                let err = if err == *out { out.clone() } else { err.into() };
                 checks
                     .paths
                     .insert(*id, (e.spec.clone(), [out, err], policy));

@@ -13,7 +13,8 @@
 //! nothing missed can grow for long.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
@@ -30,14 +31,15 @@ fn flags() -> AddWatchFlags {
 
 pub struct Growth {
     inotify: Option<Inotify>,
-    /// Every log to look after, as last given to `set_live`.
-    live: Vec<PathBuf>,
+    /// Every log to look after, as last given to `set_live` (each path
+    /// held once, shared by the maps below and the caller's).
+    live: Vec<Arc<Path>>,
     /// Each log with an armed watch, and back.
-    armed: HashMap<PathBuf, WatchDescriptor>,
-    by_wd: HashMap<WatchDescriptor, PathBuf>,
+    armed: HashMap<Arc<Path>, WatchDescriptor>,
+    by_wd: HashMap<WatchDescriptor, Arc<Path>>,
     /// Logs due at the next check: written since their last look, new, or
     /// without a watch.
-    pending: BTreeSet<PathBuf>,
+    pending: BTreeSet<Arc<Path>>,
     checks: u32,
 }
 
@@ -68,9 +70,9 @@ impl Growth {
 
     /// The logs to look after from now on (call it when they change):
     /// new ones are due at once, those no longer there are forgotten.
-    pub fn set_live(&mut self, live: Vec<PathBuf>) {
-        let keep: BTreeSet<&PathBuf> = live.iter().collect();
-        let gone: Vec<PathBuf> = self
+    pub fn set_live(&mut self, live: Vec<Arc<Path>>) {
+        let keep: BTreeSet<&Arc<Path>> = live.iter().collect();
+        let gone: Vec<Arc<Path>> = self
             .armed
             .keys()
             .filter(|p| !keep.contains(p))
@@ -92,7 +94,7 @@ impl Growth {
     /// their last look, new ones, those without a watch, or all of them at
     /// a sweep or after the kernel lost events. Call `arm` on each before
     /// looking at it.
-    pub fn due(&mut self) -> Vec<PathBuf> {
+    pub fn due(&mut self) -> Vec<Arc<Path>> {
         let mut sweep = self.checks % SWEEP_EVERY == 0;
         self.checks = self.checks.wrapping_add(1);
         if let Some(inotify) = &self.inotify {
@@ -124,26 +126,26 @@ impl Growth {
 
     /// Arms the watch on `path` (before it is looked at: a write after
     /// this fires it). A log that cannot be watched is due again next time.
-    pub fn arm(&mut self, path: &Path) {
+    pub fn arm(&mut self, path: &Arc<Path>) {
         if self.armed.contains_key(path) {
             return;
         }
         let watched = self
             .inotify
             .as_ref()
-            .and_then(|i| i.add_watch(path, flags()).ok());
+            .and_then(|i| i.add_watch(&**path, flags()).ok());
         match watched {
             Some(wd) => {
                 // The same inode under another name (a merged log, a hard
                 // link) gives the same watch: the newest name keeps it.
-                if let Some(old) = self.by_wd.insert(wd, path.to_path_buf()) {
+                if let Some(old) = self.by_wd.insert(wd, path.clone()) {
                     self.armed.remove(&old);
                     self.pending.insert(old);
                 }
-                self.armed.insert(path.to_path_buf(), wd);
+                self.armed.insert(path.clone(), wd);
             }
             None => {
-                self.pending.insert(path.to_path_buf());
+                self.pending.insert(path.clone());
             }
         }
     }
@@ -168,12 +170,12 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn set(paths: &[&Path]) -> Vec<PathBuf> {
-        paths.iter().map(|p| p.to_path_buf()).collect()
+    fn set(paths: &[&Arc<Path>]) -> Vec<Arc<Path>> {
+        paths.iter().map(|p| Arc::clone(p)).collect()
     }
 
     /// Looks at what is due as the rotation check does: arm, then look.
-    fn check(g: &mut Growth) -> Vec<PathBuf> {
+    fn check(g: &mut Growth) -> Vec<Arc<Path>> {
         let due = g.due();
         for p in &due {
             g.arm(p);
@@ -184,7 +186,10 @@ mod tests {
     #[test]
     fn only_written_renamed_or_new_logs_are_due_between_sweeps() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (a, b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+        let (a, b): (Arc<Path>, Arc<Path>) = (
+            dir.path().join("a.log").into(),
+            dir.path().join("b.log").into(),
+        );
         std::fs::write(&a, "").expect("a");
         std::fs::write(&b, "").expect("b");
         let mut g = Growth::new();
@@ -213,7 +218,7 @@ mod tests {
         std::fs::write(&b, "x").expect("write the new b");
         assert_eq!(check(&mut g), vec![b.clone()]);
         // A new log is due at once; a log no longer live is forgotten.
-        let c = dir.path().join("c.log");
+        let c: Arc<Path> = dir.path().join("c.log").into();
         std::fs::write(&c, "").expect("c");
         g.set_live(set(&[&a, &c]));
         assert_eq!(check(&mut g), vec![c.clone()]);
@@ -223,7 +228,10 @@ mod tests {
     #[test]
     fn a_log_that_cannot_be_watched_is_due_every_time_and_a_sweep_sees_all() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (a, missing) = (dir.path().join("a.log"), dir.path().join("not-yet.log"));
+        let (a, missing): (Arc<Path>, Arc<Path>) = (
+            dir.path().join("a.log").into(),
+            dir.path().join("not-yet.log").into(),
+        );
         std::fs::write(&a, "").expect("a");
         let mut g = Growth::new();
         g.set_live(set(&[&a, &missing]));
