@@ -858,25 +858,33 @@ impl Store {
         Ok(())
     }
 
+    /// Every tree the snapshot keeps, raw, as the database holds it now
+    /// (the caller holds `writes` alone when it must not see half of a
+    /// transaction).
+    fn kept_trees(&self) -> Result<Vec<(String, snapshot::Entries)>, StoreError> {
+        let mut trees = Vec::with_capacity(snapshot::TREES.len());
+        for name in snapshot::TREES {
+            let entries = self
+                .db
+                .open_tree(name)?
+                .iter()
+                .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())))
+                .collect::<Result<Vec<_>, _>>()?;
+            trees.push((name.to_string(), entries));
+        }
+        Ok(trees)
+    }
+
     /// Writes a whole snapshot of `seq`, then an empty journal after it.
     fn write_snapshot(&self, journal: &mut JournalWriter, seq: u64) -> Result<(), StoreError> {
         let snap = {
             let _alone = self.writes.write_or_recover();
             // Every key marked so far is in this snapshot.
             self.dirty.take();
-            let mut trees = Vec::with_capacity(snapshot::TREES.len());
-            for name in snapshot::TREES {
-                let tree = self.db.open_tree(name)?;
-                let entries = tree
-                    .iter()
-                    .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())))
-                    .collect::<Result<Vec<_>, _>>()?;
-                trees.push((name.to_string(), entries));
-            }
             Snapshot {
                 seq,
                 written_ms: crate::spec::now_ms(),
-                trees,
+                trees: self.kept_trees()?,
             }
         };
         let bytes = snap.encode().map_err(StoreError::Encode)?;
@@ -1293,17 +1301,7 @@ mod tests {
 
     /// Every tree the snapshot keeps, as the database holds it now.
     fn dump(store: &Store) -> Vec<(String, snapshot::Entries)> {
-        snapshot::TREES
-            .iter()
-            .map(|name| {
-                let tree = store.db.open_tree(name).expect("tree");
-                let entries = tree
-                    .iter()
-                    .map(|i| i.map(|(k, v)| (k.to_vec(), v.to_vec())).expect("item"))
-                    .collect();
-                (name.to_string(), entries)
-            })
-            .collect()
+        store.kept_trees().expect("the trees")
     }
 
     #[test]
