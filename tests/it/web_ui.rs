@@ -131,14 +131,26 @@ impl Browser {
         let Value::Object(caps) = caps else {
             unreachable!("a JSON object")
         };
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let client =
-            b.rt.block_on(
+        // chromedriver listens before it serves, and under load it may drop
+        // the first session request (a connection reset): ask again until
+        // a deadline, then fail with the last error.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let client = loop {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            let attempt = b.rt.block_on(
                 ClientBuilder::new(connector)
-                    .capabilities(caps)
+                    .capabilities(caps.clone())
                     .connect(&format!("http://127.0.0.1:{port}")),
-            )
-            .expect("a chromium session from chromedriver");
+            );
+            match attempt {
+                Ok(client) => break client,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    eprintln!("no chromium session yet ({e}); asking again");
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(e) => panic!("a chromium session from chromedriver: {e}"),
+            }
+        };
         b.client = Some(client);
         b
     }
