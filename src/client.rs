@@ -62,8 +62,9 @@ pub enum ClientError {
     /// The peer's certificate is not the pinned one.
     #[error("{1}")]
     Pin(crate::tls::PinMismatch, String),
-    /// The HTTP exchange failed on a connection of its own (unix socket).
-    #[error("{0}")]
+    /// The HTTP exchange failed on a connection of its own (unix socket);
+    /// the text names each cause ("connection error" alone says nothing).
+    #[error("{}", causes(.0))]
     Http(#[source] hyper::Error),
     /// A pooled TCP request failed (the text names each cause in turn).
     #[error("{}", causes(.0))]
@@ -72,7 +73,7 @@ pub enum ClientError {
     #[error("{0}")]
     Request(#[source] hyper::http::Error),
     /// A streamed answer ended in the middle.
-    #[error("the stream broke: {0}")]
+    #[error("the stream broke: {}", causes(.0))]
     Stream(#[source] hyper::Error),
     #[error("no answer within {0:?}")]
     TimedOut(std::time::Duration),

@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 
 use super::format::{self, print_json};
 use super::{CliError, Format, Remote};
-use crate::client::{Client, Endpoint};
+use crate::client::{Client, ClientError, Endpoint};
 use crate::config::{Config, Home, Role};
 use crate::daemon::DaemonOptions;
 use crate::model::Health;
@@ -203,7 +203,7 @@ fn spawn_daemon(home: &Home, opts: &RestoreArgs) -> Result<(), CliError> {
             // Another CLI may have started a daemon at the same moment: ours
             // then fails on the database lock while the other one serves.
             if status.code() == Some(super::EXIT_LOCKED)
-                && wait_for_socket(home, Duration::from_secs(3))
+                && wait_for_socket(home, true, Duration::from_secs(3))
             {
                 return Ok(());
             }
@@ -230,10 +230,12 @@ fn spawn_daemon(home: &Home, opts: &RestoreArgs) -> Result<(), CliError> {
     }
 }
 
-fn wait_for_socket(home: &Home, within: Duration) -> bool {
+/// Whether the socket takes connections (`answers`) or refuses them (not
+/// `answers`) within `within`.
+fn wait_for_socket(home: &Home, answers: bool, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        if socket_answers(home) {
+        if socket_answers(home) == answers {
             return true;
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -307,7 +309,19 @@ pub async fn dispatch(cmd: DaemonCommand) -> Result<(), CliError> {
 
 async fn restore(args: RestoreArgs) -> Result<(), CliError> {
     let (client, home, started) = local(&args)?;
-    let h: Health = client.get("/health").await?;
+    let (h, started): (Health, bool) = match client.get("/health").await {
+        Ok(h) => (h, started),
+        // The socket took the connection and then dropped it unanswered: a
+        // daemon killed a moment ago, whose socket lives until its last
+        // thread has exited. Once that socket is gone, start the next one.
+        Err(ClientError::Http(_))
+            if !started && wait_for_socket(&home, false, DAEMON_START_TIMEOUT) =>
+        {
+            spawn_daemon(&home, &args)?;
+            (client.get("/health").await?, true)
+        }
+        Err(e) => return Err(e.into()),
+    };
     if started {
         println!(
             "✔ daemon started (pid {}, role {}, {} processes)",

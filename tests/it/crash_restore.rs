@@ -68,6 +68,42 @@ fn a_sigkilled_daemon_leaves_its_children_running_and_restore_adopts_them() {
     assert!(event_kinds(&home.info("a")).contains(&"adopted".to_string()));
 }
 
+/// A daemon killed a moment before `restore` still has its socket for as
+/// long as its last thread takes to exit: the connection is taken, then
+/// broken unanswered. Played here by a listener that reads the start of the
+/// request and goes away; restore waits it out and starts a daemon.
+#[test]
+fn restore_right_after_a_kill_waits_for_the_dying_socket_and_starts_a_daemon() {
+    use std::io::Read;
+    let home = TestHome::new();
+    let listener =
+        std::os::unix::net::UnixListener::bind(home.join("opm.sock")).expect("bind opm.sock");
+    let dying = std::thread::spawn(move || {
+        // The CLI's first connection only checks that the socket answers.
+        for (n, stream) in listener.incoming().enumerate() {
+            let mut stream = stream.expect("accept");
+            let mut first = [0u8; 4];
+            let got = stream.read(&mut first).expect("read");
+            if got > 0 {
+                // A request: the daemon dies with it unanswered (and the
+                // rest of it unread), and its socket file stays behind.
+                return n;
+            }
+        }
+        unreachable!("incoming never ends");
+    });
+    let out = home.opm(&["daemon", "restore"]).ok();
+    assert_eq!(
+        dying.join().expect("listener thread"),
+        1,
+        "probed, then asked"
+    );
+    assert!(out.stdout.contains("daemon started"), "{out}");
+    let pid = home.daemon_pid().expect("daemon pid");
+    assert!(home.owns(pid) && alive(pid));
+    assert!(home.list().is_empty());
+}
+
 #[test]
 fn an_adopted_process_that_crashes_is_restarted() {
     let home = TestHome::new();

@@ -195,9 +195,7 @@ fn a_daemon_killed_at_any_crash_point_loses_nothing_acknowledged_and_runs_nothin
                     break;
                 }
             }
-            wait_until(Duration::from_secs(10), "the daemon to be killed", || {
-                exited(daemon)
-            });
+            home.wait_daemon_gone(daemon);
             let out = home.opm(&["daemon", "restore"]);
             assert!(out.success(), "restore after {spec}: {out}");
             assert!(
@@ -238,9 +236,7 @@ fn a_daemon_killed_between_spawn_and_record_finds_its_child_by_the_spawn_marker(
     // The create is acknowledged before the spawn, so the CLI may or may not
     // hear back; the process is stored either way.
     let _ = opm(&home, &start_args(&mark, "a"));
-    wait_until(Duration::from_secs(10), "the daemon to die", || {
-        exited(daemon)
-    });
+    home.wait_daemon_gone(daemon);
     let child = copies(&mark, "a");
     assert_eq!(child.len(), 1, "the child was spawned: {child:?}");
     let spawn_marker = crate::common::environ(child[0])

@@ -281,7 +281,7 @@ fn a_daemon_killed_while_it_creates_a_group_leaves_all_of_it_or_none() {
             .ok();
         let daemon = home.daemon_pid().expect("daemon pid");
         let out = home.opm(&["start", "sleep 1000", "--name", "c", "-i", "5"]);
-        wait_until(WAIT, "the armed daemon to die", || exited(daemon));
+        home.wait_daemon_gone(daemon);
         home.opm(&["daemon", "restore"]).ok();
         let n = copies(&home, "c").len();
         assert!(

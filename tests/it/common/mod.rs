@@ -239,12 +239,24 @@ impl TestHome {
             return;
         }
         kill_pid(pid, libc::SIGKILL);
-        // Not just `!alive`: the main thread turns zombie while the other
-        // threads still hold the socket and the database lock.
+        self.wait_daemon_gone(pid);
+    }
+
+    /// Waits until the daemon `pid` has exited with everything it held.
+    /// Not just `!alive`: the main thread turns zombie while the other
+    /// threads still hold the socket and the database lock, and even once
+    /// every thread reads as exited the socket was seen to take a
+    /// connection (that then broke unanswered), so both are checked too.
+    #[track_caller]
+    pub fn wait_daemon_gone(&self, pid: i32) {
         wait_until(
             Duration::from_secs(10),
-            "the killed daemon to vanish",
-            || exited(pid),
+            "the killed daemon to vanish, with its socket and its lock",
+            || {
+                exited(pid)
+                    && std::os::unix::net::UnixStream::connect(self.join("opm.sock")).is_err()
+                    && lock_is_free(&self.join("db.lock"))
+            },
         );
     }
 
@@ -481,6 +493,18 @@ pub fn exited(pid: i32) -> bool {
             })
             .unwrap_or(true)
     })
+}
+
+/// Whether nobody holds the database lock at `path` (taken and given back
+/// at once; a missing file is free).
+pub fn lock_is_free(path: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(file) = std::fs::File::open(path) else {
+        return true;
+    };
+    // SAFETY: flock on a descriptor this function owns; closing it below
+    // gives the lock back.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
 /// Every pid under /proc.
