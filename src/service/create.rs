@@ -66,8 +66,10 @@ impl Service {
         log_clash(&self.home, &batch, existing.iter().map(|s| &**s), &[])?;
         // Each group's copies, in one transaction with the rest.
         let new: Vec<NewSpec> = new.into_iter().flat_map(instances::expand).collect();
+        // Stored now, made durable before the answer: the spawn's own
+        // commit covers the create too, so a start pays one round of syncs.
         let store = self.store.clone();
-        let created = blocking(move || store.create(new))
+        let (created, ticket) = blocking(move || store.create_unflushed(new))
             .await
             .map_err(|e| match e {
                 StoreError::DuplicateName(n) => {
@@ -88,6 +90,10 @@ impl Service {
             })
             .await;
         self.settle_shells(&ids).await;
+        // Nothing is answered before it is durable: at once when the spawn's
+        // commit came after the create (it covers it), else a commit now.
+        let store = self.store.clone();
+        blocking(move || store.flush_ticket(ticket)).await?;
         Ok(self.views(Some(&ids), false))
     }
 

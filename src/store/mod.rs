@@ -16,7 +16,8 @@
 //! the snapshot (`journal.rs`, `fdatasync`ed; now and then a whole new
 //! snapshot instead), then the sequence mirror (`db.seq`) written
 //! atomically. Concurrent callers share that work (group commit, see
-//! `Store::flush`).
+//! `Store::flush`). The one exception, `create_unflushed`, returns with a
+//! `Ticket` instead, which its caller makes durable before it answers.
 //!
 //! Every write to a tree the snapshot keeps (`snapshot::TREES`) marks its
 //! key (`Dirty::mark`) after it is made and before its `flush`: the next
@@ -182,6 +183,11 @@ impl JournalWriter {
 
 /// The group commit's state: tickets handed out, tickets durable, and
 /// whether a leader is committing right now.
+/// Writes waiting to be made durable (`Store::ticket`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[must_use = "a ticket stands for writes not yet durable: flush_ticket it"]
+pub struct Ticket(u64);
+
 #[derive(Debug, Default)]
 struct CommitState {
     requested: u64,
@@ -719,9 +725,24 @@ impl Store {
     /// A lock poisoned by a panicking thread still holds consistent counters
     /// (they change only under it, by plain assignments).
     pub fn flush(&self) -> Result<(), StoreError> {
+        let ticket = self.ticket();
+        self.flush_ticket(ticket)
+    }
+
+    /// A ticket for every write made before the call, to be made durable
+    /// later by `flush_ticket`: a commit that some other caller starts in
+    /// between covers it, and then the ticket costs no sync of its own.
+    pub fn ticket(&self) -> Ticket {
         let mut state = self.commit.lock_or_recover();
         state.requested += 1;
-        let ticket = state.requested;
+        Ticket(state.requested)
+    }
+
+    /// Returns once the writes `ticket` stands for are durable: at once when
+    /// a commit started since it was taken has ended, else after leading or
+    /// waiting for one.
+    pub fn flush_ticket(&self, Ticket(ticket): Ticket) -> Result<(), StoreError> {
+        let mut state = self.commit.lock_or_recover();
         loop {
             if state.durable >= ticket {
                 return Ok(());
@@ -940,6 +961,23 @@ impl Store {
     /// Creates `new` and replaces `changed` (same ids and names) in one
     /// transaction, then flushes: a process file applied at once.
     pub fn apply(&self, new: Vec<NewSpec>, changed: &[Spec]) -> Result<Vec<Spec>, StoreError> {
+        let (created, ticket) = self.apply_unflushed(new, changed)?;
+        self.flush_ticket(ticket)?;
+        Ok(created)
+    }
+
+    /// `create` without its commit: the caller makes the ticket durable
+    /// (`flush_ticket`) before it answers. A start does so after the spawn,
+    /// whose own commit covers the create too: one round of syncs, not two.
+    pub fn create_unflushed(&self, new: Vec<NewSpec>) -> Result<(Vec<Spec>, Ticket), StoreError> {
+        self.apply_unflushed(new, &[])
+    }
+
+    fn apply_unflushed(
+        &self,
+        new: Vec<NewSpec>,
+        changed: &[Spec],
+    ) -> Result<(Vec<Spec>, Ticket), StoreError> {
         fail::fail_point!("store::before-insert");
         let naming = self.naming.lock_or_recover();
         let writing = self.writing();
@@ -1012,8 +1050,7 @@ impl Store {
         }
         self.dirty.mark(META, NEXT_ID_KEY);
         fail::fail_point!("store::after-insert");
-        self.flush()?;
-        Ok(created)
+        Ok((created, self.ticket()))
     }
 
     /// Forgets a process: spec, name and runtime, in one transaction; flushes.
@@ -1297,6 +1334,40 @@ mod tests {
         assert_eq!(snap.processes(), 1);
         assert_eq!(snap.schema(), Some(migrate::CURRENT));
         assert_eq!(Some(snap.seq), mirrored_seq(&db.with_extension("seq")));
+    }
+
+    /// A start's create waits for the spawn's commit: that later commit
+    /// covers it, and its ticket then costs no commit of its own; a ticket
+    /// that nothing covered yet is committed when it is flushed.
+    #[test]
+    fn a_ticket_is_covered_by_any_commit_started_after_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("db");
+        let store = Store::open(&db).expect("open");
+        let kept = || {
+            read_snapshot(
+                &db.with_extension("snapshot"),
+                &db.with_extension("journal"),
+            )
+            .expect("readable")
+            .map_or(0, |s| s.processes())
+        };
+        let (created, ticket) = store.create_unflushed(vec![spec("a")]).expect("create");
+        assert_eq!(kept(), 0, "not committed yet");
+        let commits = store.commits();
+        store
+            .put_runtime(created[0].id, &Observed::default())
+            .expect("runtime");
+        store.flush().expect("the spawn's commit");
+        assert_eq!(store.commits(), commits + 1);
+        assert_eq!(kept(), 1, "the later commit holds the create");
+        store.flush_ticket(ticket).expect("covered");
+        assert_eq!(store.commits(), commits + 1, "no second commit");
+
+        let (_, ticket) = store.create_unflushed(vec![spec("b")]).expect("create");
+        store.flush_ticket(ticket).expect("committed");
+        assert_eq!(store.commits(), commits + 2);
+        assert_eq!(kept(), 2);
     }
 
     /// Every tree the snapshot keeps, as the database holds it now.
