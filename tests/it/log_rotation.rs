@@ -177,10 +177,27 @@ fn watch_sizes(home: &TestHome, d: Duration) -> (u64, String) {
 /// oldest file before it writes the new `.1`, so a look in between sees
 /// one file fewer).
 #[track_caller]
-fn wait_settled(home: &TestHome, bound: u64, what: &str) {
+fn wait_settled(home: &TestHome, bound: impl Fn() -> u64, what: &str) {
     wait_until(Duration::from_secs(5), what, || {
-        files(home).len() as u64 == KEEP + 1 && reading(home).is_some_and(|(t, _)| t <= bound)
+        files(home).len() as u64 == KEEP + 1 && reading(home).is_some_and(|(t, _)| t <= bound())
     });
+}
+
+/// The daemon's log filter in these tests: each rotation with how long it
+/// took (`supervise::rotate` at debug level).
+const LOG_FILTER: &str = "opm=info,opm::supervise::rotate=debug";
+
+/// The longest rotation of the live log the daemon reported so far, in ms.
+fn longest_rotation_ms(home: &TestHome) -> u64 {
+    let live = home.join("logs/numbers-0.out.log");
+    let prefix = format!("rotated {}: ", live.display());
+    std::fs::read_to_string(home.join("daemon.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(&prefix)?.1.split(" in ").nth(1))
+        .filter_map(|ms| ms.strip_suffix(" ms")?.parse().ok())
+        .max()
+        .unwrap_or(0)
 }
 
 /// The last whole number in the live log.
@@ -204,32 +221,46 @@ fn run(compress: bool) {
     home.write_config(&format!(
         "[logs]\ncompress = {compress}\ncheck_interval_ms = {CHECK_MS}\n"
     ));
+    let restore = || {
+        home.opm_env(&["daemon", "restore"], &[("OPM_LOG", LOG_FILTER)])
+            .ok()
+    };
+    restore();
     home.start(
         WRITER,
         "numbers",
         &["--max-log-size", "1M", "--log-files", "3"],
     );
     // README's bound: the cap times the files kept plus the live one, and
-    // what the child writes in one check interval; here two intervals (a
-    // check can be late on a loaded machine) and a file-system block.
+    // what the child writes in one check interval and while a rotation runs
+    // (the next check waits for it); here two intervals (a check can be
+    // late on a loaded machine), the longest rotation the daemon reported
+    // so far, and a file-system block.
     let rate = write_rate(&home);
-    let bound = CAP * (KEEP + 1) + rate * 2 * CHECK_MS / 1000 + 4096;
-    eprintln!("the writer writes {rate} bytes/s: bound {bound} bytes");
+    let bound =
+        || CAP * (KEEP + 1) + rate * (2 * CHECK_MS + longest_rotation_ms(&home)) / 1000 + 4096;
+    eprintln!("the writer writes {rate} bytes/s");
 
     let (before, then) = watch_sizes(&home, Duration::from_secs(8));
-    assert!(before <= bound, "{before} bytes of logs > {bound}: {then}");
+    let b = bound();
+    assert!(before <= b, "{before} bytes of logs > {b}: {then}");
     wait_settled(&home, bound, "3 rotated files and the live one");
 
     home.kill_daemon();
     // The child goes on writing with no daemon (the live log grows meanwhile).
     std::thread::sleep(Duration::from_millis(1500));
-    home.opm(&["daemon", "restore"]).ok();
+    restore();
     wait_settled(&home, bound, "the restored daemon to rotate again");
     let (after, then) = watch_sizes(&home, Duration::from_secs(9));
-    eprintln!("largest total of the logs: {before} bytes before the kill, {after} after ({then})");
+    let b = bound();
+    eprintln!(
+        "largest total of the logs: {before} bytes before the kill, {after} after ({then}); \
+         bound {b} (longest rotation {} ms)",
+        longest_rotation_ms(&home)
+    );
     assert!(
-        after <= bound,
-        "{after} bytes of logs > {bound} after restore: {then}"
+        after <= b,
+        "{after} bytes of logs > {b} after restore: {then}"
     );
 
     std::fs::write(home.join("stop"), "").expect("write stop");
@@ -274,7 +305,8 @@ fn run(compress: bool) {
     );
     assert!(first > 0, "{last} lines in 20 s and nothing rotated away?");
     let total = total_size(&home);
-    assert!(total <= bound, "{total} bytes at the end > {bound}");
+    let b = bound();
+    assert!(total <= b, "{total} bytes at the end > {b}");
 }
 
 #[test]
