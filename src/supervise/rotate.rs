@@ -168,8 +168,25 @@ pub fn tail_lines(live: &Path, n: usize) -> io::Result<Vec<String>> {
 }
 
 /// Rotates `live` if it is bigger than the policy's cap; what it did, if
-/// anything. A missing file is fine.
+/// anything. A missing file is fine. Each rotation is logged at debug
+/// level with the bytes it moved and how long it took (the child went on
+/// writing meanwhile, and the next check waits for it).
 pub fn rotate_if_over(live: &Path, policy: &Policy) -> io::Result<Option<Cut>> {
+    let start = std::time::Instant::now();
+    let done = rotate_over(live, policy)?;
+    if let Some((cut, bytes)) = done {
+        tracing::debug!(
+            "rotated {}: {bytes} bytes in {} ms",
+            live.display(),
+            start.elapsed().as_millis()
+        );
+        return Ok(Some(cut));
+    }
+    Ok(None)
+}
+
+/// `rotate_if_over`, with the bytes cut from the live file.
+fn rotate_over(live: &Path, policy: &Policy) -> io::Result<Option<(Cut, u64)>> {
     // The common case (under the cap) costs one stat.
     match fs::metadata(live) {
         Ok(m) if m.len() <= policy.max_size => return Ok(None),
@@ -270,7 +287,7 @@ pub fn rotate_if_over(live: &Path, policy: &Policy) -> io::Result<Option<Cut>> {
     ) {
         Ok(()) => {
             *cuts.entry(live.to_path_buf()).or_insert(0) += cut;
-            Ok(Some(Cut::Collapse))
+            Ok(Some((Cut::Collapse, cut)))
         }
         Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::EINVAL) => {
             // Copy-and-truncate: the rest, then the truncate right after.
@@ -284,7 +301,7 @@ pub fn rotate_if_over(live: &Path, policy: &Policy) -> io::Result<Option<Cut>> {
             }
             file.set_len(0)?;
             *cuts.entry(live.to_path_buf()).or_insert(0) += end;
-            Ok(Some(Cut::Truncate))
+            Ok(Some((Cut::Truncate, end)))
         }
         Err(e) => Err(e.into()),
     }
