@@ -8,9 +8,11 @@ Usage (from the repository root; build each commit with `cargo build
     python3 benches/start_ab.py --a A --b B --procs 1000 --starts 30 --rounds 4
 
 Each round gives each build a fresh OPM_HOME in a temporary directory, starts
---procs `/bin/sleep 1000` from one `.toml` file, then times --starts single
-`opm start "/bin/sleep 1000" --name xK` CLI calls, one after the other, from
-the fork of the CLI to its exit. The order of the two builds alternates from
+--procs `sleep 1000` from one `.toml` file, waits until they are all online,
+then times --starts single `opm start "sleep 1000" --name xK` CLI calls, one
+after the other, from the spawn of the CLI to the return of the wait on its
+exit. The homes, the timed calls and the clean-up are `benches/compare.py`'s
+(`Opm`). The order of the two builds alternates from
 round to round, so a machine that gets busier or quieter during the run
 weighs on both alike. The environment given to opm is PATH and HOME only
 (a start's cost grows with the caller's environment, which it stores).
@@ -19,89 +21,35 @@ What it prints: each round's median per build, then per build the median and
 quartiles of all its calls, and the load average before and after.
 
 Clean-up, whatever happens: `opm kill` in each home, then SIGKILL to every
-process that still carries this run's marker variable in its environment.
+process (and the groups they lead) that still carries this run's marker
+variable in its environment.
 """
 
 import argparse
-import json
-import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
+import uuid
+from pathlib import Path
 
-MARKER = "OPM_START_AB"
-
-
-def marked_pids(mark):
-    """Every live process whose environment carries this run's marker."""
-    pids = []
-    needle = f"{MARKER}={mark}".encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if needle in f.read().split(b"\0"):
-                    pids.append(int(entry))
-        except OSError:
-            pass
-    return pids
+# The side-by-side bench's own pieces: a tool with its home, its marker and
+# its clean-up, its timed CLI calls (`Tool.call`) and its process file.
+import compare
+from compare import BenchError, Opm
 
 
-def wait_settled(opm, env, want, deadline_s=60):
-    """Polls the daemon's list until `want` processes are online."""
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        out = subprocess.run(
-            [opm, "list", "--format", "json"], env=env, capture_output=True, text=True
-        )
-        if out.returncode == 0:
-            online = sum(1 for p in json.loads(out.stdout) if p.get("status") == "online")
-            if online >= want:
-                return
-        time.sleep(0.05)
-    sys.exit(f"{opm}: {want} processes never all online")
-
-
-def one_build(opm, procs, starts, root, mark):
+def one_build(binary, procs, starts, root, mark, tag):
     """The timings (ms) of `starts` single starts with `procs` running."""
-    home = tempfile.mkdtemp(prefix="home-", dir=root)
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/root"),
-        "OPM_HOME": home,
-        MARKER: mark,
-    }
-    with open(os.path.join(home, "procs.toml"), "w") as f:
-        for i in range(procs):
-            f.write(f'[[process]]\nname = "s{i}"\nscript = "/bin/sleep 1000"\n\n')
+    tool = Opm(root, mark, tag, Path(binary))
     try:
-        subprocess.run([opm, "daemon", "restore"], env=env, capture_output=True, check=True)
-        subprocess.run(
-            [opm, "start", os.path.join(home, "procs.toml")],
-            env=env,
-            capture_output=True,
-            check=True,
-        )
-        wait_settled(opm, env, procs)
-        times = []
-        for k in range(starts):
-            t = time.perf_counter()
-            out = subprocess.run(
-                [opm, "start", "/bin/sleep 1000", "--name", f"x{k}"],
-                env=env,
-                capture_output=True,
-                text=True,
-            )
-            times.append((time.perf_counter() - t) * 1000)
-            if out.returncode != 0:
-                sys.exit(f"{opm}: start x{k} failed: {out.stderr}")
-        return times
+        tool.warm_daemon()
+        tool.call(tool.start_file_cmd(tool.write_file(procs)))
+        got = tool.wait_online(procs)
+        if got < procs:
+            raise BenchError(f"{binary}: only {got}/{procs} online")
+        return [tool.start_one(f"x{k}") / 1e6 for k in range(starts)]
     finally:
-        subprocess.run([opm, "kill"], env=env, capture_output=True)
+        tool.cleanup()
 
 
 def main():
@@ -112,9 +60,13 @@ def main():
     p.add_argument("--starts", type=int, default=30, help="timed starts per round (default 30)")
     p.add_argument("--rounds", type=int, default=4, help="rounds per build (default 4)")
     args = p.parse_args()
+    # A start stores the caller's environment: PATH and HOME only.
+    env = {k: v for k, v in compare.BASE_ENV.items() if k in ("PATH", "HOME")}
+    compare.BASE_ENV.clear()
+    compare.BASE_ENV.update(env)
     load = lambda: " ".join(open("/proc/loadavg").read().split()[:3])
     print(f"load average before: {load()}")
-    mark = f"{os.getpid()}-{time.time_ns()}"
+    mark = f"start-ab-{uuid.uuid4().hex[:12]}"
     results = {"a": [], "b": []}
     with tempfile.TemporaryDirectory(prefix="opm-start-ab-") as root:
         try:
@@ -122,15 +74,11 @@ def main():
                 order = ("a", "b") if rnd % 2 == 0 else ("b", "a")
                 for which in order:
                     opm = getattr(args, which)
-                    times = one_build(opm, args.procs, args.starts, root, mark)
+                    times = one_build(opm, args.procs, args.starts, Path(root), mark, f"{which}{rnd}")
                     results[which] += times
                     print(f"round {rnd + 1} {which} ({opm}): median {statistics.median(times):.2f} ms")
-        finally:
-            for pid in marked_pids(mark):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        except BenchError as e:
+            sys.exit(str(e))
     for which in ("a", "b"):
         ts = sorted(results[which])
         q = statistics.quantiles(ts, n=4)

@@ -181,13 +181,13 @@ impl JournalWriter {
     }
 }
 
-/// The group commit's state: tickets handed out, tickets durable, and
-/// whether a leader is committing right now.
 /// Writes waiting to be made durable (`Store::ticket`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[must_use = "a ticket stands for writes not yet durable: flush_ticket it"]
 pub struct Ticket(u64);
 
+/// The group commit's state: tickets handed out, tickets durable, and
+/// whether a leader is committing right now.
 #[derive(Debug, Default)]
 struct CommitState {
     requested: u64,
@@ -732,7 +732,7 @@ impl Store {
     /// A ticket for every write made before the call, to be made durable
     /// later by `flush_ticket`: a commit that some other caller starts in
     /// between covers it, and then the ticket costs no sync of its own.
-    pub fn ticket(&self) -> Ticket {
+    fn ticket(&self) -> Ticket {
         let mut state = self.commit.lock_or_recover();
         state.requested += 1;
         Ticket(state.requested)

@@ -173,16 +173,14 @@ pub fn tail_lines(live: &Path, n: usize) -> io::Result<Vec<String>> {
 /// writing meanwhile, and the next check waits for it).
 pub fn rotate_if_over(live: &Path, policy: &Policy) -> io::Result<Option<Cut>> {
     let start = std::time::Instant::now();
-    let done = rotate_over(live, policy)?;
-    if let Some((cut, bytes)) = done {
+    Ok(rotate_over(live, policy)?.map(|(cut, bytes)| {
         tracing::debug!(
             "rotated {}: {bytes} bytes in {} ms",
             live.display(),
             start.elapsed().as_millis()
         );
-        return Ok(Some(cut));
-    }
-    Ok(None)
+        cut
+    }))
 }
 
 /// `rotate_if_over`, with the bytes cut from the live file.

@@ -109,8 +109,10 @@ pub fn failpoints_or_skip() -> bool {
 
 /// The crash points of the write paths, in the order a write passes them,
 /// with the hits (counted from when the daemon starts serving) to die at. A start
-/// makes three commits (the create, the spawn's intent, the pid), each one
-/// appending to the journal and writing `db.seq` in place. The atomic file
+/// stores its create without a commit, flushes sled's log with the spawn's
+/// intent (the create rides on it: `store::*-flush`/`after-fsync` at hit 1 fall
+/// between the two), then commits the pid, appending to the journal and
+/// writing `db.seq` in place. The atomic file
 /// writes (`fsutil::*`) are reached with `OPM_JOURNAL_LIMIT=0`, which makes
 /// every commit write a whole snapshot and an empty journal (two files): the
 /// counts spread the kills over them.
